@@ -1,0 +1,17 @@
+import os
+
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "0")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """(gemma_dir, cosmos_dir): tiny checkpoints in the real Hugging Face formats, built once."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    return write_tiny_gemma(root / "gemma-3-tiny"), write_tiny_cosmos(root / "cosmos-tiny")

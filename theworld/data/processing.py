@@ -1,0 +1,176 @@
+"""Turns (image, prompt, caption) into model-ready tensors, in DataLoader workers.
+
+The sequence is Gemma 3's chat format with the world block in front of Gemma's image block::
+
+    <bos><start_of_turn>user\n <the_world_start> [world tokens] <the_world_end>
+    \n\n<start_of_image> [image soft tokens] <end_of_image>\n\n prompt <end_of_turn>\n
+    <start_of_turn>model\n caption <end_of_turn>
+
+``segment_ids`` tells the model which positions take world / image embeddings; labels are -100
+everywhere except the caption and its ``<end_of_turn>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+# segment_ids values
+SEG_TEXT, SEG_IMAGE, SEG_WORLD_START, SEG_WORLD, SEG_WORLD_END = 0, 1, 2, 3, 4
+IGNORE_INDEX = -100
+DEFAULT_PROMPT = "Describe the image."
+
+
+def load_gemma_processor(gemma_model_name: str):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(gemma_model_name)
+
+
+def num_world_tokens(cosmos_model_name: str, subfolder: str, image_size: int, patch_size: int) -> int:
+    """World tokens per image, from the VAE's config alone (no weights are read)."""
+    from diffusers import AutoencoderKLWan
+
+    vae_config = AutoencoderKLWan.load_config(cosmos_model_name, subfolder=subfolder)
+    factor = vae_config.get("scale_factor_spatial", 8)
+    if image_size % (factor * patch_size):
+        raise ValueError(
+            f"world_image_size={image_size} must be a multiple of {factor * patch_size} "
+            f"(the VAE's {factor}x downsampling times world_patch_size={patch_size})."
+        )
+    side = image_size // factor // patch_size
+    return side * side
+
+
+def _resize_normalize(image: Image.Image, size: tuple[int, int], mean, std, resample) -> torch.Tensor:
+    resized = image.resize((size[1], size[0]), resample=resample)
+    array = np.asarray(resized, dtype=np.float32) * (1.0 / 255.0)
+    array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+class TheWorldProcessor:
+    """Builds one training or generation example; ``collate`` pads a list of them into a batch.
+
+    Example:
+        >>> proc = TheWorldProcessor(load_gemma_processor("google/gemma-3-4b-it"), world_tokens=784,
+        ...                          world_image_size=448)
+        >>> example = proc(image, caption="a red circle")      # tensors for one sample
+        >>> batch = proc.collate([example, example])             # right-padded batch
+    """
+
+    def __init__(
+        self,
+        gemma_processor,
+        world_tokens: int,
+        world_image_size: int,
+        prompt: str = DEFAULT_PROMPT,
+        max_caption_tokens: int = 64,
+    ):
+        self.gemma_processor = gemma_processor
+        self.tokenizer = gemma_processor.tokenizer
+        self.world_tokens = world_tokens
+        self.world_image_size = world_image_size
+        self.prompt = prompt
+        self.max_caption_tokens = max_caption_tokens
+        self.end_of_turn_id = self.tokenizer.convert_tokens_to_ids("<end_of_turn>")
+        self.pad_id = self.tokenizer.pad_token_id
+        self.image_token_id = self.tokenizer.image_token_id
+        ip = gemma_processor.image_processor
+        self._siglip = dict(
+            size=(ip.size["height"], ip.size["width"]),
+            mean=ip.image_mean,
+            std=ip.image_std,
+            resample=Image.Resampling(int(ip.resample)) if ip.resample is not None else Image.Resampling.BILINEAR,
+        )
+        self._prompts: dict[str, tuple[list[int], list[int]]] = {}
+
+    @classmethod
+    def from_config(cls, config, **kwargs) -> "TheWorldProcessor":
+        """Build from a ``TheWorldConfig``: reads the Gemma processor and the VAE's config only."""
+        tokens = (
+            num_world_tokens(config.cosmos_model_name, config.cosmos_subfolder, config.world_image_size,
+                             config.world_patch_size)
+            if config.enable_world
+            else 0
+        )
+        return cls(load_gemma_processor(config.gemma_model_name), tokens, config.world_image_size, **kwargs)
+
+    def _build_prompt(self, prompt: str) -> tuple[list[int], list[int]]:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        text = self.gemma_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        before, sep, after = text.partition(self.gemma_processor.boi_token)
+        if not sep:
+            raise ValueError("The Gemma chat template did not place an image token; is this a Gemma 3 processor?")
+        encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        head, tail = encode(before), encode(self.gemma_processor.full_image_sequence + after)
+        ids = head + [self.pad_id] * (self.world_tokens + 2 if self.world_tokens else 0) + tail
+        segments = [SEG_TEXT] * len(head)
+        if self.world_tokens:
+            segments += [SEG_WORLD_START] + [SEG_WORLD] * self.world_tokens + [SEG_WORLD_END]
+        segments += [SEG_IMAGE if t == self.image_token_id else SEG_TEXT for t in tail]
+        return ids, segments
+
+    def siglip_pixels(self, image: Image.Image) -> torch.Tensor:
+        return _resize_normalize(image, **self._siglip)
+
+    def world_pixels(self, image: Image.Image) -> torch.Tensor:
+        """The VAE input: a square resize scaled to [-1, 1]."""
+        size = (self.world_image_size, self.world_image_size)
+        return _resize_normalize(image, size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), Image.Resampling.BICUBIC)
+
+    def __call__(self, image: Image.Image, caption: str | None = None, prompt: str | None = None) -> dict[str, Any]:
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        prompt = prompt or self.prompt
+        if prompt not in self._prompts:  # the chat template is rendered once per distinct prompt
+            self._prompts[prompt] = self._build_prompt(prompt)
+        prompt_ids, segments = self._prompts[prompt]
+        labels = [IGNORE_INDEX] * len(prompt_ids)
+        ids = list(prompt_ids)
+        if caption is not None:
+            answer = self.tokenizer(caption, add_special_tokens=False)["input_ids"][: self.max_caption_tokens]
+            answer.append(self.end_of_turn_id)
+            ids += answer
+            labels += answer
+            segments = segments + [SEG_TEXT] * len(answer)
+        example = {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "segment_ids": torch.tensor(segments, dtype=torch.uint8),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "pixel_values": self.siglip_pixels(image),
+        }
+        if self.world_tokens:
+            example["world_pixels"] = self.world_pixels(image)
+        return example
+
+    def collate(self, examples: list[dict[str, Any]], padding_side: str = "right") -> dict[str, Any]:
+        """Pads to the longest example; anything that is not a model input (keys, counters) is kept as lists."""
+        length = max(len(e["input_ids"]) for e in examples)
+        batch_size = len(examples)
+        input_ids = torch.full((batch_size, length), self.pad_id, dtype=torch.long)
+        segment_ids = torch.zeros((batch_size, length), dtype=torch.uint8)
+        labels = torch.full((batch_size, length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example["input_ids"])
+            span = slice(0, n) if padding_side == "right" else slice(length - n, length)
+            input_ids[row, span] = example["input_ids"]
+            segment_ids[row, span] = example["segment_ids"]
+            labels[row, span] = example["labels"]
+            attention_mask[row, span] = 1
+        batch = {
+            "input_ids": input_ids,
+            "segment_ids": segment_ids,
+            "labels": labels,
+            "attention_mask": attention_mask,
+            "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+        }
+        if "world_pixels" in examples[0]:
+            batch["world_pixels"] = torch.stack([e["world_pixels"] for e in examples])
+        for key in examples[0]:
+            if key not in batch:
+                batch[key] = [e.get(key) for e in examples]
+        return batch

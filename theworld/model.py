@@ -1,0 +1,271 @@
+"""TheWorld: Gemma 3 with Cosmos world tokens in its input sequence.
+
+The model knows nothing of Lightning: load it, train it, generate with it in plain PyTorch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from theworld.config import TheWorldConfig
+from theworld.data.processing import (
+    IGNORE_INDEX,
+    SEG_IMAGE,
+    SEG_WORLD,
+    SEG_WORLD_END,
+    SEG_WORLD_START,
+    TheWorldProcessor,
+    load_gemma_processor,
+)
+from theworld.world import WorldEncoder, WorldProjector
+
+log = logging.getLogger(__name__)
+
+WORLD_START_TOKEN = "<the_world_start>"
+WORLD_END_TOKEN = "<the_world_end>"
+
+_OPTION_NAMES = {f.name for f in fields(TheWorldConfig)}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    try:
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+    except KeyError:
+        raise ValueError(f"frozen_dtype={name!r}: use 'auto', 'bfloat16', 'float16' or 'float32'.") from None
+
+
+class TheWorld(nn.Module):
+    """Gemma 3 + Cosmos VAE world tokens + a trainable projector.
+
+    Example:
+        >>> model = TheWorld("google/gemma-3-4b-it", freeze_gemma_vision=True,
+        ...                  freeze_gemma_language=True, freeze_cosmos_vae=True)
+        >>> out = model(**batch)                      # batch from TheWorldProcessor.collate
+        >>> out["loss"].backward()
+        >>> model.generate(images=[pil_image], prompt="Describe the image.")
+        ['a red circle on a blue background']
+    """
+
+    def __init__(
+        self,
+        gemma_model_name: str = TheWorldConfig.gemma_model_name,
+        cosmos_model_name: str = TheWorldConfig.cosmos_model_name,
+        freeze_gemma_vision: bool = True,
+        freeze_gemma_language: bool = True,
+        freeze_cosmos_vae: bool = True,
+        **options,
+    ):
+        super().__init__()
+        unknown = sorted(set(options) - _OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"TheWorld got unknown options {unknown}; valid ones are {sorted(_OPTION_NAMES)}.")
+        self.config = TheWorldConfig(
+            gemma_model_name=gemma_model_name,
+            cosmos_model_name=cosmos_model_name,
+            freeze_gemma_vision=freeze_gemma_vision,
+            freeze_gemma_language=freeze_gemma_language,
+            freeze_cosmos_vae=freeze_cosmos_vae,
+            **options,
+        )
+        cfg = self.config
+        from transformers import Gemma3ForConditionalGeneration
+
+        frozen_dtype = resolve_dtype(cfg.frozen_dtype)
+        self.gemma = Gemma3ForConditionalGeneration.from_pretrained(
+            cfg.gemma_model_name, dtype=frozen_dtype, attn_implementation=cfg.attn_implementation
+        )
+        hidden = self.gemma.config.text_config.hidden_size
+        self.world_encoder: WorldEncoder | None = None
+        self.projector: WorldProjector | None = None
+        if cfg.enable_world:
+            self.world_encoder = WorldEncoder.from_pretrained(
+                cfg.cosmos_model_name, cfg.cosmos_subfolder, cfg.world_patch_size, dtype=frozen_dtype
+            )
+            text_rms = self._text_embedding_rms()
+            self.projector = WorldProjector(self.world_encoder.token_dim, hidden, cfg.projector_hidden_dim, text_rms)
+            # <the_world_start>, <the_world_end>: their own 2 x hidden parameter, not new rows of the
+            # 262k-row embedding matrix. They start at the mean text embedding (already scaled).
+            start = self._mean_text_embedding()
+            self.world_token_embeds = nn.Parameter(torch.stack([start, start.clone()]))
+        self._processor: TheWorldProcessor | None = None
+        self._apply_freeze()
+        if cfg.gradient_checkpointing:
+            self.gemma.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # ----------------------------------------------------------------- construction helpers
+    @classmethod
+    def from_config(cls, config: TheWorldConfig) -> "TheWorld":
+        return cls(**config.to_dict())
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo: str, revision: str | None = None, token: str | None = None,
+                        subfolder: str | None = None, **overrides) -> "TheWorld":
+        """Rebuild the base models from ``config.json`` and load the trainable weights.
+
+        ``path_or_repo`` is a local folder (a ``checkpoint-N/``, ``final/``) or a Hub repo id.
+        Unexpected or missing trainable keys raise an error naming them.
+        """
+        from theworld.checkpoint import load_pretrained
+
+        return load_pretrained(cls, path_or_repo, revision=revision, token=token, subfolder=subfolder, **overrides)
+
+    def _text_embeddings(self) -> nn.Module:
+        return self.gemma.get_input_embeddings()
+
+    def _mean_text_embedding(self) -> torch.Tensor:
+        emb = self._text_embeddings()
+        return (emb.weight.float().mean(0) * float(emb.embed_scale)).detach()
+
+    def _text_embedding_rms(self) -> float:
+        emb = self._text_embeddings()
+        return float(emb.weight.detach().float().pow(2).mean(-1).sqrt().mean() * float(emb.embed_scale))
+
+    def _apply_freeze(self) -> None:
+        cfg = self.config
+        groups = {
+            "vision": ([self.gemma.model.vision_tower, self.gemma.model.multi_modal_projector], cfg.freeze_gemma_vision),
+            "language": ([self.gemma.model.language_model, self.gemma.lm_head], cfg.freeze_gemma_language),
+        }
+        if self.world_encoder is not None:
+            groups["cosmos"] = ([self.world_encoder], cfg.freeze_cosmos_vae)
+        for modules, frozen in groups.values():
+            for module in modules:
+                module.requires_grad_(not frozen)
+        # Trainable weights are fp32 master weights whatever the frozen weights' dtype.
+        for param in self.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+
+    @property
+    def processor(self) -> TheWorldProcessor:
+        """Builds model inputs for this model's base ids and world layout."""
+        if self._processor is None:
+            tokens = self.world_encoder.num_tokens(self.config.world_image_size) if self.world_encoder else 0
+            self._processor = TheWorldProcessor(
+                load_gemma_processor(self.config.gemma_model_name), tokens, self.config.world_image_size
+            )
+        return self._processor
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the trainable tensors, keyed as in ``state_dict()`` (tied weights once)."""
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ----------------------------------------------------------------------- forward pass
+    def encode_world(self, world_pixels: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> world tokens ``(B, N, hidden)``."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_cosmos_vae):
+            latents = self.world_encoder(world_pixels)
+        return self.projector(latents)
+
+    def embed(self, input_ids, segment_ids, pixel_values=None, world_pixels=None) -> torch.Tensor:
+        """Token embeddings with Gemma image features and world tokens written into their slots."""
+        embeds = self._text_embeddings()(input_ids)
+        if pixel_values is not None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_gemma_vision):
+                vision_dtype = self.gemma.model.vision_tower.dtype
+                image_features = self.gemma.model.get_image_features(pixel_values.to(vision_dtype)).pooler_output
+            embeds = embeds.masked_scatter((segment_ids == SEG_IMAGE).unsqueeze(-1), image_features.to(embeds.dtype))
+        if self.world_encoder is not None:
+            if world_pixels is None:
+                raise ValueError("enable_world=True needs world_pixels (the VAE input) in the batch.")
+            world = self.encode_world(world_pixels).to(embeds.dtype)
+            embeds = embeds.masked_scatter((segment_ids == SEG_WORLD).unsqueeze(-1), world)
+            special = self.world_token_embeds.to(embeds.dtype)
+            embeds = torch.where((segment_ids == SEG_WORLD_START).unsqueeze(-1), special[0], embeds)
+            embeds = torch.where((segment_ids == SEG_WORLD_END).unsqueeze(-1), special[1], embeds)
+        return embeds
+
+    def hidden_states(self, input_ids, segment_ids, attention_mask=None, pixel_values=None, world_pixels=None,
+                      position_ids=None, **cache_kwargs) -> torch.Tensor:
+        embeds = self.embed(input_ids, segment_ids, pixel_values, world_pixels)
+        # token_type_ids=1 marks Gemma's image block, which attends bidirectionally within itself.
+        outputs = self.gemma.model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            token_type_ids=(segment_ids == SEG_IMAGE).long(),
+            position_ids=position_ids,
+            **cache_kwargs,
+        )
+        return outputs.last_hidden_state
+
+    def forward(self, input_ids, segment_ids, attention_mask=None, pixel_values=None, world_pixels=None,
+                labels=None, return_logits: bool = False, **_unused) -> dict[str, torch.Tensor]:
+        """Loss on answer tokens only; logits over the vocabulary are computed only where a label exists."""
+        hidden = self.hidden_states(input_ids, segment_ids, attention_mask, pixel_values, world_pixels)
+        out: dict[str, torch.Tensor] = {}
+        if return_logits:
+            out["logits"] = self.gemma.lm_head(hidden)
+        if labels is not None:
+            targets = labels[:, 1:]
+            selected = targets != IGNORE_INDEX
+            logits = self.gemma.lm_head(hidden[:, :-1][selected])
+            out["loss"] = F.cross_entropy(logits.float(), targets[selected])
+            out["num_tokens"] = selected.sum()
+        return out
+
+    # ------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, images, prompt: str | None = None, max_new_tokens: int = 32, return_scores: bool = False):
+        """Greedy decoding: world + image tokens go into the prefill, then the KV cache decodes.
+
+        Returns the decoded answers, and with ``return_scores=True`` also the per-step logits
+        ``(B, steps, vocab)``.
+        """
+        from transformers import DynamicCache
+
+        proc = self.processor
+        batch = proc.collate([proc(image, prompt=prompt) for image in images], padding_side="left")
+        device = self.world_token_embeds.device if self.world_encoder is not None else self.gemma.device
+        batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        attention_mask = batch["attention_mask"]
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.gemma.config.get_text_config())
+        hidden = self.hidden_states(
+            batch["input_ids"], batch["segment_ids"], attention_mask, batch["pixel_values"],
+            batch.get("world_pixels"), position_ids=position_ids, use_cache=True, **{_CACHE_KWARG: cache},
+        )
+        stop_ids = torch.tensor([proc.end_of_turn_id, proc.tokenizer.eos_token_id], device=device)
+        finished = torch.zeros(len(images), dtype=torch.bool, device=device)
+        tokens, scores = [], []
+        next_position = position_ids[:, -1:] + 1
+        for _ in range(max_new_tokens):
+            logits = self.gemma.lm_head(hidden[:, -1]).float()
+            scores.append(logits)
+            next_token = logits.argmax(-1).masked_fill(finished, proc.pad_id)
+            tokens.append(next_token)
+            finished |= torch.isin(next_token, stop_ids)
+            if bool(finished.all()):
+                break
+            attention_mask = torch.cat([attention_mask, (~finished).long().unsqueeze(-1)], dim=-1)
+            embeds = self._text_embeddings()(next_token.unsqueeze(-1))
+            hidden = self.gemma.model.language_model(
+                inputs_embeds=embeds, attention_mask=attention_mask, position_ids=next_position,
+                use_cache=True, **{_CACHE_KWARG: cache},
+            ).last_hidden_state
+            next_position = next_position + 1
+        token_ids = torch.stack(tokens, dim=1)
+        texts = proc.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+        texts = [t.strip() for t in texts]
+        return (texts, torch.stack(scores, dim=1)) if return_scores else texts
+
+
+def _cache_kwarg_name() -> str:
+    # transformers renamed `past_key_values` to `cache` in 5.2x; accept both.
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3TextModel
+
+    params = inspect.signature(Gemma3TextModel.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+_CACHE_KWARG = _cache_kwarg_name()

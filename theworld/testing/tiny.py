@@ -1,0 +1,145 @@
+"""Tiny Gemma 3 and Cosmos-VAE checkpoints in the real Hugging Face formats.
+
+They are written with the same classes as the real ones (``Gemma3ForConditionalGeneration``,
+``Gemma3Processor`` with a trained BPE tokenizer, ``AutoencoderKLWan`` under ``vae/``) so that
+``TheWorld`` loads them through its production ``from_pretrained`` path.
+
+Example:
+    >>> gemma_dir = write_tiny_gemma("assets/gemma-3-tiny")
+    >>> cosmos_dir = write_tiny_cosmos("assets/cosmos-tiny")
+    >>> model = TheWorld(gemma_dir, cosmos_dir, world_image_size=64)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+GEMMA_SPECIAL_TOKENS = [  # Gemma's own order for the first ids: pad 0, eos 1, bos 2, unk 3
+    "<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
+    "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+]
+
+# Gemma 3's chat format: the system prompt is folded into the first user turn, assistant -> model.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set sys = messages[0]['content'] if messages[0]['content'] is string else messages[0]['content'][0]['text'] -%}"
+    "{%- set first_user_prefix = sys + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+_CORPUS = [
+    "Describe the image.", "What is in the picture?", "a red green blue yellow purple orange white black",
+    "circle square triangle star cross diamond shape on a background", "small large left right top bottom center",
+    "The image shows a picture of an object.",
+]
+
+
+def _train_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=GEMMA_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return tokenizer
+
+
+def write_tiny_gemma(
+    out_dir: str | Path,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    image_size: int = 32,
+    patch_size: int = 8,
+    mm_tokens_per_image: int = 4,
+    seed: int = 0,
+) -> str:
+    """Write a tiny ``Gemma3ForConditionalGeneration`` + ``Gemma3Processor`` to ``out_dir``."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessor,
+        Gemma3Processor,
+        PreTrainedTokenizerFast,
+    )
+
+    out_dir = Path(out_dir)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_train_tokenizer(vocab_size=512),
+        bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+        additional_special_tokens=GEMMA_SPECIAL_TOKENS[5:],
+        extra_special_tokens={
+            "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>",
+        },
+        padding_side="right",
+    )
+    image_processor = Gemma3ImageProcessor(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    processor = Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=mm_tokens_per_image,
+    )
+    vocab = len(tokenizer)
+    token_id = tokenizer.convert_tokens_to_ids
+    config = Gemma3Config(
+        text_config=dict(
+            vocab_size=vocab, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+            num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=hidden_size // 4, sliding_window=64, max_position_embeddings=4096,
+            pad_token_id=token_id("<pad>"), bos_token_id=token_id("<bos>"), eos_token_id=token_id("<eos>"),
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size, patch_size=patch_size, vision_use_head=False,
+        ),
+        mm_tokens_per_image=mm_tokens_per_image,
+        boi_token_index=token_id("<start_of_image>"),
+        eoi_token_index=token_id("<end_of_image>"),
+        image_token_index=token_id("<image_soft_token>"),
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [token_id("<eos>"), token_id("<end_of_turn>")]
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return str(out_dir)
+
+
+def write_tiny_cosmos(out_dir: str | Path, base_dim: int = 8, seed: int = 0) -> str:
+    """Write a tiny Wan2.1-style ``AutoencoderKLWan`` under ``out_dir/vae`` (the Cosmos repo layout)."""
+    from diffusers import AutoencoderKLWan
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(base_dim=base_dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1)
+    vae.save_pretrained(out_dir / "vae")
+    # The real repo is a diffusers pipeline; only its VAE is ever read.
+    (out_dir / "model_index.json").write_text(
+        json.dumps({"_class_name": "Cosmos2VideoToWorldPipeline", "vae": ["diffusers", "AutoencoderKLWan"]}, indent=2)
+    )
+    return str(out_dir)

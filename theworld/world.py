@@ -1,0 +1,94 @@
+"""The world path: Cosmos VAE encoder -> normalised latents -> patches -> world tokens.
+
+``WorldEncoder`` wraps only the VAE of a Cosmos checkpoint (diffusers ``AutoencoderKLWan`` in its
+``vae`` subfolder), never the whole video pipeline. ``WorldProjector`` maps latent patches to
+Gemma's hidden size, scaled to match the size of Gemma's text embeddings.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def patchify(latents: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, H/p * W/p, C * p * p)``, row-major over patches."""
+    batch, channels, height, width = latents.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"Latent size {height}x{width} is not divisible by world_patch_size={patch_size}.")
+    grid_h, grid_w = height // patch_size, width // patch_size
+    patches = latents.reshape(batch, channels, grid_h, patch_size, grid_w, patch_size)
+    return patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, grid_h * grid_w, channels * patch_size * patch_size)
+
+
+class WorldEncoder(nn.Module):
+    """Encodes images in ``[-1, 1]`` (``(B, 3, H, W)``) into normalised, patchified Cosmos latents.
+
+    Example:
+        >>> enc = WorldEncoder.from_pretrained("nvidia/Cosmos-Predict2-2B-Video2World", patch_size=2)
+        >>> tokens = enc(images)  # (B, 784, 64) for 448x448 images
+    """
+
+    def __init__(self, vae: nn.Module, patch_size: int):
+        super().__init__()
+        self.vae = vae
+        self.patch_size = patch_size
+        z_dim = vae.config.z_dim
+        # Registered as buffers so they follow .to(device) but are never saved as weights.
+        mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z_dim, 1, 1)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1)
+        self.register_buffer("latents_mean", mean, persistent=False)
+        self.register_buffer("latents_inv_std", inv_std, persistent=False)
+
+    @classmethod
+    def from_pretrained(
+        cls, model_name: str, subfolder: str = "vae", patch_size: int = 2, dtype: torch.dtype = torch.float32
+    ) -> "WorldEncoder":
+        from diffusers import AutoencoderKLWan
+
+        vae = AutoencoderKLWan.from_pretrained(model_name, subfolder=subfolder, torch_dtype=dtype)
+        # Only the encoder half is ever used; dropping the decoder saves its memory.
+        vae.decoder = None
+        vae.post_quant_conv = None
+        return cls(vae, patch_size)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.z_dim
+
+    @property
+    def token_dim(self) -> int:
+        return self.latent_channels * self.patch_size**2
+
+    def num_tokens(self, image_size: int) -> int:
+        side = image_size // self.vae.config.scale_factor_spatial // self.patch_size
+        return side * side
+
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in ``[-1, 1]`` -> normalised latents ``(B, z_dim, H/8, W/8)`` in float32."""
+        dtype = next(self.vae.parameters()).dtype
+        video = images.to(dtype).unsqueeze(2)  # a video of one frame: (B, 3, T=1, H, W)
+        latents = self.vae.encode(video).latent_dist.mode()[:, :, 0].float()
+        return (latents - self.latents_mean) * self.latents_inv_std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return patchify(self.encode_latents(images), self.patch_size)
+
+
+class WorldProjector(nn.Module):
+    """Linear -> GELU -> Linear, then an RMS norm whose gain starts at the text embeddings' RMS.
+
+    Without the norm, world tokens would start orders of magnitude away from the scale of Gemma's
+    (``sqrt(hidden)``-scaled) text embeddings and dominate or vanish in attention.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, target_rms: float = 1.0):
+        super().__init__()
+        hidden_dim = hidden_dim or out_dim
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+        self.norm = nn.RMSNorm(out_dim, eps=1e-6)
+        with torch.no_grad():
+            self.norm.weight.fill_(target_rms)
+
+    def forward(self, latent_patches: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(latent_patches.to(self.net[0].weight.dtype)))
