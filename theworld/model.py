@@ -222,11 +222,17 @@ class TheWorld(nn.Module):
         Returns the decoded answers, and with ``return_scores=True`` also the per-step logits
         ``(B, steps, vocab)``.
         """
+        proc = self.processor
+        batch = proc.collate([proc(image, prompt=prompt) for image in images], padding_side="left")
+        return self.generate_from_batch(batch, max_new_tokens, return_scores)
+
+    @torch.no_grad()
+    def generate_from_batch(self, batch: dict, max_new_tokens: int = 32, return_scores: bool = False):
+        """Like ``generate`` for a left-padded batch from ``processor.collate(..., padding_side="left")``."""
         from transformers import DynamicCache
 
         proc = self.processor
-        batch = proc.collate([proc(image, prompt=prompt) for image in images], padding_side="left")
-        device = self.world_token_embeds.device if self.world_encoder is not None else self.gemma.device
+        device = self.gemma.lm_head.weight.device
         batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         attention_mask = batch["attention_mask"]
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -236,7 +242,7 @@ class TheWorld(nn.Module):
             batch.get("world_pixels"), position_ids=position_ids, use_cache=True, **{_CACHE_KWARG: cache},
         )
         stop_ids = torch.tensor([proc.end_of_turn_id, proc.tokenizer.eos_token_id], device=device)
-        finished = torch.zeros(len(images), dtype=torch.bool, device=device)
+        finished = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=device)
         tokens, scores = [], []
         next_position = position_ids[:, -1:] + 1
         for _ in range(max_new_tokens):
@@ -254,9 +260,7 @@ class TheWorld(nn.Module):
                 use_cache=True, **{_CACHE_KWARG: cache},
             ).last_hidden_state
             next_position = next_position + 1
-        token_ids = torch.stack(tokens, dim=1)
-        texts = proc.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
-        texts = [t.strip() for t in texts]
+        texts = [t.strip() for t in proc.tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)]
         return (texts, torch.stack(scores, dim=1)) if return_scores else texts
 
 

@@ -1,0 +1,3 @@
+from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainableCheckpointIO
+
+__all__ = ["TrainableCheckpoint", "TrainableCheckpointIO"]

@@ -7,15 +7,20 @@ import sys
 import torch
 from lightning.pytorch.cli import LightningCLI
 
+from theworld.callbacks.checkpoint import TrainableCheckpoint
+from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.hub import HubConfig
 from theworld.lit.datamodule import TheWorldDataModule
 from theworld.lit.module import TheWorldModule
 
 
 class TheWorldCLI(LightningCLI):
-    """Adds the ``hub:`` group and the top-level ``--hf_token`` flag to Lightning's CLI."""
+    """Adds the ``checkpoint:`` and ``hub:`` groups and the top-level ``--hf_token`` flag to Lightning's CLI."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        # Always on: the `checkpoint:` group configures the trainable-only checkpoint callback.
+        parser.add_lightning_class_args(TrainableCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
         parser.add_dataclass_arguments(HubConfig, "hub")
         parser.add_argument(
             "--hf_token",

@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import glob
+import os
+from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from theworld.data.processing import DEFAULT_PROMPT, TheWorldProcessor
+
+
+class ConsumedStateDataLoader(StatefulDataLoader):
+    """A ``StatefulDataLoader`` whose ``state_dict()`` counts batches handed out *before* the newest.
+
+    Lightning's training fetcher holds one batch ahead (to know when the stream ends), so when a
+    checkpoint is saved after step N the loader has already yielded batch N+1. Saving its live
+    state would skip that batch on resume; the state from before the newest batch is exact.
+    """
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        self._consumed_state = None
+        while True:
+            before = super().state_dict()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                self._consumed_state = None
+                return
+            self._consumed_state = before
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        consumed = getattr(self, "_consumed_state", None)
+        return consumed if consumed is not None else super().state_dict()
 
 
 class SampleTransform:
@@ -20,6 +52,40 @@ class SampleTransform:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         example = self.processor(sample["image"], caption=sample["text"])
         example["key"] = sample["key"]
+        return example
+
+
+class ImageFiles(Dataset):
+    """Images to caption with ``theworld predict``: a folder, a glob, or a list of paths."""
+
+    SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+
+    def __init__(self, paths: str | list[str], processor: TheWorldProcessor):
+        self.paths = self._expand(paths)
+        self.processor = processor
+
+    @classmethod
+    def _expand(cls, paths: str | list[str]) -> list[str]:
+        found: list[str] = []
+        for entry in [paths] if isinstance(paths, str) else paths:
+            if os.path.isdir(entry):
+                found += sorted(str(p) for p in Path(entry).iterdir() if p.suffix.lower() in cls.SUFFIXES)
+            else:
+                matches = sorted(glob.glob(entry))
+                if not matches:
+                    raise FileNotFoundError(f"data.predict_data: no image matches {entry!r}.")
+                found += matches
+        if not found:
+            raise FileNotFoundError(f"data.predict_data: no images ({sorted(cls.SUFFIXES)}) in {paths!r}.")
+        return found
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        with Image.open(self.paths[index]) as image:
+            example = self.processor(image.convert("RGB"))
+        example["key"] = self.paths[index]
         return example
 
 
@@ -63,10 +129,9 @@ class TheWorldDataModule(L.LightningDataModule):
         clip_score_threshold: float | None = None,
         download_timeout_s: float = 10.0,
         download_retries: int = 2,
+        predict_data: str | list[str] | None = None,
     ):
         super().__init__()
-        if train_data is None and dataset_name is None:
-            raise ValueError("data: set train_data (shards or parquet files) or dataset_name (a Hub dataset).")
         self.save_hyperparameters()
         self.processor: TheWorldProcessor | None = None
 
@@ -77,8 +142,21 @@ class TheWorldDataModule(L.LightningDataModule):
                 config, prompt=self.hparams.prompt, max_caption_tokens=self.hparams.max_caption_tokens
             )
 
+    def predict_dataloader(self) -> DataLoader:
+        if not self.hparams.predict_data:
+            raise ValueError("theworld predict needs --data.predict_data (an image folder, glob or list of paths).")
+        return DataLoader(
+            ImageFiles(self.hparams.predict_data, self.processor),
+            batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
+            num_workers=self.hparams.num_workers,
+            collate_fn=partial(self.processor.collate, padding_side="left"),
+        )
+
     def _source(self, data, *, train: bool):
         from theworld.data import sources
+
+        if data is None and self.hparams.dataset_name is None:
+            raise ValueError("data: set train_data (shards or parquet files) or dataset_name (a Hub dataset).")
 
         hp = self.hparams
         common: dict[str, Any] = dict(
@@ -106,7 +184,7 @@ class TheWorldDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, batch_size: int) -> StatefulDataLoader:
         workers = self.hparams.num_workers
-        return StatefulDataLoader(
+        return ConsumedStateDataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=workers,

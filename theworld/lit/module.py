@@ -53,6 +53,7 @@ class TheWorldModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
+        max_new_tokens: int = 32,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -85,6 +86,10 @@ class TheWorldModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.model(**batch)
         self.log("val/loss", out["loss"], prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        texts = self.model.generate_from_batch(batch, max_new_tokens=self.hparams.max_new_tokens)
+        return [{"image": key, "text": text} for key, text in zip(batch["key"], texts)]
 
     def _log_skipped(self, per_sample_counts) -> None:
         """Sums the bad-sample counters that the loader workers attach to samples."""

@@ -1,0 +1,149 @@
+"""``TrainableCheckpoint``: Lightning's ModelCheckpoint writing trainable-only checkpoint folders.
+
+Each save is a folder ``checkpoint-{step}/``::
+
+    model.safetensors    trainable tensors only, keys as in model.state_dict()
+    config.json          what rebuilds the model (base ids, world layout, freeze flags)
+    training_state.pt    optimizer + LR scheduler state, loop counters, data position
+
+Rotation (``save_top_k``, ``every_n_train_steps``), ``last`` and resuming (``--ckpt_path``) are
+Lightning's own; this module only changes the on-disk format, through a CheckpointIO plugin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors.torch import load_file
+
+from theworld.checkpoint import (
+    TRAINING_STATE_NAME,
+    WEIGHTS_NAME,
+    atomic_directory,
+    remove_stale_temporaries,
+    save_weights,
+)
+from theworld.config import TheWorldConfig
+
+log = logging.getLogger(__name__)
+
+_MODEL_PREFIX = "model."  # TheWorldModule keeps TheWorld under `self.model`
+
+
+class TrainableCheckpointIO(CheckpointIO):
+    """Writes and reads a Lightning checkpoint dict as a trainable-only folder (atomic)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        state = dict(checkpoint)
+        weights = {k.removeprefix(_MODEL_PREFIX): v for k, v in state.pop("state_dict").items()}
+        config = TheWorldConfig.from_dict(state.pop("theworld_config"))
+        with atomic_directory(path) as tmp:
+            save_weights(weights, config, tmp)
+            torch.save(state, tmp / TRAINING_STATE_NAME)
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        path = Path(path)
+        if not (path / TRAINING_STATE_NAME).exists():
+            raise FileNotFoundError(
+                f"{path} is not a resumable TheWorld checkpoint (no {TRAINING_STATE_NAME}). Pass a "
+                f"checkpoint-N/ or last/ folder, or use --model.init_from to start from its weights only."
+            )
+        state = torch.load(path / TRAINING_STATE_NAME, map_location=map_location or "cpu", weights_only=False)
+        weights = load_file(path / WEIGHTS_NAME)
+        state["state_dict"] = {_MODEL_PREFIX + k: v for k, v in weights.items()}
+        return state
+
+    def remove_checkpoint(self, path) -> None:
+        if os.path.islink(path) or os.path.isfile(path):
+            os.remove(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+
+
+class TrainableCheckpoint(ModelCheckpoint):
+    """Saves ``checkpoint-{step}/`` folders with trainable tensors only, keeps ``last``, writes ``final/``.
+
+    Example (YAML)::
+
+        trainer:
+          callbacks:
+            - class_path: theworld.callbacks.TrainableCheckpoint
+              init_args:
+                dirpath: runs/datacomp/checkpoints
+                every_n_train_steps: 500
+                save_top_k: 3        # with monitor unset: the 3 newest are kept
+    """
+
+    FILE_EXTENSION = ""
+    CHECKPOINT_NAME_LAST = "last"
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "checkpoint-{step}",
+        every_n_train_steps: int | None = 500,
+        save_top_k: int = -1,
+        save_last: bool | str = "link",
+        monitor: str | None = None,
+        mode: str = "min",
+        **kwargs: Any,
+    ):
+        if monitor is None and save_top_k > 0:
+            # Without a metric, "top k" means the k newest: rank checkpoints by step.
+            monitor, mode = "step", "max"
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            every_n_train_steps=every_n_train_steps,
+            save_top_k=save_top_k,
+            save_last=save_last,
+            monitor=monitor,
+            mode=mode,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+            **kwargs,
+        )
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        super().setup(trainer, pl_module, stage)
+        # The folder format belongs to this callback, so it installs its own CheckpointIO.
+        if not isinstance(trainer.strategy.checkpoint_io, TrainableCheckpointIO):
+            trainer.strategy.checkpoint_io = TrainableCheckpointIO()
+        if trainer.is_global_zero:
+            remove_stale_temporaries(self.dirpath)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero:
+            self._notify_saved(trainer, filepath, final=False)
+
+    @staticmethod
+    def _notify_saved(trainer: L.Trainer, path: str | Path, final: bool) -> None:
+        """Tells callbacks with ``on_trainable_checkpoint_saved`` (the Hub sync) that a folder is complete."""
+        for callback in trainer.callbacks:
+            hook = getattr(callback, "on_trainable_checkpoint_saved", None)
+            if hook is not None:
+                hook(trainer, str(path), final=final)
+
+    @property
+    def final_dir(self) -> Path:
+        return Path(self.dirpath) / "final"
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if trainer.is_global_zero:
+            with atomic_directory(self.final_dir) as tmp:
+                save_weights(pl_module.model.trainable_state_dict(), pl_module.world_config, tmp)
+            log.info("Final trainable weights written to %s", self.final_dir)
+            self._notify_saved(trainer, self.final_dir, final=True)
+        trainer.strategy.barrier("theworld_final_saved")

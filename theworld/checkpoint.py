@@ -1,0 +1,133 @@
+"""Trainable-only checkpoint folders: ``model.safetensors`` + ``config.json`` (+ training state).
+
+A folder is written under a temporary name and renamed into place, so a crash mid-save never
+leaves a half-written checkpoint under a name that loading or resuming would pick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from theworld.config import CONFIG_NAME, TheWorldConfig
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+TRAINING_STATE_NAME = "training_state.pt"
+TMP_MARKER = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | Path) -> Iterator[Path]:
+    """Yields a temporary sibling folder; on success it replaces ``final`` in one rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}{TMP_MARKER}{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        for path in tmp.iterdir():  # make the bytes durable before the name points at them
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.is_symlink() or final.is_file():
+            final.unlink()
+        elif final.exists():
+            trash = final.with_name(f"{final.name}{TMP_MARKER}old-{uuid.uuid4().hex[:8]}")
+            final.rename(trash)
+            shutil.rmtree(trash)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_temporaries(directory: str | Path) -> None:
+    """Deletes folders left by a save that was killed before its rename."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if TMP_MARKER in path.name and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def save_weights(weights: dict[str, torch.Tensor], config: TheWorldConfig, directory: str | Path) -> None:
+    """Writes ``model.safetensors`` (the given trainable tensors) and ``config.json`` into ``directory``."""
+    directory = Path(directory)
+    tensors = {name: t.detach().contiguous().cpu() for name, t in weights.items()}
+    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt", "theworld": "trainable-only"})
+    config.save(directory)
+
+
+def save_pretrained(model, directory: str | Path) -> Path:
+    """``model``'s trainable weights and config into ``directory``, atomically."""
+    with atomic_directory(directory) as tmp:
+        save_weights(model.trainable_state_dict(), model.config, tmp)
+    return Path(directory)
+
+
+def resolve_files(path_or_repo: str, filenames: list[str], revision: str | None = None, token: str | None = None,
+                  subfolder: str | None = None) -> dict[str, Path]:
+    """Local paths of ``filenames`` from a folder, or downloaded from a Hub repo (``user/repo`` or ``hf://``)."""
+    local = Path(path_or_repo) / (subfolder or "")
+    if local.is_dir():
+        missing = [name for name in filenames if not (local / name).exists()]
+        if missing:
+            raise FileNotFoundError(f"{local} has no {missing}; is it a TheWorld checkpoint folder?")
+        return {name: local / name for name in filenames}
+    from theworld.hub import download_files
+
+    return download_files(path_or_repo, filenames, revision=revision, token=token, subfolder=subfolder)
+
+
+def check_keys(model, weights: dict[str, torch.Tensor], *, require_all_trainable: bool) -> None:
+    """Refuses keys the model does not have as trainable (or at all), naming them."""
+    trainable = set(model.trainable_state_dict())
+    known = set(model.state_dict())
+    problems = []
+    unknown = sorted(set(weights) - known)
+    if unknown:
+        problems.append(f"unexpected keys (not in the model): {unknown}")
+    if require_all_trainable:
+        not_trainable = sorted(set(weights) & known - trainable)
+        missing = sorted(trainable - set(weights))
+        if not_trainable:
+            problems.append(f"keys of frozen parameters (check the freeze flags in config.json): {not_trainable}")
+        if missing:
+            problems.append(f"missing trainable keys: {missing}")
+    if problems:
+        raise ValueError("Checkpoint does not match the model: " + "; ".join(problems))
+
+
+def load_trainable_weights(model, source: str, revision: str | None = None, token: str | None = None,
+                           subfolder: str | None = None, strict: bool = False) -> list[str]:
+    """Loads ``model.safetensors`` from a folder or Hub repo into ``model``; returns the keys loaded.
+
+    ``strict=False`` allows trainable keys the file lacks (a new training stage that unfreezes more).
+    """
+    files = resolve_files(source, [WEIGHTS_NAME], revision=revision, token=token, subfolder=subfolder)
+    weights = load_file(files[WEIGHTS_NAME])
+    check_keys(model, weights, require_all_trainable=strict)
+    model.load_state_dict(weights, strict=False)
+    log.info("Loaded %d trainable tensors from %s", len(weights), source)
+    return sorted(weights)
+
+
+def load_pretrained(cls, path_or_repo: str, revision: str | None = None, token: str | None = None,
+                    subfolder: str | None = None, **overrides):
+    files = resolve_files(path_or_repo, [CONFIG_NAME, WEIGHTS_NAME], revision=revision, token=token,
+                          subfolder=subfolder)
+    config = TheWorldConfig.load(files[CONFIG_NAME])
+    model = cls(**{**config.to_dict(), **overrides})
+    weights = load_file(files[WEIGHTS_NAME])
+    check_keys(model, weights, require_all_trainable=True)
+    model.load_state_dict(weights, strict=False)
+    return model

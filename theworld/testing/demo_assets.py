@@ -1,0 +1,38 @@
+"""Writes everything ``configs/demo.yaml`` reads: tiny Gemma 3, tiny Cosmos VAE, synthetic shards.
+
+Usage::
+
+    python -m theworld.testing.demo_assets            # -> demo_assets/
+    theworld fit --config configs/demo.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from theworld.data.synthetic import write_webdataset_shards
+from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma
+
+
+def write_demo_assets(out_dir: str | Path = "demo_assets", train_shards: int = 4, samples_per_shard: int = 256,
+                      seed: int = 0) -> Path:
+    out_dir = Path(out_dir)
+    write_tiny_gemma(out_dir / "gemma-3-tiny", seed=seed)
+    write_tiny_cosmos(out_dir / "cosmos-tiny", seed=seed)
+    write_webdataset_shards(out_dir / "data", train_shards, samples_per_shard, seed=seed, prefix="train")
+    # A held-out shard with its own seed: never overlaps the training stream.
+    write_webdataset_shards(out_dir / "data", 1, 64, seed=seed + 1000, prefix="val")
+    return out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", nargs="?", default="demo_assets")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(f"demo assets written to {write_demo_assets(args.out_dir, seed=args.seed)}/")
+
+
+if __name__ == "__main__":
+    main()
