@@ -15,3 +15,13 @@ def tiny_models(tmp_path_factory):
     """(gemma_dir, cosmos_dir): tiny checkpoints in the real Hugging Face formats, built once."""
     root = tmp_path_factory.mktemp("tiny_models")
     return write_tiny_gemma(root / "gemma-3-tiny"), write_tiny_cosmos(root / "cosmos-tiny")
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """A working directory holding demo_assets/ (tiny models + synthetic shards) for configs/demo.yaml."""
+    from theworld.testing.demo_assets import write_demo_assets
+
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_assets(root / "demo_assets")
+    return root

@@ -18,15 +18,6 @@ def theworld(*args, cwd, env=None, timeout=600):
                           timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def demo_dir(tmp_path_factory):
-    from theworld.testing.demo_assets import write_demo_assets
-
-    root = tmp_path_factory.mktemp("demo")
-    write_demo_assets(root / "demo_assets")
-    return root
-
-
 def read_losses(metrics_csv: Path) -> list[float]:
     with open(metrics_csv) as fh:
         return [float(row["train/loss"]) for row in csv.DictReader(fh) if row.get("train/loss")]

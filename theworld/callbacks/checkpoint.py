@@ -15,16 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning_utilities.core.apply_func import apply_to_collection
 from safetensors.torch import load_file
 
 from theworld.checkpoint import (
+    TMP_MARKER,
     TRAINING_STATE_NAME,
     WEIGHTS_NAME,
     atomic_directory,
@@ -39,17 +42,60 @@ _MODEL_PREFIX = "model."  # TheWorldModule keeps TheWorld under `self.model`
 
 
 class TrainableCheckpointIO(CheckpointIO):
-    """Writes and reads a Lightning checkpoint dict as a trainable-only folder (atomic)."""
+    """Writes and reads a Lightning checkpoint dict as a trainable-only folder (atomic).
+
+    With ``async_save`` (the default) ``save_checkpoint`` only snapshots the tensors to CPU and
+    returns; one writer thread writes, renames, links and removes folders in submission order, so
+    training is blocked for the copy alone. ``on_saved(path)`` runs on that thread once a folder
+    is complete. ``wait()`` drains the queue and re-raises a failed write.
+    """
+
+    def __init__(self, async_save: bool = True, on_saved: Callable[[str], None] | None = None):
+        self.on_saved = on_saved
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="theworld-ckpt") if async_save else None
+        self._pending: list[Future] = []
+
+    def _submit(self, fn: Callable, *args: Any) -> None:
+        if self._executor is None:
+            fn(*args)
+            return
+        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+        self._raise_failed()
+        self._pending.append(self._executor.submit(fn, *args))
+
+    def _raise_failed(self) -> None:
+        for future in self._pending:
+            if future.done() and future.exception() is not None:
+                raise RuntimeError(f"Writing a checkpoint failed: {future.exception()}") from future.exception()
+
+    def wait(self) -> None:
+        """Blocks until every queued write/link/remove is done; raises if one failed."""
+        for future in self._pending:
+            future.exception()
+        self._raise_failed()
+        self._pending.clear()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        # The snapshot decouples the write from the next optimizer step mutating the tensors.
+        snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().to("cpu", copy=True))
+        self._submit(self._write, snapshot, str(path))
+
+    def _write(self, checkpoint: dict[str, Any], path: str) -> None:
         state = dict(checkpoint)
         weights = {k.removeprefix(_MODEL_PREFIX): v for k, v in state.pop("state_dict").items()}
         config = TheWorldConfig.from_dict(state.pop("theworld_config"))
         with atomic_directory(path) as tmp:
             save_weights(weights, config, tmp)
             torch.save(state, tmp / TRAINING_STATE_NAME)
+        if self.on_saved is not None:
+            self.on_saved(path)
+
+    def link(self, target: str, link: str) -> None:
+        """Points ``link`` at ``target`` once ``target`` is written (replacing ``link`` atomically)."""
+        self._submit(_replace_with_symlink, target, link)
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        self.wait()
         path = Path(path)
         if not (path / TRAINING_STATE_NAME).exists():
             raise FileNotFoundError(
@@ -62,10 +108,27 @@ class TrainableCheckpointIO(CheckpointIO):
         return state
 
     def remove_checkpoint(self, path) -> None:
-        if os.path.islink(path) or os.path.isfile(path):
-            os.remove(path)
-        elif os.path.isdir(path):
-            shutil.rmtree(path)
+        self._submit(_remove, str(path))
+
+    def teardown(self) -> None:
+        self.wait()
+
+
+def _remove(path: str) -> None:
+    if os.path.islink(path) or os.path.isfile(path):
+        os.remove(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def _replace_with_symlink(target: str, link: str) -> None:
+    tmp_link = f"{link}{TMP_MARKER}link"
+    if os.path.lexists(tmp_link):
+        os.remove(tmp_link)
+    os.symlink(os.path.relpath(target, os.path.dirname(link)), tmp_link)
+    if os.path.isdir(link) and not os.path.islink(link):
+        _remove(link)  # a full `last/` copy from before the first linkable save
+    os.replace(tmp_link, link)
 
 
 class TrainableCheckpoint(ModelCheckpoint):
@@ -80,6 +143,7 @@ class TrainableCheckpoint(ModelCheckpoint):
                 dirpath: runs/datacomp/checkpoints
                 every_n_train_steps: 500
                 save_top_k: 3        # with monitor unset: the 3 newest are kept
+                async_save: true     # training waits only for a CPU copy of the tensors
     """
 
     FILE_EXTENSION = ""
@@ -94,8 +158,10 @@ class TrainableCheckpoint(ModelCheckpoint):
         save_last: bool | str = "link",
         monitor: str | None = None,
         mode: str = "min",
+        async_save: bool = True,
         **kwargs: Any,
     ):
+        self.async_save = async_save
         if monitor is None and save_top_k > 0:
             # Without a metric, "top k" means the k newest: rank checkpoints by step.
             monitor, mode = "step", "max"
@@ -118,18 +184,22 @@ class TrainableCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         # The folder format belongs to this callback, so it installs its own CheckpointIO.
         if not isinstance(trainer.strategy.checkpoint_io, TrainableCheckpointIO):
-            trainer.strategy.checkpoint_io = TrainableCheckpointIO()
+            trainer.strategy.checkpoint_io = TrainableCheckpointIO(async_save=self.async_save)
+        trainer.strategy.checkpoint_io.on_saved = lambda path: self._notify_saved(trainer, path, final=False)
         if trainer.is_global_zero:
             remove_stale_temporaries(self.dirpath)
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
-        if trainer.is_global_zero:
-            self._notify_saved(trainer, filepath, final=False)
+    def _link_checkpoint(self, trainer: L.Trainer, filepath: str, linkpath: str) -> None:
+        # Queued behind the write of `filepath`, so `last` never points at a folder not yet complete.
+        if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
+            trainer.strategy.checkpoint_io.link(filepath, linkpath)
+        trainer.strategy.barrier()
 
     @staticmethod
     def _notify_saved(trainer: L.Trainer, path: str | Path, final: bool) -> None:
-        """Tells callbacks with ``on_trainable_checkpoint_saved`` (the Hub sync) that a folder is complete."""
+        """Tells callbacks with ``on_trainable_checkpoint_saved`` (the Hub sync) that a folder is complete.
+
+        Runs on the checkpoint writer thread for intermediate saves: hooks must be thread-safe."""
         for callback in trainer.callbacks:
             hook = getattr(callback, "on_trainable_checkpoint_saved", None)
             if hook is not None:
@@ -142,6 +212,7 @@ class TrainableCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         if trainer.is_global_zero:
+            trainer.strategy.checkpoint_io.wait()
             with atomic_directory(self.final_dir) as tmp:
                 save_weights(pl_module.model.trainable_state_dict(), pl_module.world_config, tmp)
             log.info("Final trainable weights written to %s", self.final_dir)

@@ -96,15 +96,15 @@ class TheWorldDataModule(L.LightningDataModule):
     http(s) URLs). ``source: hf`` streams parquet metadata (``dataset_name`` on the Hub, or
     ``train_data`` as parquet files) and downloads each image in the loader workers.
 
-    The validation set never overlaps training: either ``val_data`` (other shards/files), or the
-    first ``val_samples`` samples of the stream, which training then skips.
+    The validation set never overlaps training: either ``val_data`` (other shards/files), or (for
+    ``source: hf``) the first ``val_samples`` rows of the stream, which training then skips.
 
     Example (YAML)::
 
         data:
           source: webdataset
-          train_data: /data/datacomp/{00000..01287}.tar
-          val_samples: 512
+          train_data: /data/datacomp/{00000..01286}.tar
+          val_data: /data/datacomp/01287.tar
           batch_size: 8
           num_workers: 8
     """
@@ -132,6 +132,11 @@ class TheWorldDataModule(L.LightningDataModule):
         predict_data: str | list[str] | None = None,
     ):
         super().__init__()
+        if source == "webdataset" and val_samples and val_data is None:
+            raise ValueError(
+                "data.val_samples holds out the first rows of a parquet/Hub stream; for webdataset shards "
+                "set data.val_data to held-out shards instead (e.g. the last shard)."
+            )
         self.save_hyperparameters()
         self.processor: TheWorldProcessor | None = None
 
@@ -155,26 +160,27 @@ class TheWorldDataModule(L.LightningDataModule):
     def _source(self, data, *, train: bool):
         from theworld.data import sources
 
-        if data is None and self.hparams.dataset_name is None:
-            raise ValueError("data: set train_data (shards or parquet files) or dataset_name (a Hub dataset).")
-
         hp = self.hparams
+        if data is None and hp.dataset_name is None:
+            raise ValueError("data: set train_data (shards or parquet files) or dataset_name (a Hub dataset).")
+        # Each rank reads its own share; the sources split further across loader workers.
         common: dict[str, Any] = dict(
             transform=SampleTransform(self.processor),
             seed=hp.seed,
             min_image_size=hp.min_image_size,
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
         )
         if train:
             common.update(shuffle_buffer=hp.shuffle_buffer, num_samples=hp.num_samples)
-            if hp.val_data is None and hp.val_samples:
-                common["skip_first"] = hp.val_samples
-        elif hp.val_data is None:
-            common["take_first"] = hp.val_samples
         if hp.source == "webdataset":
-            return sources.WebDatasetSource(data, **common)
+            return sources.WebDatasetSource(data, timeout_s=hp.download_timeout_s, retries=hp.download_retries,
+                                            **common)
+        if hp.val_data is None:
+            common.update(skip_first=hp.val_samples) if train else common.update(take_first=hp.val_samples)
         return sources.ParquetURLSource(
             data_files=data,
-            dataset_name=hp.dataset_name,
+            dataset_name=None if data is not None else hp.dataset_name,
             split=hp.dataset_split,
             timeout_s=hp.download_timeout_s,
             retries=hp.download_retries,

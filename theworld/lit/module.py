@@ -74,6 +74,12 @@ class TheWorldModule(L.LightningModule):
 
             load_trainable_weights(self.model, self.hparams.init_from)
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning sets epochs on samplers only; streaming sources reshuffle by epoch themselves.
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
     # ------------------------------------------------------------------------------ steps
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(**batch)

@@ -1,0 +1,331 @@
+import io
+import tarfile
+from collections import Counter
+from urllib.error import HTTPError
+
+import pytest
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from theworld.data import sources
+from theworld.data.sources import ParquetURLSource, WebDatasetSource, decode_image, expand_urls
+from theworld.data.synthetic import encode_image, make_key, write_bad_samples, write_webdataset_shards
+
+
+def collate_keys(batch):
+    return [item["key"] for item in batch]
+
+
+def collate_skipped(batch):
+    return [(item["key"], item["skipped"]) for item in batch]
+
+
+def keys_from(source, num_workers=2, batch_size=4):
+    loader = DataLoader(source, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_keys)
+    return [key for batch in loader for key in batch]
+
+
+def keys_and_skips(source, num_workers=0):
+    loader = DataLoader(source, batch_size=4, num_workers=num_workers, collate_fn=collate_skipped)
+    keys, skipped = [], Counter()
+    for batch in loader:
+        for key, counts in batch:
+            keys.append(key)
+            skipped.update(counts)
+    return keys, dict(skipped)
+
+
+def wds(shards, **kwargs):
+    return WebDatasetSource(str(shards.dir / "shard-{00000..00007}.tar"), **kwargs)
+
+
+# -- yielding everything ------------------------------------------------------------------------
+
+
+def test_webdataset_yields_every_sample_as_raw_rgb(shards):
+    items = list(wds(shards))
+    assert [item["key"] for item in items] == shards.keys
+    first = items[0]
+    assert set(first) == {"key", "image", "text", "skipped"}
+    assert isinstance(first["image"], Image.Image) and first["image"].mode == "RGB"
+    assert first["text"].startswith("a ") and first["skipped"] == {}
+    with tarfile.open(shards.dir / "shard-00000.tar") as tar:
+        assert first["text"] == tar.extractfile("000000000.txt").read().decode()
+
+
+def test_parquet_yields_every_row(parquet_data):
+    pattern, uids = parquet_data
+    items = list(ParquetURLSource(pattern))
+    assert [item["key"] for item in items] == uids
+    assert all(item["image"].mode == "RGB" and item["skipped"] == {} for item in items)
+
+
+def test_transform_output_carries_skipped(shards):
+    def transform(sample):
+        return {"key": sample["key"], "size": sample["image"].size}
+
+    item = next(iter(wds(shards, transform=transform)))
+    assert item == {"key": shards.keys[0], "size": (64, 64), "skipped": {}}
+
+
+# -- splitting across ranks and workers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_shards", [8, 3])  # 3 < 2 ranks x 2 workers: split samples
+def test_webdataset_two_ranks_two_workers_see_each_sample_once(shards, num_shards):
+    urls = [str(shards.dir / f"shard-{i:05d}.tar") for i in range(num_shards)]
+    per_rank = [keys_from(WebDatasetSource(urls, rank=rank, world_size=2)) for rank in (0, 1)]
+    seen = per_rank[0] + per_rank[1]
+    assert sorted(seen) == shards.keys[: num_shards * 5]
+    assert all(keys for keys in per_rank)
+
+
+def test_parquet_two_ranks_two_workers_see_each_row_once(parquet_data):
+    pattern, uids = parquet_data
+    per_rank = [keys_from(ParquetURLSource(pattern, rank=rank, world_size=2)) for rank in (0, 1)]
+    assert sorted(per_rank[0] + per_rank[1]) == uids
+    assert len(per_rank[0]) == len(per_rank[1]) == len(uids) // 2
+
+
+def test_rank_from_environment(shards, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    keys = [item["key"] for item in wds(shards)]
+    assert keys == [k for i, k in enumerate(shards.keys) if (i // 5) % 2 == 1]  # odd shards
+
+
+def test_num_samples_gives_equal_length_per_rank(shards):
+    per_rank = [keys_from(wds(shards, num_samples=22, rank=r, world_size=2), batch_size=1) for r in (0, 1)]
+    assert [len(keys) for keys in per_rank] == [11, 11]
+    assert len(wds(shards, num_samples=22, rank=0, world_size=2)) == 11
+    with pytest.raises(TypeError):
+        len(wds(shards))
+
+
+# -- epochs and resume ----------------------------------------------------------------------------
+
+
+def test_set_epoch_reshuffles_deterministically(shards):
+    def order(epoch, seed=0):
+        source = wds(shards, shuffle_buffer=8, seed=seed)
+        source.set_epoch(epoch)
+        return [item["key"] for item in source]
+
+    assert order(0) == order(0)
+    assert order(1) != order(0) and sorted(order(1)) == shards.keys
+    assert order(0, seed=1) != order(0)
+
+
+def _resume_round_trip(make_source, batches_before, num_workers=2, batch_size=3):
+    loader = StatefulDataLoader(make_source(), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_keys)
+    before = []
+    for step, batch in enumerate(loader):
+        before += batch
+        if step + 1 == batches_before:
+            break
+    state = loader.state_dict()
+    del loader
+    resumed = StatefulDataLoader(make_source(), batch_size=batch_size, num_workers=num_workers, collate_fn=collate_keys)
+    resumed.load_state_dict(state)
+    after = [key for batch in resumed for key in batch]
+    return before, after
+
+
+@pytest.mark.parametrize("batches_before", [1, 5])
+def test_webdataset_resume_mid_epoch(shards, batches_before):
+    before, after = _resume_round_trip(lambda: wds(shards), batches_before)
+    assert len(before) == 3 * batches_before
+    assert sorted(before + after) == shards.keys  # no gaps, no repeats
+
+
+def test_webdataset_resume_when_splitting_samples(shards):
+    urls = [str(shards.dir / "shard-00000.tar")]  # 1 shard, 2 workers: per-sample split
+    before, after = _resume_round_trip(lambda: WebDatasetSource(urls), 1, batch_size=2)
+    assert sorted(before + after) == shards.keys[:5]
+
+
+def test_parquet_resume_mid_epoch(parquet_data):
+    pattern, uids = parquet_data
+    before, after = _resume_round_trip(lambda: ParquetURLSource(pattern, max_connections=2), 3)
+    assert sorted(before + after) == sorted(uids)
+
+
+def test_resume_in_process_and_epoch_comes_from_state(shards):
+    source = wds(shards, shuffle_buffer=0)
+    source.set_epoch(3)
+    stream = iter(source)
+    before = [next(stream)["key"] for _ in range(7)]
+    state = source.state_dict()
+    assert state == {"epoch": 3, "consumer": 0, "num_consumers": 1, "yielded": 7, "shard": 1, "offset": 2}
+    fresh = wds(shards)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict() == state
+    assert before + [item["key"] for item in fresh] == shards.keys
+    assert [item["key"] for item in fresh] == shards.keys  # the loaded state is used once
+
+
+def test_resume_with_shuffle_buffer_loses_at_most_the_buffer(shards):
+    before, after = _resume_round_trip(lambda: wds(shards, shuffle_buffer=4), 2)
+    assert len(set(before + after)) == len(before + after)
+    assert len(shards.keys) - len(before + after) <= 4 * 2  # buffer x workers
+
+
+def test_resume_with_another_layout_is_refused(shards):
+    state = wds(shards, rank=0, world_size=2).state_dict()
+    source = wds(shards)
+    source.load_state_dict(state)
+    with pytest.raises(ValueError, match="same world_size and num_workers"):
+        next(iter(source))
+
+
+# -- holdout --------------------------------------------------------------------------------------
+
+
+def test_parquet_skip_first_and_take_first_are_disjoint(parquet_data):
+    pattern, uids = parquet_data
+    val = [item["key"] for item in ParquetURLSource(pattern, take_first=6)]
+    train = keys_from(ParquetURLSource(pattern, skip_first=6))
+    assert val == uids[:6]
+    assert sorted(train) == uids[6:]
+
+
+def test_webdataset_skip_keys_holdout(shards):
+    def is_val(key):
+        return int(key) % 10 == 0
+
+    def not_val(key):
+        return not is_val(key)
+
+    train = keys_from(wds(shards, skip_keys=is_val))
+    val = [item["key"] for item in wds(shards, skip_keys=not_val)]
+    assert val == [k for k in shards.keys if is_val(k)]
+    assert sorted(train + val) == shards.keys
+
+
+# -- bad samples ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_webdataset_bad_samples_are_counted_by_reason(tmp_path, num_workers):
+    planted = write_bad_samples(tmp_path, "webdataset")
+    keys, skipped = keys_and_skips(WebDatasetSource(planted.path), num_workers)
+    assert sorted(keys) == sorted(planted.good_keys)
+    assert skipped == planted.expected
+
+
+def test_parquet_bad_samples_are_counted_by_reason(tmp_path, serve):
+    delays = {}
+    url = serve(tmp_path / "images", delay_s=delays)
+    planted = write_bad_samples(tmp_path, "parquet", image_url_base=url)
+    delays.update({path: 30 for path in planted.slow_paths})
+    source = ParquetURLSource(planted.path, clip_score_threshold=0.2, timeout_s=0.5, retries=1, retry_backoff_s=0.05)
+    keys, skipped = keys_and_skips(source)
+    assert keys == planted.good_keys
+    assert skipped == planted.expected
+    assert {"http_error", "timeout", "low_clip_score", "bad_utf8", "converted_mode"} <= set(skipped)
+
+
+def test_decode_image_converts_modes_and_composites_alpha_on_white():
+    clear = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    image, reason, converted = decode_image(encode_image(clear, "PNG"), 32, 10**6)
+    assert (reason, converted, image.mode, image.getpixel((0, 0))) == (None, True, "RGB", (255, 255, 255))
+    gray = encode_image(Image.new("L", (40, 40), 128))
+    image, reason, converted = decode_image(gray, 32, 10**6)
+    assert (reason, converted, image.getpixel((0, 0))) == (None, True, (128, 128, 128))
+    assert decode_image(gray, 32, 40 * 40 - 1)[1] == "decompression_bomb"  # our limit, not PIL's
+
+
+def test_retries_only_transient_errors(monkeypatch):
+    monkeypatch.setattr(sources.time, "sleep", lambda s: None)
+    calls = []
+
+    def failing(code):
+        def fn():
+            calls.append(code)
+            raise HTTPError("http://x", code, "err", None, None)
+
+        return fn
+
+    for code, attempts in [(503, 3), (404, 1)]:
+        calls.clear()
+        with pytest.raises(HTTPError):
+            sources._with_retries(failing(code), retries=2, backoff_s=0.1)
+        assert len(calls) == attempts
+
+
+# -- no data --------------------------------------------------------------------------------------
+
+
+def test_glob_matching_nothing_names_the_pattern(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-"):
+        WebDatasetSource(str(tmp_path / "nothing-*.tar"))
+    with pytest.raises(FileNotFoundError, match="nothing-"):
+        ParquetURLSource(str(tmp_path / "nothing-*.parquet"))
+
+
+def _all_corrupt_shard(path, n):
+    with tarfile.open(path, "w") as tar:
+        for i in range(n):
+            for ext, data in (("jpg", b"junk"), ("txt", b"caption")):
+                info = tarfile.TarInfo(f"{make_key(i)}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def test_source_without_usable_samples_raises(tmp_path):
+    path = _all_corrupt_shard(tmp_path / "bad.tar", 5)
+    with pytest.raises(RuntimeError, match=r"No usable samples .* end of its stream: skipped \{'corrupt': 5\}"):
+        list(WebDatasetSource(path))
+    with pytest.raises(RuntimeError, match="after 3 consecutive bad samples"):
+        list(WebDatasetSource(path, max_consecutive_bad=3))
+
+
+def test_parquet_with_dead_urls_raises(tmp_path, serve):
+    url = serve(tmp_path / "images")
+    planted = write_bad_samples(tmp_path, "parquet", image_url_base=url + "/missing")
+    with pytest.raises(RuntimeError, match="No usable samples.*http_error"):
+        list(ParquetURLSource(planted.path, max_consecutive_bad=10))
+
+
+# -- shard URLs -----------------------------------------------------------------------------------
+
+
+def test_expand_urls_braces_globs_and_directories(shards):
+    braces = expand_urls(str(shards.dir / "shard-{00002..00004}.tar"))
+    assert [p.rsplit("-", 1)[1] for p in braces] == ["00002.tar", "00003.tar", "00004.tar"]
+    assert (
+        expand_urls(str(shards.dir / "shard-*.tar"))
+        == expand_urls(str(shards.dir))
+        == expand_urls([str(shards.dir / "shard-0000{0..3}.tar"), str(shards.dir / "shard-0000[4-7].tar")])
+    )
+    assert len(expand_urls(str(shards.dir))) == shards.num
+    assert expand_urls("http://h/s-{0..1}.tar") == ["http://h/s-0.tar", "http://h/s-1.tar"]
+
+
+def test_http_shards_stream_and_a_missing_shard_is_counted(shards, serve):
+    url = serve(shards.dir, status={"/shard-00001.tar": 404})
+    keys, skipped = keys_and_skips(WebDatasetSource(url + "/shard-{00000..00007}.tar", retries=0), num_workers=2)
+    assert sorted(keys) == [k for i, k in enumerate(shards.keys) if i // 5 != 1]
+    assert skipped == {"shard_error": 1}
+
+
+def test_a_missing_shard_is_counted_once_when_splitting_samples(shards, serve):
+    url = serve(shards.dir, status={"/shard-00001.tar": 404})
+    skipped = Counter()
+    for rank in (0, 1):  # 3 shards < 2 ranks x 2 workers: every consumer reads every shard
+        source = WebDatasetSource(url + "/shard-{00000..00002}.tar", retries=0, rank=rank, world_size=2)
+        skipped.update(keys_and_skips(source, num_workers=2)[1])
+    assert skipped == {"shard_error": 1}
+
+
+def test_truncated_shard_keeps_the_samples_before_the_break(tmp_path):
+    (path,) = write_webdataset_shards(tmp_path, 1, 4)
+    data = open(path, "rb").read()
+    (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2])
+    items = list(WebDatasetSource(str(tmp_path / "cut.tar")))
+    assert 0 < len(items) < 4
+    assert [item["key"] for item in items] == [make_key(i) for i in range(len(items))]
+    # The failure comes after the last sample, so it has no item to ride on: it is only logged.
+    assert all(item["skipped"] == {} for item in items)

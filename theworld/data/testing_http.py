@@ -1,0 +1,89 @@
+"""A throwaway local HTTP file server for tests and demos (stdlib only).
+
+>>> url, stop = serve_directory("data/synth/images", status={"/gone.jpg": 404}, delay_s={"/slow.jpg": 30})
+>>> # ... fetch f"{url}/0000.jpg" ...
+>>> stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 drops connections under a downloader's parallel
+    # requests, which then wait a full TCP retransmit (1 s).
+    request_queue_size = 128
+    # Don't wait for delayed handlers on shutdown; stop() wakes them anyway.
+    block_on_close = False
+
+    def handle_error(self, request, client_address) -> None:
+        # Clients that time out close the socket under a delayed handler: expected in tests.
+        logger.debug("request from %s failed", client_address, exc_info=True)
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    def __init__(
+        self, *args, status: Mapping[str, int], delay_s: Mapping[str, float], stopped: threading.Event, **kwargs
+    ):
+        self._status, self._delay_s, self._stopped = status, delay_s, stopped
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        route = urlsplit(self.path).path
+        delay = self._delay_s.get(route)
+        if delay and self._stopped.wait(delay):
+            return  # server is stopping: drop the request
+        if route in self._status:
+            self.send_error(self._status[route])
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args) -> None:
+        logger.debug("%s " + format, self.address_string(), *args)
+
+
+def serve_directory(
+    path: str | Path,
+    *,
+    status: Mapping[str, int] | None = None,
+    delay_s: Mapping[str, float] | None = None,
+) -> tuple[str, Callable[[], None]]:
+    """Serve ``path`` on ``127.0.0.1`` at an ephemeral port in a background thread.
+
+    ``status`` maps URL paths (``"/x.jpg"``) to an HTTP status to answer instead of the file;
+    ``delay_s`` maps URL paths to seconds to wait before answering (to exercise client
+    timeouts). Both mappings are read on every request, so a caller may fill them after the
+    server started (e.g. once it knows the URL it must write into metadata).
+
+    Returns ``(base_url, stop)``; ``stop()`` shuts the server down and releases delayed requests.
+    """
+    stopped = threading.Event()
+    handler = partial(
+        _Handler,
+        directory=str(path),
+        status=status if status is not None else {},
+        delay_s=delay_s if delay_s is not None else {},
+        stopped=stopped,
+    )
+    server = _QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        stopped.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}", stop
