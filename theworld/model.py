@@ -75,26 +75,37 @@ class TheWorld(nn.Module):
             freeze_cosmos_vae=freeze_cosmos_vae,
             **options,
         )
-        cfg = self.config
+        self._assemble(*self._load_base(self.config))
+
+    @staticmethod
+    def _load_base(cfg: TheWorldConfig) -> tuple[nn.Module, WorldEncoder | None]:
         from transformers import Gemma3ForConditionalGeneration
 
         frozen_dtype = resolve_dtype(cfg.frozen_dtype)
-        self.gemma = Gemma3ForConditionalGeneration.from_pretrained(
+        gemma = Gemma3ForConditionalGeneration.from_pretrained(
             cfg.gemma_model_name, dtype=frozen_dtype, attn_implementation=cfg.attn_implementation
         )
-        hidden = self.gemma.config.text_config.hidden_size
-        self.world_encoder: WorldEncoder | None = None
-        self.projector: WorldProjector | None = None
+        world_encoder = None
         if cfg.enable_world:
-            self.world_encoder = WorldEncoder.from_pretrained(
+            world_encoder = WorldEncoder.from_pretrained(
                 cfg.cosmos_model_name, cfg.cosmos_subfolder, cfg.world_patch_size, dtype=frozen_dtype
             )
+        return gemma, world_encoder
+
+    def _assemble(self, gemma: nn.Module, world_encoder: WorldEncoder | None) -> None:
+        cfg = self.config
+        self.gemma = gemma
+        self.world_encoder = world_encoder
+        self.projector: WorldProjector | None = None
+        if world_encoder is not None:
+            hidden = gemma.config.text_config.hidden_size
             text_rms = self._text_embedding_rms()
-            self.projector = WorldProjector(self.world_encoder.token_dim, hidden, cfg.projector_hidden_dim, text_rms)
+            self.projector = WorldProjector(world_encoder.token_dim, hidden, cfg.projector_hidden_dim, text_rms)
             # <the_world_start>, <the_world_end>: their own 2 x hidden parameter, not new rows of the
             # 262k-row embedding matrix. They start at the mean text embedding (already scaled).
             start = self._mean_text_embedding()
             self.world_token_embeds = nn.Parameter(torch.stack([start, start.clone()]))
+            self.projector.to(start.device)
         self._processor: TheWorldProcessor | None = None
         self._apply_freeze()
         if cfg.gradient_checkpointing:
@@ -104,6 +115,18 @@ class TheWorld(nn.Module):
     @classmethod
     def from_config(cls, config: TheWorldConfig) -> "TheWorld":
         return cls(**config.to_dict())
+
+    @classmethod
+    def from_modules(cls, config: TheWorldConfig, gemma: nn.Module, world_encoder: WorldEncoder | None) -> "TheWorld":
+        """Assembles TheWorld around base modules built elsewhere (e.g. random weights for a benchmark).
+
+        The processor is still read from ``config.gemma_model_name``.
+        """
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.config = config
+        model._assemble(gemma, world_encoder)
+        return model
 
     @classmethod
     def from_pretrained(cls, path_or_repo: str, revision: str | None = None, token: str | None = None,

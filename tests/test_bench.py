@@ -1,0 +1,30 @@
+"""The benchmark scripts run and print their JSON summary (their figures are checked on a GPU, not here)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def last_json_line(*args) -> dict:
+    result = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def test_train_step_tiny_smoke():
+    summary = last_json_line(REPO / "bench/train_step.py", "--tiny")
+    assert summary["device"] == "cpu"
+    for name in ("bare_gemma_reference", "theworld_reference", "theworld_reference_ckpt", "theworld_default_b8"):
+        assert summary[f"{name}.step_s"] > 0
+    assert "theworld_reference.ratio_to_bare" in summary
+
+
+def test_save_blocking_prints_its_ratio():
+    summary = last_json_line(REPO / "bench/save_blocking.py", "--hidden", "512", "--repeats", "2")
+    assert summary["save_block_s"] > 0 and summary["raw_save_s"] > 0
+    assert summary["ratio"] == pytest.approx(summary["save_block_s"] / summary["raw_save_s"], rel=0.05)
