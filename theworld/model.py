@@ -110,6 +110,9 @@ class TheWorld(nn.Module):
         self._apply_freeze()
         if cfg.gradient_checkpointing:
             self.gemma.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # from_pretrained leaves the bases in eval mode; gradient checkpointing only acts in train mode
+        # (Gemma 3, SigLIP and the VAE have no dropout, so train mode changes nothing else).
+        self.train()
 
     # ----------------------------------------------------------------- construction helpers
     @classmethod
