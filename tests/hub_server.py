@@ -417,6 +417,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._dispatch()
         except _HubError as e:
             self._error(e)
+        except OSError:
+            raise  # the client went away mid-response: nothing left to answer
         except Exception:
             traceback.print_exc()
             self._error(_HubError(500, "Internal server error"))

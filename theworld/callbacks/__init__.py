@@ -1,3 +1,4 @@
 from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainableCheckpointIO
+from theworld.callbacks.hub_sync import HubSyncCallback
 
-__all__ = ["TrainableCheckpoint", "TrainableCheckpointIO"]
+__all__ = ["HubSyncCallback", "TrainableCheckpoint", "TrainableCheckpointIO"]

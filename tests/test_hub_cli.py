@@ -1,0 +1,238 @@
+"""`theworld fit` with the Hub, as a user runs it: subprocesses against the local Hub (HF_ENDPOINT)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from huggingface_hub import CommitOperationAdd, HfApi, constants  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from hub_server import HubServer  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SECRET = "hf_TheWorldTestSecret_5f0c2a9d7e41"  # distinctive: grepped for in every written file
+SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100"]
+ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json"}
+FINAL = {"final/model.safetensors", "final/config.json"}
+LAST = {f"last-checkpoint/{n}" for n in ("model.safetensors", "config.json", "training_state.pt")}
+
+
+@pytest.fixture(autouse=True)
+def _no_xet(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with HubServer({SECRET: {"user": "alice", "role": "write"}}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hf_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("hf_home")
+
+
+def workdir(demo_dir: Path, path: Path) -> Path:
+    """A fresh run folder that sees the session's demo assets at the relative paths configs/demo.yaml uses."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "demo_assets").symlink_to(demo_dir / "demo_assets")
+    return path
+
+
+def run(cwd: Path, endpoint: str, hf_home: Path, *args, env=None, cmd=None):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    full_env.update(HF_ENDPOINT=endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=str(hf_home), WANDB_MODE="offline",
+                    HF_HUB_DISABLE_PROGRESS_BARS="1", **(env or {}))
+    cmd = cmd or [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO_ROOT / "configs/demo.yaml")]
+    start = time.monotonic()
+    result = subprocess.run([*cmd, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True,
+                            timeout=300)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def files_containing(root: Path, needle: str) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "demo_assets"]
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not path.is_symlink() and needle.encode() in path.read_bytes():
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+def assert_secret_nowhere(result, root: Path, hub: HubServer, repo_id: str):
+    assert SECRET not in result.stdout + result.stderr
+    assert files_containing(root, SECRET) == []
+    assert all(SECRET.encode() not in data for data in hub.files(repo_id).values())
+    assert list(root.rglob("config.yaml")), "the saved config was checked"
+
+
+@pytest.fixture(scope="module")
+def pushed(demo_dir, hub, hf_home, tmp_path_factory):
+    """6 steps, a checkpoint at step 4, pushed with hub_strategy=checkpoint to a private repo; token via
+    --hf_token; W&B (offline) as the logger."""
+    cwd = workdir(demo_dir, tmp_path_factory.mktemp("pushed"))
+    result = run(cwd, hub.url, hf_home, *SHORT, "--hf_token", SECRET, "--hub.push_to_hub", "true",
+                 "--hub.hub_model_id", "alice/run", "--hub.hub_strategy", "checkpoint", "--hub.hub_private_repo",
+                 "true", "--hub.hub_tag", "v1.0-final",
+                 "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
+                 "--trainer.logger.init_args.project", "theworld-test", "--trainer.logger.init_args.offline", "true",
+                 "--trainer.logger.init_args.save_dir", cwd / "wandb_out")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return cwd, result
+
+
+def test_push_lands_the_checkpoint_layout_in_a_private_repo(pushed, hub):
+    cwd, _ = pushed
+    files = hub.files("alice/run")
+    assert set(files) == ROOT | FINAL | LAST
+    assert hub.is_private("alice/run")
+    local = cwd / "runs/demo/checkpoints"
+    assert files["final/model.safetensors"] == (local / "final/model.safetensors").read_bytes()
+    assert files["last-checkpoint/training_state.pt"] == (local / "checkpoint-4/training_state.pt").read_bytes()
+    messages = [c["message"] for c in hub.commits("alice/run")]
+    assert messages[-1] == "End of training" and "Training in progress, step 4" in messages
+    refs = HfApi(endpoint=hub.url, token=SECRET).list_repo_refs("alice/run")
+    assert [(t.name, t.target_commit) for t in refs.tags] == [("v1.0-final", hub.commits("alice/run")[-1]["oid"])]
+    args = yaml.safe_load(files["training_args.json"])
+    assert args["hub"]["hub_strategy"] == "checkpoint" and "hf_token" not in args and "hf_token" not in args["hub"]
+    assert args["model"]["world_image_size"] == 64 and args["trainer"]["max_steps"] == 6
+    assert args["data"]["max_caption_tokens"] == 32  # a "token" in a name is not a secret
+
+
+def test_cli_token_is_in_no_written_file_wandb_log_or_upload(pushed, hub):
+    cwd, result = pushed
+    records = list((cwd / "wandb_out").rglob("offline-run-*/run-*.wandb"))
+    assert records and b"--hub.hub_model_id" in records[0].read_bytes(), "W&B recorded the command line"
+    assert_secret_nowhere(result, cwd, hub, "alice/run")
+
+
+def test_guide_recipe_and_from_pretrained_load_the_pushed_weights(pushed, hub, hf_home, tmp_path):
+    """Runs the model card's usage example as written (private repo: HF_TOKEN), then from_pretrained(token=...)."""
+    cwd, _ = pushed
+    card = hub.files("alice/run")["README.md"].decode()
+    (tmp_path / "snippet.py").write_text(card.split("```python\n")[1].split("```")[0])
+    check = f"""
+import os, torch
+from safetensors.torch import load_file
+from theworld import TheWorld
+
+final = load_file({str(cwd / "runs/demo/checkpoints/final/model.safetensors")!r})
+def check(model):
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in final.items())
+
+code = open({str(tmp_path / "snippet.py")!r}).read()
+recipe = {{}}
+exec(code.split("# Or in one call")[0], recipe)   # the guide's three steps
+check(recipe["model"])
+full = {{}}
+exec(code, full)                                  # the whole example, as written
+check(full["model"])
+os.environ.pop("HF_TOKEN")
+check(TheWorld.from_pretrained("alice/run", token={SECRET!r}))
+check(TheWorld.from_pretrained("alice/run", token={SECRET!r}, subfolder="final"))
+print("LOADED OK")
+"""
+    result = run(cwd, hub.url, hf_home, "-c", check, cmd=[sys.executable], env={"HF_TOKEN": SECRET})
+    assert result.returncode == 0 and "LOADED OK" in result.stdout, result.stderr[-4000:]
+
+
+def test_resume_from_hf_reproduces_the_straight_run(pushed, demo_dir, hub, hf_home, tmp_path):
+    cwd, _ = pushed
+    resumed = workdir(demo_dir, tmp_path / "resumed")
+    result = run(resumed, hub.url, hf_home, *SHORT, "--ckpt_path", "hf://alice/run@main", "--hf_token", SECRET)
+    assert result.returncode == 0, result.stderr[-4000:]
+    straight = load_file(cwd / "runs/demo/checkpoints/final/model.safetensors")
+    again = load_file(resumed / "runs/demo/checkpoints/final/model.safetensors")
+    assert straight.keys() == again.keys()
+    for key in straight:
+        assert torch.allclose(straight[key], again[key], atol=1e-6), key
+    assert not (resumed / "runs/demo/checkpoints/checkpoint-4").exists(), "it resumed after step 4"
+
+
+def test_token_from_yaml_stays_out_of_every_file_and_init_from_hf(pushed, demo_dir, hub, hf_home, tmp_path):
+    cwd = workdir(demo_dir, tmp_path / "run")
+    user_config = tmp_path / "hub.yaml"  # the user's own file, outside the run's output
+    user_config.write_text(yaml.safe_dump({"hub": {"push_to_hub": True, "hub_model_id": "alice/from-yaml",
+                                                   "hf_token": SECRET}}))
+    # init_from: the pushed private repo's final/ weights, fetched with the YAML's token.
+    result = run(cwd, hub.url, hf_home, "--config", user_config, "--trainer.max_steps", "2",
+                 "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval", "100",
+                 "--model.init_from", "hf://alice/run/final")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert set(hub.files("alice/from-yaml")) == ROOT | FINAL
+    init_from = Path(yaml.safe_load(next(cwd.rglob("hparams.yaml")).read_text())["init_from"])
+    assert (init_from / "model.safetensors").read_bytes() == hub.files("alice/run")["final/model.safetensors"]
+    assert_secret_nowhere(result, cwd, hub, "alice/from-yaml")
+
+
+def test_hf_token_env_and_a_warm_start_from_a_repo_without_last_checkpoint(pushed, demo_dir, hub, hf_home, tmp_path):
+    final = pushed[0] / "runs/demo/checkpoints/final"
+    hub.create_repo("alice/weights-only")
+    HfApi(endpoint=hub.url, token=SECRET).create_commit(
+        "alice/weights-only", [CommitOperationAdd(p.name, str(p)) for p in final.iterdir()], commit_message="weights")
+    cwd = workdir(demo_dir, tmp_path)
+    result = run(cwd, hub.url, hf_home, "--ckpt_path", "hf://alice/weights-only", "--trainer.max_steps", "2",
+                 "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval", "100",
+                 "--hub.push_to_hub", "true", "--hub.hub_model_id", "alice/from-env", "--hub.hub_strategy", "end",
+                 env={"HF_TOKEN": SECRET})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "has no last-checkpoint/" in result.stderr and "Starting a NEW run" in result.stderr
+    hparams = yaml.safe_load(next(cwd.rglob("hparams.yaml")).read_text())
+    warm_start = Path(hparams["init_from"]) / "model.safetensors"
+    assert warm_start.read_bytes() == (final / "model.safetensors").read_bytes()
+    assert [c["message"] for c in hub.commits("alice/from-env")][1:] == ["End of training"]
+    assert_secret_nowhere(result, cwd, hub, "alice/from-env")
+
+
+def test_hub_down_for_the_whole_run_finishes_locally_and_exits_nonzero(demo_dir, hf_home, tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    cwd = workdir(demo_dir, tmp_path)
+    result = run(cwd, dead, hf_home, "--trainer.max_steps", "3", "--checkpoint.every_n_train_steps", "2",
+                 "--trainer.val_check_interval", "100", "--hub.push_to_hub", "true", "--hub.hub_model_id",
+                 "alice/down", "--hub.hub_strategy", "checkpoint", "--hub.hub_final_push_timeout", "3",
+                 env={"HF_TOKEN": SECRET})
+    assert result.returncode != 0
+    assert "theworld: error: The final push to the Hub" in result.stderr and "failed" in result.stderr
+    assert "final weights are intact" in result.stderr
+    local = cwd / "runs/demo/checkpoints"
+    assert sorted(p.name for p in (local / "checkpoint-2").iterdir()) == ["config.json", "model.safetensors",
+                                                                          "training_state.pt"]
+    assert sorted(p.name for p in (local / "final").iterdir()) == ["config.json", "model.safetensors"]
+    assert "Traceback" not in result.stderr.split("theworld: error:")[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--hub.hub_model_id", "alice/x", "--hf_token", "hf_not_a_real_token"], {},
+         "Authentication failed: the Hugging Face token from --hf_token is invalid or expired"),
+        (["--hub.hub_model_id", "bob/x"], {"HF_TOKEN": SECRET}, "cannot write to the 'bob' namespace"),
+        (["--hub.hub_model_id", "theworld"], {"HF_TOKEN": SECRET}, "hub.hub_model_id='theworld' is not a valid"),
+    ],
+    ids=["bad-token", "someone-elses-namespace", "malformed-id"],
+)
+def test_preflight_stops_the_run_in_seconds_before_weights_load(demo_dir, hub, hf_home, tmp_path, args, env, expected):
+    cwd = workdir(demo_dir, tmp_path)
+    result = run(cwd, hub.url, hf_home, "--hub.push_to_hub", "true", *args, env=env)
+    print(f"preflight failure after {result.seconds:.1f} s (process wall time, imports included)")
+    assert result.returncode == 1
+    assert "theworld: error: " in result.stderr and expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Loading weights" not in result.stderr and not (cwd / "runs/demo/checkpoints").exists()
+    assert result.seconds < 15  # about 4 s of it is importing torch + transformers

@@ -1,0 +1,269 @@
+"""HubSyncCallback in a real Lightning run (a tiny stand-in module) against the local Hub, in-process."""
+
+import os
+
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import csv  # noqa: E402
+import subprocess  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import lightning as L  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from huggingface_hub import HfApi, constants  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from hub_server import Faults, HubServer  # noqa: E402
+from theworld.callbacks import HubSyncCallback, TrainableCheckpoint  # noqa: E402
+from theworld.config import TheWorldConfig  # noqa: E402
+from theworld.hub import HubError  # noqa: E402
+
+ALICE = "hf_alice_write_0123456789"
+REPO = "alice/theworld-test"
+ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json"}
+FINAL = {"final/model.safetensors", "final/config.json"}
+
+
+def resumable(folder):
+    return {f"{folder}/{name}" for name in ("model.safetensors", "config.json", "training_state.pt")}
+
+
+class StandIn(L.LightningModule):
+    """What TrainableCheckpoint and HubSyncCallback need from TheWorldModule, on an 8x8 linear layer."""
+
+    def __init__(self, learning_rate: float = 0.05):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = nn.ModuleDict({"projector": nn.Linear(8, 8), "frozen": nn.Linear(8, 8).requires_grad_(False)})
+        self.world_config = TheWorldConfig(gemma_model_name="google/gemma-3-4b-it")
+
+    def trainable_state_dict(self):
+        return {k: v.detach() for k, v in self.model.named_parameters() if v.requires_grad}
+
+    def training_step(self, batch, batch_idx):
+        return self.model["projector"](self.model["frozen"](batch[0])).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.model.parameters(), lr=self.hparams.learning_rate)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(256, 8, generator=torch.Generator().manual_seed(0))), batch_size=4)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.trainable_state_dict().items()}
+        checkpoint["theworld_config"] = self.world_config.to_dict()
+
+
+@pytest.fixture(autouse=True)
+def _no_xet(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+
+
+@pytest.fixture
+def hub():
+    with HubServer({ALICE: {"user": "alice", "role": "write"}}) as server:
+        yield server
+
+
+@pytest.fixture
+def fast_client_backoff(monkeypatch):
+    """huggingface_hub sleeps 1, 2, 4... s between its own retries; shrink that so fault tests stay fast."""
+
+    class FastTime:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds):
+            time.sleep(min(seconds, 0.01))
+
+    monkeypatch.setattr(sys.modules["huggingface_hub.utils._http"], "time", FastTime())
+
+
+def fit(root: Path, hub: HubServer, *, max_steps=6, every=2, top_k=2, callbacks=(), logger=False, **sync_kwargs):
+    sync_kwargs = {"hub_model_id": REPO, "hf_token": ALICE, "retry_wait_s": 0.01, **sync_kwargs}
+    sync = HubSyncCallback(endpoint=hub.url, **sync_kwargs)
+    trainer = L.Trainer(
+        max_steps=max_steps, accelerator="cpu", devices=1, logger=logger, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=root,
+        callbacks=[TrainableCheckpoint(every_n_train_steps=every, save_top_k=top_k), sync, *callbacks],
+    )
+    trainer.fit(StandIn())
+    return trainer, sync
+
+
+def messages(hub):
+    return [c["message"] for c in hub.commits(REPO)][1:]  # after the repo's "initial commit"
+
+
+def assert_every_commit_consistent(hub, root: Path):
+    """Each commit shows one complete state: the root weights of one save, a whole last-checkpoint/ of the same."""
+    for commit in hub.commits(REPO)[1:]:
+        tree = hub.files(REPO, revision=commit["oid"])
+        assert ROOT <= tree.keys(), commit["message"]
+        last = {p for p in tree if p.startswith("last-checkpoint/")}
+        assert last in (set(), resumable("last-checkpoint")), commit["message"]
+        if commit["message"] == "End of training":
+            assert tree["model.safetensors"] == tree["final/model.safetensors"]
+            assert tree["final/model.safetensors"] == (root / "checkpoints/final/model.safetensors").read_bytes()
+        else:
+            step = int(commit["message"].rsplit(" ", 1)[1])
+            local = (root / f"checkpoints/checkpoint-{step}/model.safetensors").read_bytes()
+            assert tree["model.safetensors"] == local and tree.get("last-checkpoint/model.safetensors", local) == local
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("every_save", ROOT | FINAL),
+        ("checkpoint", ROOT | FINAL | resumable("last-checkpoint")),
+        ("all_checkpoints", ROOT | FINAL | resumable("last-checkpoint") | resumable("checkpoint-4")
+         | resumable("checkpoint-6")),
+        ("end", ROOT | FINAL),
+    ],
+)
+def test_each_strategy_leaves_its_repo_layout(hub, tmp_path, strategy, expected):
+    run_config = {"hf_token": ALICE, "hub": {"hf_token": ALICE, "hub_model_id": REPO}, "model": {"learning_rate": 0.05}}
+    trainer, sync = fit(tmp_path, hub, hub_strategy=strategy, hub_tag="v1.0-final", run_config=run_config,
+                        logger=CSVLogger(tmp_path, name="logs"))
+    files = hub.files(REPO)
+    assert set(files) == expected
+    local = tmp_path / "checkpoints"
+    assert files["final/model.safetensors"] == (local / "final/model.safetensors").read_bytes()
+    assert files["model.safetensors"] == files["final/model.safetensors"]
+    if "last-checkpoint/training_state.pt" in files:  # the newest local resumable folder
+        assert files["last-checkpoint/training_state.pt"] == (local / "checkpoint-6/training_state.pt").read_bytes()
+    for name in (n for n in files if n.startswith("checkpoint-")):
+        assert files[name] == (local / name).read_bytes()
+
+    history = messages(hub)
+    assert history[-1] == "End of training"
+    assert all(m.startswith("Training in progress, step ") for m in history[:-1])
+    assert history == ["End of training"] if strategy == "end" else len(history) >= 1
+    tags = HfApi(endpoint=hub.url, token=ALICE).list_repo_refs(REPO).tags
+    assert [(t.name, t.target_commit) for t in tags] == [("v1.0-final", hub.commits(REPO)[-1]["oid"])]
+
+    assert json.loads(files["training_args.json"]) == {"hub": {"hub_model_id": REPO}, "model": {"learning_rate": 0.05}}
+    assert ALICE.encode() not in b"".join(files.values())
+    card = files["README.md"].decode()
+    assert "| optimizer steps | 6 of 6 |" in card and "| learning rate | 0.05 |" in card
+    assert "| effective batch size | 4 |" in card and "| samples seen | 24 |" in card
+    assert f'TheWorld.from_pretrained("{REPO}")' in card
+
+    with open(next((tmp_path / "logs").glob("version_*/metrics.csv"))) as fh:
+        rows = list(csv.DictReader(fh))
+    assert {"hub/pushes_done", "hub/pushes_failed", "hub/pushes_pending"} <= rows[0].keys()
+    assert float(rows[-1]["hub/pushes_done"]) == len(history) and float(rows[-1]["hub/pushes_failed"]) == 0
+    assert not list(local.glob(".hub-staging*")), "staging is cleaned up"
+
+
+class SlowSteps(L.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        time.sleep(0.1)  # leaves the uploader time to land intermediate pushes
+
+
+def test_flaky_hub_30_percent_of_requests_fail_and_the_final_push_lands(hub, tmp_path, fast_client_backoff):
+    hub.faults = Faults(error_rate=0.2, drop_rate=0.1, seed=7)
+    fit(tmp_path, hub, hub_strategy="checkpoint", every=1, top_k=-1, max_steps=12, max_retries=30,
+        callbacks=[SlowSteps()])
+    hub.faults = Faults()
+    assert set(hub.files(REPO)) == ROOT | FINAL | resumable("last-checkpoint")
+    assert sum(status in (0, 503) for _, _, status in hub.request_log) >= 5, "faults were injected"
+    assert_every_commit_consistent(hub, tmp_path)
+    assert messages(hub)[-1] == "End of training"
+
+
+def test_a_commit_applied_but_answered_500_is_not_duplicated(hub, tmp_path):
+    hub.faults = Faults(commit_500_after_apply=3)
+    _, sync = fit(tmp_path, hub, hub_strategy="checkpoint", every=1, top_k=-1, max_steps=4)
+    history = messages(hub)
+    assert history[-1] == "End of training"
+    assert len(history) == len(set(history)), history
+    assert sync.metrics["hub/pushes_failed"] == 0
+    assert_every_commit_consistent(hub, tmp_path)
+
+
+class TrainTime(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.start = time.monotonic()
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = time.monotonic() - self.start
+
+
+def test_training_never_waits_for_a_slow_hub_and_the_newest_save_wins(hub, tmp_path):
+    hub.faults = Faults(latency_s=1.5, paths=r"/commit/")
+    clock = TrainTime()
+    start = time.monotonic()
+    # save_top_k=1: each save deletes the previous folder while its push may still be in flight.
+    _, sync = fit(tmp_path, hub, hub_strategy="checkpoint", every=1, top_k=1, max_steps=8, callbacks=[clock])
+    assert clock.seconds < 1.2, "the training loop waited for the Hub (one commit takes 1.5 s)"
+    assert time.monotonic() - start > 3.0, "the final push, queued behind the first, was waited for"
+    history = messages(hub)
+    assert history[-1] == "End of training" and len(history) < 9
+    assert sync.metrics["hub/pushes_superseded"] >= 1 and sync.metrics["hub/pushes_failed"] == 0
+    first = hub.files(REPO, revision=hub.commits(REPO)[1]["oid"])  # pushed after its local folder was rotated away
+    assert first["model.safetensors"] == first["last-checkpoint/model.safetensors"]
+
+
+class HubDown(L.Callback):
+    def __init__(self, hub, at_step=None, up_at_step=None):
+        self.hub, self.at_step, self.up_at_step = hub, at_step, up_at_step
+
+    def on_train_start(self, trainer, pl_module):
+        if self.at_step == 0:
+            self.hub.down()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.up_at_step:
+            self.hub.up()
+
+
+def test_hub_down_after_setup_training_finishes_and_the_final_push_error_is_clear(hub, tmp_path, caplog):
+    with pytest.raises(HubError) as err:
+        fit(tmp_path, hub, hub_strategy="checkpoint", callbacks=[HubDown(hub, at_step=0)], max_retries=2)
+    message = str(err.value)
+    assert "The final push to the Hub" in message and "failed" in message
+    assert "final weights are intact in" in message and str((tmp_path / "checkpoints/final").resolve()) in message
+    assert (tmp_path / "checkpoints/final/model.safetensors").exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    assert any("Hub push 'Training in progress" in r.message and r.levelname == "WARNING" for r in caplog.records)
+    assert messages(hub) == []
+
+
+def test_hub_unreachable_at_setup_pushes_once_it_is_back(hub, tmp_path):
+    hub.down()
+    _, sync = fit(tmp_path, hub, hub_strategy="every_save", callbacks=[HubDown(hub, up_at_step=3)], max_retries=10)
+    assert set(hub.files(REPO)) == ROOT | FINAL  # the deferred preflight created the repo
+    assert messages(hub)[-1] == "End of training"
+
+
+def test_bad_token_stops_the_run_in_setup_before_the_model_is_touched(hub, tmp_path):
+    class NoModel(StandIn):
+        def configure_model(self):
+            raise AssertionError("configure_model ran before the Hub preflight")
+
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path, callbacks=[
+                            TrainableCheckpoint(every_n_train_steps=1),
+                            HubSyncCallback(hub_model_id=REPO, hf_token="hf_unknown", endpoint=hub.url)])
+    with pytest.raises(HubError, match="Authentication failed"):
+        trainer.fit(NoModel())
+
+
+def test_upload_overlap_bench_runs_and_prints_its_summary():
+    bench = Path(__file__).resolve().parents[1] / "bench/upload_overlap.py"
+    args = ["--mb", "4", "--mbps", "4", "--cycles", "1", "--idle-steps", "20", "--warmup", "5", "--width", "64",
+            "--depth", "2"]
+    result = subprocess.run([sys.executable, bench, *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines[-1].keys() == {"step_s_uploading", "step_s_idle", "ratio"}
+    assert lines[-2]["upload_steps"] > 0 and lines[-2]["hub/pushes_done"] >= 2

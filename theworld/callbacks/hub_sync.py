@@ -1,0 +1,536 @@
+"""``HubSyncCallback``: pushes trainable-only checkpoints to the Hugging Face Hub in the background.
+
+Repo layout, per ``hub_strategy`` (every push is one commit: adds and deletes together)::
+
+    model.safetensors, config.json      latest trainable weights + config          every push
+    README.md                           model card with the run's real numbers     every push
+    training_args.json                  the resolved run config, secrets removed   every push
+    last-checkpoint/                    full resumable state, replaced each push   checkpoint, all_checkpoints
+    checkpoint-{step}/                  each local checkpoint, pruned like local   all_checkpoints
+    final/model.safetensors, config.json                                           end of training, always
+
+When a checkpoint folder is complete, its files are hardlinked into a private staging folder (on
+the checkpoint writer thread, in order with the writer's rotation deletes) and the push goes to one
+uploader thread (modelled on huggingface_hub's ``CommitScheduler``: a thread, a lock, a stop flag).
+While a push runs, a newer save replaces the queued one (latest wins); the final push is never
+replaced, and the end of ``fit`` waits for it (bounded) and fails the run if it cannot land.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
+from lightning.pytorch.callbacks import Callback
+
+from theworld.checkpoint import TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
+from theworld.config import CONFIG_NAME
+from theworld.hub import (
+    LAST_CHECKPOINT,
+    RESUME_FILES,
+    HubConfig,
+    HubError,
+    HubStrategy,
+    HubToken,
+    HubUnreachableError,
+    describe_error,
+    explain,
+    http_status,
+    preflight,
+    redact_secrets,
+    resolve_token,
+    validate_repo_id,
+    with_retries,
+)
+from theworld.hub_utils import generate_model_card
+
+log = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+_LAST_LINK = "last"  # TrainableCheckpoint's `save_last` name
+
+
+@dataclasses.dataclass
+class _Push:
+    """One commit to make: ``folder`` holds the staged files laid out as in the repo."""
+
+    step: int
+    folder: Path
+    final: bool
+    checkpoints: Path  # the local checkpoint folder: what was pruned there is pruned on the Hub
+    result: Future = dataclasses.field(default_factory=Future)
+
+    @property
+    def message(self) -> str:
+        return "End of training" if self.final else f"Training in progress, step {self.step}"
+
+
+class _Uploader:
+    """One daemon thread pushing the newest queued job. A newer job replaces a queued (not started) one.
+
+    The final job is never replaced (nothing is queued after it). Counters are read by the main thread.
+    """
+
+    def __init__(self, push: Callable[[_Push, Callable[[float], bool]], Any]):
+        self._push = push
+        self._cond = threading.Condition()
+        self._queued: _Push | None = None
+        self._running: _Push | None = None
+        self._stopped = False
+        self.done = self.failed = self.superseded = 0
+        self.last_seconds: float | None = None
+        self.last_error: str | None = None  # of any attempt, for the final error message
+        self._thread = threading.Thread(target=self._run, name="theworld-hub-sync", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Push) -> None:
+        with self._cond:
+            if self._stopped:
+                replaced = job
+            else:
+                replaced, self._queued = self._queued, job
+                self._cond.notify_all()
+        if replaced is not None:
+            self._discard(replaced)
+
+    @property
+    def pending(self) -> int:
+        """Pushes queued or in flight."""
+        with self._cond:
+            return (self._queued is not None) + (self._running is not None)
+
+    def stop(self) -> None:
+        """Stops after the push in flight (its retries are abandoned); a queued push is dropped."""
+        with self._cond:
+            self._stopped = True
+            queued, self._queued = self._queued, None
+            self._cond.notify_all()
+        if queued is not None:
+            self._discard(queued)
+
+    def _discard(self, job: _Push) -> None:
+        with self._cond:
+            self.superseded += 1
+        job.result.cancel()
+        shutil.rmtree(job.folder, ignore_errors=True)
+
+    def _give_up(self, job: _Push) -> bool:
+        # Called with the lock held: stop, or an intermediate push that a newer one makes pointless.
+        return self._stopped or (self._queued is not None and not job.final)
+
+    def _backoff(self, job: _Push) -> Callable[[float], bool]:
+        def sleep(delay: float) -> bool:
+            with self._cond:
+                return self._cond.wait_for(lambda: self._give_up(job), timeout=delay)
+
+        return sleep
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopped or self._queued is not None)
+                if self._stopped:
+                    return
+                job, self._queued, self._running = self._queued, None, self._queued
+            start = time.monotonic()
+            try:
+                outcome = self._push(job, self._backoff(job))
+            except Exception as err:
+                with self._cond:
+                    superseded = self._give_up(job) and not self._stopped
+                    self.superseded += superseded
+                    self.failed += not superseded
+                if superseded:
+                    log.info("Hub push '%s' abandoned (%s): a newer one is queued", job.message, describe_error(err))
+                else:
+                    log.warning("Hub push '%s' failed: %s", job.message, describe_error(err))
+                job.result.set_exception(err)
+            else:
+                with self._cond:
+                    self.done += 1
+                    self.last_seconds = time.monotonic() - start
+                job.result.set_result(outcome)
+            finally:
+                with self._cond:
+                    self._running = None
+                shutil.rmtree(job.folder, ignore_errors=True)
+
+
+class HubSyncCallback(Callback):
+    """Pushes every trainable-only checkpoint to a Hub repo in the background, and ``final/`` at the end.
+
+    Only global rank 0 talks to the Hub. ``setup`` checks the token and the repo before any model
+    weight is loaded. Works with :class:`~theworld.callbacks.TrainableCheckpoint`, which announces each
+    completed folder through ``on_trainable_checkpoint_saved``. ``theworld fit`` builds it from the
+    ``hub:`` group; in Python:
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[
+        ...     TrainableCheckpoint(every_n_train_steps=500),
+        ...     HubSyncCallback(hub_model_id="alice/theworld", hub_strategy="checkpoint"),  # token: $HF_TOKEN
+        ... ])
+        >>> trainer.fit(module, datamodule=data)   # fails at the end if the final push cannot land
+
+    Metrics (logged from the training loop, never from the uploader thread): ``hub/pushes_done``,
+    ``hub/pushes_failed``, ``hub/pushes_superseded``, ``hub/pushes_pending``, ``hub/last_push_seconds``.
+    """
+
+    def __init__(
+        self,
+        hub_model_id: str | None = None,
+        push_to_hub: bool = True,
+        hub_strategy: HubStrategy = "every_save",
+        hub_private_repo: bool = False,
+        hf_token: str | HubToken | None = None,
+        hub_tag: str | None = None,
+        hub_final_push_timeout: float = 3600.0,
+        run_config: dict | None = None,
+        endpoint: str | None = None,
+        max_retries: int = 5,
+        retry_wait_s: float = 2.0,
+    ):
+        if hub_strategy not in HubStrategy.__args__:
+            raise ValueError(f"hub_strategy={hub_strategy!r}: use one of {HubStrategy.__args__}.")
+        if push_to_hub:
+            validate_repo_id(hub_model_id)  # a typo fails here, before the Trainer even starts
+        self.config = HubConfig(push_to_hub=push_to_hub, hub_model_id=hub_model_id, hub_strategy=hub_strategy,
+                                hub_private_repo=hub_private_repo, hub_tag=hub_tag,
+                                hub_final_push_timeout=hub_final_push_timeout)
+        # Kept out of `config` so that nothing that prints or saves the config can show it.
+        self._hf_token = hf_token
+        self.run_config = redact_secrets(run_config) if run_config is not None else None
+        self.endpoint = endpoint
+        self.max_retries = max_retries
+        self.retry_wait_s = retry_wait_s
+        self._token: HubToken | None = None
+        self._api: HfApi | None = None
+        self._uploader: _Uploader | None = None
+        self._lock = threading.Lock()  # staging runs on the checkpoint writer thread, shutdown on the main one
+        self._closed = False
+        self._staging: Path | None = None
+        self._final: Future | None = None
+        self._final_dir: Path | None = None
+
+    @classmethod
+    def from_config(cls, config: HubConfig, token: HubToken | None, **kwargs) -> "HubSyncCallback":
+        """From the CLI's ``hub:`` group and an already resolved token (``hub.hf_token`` is not read again)."""
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "hf_token"}
+        return cls(**fields, hf_token=token, **kwargs)
+
+    @property
+    def _endpoint(self) -> str:
+        return (self.endpoint or constants.ENDPOINT).rstrip("/")
+
+    @property
+    def repo_url(self) -> str:
+        return f"{self._endpoint}/{self.config.hub_model_id}"
+
+    # ------------------------------------------------------------------------------------ hooks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not self.config.push_to_hub:
+            return
+        error = None
+        if trainer.is_global_zero:
+            try:
+                self._start()
+            except HubError as err:
+                error = err
+        # Every rank stops together, and before configure_model loads any weight.
+        message = trainer.strategy.broadcast(str(error) if error else None, src=0)
+        if error is not None:
+            raise error
+        if message:
+            raise HubError(message)
+
+    def _start(self) -> None:
+        token = self._hf_token
+        self._token = token if isinstance(token, HubToken) else resolve_token(config_token=token)
+        try:
+            # Short waits: with the Hub down for good, training should not start late.
+            self._api = preflight(self.config, self._token, self.endpoint, wait_s=min(1.0, self.retry_wait_s))
+        except HubUnreachableError as err:
+            # The checks (and the repo creation) run again before the first push; the run fails at the end
+            # if the final push cannot land.
+            log.warning("%s Training starts anyway; pushes will be retried.", err)
+        self._uploader = _Uploader(self._upload)
+        self._closed = False
+
+    def on_trainable_checkpoint_saved(self, trainer: L.Trainer, path: str, final: bool) -> None:
+        """Stages and queues a push. Intermediate saves call this on the checkpoint writer thread."""
+        if self._uploader is None:
+            return
+        if final:
+            self._final_dir = Path(path)
+            try:
+                self._final = self._submit(trainer, Path(path), final=True).result
+            except Exception as err:  # reported by on_fit_end like any other failure of the final push
+                self._final = Future()
+                self._final.set_exception(err)
+        elif self.config.hub_strategy != "end":
+            try:
+                self._submit(trainer, Path(path), final=False)
+            except Exception as err:  # an intermediate push is optional; the writer thread must not fail
+                log.warning("Could not stage %s for the Hub (%s); the next save will be pushed.", path,
+                            describe_error(err))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self._uploader is not None:
+            pl_module.log_dict(self.metrics, on_step=True, on_epoch=False, rank_zero_only=True, batch_size=1)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after TrainableCheckpoint.on_train_end wrote final/ and queued the final push.
+        if self._uploader is None:
+            return
+        if self._final is None:
+            log.warning("No final/ folder was announced (is TrainableCheckpoint among the callbacks?): "
+                        "nothing final to push to %s.", self.repo_url)
+            self._shutdown()
+            return
+        timeout = self.config.hub_final_push_timeout
+        log.info("Waiting up to %.0f s for the final push to %s", timeout, self.repo_url)
+        error = None
+        try:
+            commit = self._final.result(timeout=timeout)
+        except FutureTimeout:
+            error = f"it did not finish within hub_final_push_timeout={timeout:g} s"
+            if self._uploader.last_error:
+                error += f" (last error: {self._uploader.last_error})"
+        except Exception as err:
+            error = str(err) if isinstance(err, HubError) else describe_error(err)
+        self._shutdown()
+        for logger in trainer.loggers:
+            logger.log_metrics(self.metrics, step=trainer.global_step)
+        if error is None:
+            log.info("Final weights pushed to %s (commit %s)", self.repo_url, commit.oid[:8])
+            return
+        final_dir = self._final_dir.resolve()
+        raise HubError(
+            f"The final push to the Hub ({self.repo_url}) failed: {error}. Training itself finished and the local "
+            f"final weights are intact in {final_dir}. Push them when the Hub is reachable with "
+            f"`hf upload {self.config.hub_model_id} {final_dir} {FINAL_DIR}` (and "
+            f"`hf upload {self.config.hub_model_id} {final_dir} .` for the root copy)."
+        )
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._shutdown()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._shutdown()
+
+    # ------------------------------------------------------------------------- main thread work
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The ``hub/`` counters (rank 0, after setup): pushes done, failed, superseded, pending, last seconds."""
+        up = self._uploader
+        metrics = {"hub/pushes_done": up.done, "hub/pushes_failed": up.failed,
+                   "hub/pushes_superseded": up.superseded, "hub/pushes_pending": up.pending}
+        if up.last_seconds is not None:
+            metrics["hub/last_push_seconds"] = up.last_seconds
+        return {name: float(value) for name, value in metrics.items()}
+
+    def _submit(self, trainer: L.Trainer, path: Path, final: bool) -> _Push:
+        """Stages the repo files for ``path`` (hardlinks, no network) and queues the push."""
+        with self._lock:
+            if self._closed:
+                raise HubError("the Hub sync has shut down")
+            return self._submit_locked(trainer, path, final)
+
+    def _submit_locked(self, trainer: L.Trainer, path: Path, final: bool) -> _Push:
+        checkpoints = path.parent
+        files = {WEIGHTS_NAME: path / WEIGHTS_NAME, CONFIG_NAME: path / CONFIG_NAME}
+        if final:
+            files.update({f"{FINAL_DIR}/{name}": path / name for name in (WEIGHTS_NAME, CONFIG_NAME)})
+        strategy = self.config.hub_strategy
+        if strategy in ("checkpoint", "all_checkpoints"):
+            latest = self._latest_checkpoint(checkpoints) if final else path
+            if latest is not None:
+                files.update({f"{LAST_CHECKPOINT}/{name}": latest / name for name in RESUME_FILES})
+        if strategy == "all_checkpoints":
+            for folder in self._local_checkpoints(checkpoints):
+                files.update({f"{folder.name}/{name}": folder / name for name in RESUME_FILES})
+        # With asynchronous saves the trainer may be a few steps ahead: the folder name has the step.
+        match = re.search(r"(\d+)$", path.name)
+        step = trainer.global_step if final or not match else int(match[1])
+        texts = {"README.md": self._model_card(trainer, step, final),
+                 "training_args.json": self._training_args(trainer)}
+        push = _Push(step=step, folder=self._stage(checkpoints, files, texts), final=final, checkpoints=checkpoints)
+        self._uploader.submit(push)
+        log.info("Queued Hub push: %s (%d files)", push.message, len(files) + len(texts))
+        return push
+
+    def _stage(self, checkpoints: Path, files: dict[str, Path], texts: dict[str, str]) -> Path:
+        if self._staging is None:
+            for stale in checkpoints.glob(".hub-staging-*"):  # left by a killed run (hardlinks hold disk space)
+                shutil.rmtree(stale, ignore_errors=True)
+            self._staging = Path(tempfile.mkdtemp(prefix=".hub-staging-", dir=checkpoints))
+        folder = Path(tempfile.mkdtemp(prefix="push-", dir=self._staging))
+        try:
+            for rel, source in files.items():
+                target = folder / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(source, target)  # same bytes, no copy; survives the checkpoint's deletion
+                except OSError:
+                    shutil.copy2(source, target)  # another filesystem, or no hardlinks there
+            for rel, text in texts.items():
+                (folder / rel).write_text(text)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder
+
+    @staticmethod
+    def _local_checkpoints(checkpoints: Path) -> list[Path]:
+        """Complete resumable folders (not ``last``, ``final``, temporaries or staging)."""
+        return sorted(
+            d for d in checkpoints.iterdir()
+            if d.is_dir() and not d.is_symlink() and d.name not in (_LAST_LINK, FINAL_DIR)
+            and not d.name.startswith(".") and TMP_MARKER not in d.name
+            and all((d / name).is_file() for name in RESUME_FILES)
+        )
+
+    @classmethod
+    def _latest_checkpoint(cls, checkpoints: Path) -> Path | None:
+        last = checkpoints / _LAST_LINK
+        if all((last / name).is_file() for name in RESUME_FILES):
+            return last
+        local = cls._local_checkpoints(checkpoints)
+        return max(local, key=lambda d: (d / TRAINING_STATE_NAME).stat().st_mtime) if local else None
+
+    def _model_card(self, trainer: L.Trainer, step: int, final: bool) -> str:
+        module = trainer.lightning_module
+        model = getattr(module, "model", None)
+        params = list((model or module).parameters())
+        data = dict(getattr(trainer.datamodule, "hparams", {}) or {})
+        per_device = data.get("batch_size") or getattr(trainer.train_dataloader, "batch_size", None) or 1
+        dataset = data.get("dataset_name") or data.get("train_data")
+        learning_rate = dict(module.hparams).get("learning_rate")
+        if learning_rate is None and trainer.optimizers:
+            group = trainer.optimizers[0].param_groups[0]
+            learning_rate = group.get("initial_lr", group["lr"])
+        effective_batch = per_device * trainer.accumulate_grad_batches * trainer.world_size
+        world_config = getattr(module, "world_config", None)
+        return generate_model_card(
+            gemma_model_name=world_config.gemma_model_name if world_config else "unknown",
+            cosmos_model_name=world_config.cosmos_model_name if world_config else "unknown",
+            dataset_name=", ".join(dataset) if isinstance(dataset, (list, tuple)) else dataset,
+            num_samples=step * effective_batch,
+            trainable_params=sum(p.numel() for p in params if p.requires_grad),
+            total_params=sum(p.numel() for p in params),
+            learning_rate=learning_rate or 0.0,
+            batch_size=effective_batch,
+            # Lightning counts the epoch that max_steps cut short once training ends.
+            num_epochs=trainer.current_epoch if final else trainer.current_epoch + 1,
+            hub_model_id=self.config.hub_model_id,
+            global_step=step,
+            max_steps=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
+            final=final,
+            model_config=world_config.to_dict() if world_config else {},
+        )
+
+    def _training_args(self, trainer: L.Trainer) -> str:
+        config = self.run_config
+        if config is None:  # used outside the CLI: the module's and datamodule's hyperparameters
+            config = redact_secrets({
+                "model": dict(trainer.lightning_module.hparams),
+                "data": dict(getattr(trainer.datamodule, "hparams", {}) or {}),
+                "trainer": {"max_steps": trainer.max_steps, "accumulate_grad_batches": trainer.accumulate_grad_batches},
+                "hub": dataclasses.asdict(self.config),
+            })
+        return json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._uploader is not None:
+                self._uploader.stop()
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
+                self._staging = None
+
+    # ------------------------------------------------------------------------ uploader thread
+    def _upload(self, push: _Push, sleep: Callable[[float], bool]):
+        def attempt():
+            try:
+                if self._api is None:  # the Hub was unreachable at setup: check (and create the repo) now
+                    self._api = preflight(self.config, self._token, self.endpoint, retries=0)
+                return self._commit(push)
+            except Exception as err:
+                self._uploader.last_error = describe_error(err)
+                raise
+
+        try:
+            commit = with_retries(attempt, what=f"Hub push '{push.message}'", retries=self.max_retries,
+                                  wait_s=self.retry_wait_s, sleep=sleep)
+        except HubError:
+            raise
+        except Exception as err:
+            raise explain(err, self.config.hub_model_id, self._token, self._endpoint) from err
+        log.info("Pushed to %s: %s (commit %s)", self.repo_url, push.message, commit.oid[:8])
+        if push.final and self.config.hub_tag:
+            self._tag(commit.oid, sleep)
+        return commit
+
+    def _commit(self, push: _Push):
+        """One commit from the staged folder, planned against the repo's current head.
+
+        Re-planned on every attempt: if an earlier attempt landed but its answer was lost (a 500 after the
+        commit), nothing differs any more and huggingface_hub skips the empty commit instead of duplicating it.
+        """
+        api, repo_id = self._api, self.config.hub_model_id
+        info = api.repo_info(repo_id)
+        remote = {sibling.rfilename for sibling in info.siblings or []}
+        staged = {p.relative_to(push.folder).as_posix(): p for p in sorted(push.folder.rglob("*")) if p.is_file()}
+        # A checkpoint folder rotated away locally since staging is left out, so _stale prunes it on the Hub.
+        folders = {rel.split("/")[0] for rel in staged if "/" in rel} - {LAST_CHECKPOINT, FINAL_DIR}
+        pruned = {f for f in folders if not (push.checkpoints / f).is_dir()}
+        staged = {rel: p for rel, p in staged.items() if rel.split("/")[0] not in pruned}
+        stale = self._stale(remote, staged)
+        # checkpoint-N/ folders never change once written: one already on the Hub is not hashed or sent again.
+        on_hub = {f for f in folders - pruned if all(f"{f}/{name}" in remote for name in RESUME_FILES)}
+        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in staged.items()
+                      if rel.split("/")[0] not in on_hub]
+        operations += [CommitOperationDelete(path_in_repo=rel, is_folder=False) for rel in stale]
+        commit = api.create_commit(repo_id, operations, commit_message=push.message, parent_commit=info.sha)
+        if commit.oid == info.sha:
+            log.info("'%s' was already on the Hub (an earlier attempt landed): no new commit", push.message)
+        return commit
+
+    def _stale(self, remote: set[str], staged: dict[str, Path]) -> list[str]:
+        """Remote files this push replaces or prunes: an outdated ``last-checkpoint/``, pruned checkpoints."""
+        staged_folders = {rel.split("/")[0] for rel in staged if "/" in rel}
+
+        def managed(path: str) -> bool:
+            folder, sep, _ = path.partition("/")
+            if not sep or folder == FINAL_DIR:
+                return False
+            if folder == LAST_CHECKPOINT:
+                return folder in staged_folders
+            return self.config.hub_strategy == "all_checkpoints" and f"{folder}/{TRAINING_STATE_NAME}" in remote
+
+        return sorted(p for p in remote if p not in staged and managed(p))
+
+    def _tag(self, revision: str, sleep: Callable[[float], bool]) -> None:
+        tag = self.config.hub_tag
+        try:
+            with_retries(lambda: self._api.create_tag(self.config.hub_model_id, tag=tag, revision=revision),
+                         what=f"Hub tag {tag!r}", retries=self.max_retries, wait_s=self.retry_wait_s, sleep=sleep)
+        except Exception as err:
+            if http_status(err) != 409:
+                raise
+            log.warning("Tag %r already exists on %s and was left where it is.", tag, self.repo_url)
+        else:
+            log.info("Tagged the final commit %s as %r", revision[:8], tag)
