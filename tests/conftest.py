@@ -7,6 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from theworld.data.testing_http import serve_directory  # noqa: E402
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma  # noqa: E402
 
 
@@ -25,3 +26,18 @@ def demo_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     write_demo_assets(root / "demo_assets")
     return root
+
+
+@pytest.fixture
+def serve():
+    """``serve(path, **behaviours) -> base URL``; servers stop at the end of the test."""
+    stops = []
+
+    def start(path, **behaviours) -> str:
+        url, stop = serve_directory(path, **behaviours)
+        stops.append(stop)
+        return url
+
+    yield start
+    for stop in stops:
+        stop()

@@ -28,3 +28,8 @@ def test_save_blocking_prints_its_ratio():
     summary = last_json_line(REPO / "bench/save_blocking.py", "--hidden", "512", "--repeats", "2")
     assert summary["save_block_s"] > 0 and summary["raw_save_s"] > 0
     assert summary["ratio"] == pytest.approx(summary["save_block_s"] / summary["raw_save_s"], rel=0.05)
+
+
+def test_data_throughput_prints_the_worker_rate_and_the_wait():
+    summary = last_json_line(REPO / "bench/data_throughput.py", "--samples", "16", "--steps", "2", "--step-s", "0.01")
+    assert summary["samples_per_s_per_worker"] > 0 and summary["main_process_data_s_per_step"] >= 0

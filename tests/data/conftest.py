@@ -21,21 +21,6 @@ def shards(tmp_path_factory):
     return SimpleNamespace(dir=out, keys=[make_key(i) for i in range(num * per_shard)], num=num, per_shard=per_shard)
 
 
-@pytest.fixture
-def serve():
-    """``serve(path, **behaviours) -> base URL``; servers stop at the end of the test."""
-    stops = []
-
-    def start(path, **behaviours) -> str:
-        url, stop = serve_directory(path, **behaviours)
-        stops.append(stop)
-        return url
-
-    yield start
-    for stop in stops:
-        stop()
-
-
 @pytest.fixture(scope="session")
 def parquet_data(tmp_path_factory):
     """Two parquet files of 20 rows whose images a local server serves: ``(glob, uids)``."""

@@ -8,6 +8,9 @@ The sequence is Gemma 3's chat format with the world block in front of Gemma's i
 
 ``segment_ids`` tells the model which positions take world / image embeddings; labels are -100
 everywhere except the caption and its ``<end_of_turn>``.
+
+Pixels are resized in the workers but stay uint8 through the DataLoader; ``normalize`` makes them
+the model's float inputs (``TheWorldDataModule`` does it on the GPU, ``collate`` by default).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import default_collate
 
 # segment_ids values
 SEG_TEXT, SEG_IMAGE, SEG_WORLD_START, SEG_WORLD, SEG_WORLD_END = 0, 1, 2, 3, 4
@@ -45,11 +49,24 @@ def num_world_tokens(cosmos_model_name: str, subfolder: str, image_size: int, pa
     return side * side
 
 
-def _resize_normalize(image: Image.Image, size: tuple[int, int], mean, std, resample) -> torch.Tensor:
-    resized = image.resize((size[1], size[0]), resample=resample)
-    array = np.asarray(resized, dtype=np.float32) * (1.0 / 255.0)
-    array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+class _PixelInput:
+    """One pixel input: resize to ``size`` (H, W) as uint8; ``normalize`` gives ``(x / 255 - mean) / std``."""
+
+    def __init__(self, size: tuple[int, int], mean, std, resample: Image.Resampling):
+        self.size = size
+        self.resample = resample
+        # The normalisation folded into one multiply-add per channel: x * scale + shift.
+        self.scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(3, 1, 1)
+        self.shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(3, 1, 1)
+
+    def resize(self, image: Image.Image) -> torch.Tensor:
+        """``uint8`` (3, H, W)."""
+        resized = image.resize((self.size[1], self.size[0]), resample=self.resample)
+        return torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``uint8`` (..., 3, H, W) -> ``float32`` on the same device."""
+        return pixels.float().mul_(self.scale.to(pixels.device)).add_(self.shift.to(pixels.device))
 
 
 class TheWorldProcessor:
@@ -58,8 +75,8 @@ class TheWorldProcessor:
     Example:
         >>> proc = TheWorldProcessor(load_gemma_processor("google/gemma-3-4b-it"), world_tokens=784,
         ...                          world_image_size=448)
-        >>> example = proc(image, caption="a red circle")      # tensors for one sample
-        >>> batch = proc.collate([example, example])             # right-padded batch
+        >>> example = proc(image, caption="a red circle")      # tensors for one sample (uint8 pixels)
+        >>> batch = proc.collate([example, example])             # right-padded batch, float pixels
     """
 
     def __init__(
@@ -80,11 +97,15 @@ class TheWorldProcessor:
         self.pad_id = self.tokenizer.pad_token_id
         self.image_token_id = self.tokenizer.image_token_id
         ip = gemma_processor.image_processor
-        self._siglip = dict(
-            size=(ip.size["height"], ip.size["width"]),
-            mean=ip.image_mean,
-            std=ip.image_std,
-            resample=Image.Resampling(int(ip.resample)) if ip.resample is not None else Image.Resampling.BILINEAR,
+        self._siglip = _PixelInput(
+            (ip.size["height"], ip.size["width"]),
+            ip.image_mean,
+            ip.image_std,
+            Image.Resampling(int(ip.resample)) if ip.resample is not None else Image.Resampling.BILINEAR,
+        )
+        # The VAE input: a square resize scaled to [-1, 1].
+        self._world = _PixelInput(
+            (world_image_size, world_image_size), (0.5,) * 3, (0.5,) * 3, Image.Resampling.BICUBIC
         )
         self._prompts: dict[str, tuple[list[int], list[int]]] = {}
 
@@ -115,12 +136,20 @@ class TheWorldProcessor:
         return ids, segments
 
     def siglip_pixels(self, image: Image.Image) -> torch.Tensor:
-        return _resize_normalize(image, **self._siglip)
+        """Gemma's SigLIP input: ``float32`` (3, H, W)."""
+        return self._siglip.normalize(self._siglip.resize(image))
 
     def world_pixels(self, image: Image.Image) -> torch.Tensor:
         """The VAE input: a square resize scaled to [-1, 1]."""
-        size = (self.world_image_size, self.world_image_size)
-        return _resize_normalize(image, size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), Image.Resampling.BICUBIC)
+        return self._world.normalize(self._world.resize(image))
+
+    def normalize(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Turns a batch's uint8 ``pixel_values`` / ``world_pixels`` into the model's float inputs, on
+        their device; float ones are left as they are."""
+        for key, spec in (("pixel_values", self._siglip), ("world_pixels", self._world)):
+            if key in batch and batch[key].dtype == torch.uint8:
+                batch[key] = spec.normalize(batch[key])
+        return batch
 
     def __call__(self, image: Image.Image, caption: str | None = None, prompt: str | None = None) -> dict[str, Any]:
         image = image.convert("RGB") if image.mode != "RGB" else image
@@ -140,14 +169,19 @@ class TheWorldProcessor:
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "segment_ids": torch.tensor(segments, dtype=torch.uint8),
             "labels": torch.tensor(labels, dtype=torch.long),
-            "pixel_values": self.siglip_pixels(image),
+            "pixel_values": self._siglip.resize(image),  # uint8 until the batch is normalised
         }
         if self.world_tokens:
-            example["world_pixels"] = self.world_pixels(image)
+            example["world_pixels"] = self._world.resize(image)
         return example
 
-    def collate(self, examples: list[dict[str, Any]], padding_side: str = "right") -> dict[str, Any]:
-        """Pads to the longest example; anything that is not a model input (keys, counters) is kept as lists."""
+    def collate(self, examples: list[dict[str, Any]], padding_side: str = "right",
+                normalize: bool = True) -> dict[str, Any]:
+        """Pads to the longest example; anything that is not a model input (keys, counters) is kept as lists.
+
+        ``normalize=False`` leaves the pixels uint8, for ``normalize(batch)`` to finish on the GPU: a
+        quarter of float32's bytes through shared memory, pinning and the host-to-device copy.
+        """
         length = max(len(e["input_ids"]) for e in examples)
         batch_size = len(examples)
         input_ids = torch.full((batch_size, length), self.pad_id, dtype=torch.long)
@@ -166,11 +200,13 @@ class TheWorldProcessor:
             "segment_ids": segment_ids,
             "labels": labels,
             "attention_mask": attention_mask,
-            "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+            # In a DataLoader worker, default_collate stacks straight into shared memory, where the
+            # batch must go anyway on its way to the main process.
+            "pixel_values": default_collate([e["pixel_values"] for e in examples]),
         }
         if "world_pixels" in examples[0]:
-            batch["world_pixels"] = torch.stack([e["world_pixels"] for e in examples])
+            batch["world_pixels"] = default_collate([e["world_pixels"] for e in examples])
         for key in examples[0]:
             if key not in batch:
                 batch[key] = [e.get(key) for e in examples]
-        return batch
+        return self.normalize(batch) if normalize else batch

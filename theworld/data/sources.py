@@ -74,6 +74,11 @@ from torch.utils.data import IterableDataset, get_worker_info
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+# Every reason a ``skipped`` counter can hold (see the table above), in a fixed order for reductions.
+SKIP_REASONS = (
+    "http_error", "timeout", "corrupt", "truncated", "decompression_bomb", "too_small", "missing_caption",
+    "empty_caption", "bad_utf8", "low_clip_score", "missing_image", "shard_error", "converted_mode",
+)
 _USER_AGENT = "theworld-data/0.1"
 # Errors that mean "this download/shard failed", as opposed to bugs in our code.
 _NETWORK_ERRORS = (OSError, ValueError, http.client.HTTPException)

@@ -1,0 +1,118 @@
+"""Data-loading speed at real size: 256-px JPEGs in webdataset shards to model-ready batches.
+
+The processor has Gemma 3's real image settings -- SigLIP pixels at 896 px, 256 image tokens --
+from a tiny Gemma 3 written locally (nothing is downloaded), plus the VAE input at 448 px (784
+world tokens at world_patch_size 2). Timed in one run:
+
+- ``samples_per_s_per_worker``: one DataLoader worker (one thread, as every worker) runs the real
+  ``WebDatasetSource`` + ``SampleTransform`` + ``collate`` over ``--samples`` samples and ships the
+  batches to the main process, which only takes them; samples per CPU-second of that worker, i.e.
+  what one dedicated core delivers (``wall_samples_per_s_one_worker`` is the wall-clock rate);
+- ``main_process_data_s_per_step``: the training loop's wait for data per step, when the
+  datamodule's ``StatefulDataLoader`` with 2 workers feeds a consumer whose "step" is a fixed sleep.
+
+The loader's pixels are uint8; ``TheWorldDataModule.on_after_batch_transfer`` turns them into the
+model's float inputs on the GPU, which is not timed here.
+
+Prints JSON lines; the last is ``{"samples_per_s_per_worker", "main_process_data_s_per_step", ...}``
+(goal: >= 50 samples/s per worker on one core).
+
+    python bench/data_throughput.py [--samples 512] [--step-s 0.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from theworld.data.processing import TheWorldProcessor, load_gemma_processor
+from theworld.data.sources import WebDatasetSource
+from theworld.data.synthetic import write_webdataset_shards
+from theworld.lit.datamodule import SampleTransform, TheWorldDataModule
+from theworld.testing.tiny import write_tiny_gemma
+
+SIGLIP_SIZE, SIGLIP_PATCH, IMAGE_TOKENS = 896, 14, 256  # Gemma 3 4B
+WORLD_IMAGE_SIZE, WORLD_PATCH = 448, 2
+WORLD_TOKENS = (WORLD_IMAGE_SIZE // 8 // WORLD_PATCH) ** 2  # the Wan VAE downsamples 8x: 784
+WARMUP_STEPS = 4
+
+
+def per_worker_throughput(loader) -> tuple[float, float]:
+    """``(samples per CPU-second of the worker, samples per wall-second)`` of a one-worker loader drained to its end.
+
+    The worker's CPU time (read once it has exited and been joined) says what one dedicated core
+    delivers, however busy the machine is; the wall-clock rate also counts time the worker waited for a core.
+    """
+    before = os.times()
+    start = time.perf_counter()
+    count = sum(len(batch["key"]) for batch in loader)  # the loader joins its worker at the end
+    wall = time.perf_counter() - start
+    after = os.times()
+    worker_cpu = after.children_user + after.children_system - before.children_user - before.children_system
+    return count / worker_cpu, count / wall
+
+
+def main_process_wait(loader, steps: int, warmup: int, step_s: float) -> list[float]:
+    """Seconds the consumer waits in ``next(loader)`` for each step after ``warmup`` steps."""
+    waits = []
+    batches = iter(loader)
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        next(batches)
+        if step >= warmup:
+            waits.append(time.perf_counter() - start)
+        time.sleep(step_s)  # the training step
+    return waits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=512, help="samples timed for the per-worker throughput")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--step-s", type=float, default=0.25, help="simulated training step")
+    parser.add_argument("--steps", type=int, default=40, help="steps timed with the 2-worker loader")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        gemma = write_tiny_gemma(tmp / "gemma", image_size=SIGLIP_SIZE, patch_size=SIGLIP_PATCH,
+                                 mm_tokens_per_image=IMAGE_TOKENS)
+        processor = TheWorldProcessor(load_gemma_processor(gemma), WORLD_TOKENS, WORLD_IMAGE_SIZE)
+        needed = max(args.samples, (WARMUP_STEPS + args.steps) * args.batch_size)
+        shards = write_webdataset_shards(tmp / "shards", 4, -(-needed // 4), image_size=256)
+
+        def loader(num_workers: int, num_samples: int | None = None):
+            """The loader `theworld fit` trains from."""
+            source = WebDatasetSource(shards, transform=SampleTransform(processor), num_samples=num_samples)
+            datamodule = TheWorldDataModule(batch_size=args.batch_size, num_workers=num_workers)
+            datamodule.processor = processor
+            return datamodule._loader(source, args.batch_size)
+
+        batch = next(iter(loader(0)))
+        print(json.dumps({"loader_batch": {key: [list(value.shape), str(value.dtype)] for key, value in batch.items()
+                                           if isinstance(value, torch.Tensor)}}))
+
+        per_worker, per_worker_wall = per_worker_throughput(loader(1, args.samples))
+        print(json.dumps({"samples_per_s_per_worker": round(per_worker, 1),
+                          "wall_samples_per_s_one_worker": round(per_worker_wall, 1)}))
+
+        waits = main_process_wait(loader(2), args.steps, WARMUP_STEPS, args.step_s)
+        print(json.dumps({"main_process_waits_s": [round(w, 4) for w in waits]}))
+        print(json.dumps({
+            "samples_per_s_per_worker": round(per_worker, 1),
+            "wall_samples_per_s_one_worker": round(per_worker_wall, 1),
+            "main_process_data_s_per_step": round(statistics.mean(waits), 4),
+            "batch_size": args.batch_size, "step_s": args.step_s, "workers": 2,
+            "siglip_px": SIGLIP_SIZE, "world_px": WORLD_IMAGE_SIZE,
+        }))
+
+
+if __name__ == "__main__":
+    main()

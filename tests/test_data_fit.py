@@ -1,0 +1,121 @@
+"""Both data sources through `theworld fit` in a subprocess (HTTP shards, parquet + image URLs, bad data),
+and the loader's uint8 pixels."""
+
+import csv
+import logging
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from theworld.data.processing import TheWorldProcessor, load_gemma_processor
+from theworld.data.sources import SKIP_REASONS
+from theworld.data.synthetic import write_bad_samples, write_parquet
+from theworld.lit.datamodule import TheWorldDataModule
+
+REPO = Path(__file__).resolve().parents[1]
+# A few steps, no checkpoints and no validation unless a test asks for them.
+TINY = ["--trainer.max_steps", "4", "--checkpoint.every_n_train_steps", "0", "--trainer.val_check_interval", "4",
+        "--trainer.limit_val_batches", "0"]
+
+
+def fit(demo_dir: Path, run_dir: Path, *args) -> list[dict[str, str]]:
+    """`theworld fit` on configs/demo.yaml (tiny models) with overrides; returns the metrics.csv rows."""
+    cmd = [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO / "configs/demo.yaml"),
+           "--trainer.default_root_dir", str(run_dir), "--trainer.logger.init_args.save_dir", str(run_dir),
+           *map(str, args)]
+    result = subprocess.run(cmd, cwd=demo_dir, env=os.environ, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (metrics,) = run_dir.glob("logs/version_*/metrics.csv")
+    with open(metrics) as fh:
+        return list(csv.DictReader(fh))
+
+
+def last_logged(rows: list[dict[str, str]], prefix: str) -> dict[str, float]:
+    """The latest value written for each column starting with ``prefix``, by the column's suffix."""
+    return {key[len(prefix):]: float(value) for row in rows for key, value in row.items()
+            if key.startswith(prefix) and value}
+
+
+def requested_paths(caplog) -> Counter:
+    """URL paths the test servers answered, from their request log (args: client, request line, code, size)."""
+    return Counter(record.args[1].split()[1] for record in caplog.records
+                   if record.name == "theworld.data.testing_http" and len(record.args) == 4)
+
+
+def test_webdataset_shards_over_http_train_and_validate(demo_dir, tmp_path, serve):
+    url = serve(demo_dir / "demo_assets/data")
+    rows = fit(demo_dir, tmp_path, *TINY, "--data.train_data", url + "/train-{00000..00003}.tar",
+               "--data.val_data", url + "/val-00000.tar", "--trainer.limit_val_batches", "1")
+    assert len([r for r in rows if r.get("train/loss")]) == 4
+    assert [r for r in rows if r.get("val/loss")], "validation ran on the HTTP shard"
+
+
+def test_parquet_urls_train_with_the_first_rows_held_out_for_validation(demo_dir, tmp_path, serve, caplog):
+    caplog.set_level(logging.DEBUG, logger="theworld.data.testing_http")
+    url = serve(tmp_path / "images")
+    val_samples, rows_per_file = 8, 24
+    for part in range(2):
+        write_parquet(tmp_path / f"meta/part-{part}.parquet", rows_per_file, url, image_dir=tmp_path / "images",
+                      start_index=part * rows_per_file)
+    rows = fit(demo_dir, tmp_path / "run", *TINY, "--data.source", "hf",
+               "--data.train_data", tmp_path / "meta/part-*.parquet", "--data.val_data", "null",
+               "--data.val_samples", val_samples, "--trainer.limit_val_batches", "1.0")
+    assert len([r for r in rows if r.get("train/loss")]) == 4
+    assert [r for r in rows if r.get("val/loss")]
+    # Validation ran once over the first rows; training never fetched them (else they'd show twice).
+    requests = requested_paths(caplog)
+    held_out = [f"/{i:032x}.jpg" for i in range(val_samples)]
+    assert [requests[path] for path in held_out] == [1] * val_samples
+    assert sum(requests.values()) > val_samples, "training downloaded images"
+
+
+# Logging every 3rd of the 4 steps: the last step is not a logging step, so the final totals must come
+# from the epoch-end log.
+SPARSE_LOGS = ["--data.val_data", "null", "--trainer.log_every_n_steps", "3"]
+
+
+def test_bad_samples_and_urls_are_skipped_and_the_logged_counts_match_what_was_planted(demo_dir, tmp_path, serve):
+    delays = {}
+    url = serve(tmp_path / "images", delay_s=delays)
+    planted = write_bad_samples(tmp_path, "parquet", image_url_base=url)
+    delays.update({path: 60 for path in planted.slow_paths})  # hangs far past the download timeout
+    assert {"http_error", "timeout", "decompression_bomb", "bad_utf8"} <= set(planted.expected) <= set(SKIP_REASONS)
+    # To the end of the data: one whole epoch.
+    rows = fit(demo_dir, tmp_path / "run", *TINY, *SPARSE_LOGS, "--trainer.max_steps", "-1", "--trainer.max_epochs",
+               "1", "--data.source", "hf", "--data.train_data", planted.path, "--data.clip_score_threshold", "0.2",
+               "--data.download_timeout_s", "0.5", "--data.download_retries", "1")
+    assert max(int(r["step"]) for r in rows) == 3, "the epoch ended after 4 steps (32 good samples)"
+    assert last_logged(rows, "data/skipped_") == planted.expected
+
+
+def test_bad_sample_counts_carry_over_a_resume(demo_dir, tmp_path):
+    planted = write_bad_samples(tmp_path, "webdataset")
+    # 4 steps of 8 are the whole corpus. Step-based on purpose: with max_steps=-1 Lightning builds the train
+    # loader before restoring the checkpoint and drops its data position (Lightning issue #20550).
+    args = [*TINY, *SPARSE_LOGS, "--data.train_data", planted.path, "--checkpoint.every_n_train_steps", "2"]
+    assert last_logged(fit(demo_dir, tmp_path / "straight", *args), "data/skipped_") == planted.expected
+    rows = fit(demo_dir, tmp_path / "resumed", *args, "--ckpt_path", tmp_path / "straight/checkpoints/checkpoint-2")
+    assert sorted({int(r["step"]) for r in rows}) == [2, 3], "steps 3 and 4 only"
+    assert last_logged(rows, "data/skipped_") == planted.expected
+
+
+def test_loader_pixels_are_uint8_and_normalised_on_the_device(tiny_models):
+    processor = TheWorldProcessor(load_gemma_processor(tiny_models[0]), world_tokens=16, world_image_size=64)
+    images = [Image.new("RGB", (40, 30), (255, 0, 0)), Image.linear_gradient("L").convert("RGB")]
+    examples = [processor(image, caption="a red circle") for image in images]
+    shipped = processor.collate(examples, normalize=False)
+    assert shipped["pixel_values"].dtype == shipped["world_pixels"].dtype == torch.uint8
+    datamodule = TheWorldDataModule()
+    datamodule.processor = processor
+    batch = datamodule.on_after_batch_transfer(shipped, dataloader_idx=0)
+    expected = processor.collate(examples)
+    for key in ("pixel_values", "world_pixels"):
+        assert batch[key].dtype == torch.float32 and torch.equal(batch[key], expected[key]), key
+    assert torch.equal(batch["world_pixels"][1], processor.world_pixels(images[1]))
+    assert batch["world_pixels"][0, :, 0, 0].tolist() == [1.0, -1.0, -1.0]  # red, scaled to [-1, 1]
