@@ -63,7 +63,7 @@ def save_weights(weights: dict[str, torch.Tensor], config: TheWorldConfig, direc
     """Writes ``model.safetensors`` (the given trainable tensors) and ``config.json`` into ``directory``."""
     directory = Path(directory)
     tensors = {name: t.detach().contiguous().cpu() for name, t in weights.items()}
-    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt", "theworld": "trainable-only"})
+    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
     config.save(directory)
 
 

@@ -100,7 +100,10 @@ class TheWorld(nn.Module):
         if world_encoder is not None:
             hidden = gemma.config.text_config.hidden_size
             text_rms = self._text_embedding_rms()
-            self.projector = WorldProjector(world_encoder.token_dim, hidden, cfg.projector_hidden_dim, text_rms)
+            # Drawn on the CPU generator whatever device the bases sit on, so a seed gives the same
+            # projector on one GPU, under FSDP or on CPU.
+            with torch.device("cpu"):
+                self.projector = WorldProjector(world_encoder.token_dim, hidden, cfg.projector_hidden_dim, text_rms)
             # <the_world_start>, <the_world_end>: their own 2 x hidden parameter, not new rows of the
             # 262k-row embedding matrix. They start at the mean text embedding (already scaled).
             start = self._mean_text_embedding()
@@ -165,6 +168,12 @@ class TheWorld(nn.Module):
         for modules, frozen in groups.values():
             for module in modules:
                 module.requires_grad_(not frozen)
+        if self.world_encoder is not None:
+            # The VAE's temporal convolutions never see a one-frame input: no gradient would reach them
+            # (and DDP would need find_unused_parameters), so they stay frozen even with the VAE trainable.
+            for name, param in self.world_encoder.named_parameters():
+                if "time_conv" in name:
+                    param.requires_grad_(False)
         # Trainable weights are fp32 master weights whatever the frozen weights' dtype.
         for param in self.parameters():
             if param.requires_grad and param.dtype != torch.float32:

@@ -102,7 +102,8 @@ class TrainableCheckpointIO(CheckpointIO):
                 f"{path} is not a resumable TheWorld checkpoint (no {TRAINING_STATE_NAME}). Pass a "
                 f"checkpoint-N/ or last/ folder, or use --model.init_from to start from its weights only."
             )
-        state = torch.load(path / TRAINING_STATE_NAME, map_location=map_location or "cpu", weights_only=False)
+        # weights_only: a checkpoint may come from the Hub, and a full unpickler would run its code.
+        state = torch.load(path / TRAINING_STATE_NAME, map_location=map_location or "cpu", weights_only=True)
         weights = load_file(path / WEIGHTS_NAME)
         state["state_dict"] = {_MODEL_PREFIX + k: v for k, v in weights.items()}
         return state
@@ -211,10 +212,11 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        weights = pl_module.trainable_state_dict()  # on every rank: FSDP gathers the shards here
         if trainer.is_global_zero:
             trainer.strategy.checkpoint_io.wait()
             with atomic_directory(self.final_dir) as tmp:
-                save_weights(pl_module.model.trainable_state_dict(), pl_module.world_config, tmp)
+                save_weights(weights, pl_module.world_config, tmp)
             log.info("Final trainable weights written to %s", self.final_dir)
             self._notify_saved(trainer, self.final_dir, final=True)
         trainer.strategy.barrier("theworld_final_saved")

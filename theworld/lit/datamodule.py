@@ -154,8 +154,13 @@ class TheWorldDataModule(L.LightningDataModule):
             ImageFiles(self.hparams.predict_data, self.processor),
             batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
-            collate_fn=partial(self.processor.collate, padding_side="left"),
+            collate_fn=partial(self.processor.collate, padding_side="left", normalize=False),
         )
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        # The loaders ship uint8 pixels (a quarter of float32's bytes through shared memory, pinning
+        # and the host-to-device copy); they become the model's float inputs here, on the device.
+        return self.processor.normalize(batch)
 
     def _source(self, data, *, train: bool):
         from theworld.data import sources
@@ -194,7 +199,7 @@ class TheWorldDataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             num_workers=workers,
-            collate_fn=self.processor.collate,
+            collate_fn=partial(self.processor.collate, normalize=False),
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,
             prefetch_factor=4 if workers else None,

@@ -6,16 +6,25 @@ import math
 from collections import Counter
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 
 from theworld.config import TheWorldConfig
+from theworld.data.sources import SKIP_REASONS
 from theworld.model import TheWorld
 
+# Checkpoint key of the per-rank loader states (index = global rank) of a multi-process run.
+DATA_POSITIONS = "data_positions"
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
-    """LR multiplier: linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``total_steps``."""
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int | None, min_lr_ratio: float) -> float:
+    """LR multiplier: linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``total_steps``
+    (constant after warmup when ``total_steps`` is None)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if total_steps is None:
+        return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -61,18 +70,28 @@ class TheWorldModule(L.LightningModule):
             **{name: value for name, value in self.hparams.items() if name in TheWorldConfig.__dataclass_fields__}
         )
         self.model: TheWorld | None = None
+        self._trainable_keys: set[str] | None = None  # set in configure_model, with _decay_groups
         self.skipped_samples: Counter[str] = Counter()
         # Checkpoints hold trainable tensors only, so loading must not demand the frozen ones.
         self.strict_loading = False
 
     def configure_model(self) -> None:
-        if self.model is not None:
-            return
-        self.model = TheWorld.from_config(self.world_config)
-        if self.hparams.init_from:
-            from theworld.checkpoint import load_trainable_weights
+        if self.model is None:
+            self.model = TheWorld.from_config(self.world_config)
+            if self.hparams.init_from:
+                from theworld.checkpoint import load_trainable_weights
 
-            load_trainable_weights(self.model, self.hparams.init_from)
+                load_trainable_weights(self.model, self.hparams.init_from)
+        if self._trainable_keys is None:
+            # Taken before a strategy wraps submodules: FSDP renames parameters and flattens them
+            # into 1-D shards (it keeps the parameter objects, so the optimizer groups stay valid).
+            trainable = [(name, param) for name, param in self.model.named_parameters() if param.requires_grad]
+            self._trainable_keys = {f"model.{name}" for name, _ in trainable}
+            # Matrices get weight decay; vectors (norms, biases) do not.
+            self._decay_groups = (
+                [param for _, param in trainable if param.ndim >= 2],
+                [param for _, param in trainable if param.ndim < 2],
+            )
 
     def on_train_epoch_start(self) -> None:
         # Lightning sets epochs on samplers only; streaming sources reshuffle by epoch themselves.
@@ -83,11 +102,24 @@ class TheWorldModule(L.LightningModule):
     # ------------------------------------------------------------------------------ steps
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(**batch)
+        loss, tokens = out["loss"], out["num_tokens"].float()
+        logged_loss = loss
+        world_size = self.trainer.world_size
+        if world_size > 1:
+            # DDP/FSDP average the ranks' gradients, so per-rank token means would weight a token by
+            # 1 / (its rank's token count). Scaling each rank's token-loss sum by world_size / (global
+            # token count) makes the averaged gradient the mean over every answer token of the global
+            # batch, as in one process with the same global batch.
+            local_sum = loss.detach() * tokens
+            global_sum, tokens = self.trainer.strategy.reduce(torch.stack([local_sum, tokens]), reduce_op="sum")
+            loss = loss * (out["num_tokens"] * world_size / tokens)
+            logged_loss = global_sum / tokens
+        # Already global under DDP (same value on every rank): no sync_dist needed.
         batch_size = batch["input_ids"].shape[0]
-        self.log("train/loss", out["loss"], prog_bar=True, batch_size=batch_size)
-        self.log("train/answer_tokens", out["num_tokens"].float(), batch_size=batch_size)
+        self.log("train/loss", logged_loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/answer_tokens", tokens, batch_size=batch_size)
         self._log_skipped(batch.get("skipped"))
-        return out["loss"]
+        return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.model(**batch)
@@ -98,18 +130,29 @@ class TheWorldModule(L.LightningModule):
         return [{"image": key, "text": text} for key, text in zip(batch["key"], texts)]
 
     def _log_skipped(self, per_sample_counts) -> None:
-        """Sums the bad-sample counters that the loader workers attach to samples."""
+        """Adds the bad-sample counters that the loader workers attach to samples; logs the running totals."""
         for counts in per_sample_counts or ():
             self.skipped_samples.update(counts or {})
-        for reason, count in self.skipped_samples.items():
-            self.log(f"data/skipped_{reason}", float(count), reduce_fx="max")
+        for reason, count in self._skipped_totals().items():
+            self.log(f"data/skipped_{reason}", float(count))
+
+    def on_train_epoch_end(self) -> None:
+        # Step values reach the loggers only every log_every_n_steps, so the last steps' counts would be
+        # lost; logging the totals again here makes each reason's last logged value its total.
+        for reason, count in self._skipped_totals().items():
+            self.log(f"data/skipped_{reason}", float(count))
+
+    def _skipped_totals(self) -> dict[str, int]:
+        """Skip counts by reason since the run began, summed over ranks (each rank reads its own share)."""
+        if self.trainer.world_size == 1:
+            return dict(self.skipped_samples)
+        counts = torch.tensor([self.skipped_samples[reason] for reason in SKIP_REASONS], device=self.device)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        return {reason: count for reason, count in zip(SKIP_REASONS, counts.tolist()) if count}
 
     # ------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for param in self.model.parameters():
-            if param.requires_grad:
-                (decay if param.ndim >= 2 else no_decay).append(param)
+        decay, no_decay = self._decay_groups
         optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": self.hparams.weight_decay},
@@ -119,15 +162,70 @@ class TheWorldModule(L.LightningModule):
             betas=tuple(self.hparams.betas),
             fused=torch.cuda.is_available(),
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(self.hparams.warmup_steps, total)
+        # max_steps first: a stream has no length, and estimating one would build the train loader
+        # before a resumed checkpoint restores its position (Lightning #20550).
+        total = self.trainer.max_steps
+        if total is None or total < 0:
+            total = self.trainer.estimated_stepping_batches
+        if total in (None, float("inf")) or total < 0:
+            rank_zero_warn(
+                "The run's length is unknown (trainer.max_steps unset, data stream without length): the LR "
+                "stays constant after warmup. Set --trainer.max_steps for the cosine schedule."
+            )
+            total = None
+        else:
+            total = max(1, int(total))
+        warmup = min(self.hparams.warmup_steps, total or self.hparams.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, warmup, total, self.hparams.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(
+            self.trainer.strategy, FSDPStrategy
+        ):
+            # Lightning's FSDP precision plugin refuses norm clipping: the norm spans every rank's
+            # shards, which FSDP's own clip_grad_norm_ computes.
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # ------------------------------------------------------------- trainable-only checkpoints
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """TheWorld's trainable tensors in full, keyed as in ``TheWorld.state_dict()``.
+
+        Call it on every rank: under FSDP the shards are gathered onto rank 0 (the others get ``{}``).
+        """
+        state = self._only_trainable(self.trainer.strategy.lightning_module_state_dict())
+        return {name.removeprefix("model."): tensor for name, tensor in state.items()}
+
+    def _only_trainable(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: tensor for name, tensor in state_dict.items() if name in self._trainable_keys}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Lightning would store every weight; only the trainable ones belong in a checkpoint.
-        checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.model.trainable_state_dict().items()}
+        # Lightning stored every weight (under FSDP gathered to rank 0); only the trainable ones belong here.
+        checkpoint["state_dict"] = self._only_trainable(checkpoint["state_dict"])
         checkpoint["theworld_config"] = self.world_config.to_dict()
+        if self.trainer.world_size > 1:
+            # Lightning keeps rank 0's loader state only, but every rank reads its own share of the
+            # stream: keep each rank's position (every rank runs this hook, so the gather is safe).
+            positions = [None] * self.trainer.world_size
+            fit_state = checkpoint["loops"]["fit_loop"]["state_dict"]
+            torch.distributed.all_gather_object(positions, fit_state.get("combined_loader"))
+            checkpoint[DATA_POSITIONS] = positions
+        checkpoint["skipped_samples"] = self._skipped_totals()  # every rank runs this hook: the reduce is safe
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Runs before Lightning restores the loops: hand each rank its own data position.
+        positions = checkpoint.get(DATA_POSITIONS)
+        if positions is not None:
+            if len(positions) != self.trainer.world_size:
+                raise ValueError(
+                    f"This checkpoint was saved by {len(positions)} ranks but this run has {self.trainer.world_size}: "
+                    "resume with the same trainer.devices x trainer.num_nodes (and data.num_workers) to continue "
+                    "the data stream exactly, or start a new run from its weights with --model.init_from."
+                )
+            checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] = positions[self.global_rank]
+        # The saved counts are the sum over ranks: one rank carries them on, so the sum stays right.
+        self.skipped_samples = Counter(checkpoint.get("skipped_samples", {}) if self.global_rank == 0 else {})
