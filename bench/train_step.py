@@ -190,6 +190,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run with the tiny test models")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--runs", nargs="*", default=["reference", "reference_ckpt", "default"],
+                        help="which measurements: reference, reference_ckpt, default (+ batch search)")
     parser.add_argument("--batch-search", type=int, nargs="*", default=[16, 24, 32, 48],
                         help="default-shape batch sizes to try for the largest that fits in 80 GiB")
     args = parser.parse_args()
@@ -208,7 +210,7 @@ def main() -> None:
         processor_dir, gemma, vae = build_base(Path(tmp), args.tiny, device)
         gemma.requires_grad_(False)
         ref_size, ref_tokens = (512, REFERENCE_TOKENS) if not args.tiny else (64, None)
-        for ckpt in (False, True):
+        for ckpt in [c for c in (False, True) if ("reference_ckpt" if c else "reference") in args.runs]:
             suffix = "_ckpt" if ckpt else ""
             world = time_theworld(f"theworld_reference{suffix}", gemma, vae, processor_dir, image_size=ref_size,
                                   patch=1, batch_size=2, target_tokens=ref_tokens, checkpointing=ckpt, args=args,
@@ -219,9 +221,13 @@ def main() -> None:
             record(bare)
             world["ratio_to_bare"] = round(world["step_s"] / bare["step_s"], 3)
         default_size = 448 if not args.tiny else 64
-        record(time_theworld("theworld_default_b8", gemma, vae, processor_dir, image_size=default_size, patch=2,
-                             batch_size=8, target_tokens=None, checkpointing=False, args=args, device=device))
-        fits = 8 if results["theworld_default_b8"]["peak_gib"] <= 80 else None
+        fits = None
+        if "default" not in args.runs:
+            args.batch_search = []
+        else:
+            record(time_theworld("theworld_default_b8", gemma, vae, processor_dir, image_size=default_size, patch=2,
+                                 batch_size=8, target_tokens=None, checkpointing=False, args=args, device=device))
+            fits = 8 if results["theworld_default_b8"]["peak_gib"] <= 80 else None
         for batch_size in args.batch_search:
             try:
                 result = time_theworld(f"theworld_default_b{batch_size}", gemma, vae, processor_dir,
