@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from theworld.config import TheWorldConfig
 from theworld.data.sources import SKIP_REASONS
@@ -92,6 +93,19 @@ class TheWorldModule(L.LightningModule):
                 [param for _, param in trainable if param.ndim >= 2],
                 [param for _, param in trainable if param.ndim < 2],
             )
+
+    def on_train_start(self) -> None:
+        self._fit_started = (time.perf_counter(), self.global_step)
+
+    def on_train_end(self) -> None:
+        # One line a person reads at the end of a run: how long, how fast, where the loss ended.
+        start, first_step = self._fit_started
+        seconds, steps = time.perf_counter() - start, self.global_step - first_step
+        loss = self.trainer.callback_metrics.get("train/loss")
+        rank_zero_info(
+            f"theworld: trained {steps} steps in {seconds:.1f} s ({seconds / max(steps, 1):.3f} s/step)"
+            + (f", last train/loss {float(loss):.4f}" if loss is not None else "")
+        )
 
     def on_train_epoch_start(self) -> None:
         # Lightning sets epochs on samplers only; streaming sources reshuffle by epoch themselves.
