@@ -62,3 +62,17 @@ def test_override_flags_reach_the_config(tmp_path):
     assert config["model"]["freeze_gemma_language"] is False
     assert config["trainer"]["max_steps"] == 100
     assert config["hub"]["hub_model_id"] == "me/x"
+
+
+@pytest.mark.slow
+def test_compiled_decoder_trains_like_the_eager_one(demo_dir, tmp_path):
+    """`--model.compile true` compiles Gemma's decoder layers in place (about a minute on CPU)."""
+    runs = {}
+    for compiled in ("false", "true"):
+        root = tmp_path / compiled
+        result = theworld("fit", "--config", REPO / "configs/demo.yaml", "--trainer.max_steps", "3",
+                          "--model.compile", compiled, "--data.num_workers", "0", "--trainer.default_root_dir", root,
+                          "--trainer.logger.init_args.save_dir", root, cwd=demo_dir)
+        assert result.returncode == 0, result.stderr[-4000:]
+        runs[compiled] = read_losses(sorted(root.glob("logs/version_*/metrics.csv"))[-1])
+    assert runs["true"] == pytest.approx(runs["false"], rel=1e-3)

@@ -57,6 +57,7 @@ class TheWorldModule(L.LightningModule):
         frozen_dtype: str = "auto",
         attn_implementation: str = "sdpa",
         gradient_checkpointing: bool = False,
+        compile: bool = False,
         init_from: str | None = None,
         learning_rate: float = 1e-4,
         weight_decay: float = 0.0,
@@ -79,6 +80,10 @@ class TheWorldModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is None:
             self.model = TheWorld.from_config(self.world_config)
+            if self.hparams.compile:
+                # In place, layer by layer: parameter names (and so checkpoint keys) stay unchanged.
+                for layer in self.model.gemma.model.language_model.layers:
+                    layer.compile()
             if self.hparams.init_from:
                 from theworld.checkpoint import load_trainable_weights
 
