@@ -5,8 +5,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "0")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+import time  # noqa: E402
+
 import pytest  # noqa: E402
 
+from support.cli_runs import SHORT, fit  # noqa: E402
 from theworld.data.testing_http import serve_directory  # noqa: E402
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma  # noqa: E402
 
@@ -26,6 +30,30 @@ def demo_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     write_demo_assets(root / "demo_assets")
     return root
+
+
+@pytest.fixture(scope="session")
+def straight_run(demo_dir, tmp_path_factory):
+    """The uninterrupted reference run: 8 steps of configs/demo.yaml in one go, checkpoints every 4."""
+    root = tmp_path_factory.mktemp("straight")
+    result = fit(demo_dir, *SHORT, "--trainer.default_root_dir", root, "--trainer.logger.init_args.save_dir", root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+@pytest.fixture
+def fast_client_backoff(monkeypatch):
+    """huggingface_hub sleeps 1, 2, 4... s between its own retries; shrink that so fault tests stay fast."""
+
+    class FastTime:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds):
+            time.sleep(min(seconds, 0.01))
+
+    monkeypatch.setattr(sys.modules["huggingface_hub.utils._http"], "time", FastTime())
 
 
 @pytest.fixture

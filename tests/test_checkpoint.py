@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -16,42 +15,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from support.cli_runs import REPO, SHORT, assert_same_weights, fit
 from theworld import TheWorld
 from theworld.checkpoint import save_pretrained
-
-REPO = Path(__file__).resolve().parents[1]
-SHORT = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval",
-         "100", "--checkpoint.save_top_k", "-1"]
-
-
-def fit(demo_dir, *args, env=None, **popen):
-    cmd = [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO / "configs/demo.yaml"), *map(str, args)]
-    full_env = {**os.environ, "PYTHONPATH": str(REPO / "tests/support"), **(env or {})}
-    if popen:
-        return subprocess.Popen(cmd, cwd=demo_dir, env=full_env, **popen)
-    return subprocess.run(cmd, cwd=demo_dir, env=full_env, capture_output=True, text=True, timeout=600)
 
 
 def losses(run_dir: Path) -> dict[int, float]:
     metrics = sorted(run_dir.glob("logs/version_*/metrics.csv"))[-1]
     with open(metrics) as fh:
         return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")}
-
-
-def assert_same_weights(a: Path, b: Path):
-    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.allclose(wa[key], wb[key], atol=1e-6), key
-
-
-@pytest.fixture(scope="module")
-def straight_run(demo_dir, tmp_path_factory):
-    """8 steps in one go, checkpoints every 4."""
-    root = tmp_path_factory.mktemp("straight")
-    result = fit(demo_dir, *SHORT, "--trainer.default_root_dir", root, "--trainer.logger.init_args.save_dir", root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root
 
 
 def test_checkpoint_folder_holds_trainable_tensors_and_training_state(straight_run, tiny_models):

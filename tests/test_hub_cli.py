@@ -5,9 +5,7 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 
 import socket  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -17,9 +15,8 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from hub_server import HubServer  # noqa: E402
+from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SECRET = "hf_TheWorldTestSecret_5f0c2a9d7e41"  # distinctive: grepped for in every written file
 SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100"]
 ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json"}
 FINAL = {"final/model.safetensors", "final/config.json"}
@@ -40,43 +37,6 @@ def hub():
 @pytest.fixture(scope="module")
 def hf_home(tmp_path_factory):
     return tmp_path_factory.mktemp("hf_home")
-
-
-def workdir(demo_dir: Path, path: Path) -> Path:
-    """A fresh run folder that sees the session's demo assets at the relative paths configs/demo.yaml uses."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "demo_assets").symlink_to(demo_dir / "demo_assets")
-    return path
-
-
-def run(cwd: Path, endpoint: str, hf_home: Path, *args, env=None, cmd=None):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    full_env.update(HF_ENDPOINT=endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=str(hf_home), WANDB_MODE="offline",
-                    HF_HUB_DISABLE_PROGRESS_BARS="1", **(env or {}))
-    cmd = cmd or [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO_ROOT / "configs/demo.yaml")]
-    start = time.monotonic()
-    result = subprocess.run([*cmd, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True,
-                            timeout=300)
-    result.seconds = time.monotonic() - start
-    return result
-
-
-def files_containing(root: Path, needle: str) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != "demo_assets"]
-        for name in filenames:
-            path = Path(dirpath) / name
-            if not path.is_symlink() and needle.encode() in path.read_bytes():
-                found.append(str(path.relative_to(root)))
-    return found
-
-
-def assert_secret_nowhere(result, root: Path, hub: HubServer, repo_id: str):
-    assert SECRET not in result.stdout + result.stderr
-    assert files_containing(root, SECRET) == []
-    assert all(SECRET.encode() not in data for data in hub.files(repo_id).values())
-    assert list(root.rglob("config.yaml")), "the saved config was checked"
 
 
 @pytest.fixture(scope="module")

@@ -14,52 +14,23 @@ from pathlib import Path  # noqa: E402
 
 import lightning as L  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from huggingface_hub import HfApi, constants  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from hub_server import Faults, HubServer  # noqa: E402
+from support.hub_standin import (  # noqa: E402
+    ALICE,
+    FINAL,
+    REPO,
+    ROOT,
+    StandIn,
+    assert_every_commit_consistent,
+    fit,
+    messages,
+    resumable,
+)
 from theworld.callbacks import HubSyncCallback, TrainableCheckpoint  # noqa: E402
-from theworld.config import TheWorldConfig  # noqa: E402
 from theworld.hub import HubError  # noqa: E402
-
-ALICE = "hf_alice_write_0123456789"
-REPO = "alice/theworld-test"
-ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json"}
-FINAL = {"final/model.safetensors", "final/config.json"}
-
-
-def resumable(folder):
-    return {f"{folder}/{name}" for name in ("model.safetensors", "config.json", "training_state.pt")}
-
-
-class StandIn(L.LightningModule):
-    """What TrainableCheckpoint and HubSyncCallback need from TheWorldModule, on an 8x8 linear layer."""
-
-    def __init__(self, learning_rate: float = 0.05):
-        super().__init__()
-        self.save_hyperparameters()
-        self.model = nn.ModuleDict({"projector": nn.Linear(8, 8), "frozen": nn.Linear(8, 8).requires_grad_(False)})
-        self.world_config = TheWorldConfig(gemma_model_name="google/gemma-3-4b-it")
-
-    def trainable_state_dict(self):
-        return {k: v.detach() for k, v in self.model.named_parameters() if v.requires_grad}
-
-    def training_step(self, batch, batch_idx):
-        return self.model["projector"](self.model["frozen"](batch[0])).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.model.parameters(), lr=self.hparams.learning_rate)
-
-    def train_dataloader(self):
-        return DataLoader(TensorDataset(torch.randn(256, 8, generator=torch.Generator().manual_seed(0))), batch_size=4)
-
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.trainable_state_dict().items()}
-        checkpoint["theworld_config"] = self.world_config.to_dict()
-
 
 @pytest.fixture(autouse=True)
 def _no_xet(monkeypatch):
@@ -70,53 +41,6 @@ def _no_xet(monkeypatch):
 def hub():
     with HubServer({ALICE: {"user": "alice", "role": "write"}}) as server:
         yield server
-
-
-@pytest.fixture
-def fast_client_backoff(monkeypatch):
-    """huggingface_hub sleeps 1, 2, 4... s between its own retries; shrink that so fault tests stay fast."""
-
-    class FastTime:
-        def __getattr__(self, name):
-            return getattr(time, name)
-
-        @staticmethod
-        def sleep(seconds):
-            time.sleep(min(seconds, 0.01))
-
-    monkeypatch.setattr(sys.modules["huggingface_hub.utils._http"], "time", FastTime())
-
-
-def fit(root: Path, hub: HubServer, *, max_steps=6, every=2, top_k=2, callbacks=(), logger=False, **sync_kwargs):
-    sync_kwargs = {"hub_model_id": REPO, "hf_token": ALICE, "retry_wait_s": 0.01, **sync_kwargs}
-    sync = HubSyncCallback(endpoint=hub.url, **sync_kwargs)
-    trainer = L.Trainer(
-        max_steps=max_steps, accelerator="cpu", devices=1, logger=logger, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=root,
-        callbacks=[TrainableCheckpoint(every_n_train_steps=every, save_top_k=top_k), sync, *callbacks],
-    )
-    trainer.fit(StandIn())
-    return trainer, sync
-
-
-def messages(hub):
-    return [c["message"] for c in hub.commits(REPO)][1:]  # after the repo's "initial commit"
-
-
-def assert_every_commit_consistent(hub, root: Path):
-    """Each commit shows one complete state: the root weights of one save, a whole last-checkpoint/ of the same."""
-    for commit in hub.commits(REPO)[1:]:
-        tree = hub.files(REPO, revision=commit["oid"])
-        assert ROOT <= tree.keys(), commit["message"]
-        last = {p for p in tree if p.startswith("last-checkpoint/")}
-        assert last in (set(), resumable("last-checkpoint")), commit["message"]
-        if commit["message"] == "End of training":
-            assert tree["model.safetensors"] == tree["final/model.safetensors"]
-            assert tree["final/model.safetensors"] == (root / "checkpoints/final/model.safetensors").read_bytes()
-        else:
-            step = int(commit["message"].rsplit(" ", 1)[1])
-            local = (root / f"checkpoints/checkpoint-{step}/model.safetensors").read_bytes()
-            assert tree["model.safetensors"] == local and tree.get("last-checkpoint/model.safetensors", local) == local
 
 
 @pytest.mark.parametrize(

@@ -18,12 +18,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from theworld.config import CONFIG_NAME, TheWorldConfig
+from theworld.errors import UserError
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 TRAINING_STATE_NAME = "training_state.pt"
 TMP_MARKER = ".tmp-"
+
+
+class UnsafeCheckpointError(UserError):
+    """A training state that is not plain tensors and containers: unpickling it could run code."""
 
 
 @contextlib.contextmanager

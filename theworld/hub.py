@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Literal, TypeVar
 from urllib.parse import unquote
 
-from huggingface_hub import HfApi, constants, get_token, hf_hub_download
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, get_token, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -35,6 +35,7 @@ from huggingface_hub.utils import validate_repo_id as hf_validate_repo_id
 
 from theworld.checkpoint import TRAINING_STATE_NAME, WEIGHTS_NAME
 from theworld.config import CONFIG_NAME
+from theworld.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class HubConfig:
     hub_final_push_timeout: float = 3600.0
 
 
-class HubError(RuntimeError):
+class HubError(UserError):
     """A Hub problem the user can fix; the message names the setting and the fix."""
 
 
@@ -303,6 +304,65 @@ def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = 
     log.info("Hub preflight ok: %s can push to %s/%s (token from %s)", me.get("name"), endpoint, repo_id,
              token.source)
     return api
+
+
+# -------------------------------------------------------------------------------------- base models
+class ModelSourceError(UserError):
+    """A base model (``model.gemma_model_name`` / ``model.cosmos_model_name``) that ``from_pretrained`` cannot load."""
+
+
+def check_model_source(name: str, field: str, token: HubToken | None = None, subfolder: str | None = None,
+                       endpoint: str | None = None) -> None:
+    """Fails in about a second, before any weight loads, on a base model that loading would not find.
+
+    A local folder must exist. A Hub id must exist and be readable with ``token``: a gated model (Gemma,
+    Cosmos) needs its licence accepted by the token's account. When the Hub cannot be asked (offline, no
+    network, 5xx), nothing is decided here, so a model in the local cache still loads.
+
+    Example:
+        >>> check_model_source("./nope", "model.gemma_model_name")
+        ModelSourceError: model.gemma_model_name='./nope': there is no folder /work/nope. ...
+    """
+    if Path(name).expanduser().exists():
+        return
+    try:
+        hf_validate_repo_id(name)
+    except HFValidationError:  # a path (./x, /x, a/b/c): it can only be a missing folder
+        raise ModelSourceError(
+            f"{field}={name!r}: there is no folder {Path(name).expanduser().absolute()}. Fix the path (a relative "
+            f"path starts from the directory theworld runs in, {Path.cwd()}) or give a Hub model id such as "
+            f"`google/gemma-3-4b-it`."
+        ) from None
+    if constants.HF_HUB_OFFLINE:
+        return
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    file = f"{subfolder}/{CONFIG_NAME}" if subfolder else CONFIG_NAME
+    who = f"the token from {token.source}" if token else "a request without a token (none was found)"
+    try:
+        # The request from_pretrained starts with (a HEAD of the config), bounded by HF_HUB_ETAG_TIMEOUT.
+        get_hf_file_metadata(hf_hub_url(name, file, endpoint=endpoint), token=token.value if token else None)
+    except GatedRepoError:
+        raise ModelSourceError(
+            f"{field}={name!r} is gated: its licence must be accepted before it can be downloaded. Open "
+            f"{endpoint}/{name}, log in, accept the licence on the model page, then run with a token of that same "
+            f"account (this run used {who}; set one with --hf_token, the HF_TOKEN environment variable or "
+            f"`hf auth login`)."
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelSourceError(
+            f"{field}={name!r}: there is no folder {Path(name).absolute()} and no model {endpoint}/{name} that "
+            f"{who} can see. Fix the path or the Hub id; for a private model use a token of an account with access."
+        ) from None
+    except EntryNotFoundError:
+        raise ModelSourceError(
+            f"{field}={name!r}: {endpoint}/{name} has no {file}, so it is not a model in the Hugging Face format "
+            f"this field needs{' (check model.cosmos_subfolder too)' if subfolder else ''}."
+        ) from None
+    except Exception as err:
+        if http_status(err) == 401:
+            raise explain(err, name, token, endpoint) from None
+        log.debug("Could not check %s=%s on the Hub (%s); loading will use the local cache", field, name,
+                  describe_error(err))
 
 
 # ---------------------------------------------------------------------------------------- downloads

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +32,7 @@ from theworld.checkpoint import (
     TMP_MARKER,
     TRAINING_STATE_NAME,
     WEIGHTS_NAME,
+    UnsafeCheckpointError,
     atomic_directory,
     remove_stale_temporaries,
     save_weights,
@@ -102,8 +105,19 @@ class TrainableCheckpointIO(CheckpointIO):
                 f"{path} is not a resumable TheWorld checkpoint (no {TRAINING_STATE_NAME}). Pass a "
                 f"checkpoint-N/ or last/ folder, or use --model.init_from to start from its weights only."
             )
-        # weights_only: a checkpoint may come from the Hub, and a full unpickler would run its code.
-        state = torch.load(path / TRAINING_STATE_NAME, map_location=map_location or "cpu", weights_only=True)
+        # weights_only: a checkpoint may come from the Hub, and a full unpickler would run its code. Only an
+        # explicit `--weights_only false` (Lightning's flag: the user trusts this file) lifts it.
+        try:
+            state = torch.load(path / TRAINING_STATE_NAME, map_location=map_location or "cpu",
+                               weights_only=weights_only is not False)
+        except pickle.UnpicklingError as err:
+            culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
+            raise UnsafeCheckpointError(
+                f"Refused to load {path / TRAINING_STATE_NAME}: besides tensors and numbers it holds a pickled "
+                f"object{f' ({culprit[1]})' if culprit else ''}, and unpickling it could run code from the file. "
+                f"TheWorld never writes one, so the file was altered or made by something else: resume from a "
+                f"checkpoint you trust. If you made it yourself and trust it, pass --weights_only false."
+            ) from None
         weights = load_file(path / WEIGHTS_NAME)
         state["state_dict"] = {_MODEL_PREFIX + k: v for k, v in weights.items()}
         return state

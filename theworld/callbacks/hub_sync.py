@@ -318,8 +318,8 @@ class HubSyncCallback(Callback):
             return
         final_dir = self._final_dir.resolve()
         raise HubError(
-            f"The final push to the Hub ({self.repo_url}) failed: {error}. Training itself finished and the local "
-            f"final weights are intact in {final_dir}. Push them when the Hub is reachable with "
+            f"The final push to the Hub ({self.repo_url}) failed: {error.rstrip('.')}. Training itself finished and "
+            f"the local final weights are intact in {final_dir}. Push them when the Hub is reachable with "
             f"`hf upload {self.config.hub_model_id} {final_dir} {FINAL_DIR}` (and "
             f"`hf upload {self.config.hub_model_id} {final_dir} .` for the root copy)."
         )

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
+import re
 import sys
+from typing import NoReturn
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from theworld.callbacks.checkpoint import TrainableCheckpoint
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.checkpoint import WEIGHTS_NAME
+from theworld.errors import UserError
 from theworld.hub import (
     HubConfig,
-    HubError,
+    check_model_source,
     download_files,
     download_resume_checkpoint,
     is_hf_ref,
@@ -32,6 +37,37 @@ from theworld.lit.module import TheWorldModule
 log = logging.getLogger(__name__)
 
 _TOKEN_FLAGS = ("--hf_token", "--hub.hf_token")
+_CONFIG_FLAGS = ("-c", "--config")
+
+
+class ConfigError(UserError):
+    """A config value the parser accepts but the run cannot use."""
+
+
+class TheWorldArgumentParser(LightningArgumentParser):
+    """Lightning's parser; a config mistake is one ``theworld: error:`` paragraph instead of the usage text."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse is trying an alternative and catches this
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        command = " ".join(["theworld", *parser.prog.replace(" [options]", "").split()[1:]])
+        text = " ".join(message.split()).rstrip(".")
+        # Python reprs of the expected type, in words: "Expected a <class 'int'>" -> "Expected int".
+        text = re.sub(r"a <class '(?:\w+\.)*(\w+)'>", r"\1", text)
+        text = re.sub(r"a typing\.Literal\[(.*?)\]", r"one of \1", text)
+        sys.stderr.write(f"theworld: error: {text}.{_did_you_mean(text, parser)} Fix it in the YAML config or on "
+                         f"the command line; `{command} --help` lists every option and its type.\n")
+        sys.exit(2)
+
+
+def _did_you_mean(message: str, parser) -> str:
+    """`` Did you mean --trainer.max_steps?`` for each unknown key the message names that is close to a real one."""
+    unknown = re.findall(r"(?<![\w.-])--([\w.]+)", message.partition("unrecognized arguments:")[2])
+    unknown += re.findall(r"does not accept option '([\w.]+)'", message)
+    known = [flag[2:] for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    matches = [difflib.get_close_matches(key, known, n=1, cutoff=0.75) for key in unknown]
+    return "".join(f" Did you mean --{match[0]}?" for match in matches if match)
 
 
 class TheWorldCLI(LightningCLI):
@@ -56,6 +92,12 @@ class TheWorldCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
+        max_steps = config.trainer.get("max_steps")
+        if max_steps is not None and max_steps < -1:
+            raise ConfigError(
+                f"trainer.max_steps={max_steps}: give the number of optimizer steps to train (a positive number; it "
+                f"is also the length of the LR schedule), or -1 for no limit with trainer.max_epochs set instead."
+            )
         self.hub_token = resolve_token(cli_token=config.get("hf_token"), config_token=config.hub.hf_token)
         # From here on the token lives only in `hub_token`: config.yaml, hparams and training_args.json are
         # written from this config, and W&B records sys.argv.
@@ -67,6 +109,10 @@ class TheWorldCLI(LightningCLI):
             os.environ["HF_TOKEN"] = self.hub_token.value
         dumped = self._parser(self.subcommand).dump(config, format="json", skip_none=False)
         self.run_config = redact_secrets(json.loads(dumped))
+        # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
+        check_model_source(config.model.gemma_model_name, "model.gemma_model_name", self.hub_token)
+        check_model_source(config.model.cosmos_model_name, "model.cosmos_model_name", self.hub_token,
+                           subfolder=config.model.cosmos_subfolder)
         self._resolve_hf_refs(config)
 
     def _resolve_hf_refs(self, config) -> None:
@@ -142,21 +188,39 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
+def _check_yaml_syntax(args: list[str]) -> None:
+    """Names the file of a YAML syntax error in a ``--config`` (jsonargparse's message does not)."""
+    paths = [value for flag, value in zip(args, args[1:]) if flag in _CONFIG_FLAGS]
+    paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    for path in paths:
+        try:
+            with open(path) as fh:
+                yaml.safe_load(fh)
+        except OSError:
+            continue  # a missing file: the parser says so itself
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}. Fix the syntax "
+                              f"there (indentation, a missing ':', an unclosed bracket or quote).") from None
+
+
 def main(args: list[str] | None = None) -> None:
     _log_to_stderr()
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     try:
+        _check_yaml_syntax(sys.argv[1:] if args is None else args)
         TheWorldCLI(
             TheWorldModule,
             TheWorldDataModule,
             save_config_callback=RedactedSaveConfig,
             save_config_kwargs={"overwrite": True},
+            parser_class=TheWorldArgumentParser,
             args=args,
             auto_configure_optimizers=False,
         )
-    except HubError as err:
-        # A Hub problem the user can fix (bad token, no access, the final push failed): the message, not a traceback.
+    except UserError as err:
+        # A problem the user can fix (a config value, a base model id, the Hub token or access, the final push,
+        # an unsafe checkpoint): the message, not a traceback.
         sys.exit(f"theworld: error: {err}")
 
 

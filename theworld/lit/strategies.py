@@ -110,7 +110,7 @@ class TheWorldFSDPStrategy(FSDPStrategy):
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
         # Every rank reads the same folder and keeps its own shard of it.
         path = Path(self.broadcast(checkpoint_path))
-        checkpoint = self.checkpoint_io.load_checkpoint(path)
+        checkpoint = self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
         fitting = self.lightning_module.trainer.state.fn == TrainerFn.FITTING
         optimizer_states = checkpoint.get("optimizer_states") if fitting else None
         if optimizer_states is not None and len(optimizer_states) != len(self.optimizers):

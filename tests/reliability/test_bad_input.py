@@ -1,0 +1,106 @@
+"""Bad input to `theworld fit`: each mistake ends the run in seconds, before any weight loads, with one
+`theworld: error:` paragraph that names the field and the fix, a non-zero exit code and no traceback; no token
+shows up in the output or in any file the run wrote."""
+
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from hub_server import HubServer
+from support.hub_cli import SECRET, run, token_leaks, workdir
+from theworld.hub import check_model_source
+
+pytestmark = pytest.mark.reliability
+
+BAD_TOKEN = "hf_BadTokenTheHubRejects_73a1c9"
+GATED = "google/gemma-3-4b-it"
+PUSH = ["--hub.push_to_hub", "true", "--hub.hub_model_id", "alice/x"]
+
+
+@dataclass
+class Case:
+    args: list
+    expect: list[str]  # all in the error paragraph
+    env: dict = field(default_factory=dict)
+
+
+# {user} is a folder outside the run's own, like a user's config directory.
+CASES = {
+    "malformed-yaml": Case(["--config", "{user}/broken.yaml"], ["broken.yaml is not valid YAML", "line 2"]),
+    "unknown-key-in-yaml": Case(["--config", "{user}/typo.yaml"],
+                                ["'trainer.max_stepz'", "Did you mean --trainer.max_steps?"]),
+    # Not a prefix of a real option: argparse takes unique prefixes (--model.learning_rat) as abbreviations.
+    "unknown-key-on-command-line": Case(["--model.lerning_rate", "0.1"],
+                                        ["--model.lerning_rate", "Did you mean --model.learning_rate?"]),
+    "wrong-type": Case(["--trainer.max_steps", "lots"], ['"trainer.max_steps"', "int", "lots"]),
+    "hub-strategy-typo": Case(["--hub.hub_strategy", "every-save"],
+                              ['"hub.hub_strategy"', "every_save", "all_checkpoints", "Got value: every-save"]),
+    "negative-max-steps": Case(["--trainer.max_steps", "-5"], ["trainer.max_steps=-5", "-1 for no limit"]),
+    "missing-model-folder": Case(["--model.gemma_model_name", "./nope"],
+                                 ["model.gemma_model_name='./nope'", "there is no folder", "Fix the path"]),
+    "unknown-hub-model": Case(["--model.cosmos_model_name", "nvidia/Cosmos-Nope"], [
+        "model.cosmos_model_name='nvidia/Cosmos-Nope'", "no model", "Fix the path or the Hub id"]),
+    "gated-gemma": Case(["--model.gemma_model_name", GATED], [
+        f"model.gemma_model_name='{GATED}' is gated", "accept the licence on the model page",
+        "a token of that same account", "the token from the HF_TOKEN environment variable"], env={"HF_TOKEN": SECRET}),
+    "bad-token-command-line": Case([*PUSH, "--hf_token", BAD_TOKEN],
+                                   ["Authentication failed", "token from --hf_token is invalid or expired"]),
+    "bad-token-yaml": Case(["--config", "{user}/token.yaml"],
+                           ["Authentication failed", "token from hub.hf_token is invalid or expired"]),
+    "bad-token-environment": Case(PUSH, ["the HF_TOKEN environment variable is invalid or expired"],
+                                  env={"HF_TOKEN": BAD_TOKEN}),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(demo_dir, tmp_path_factory):
+    """Every case as its own `theworld fit` process, two at a time (one per core of the CI machine)."""
+    user = tmp_path_factory.mktemp("user_configs")
+    (user / "broken.yaml").write_text("model:\n  gemma_model_name: [demo_assets/gemma-3-tiny\n")
+    (user / "typo.yaml").write_text("trainer:\n  max_stepz: 3\n")
+    (user / "token.yaml").write_text(yaml.safe_dump({"hub": {"push_to_hub": True, "hub_model_id": "alice/x",
+                                                             "hf_token": BAD_TOKEN}}))
+    hf_home = tmp_path_factory.mktemp("hf_home")
+    with HubServer({SECRET: {"user": "alice", "role": "write"}}) as hub:
+        hub.create_repo(GATED)
+        hub.make_gated(GATED)
+
+        def attempt(name):
+            cwd = workdir(demo_dir, tmp_path_factory.mktemp(name))
+            args = [arg.format(user=user) for arg in CASES[name].args]
+            return name, (run(cwd, hub.url, hf_home, *args, env=CASES[name].env), cwd)
+
+        with ThreadPoolExecutor(2) as pool:
+            yield dict(pool.map(attempt, CASES))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input_fails_fast_with_one_clear_paragraph(outcomes, name, figures):
+    result, cwd = outcomes[name]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("theworld: error: ")]
+    figures.record("bad_input", case=name, exit_code=result.returncode, seconds=round(result.seconds, 1),
+                   error=errors[0] if errors else None)
+    assert result.returncode != 0
+    assert len(errors) == 1, result.stderr[-3000:]
+    for text in CASES[name].expect:
+        assert text in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "Loading weights" not in result.stderr and not (cwd / "runs/demo/checkpoints").exists()
+    assert result.seconds < 30, "two runs share the two cores; alone one takes about 5 s, most of it imports"
+    leaks = token_leaks(SECRET, result, cwd) + token_leaks(BAD_TOKEN, result, cwd)
+    figures.record("token_scan", case=name, files=sum(p.is_file() for p in cwd.rglob("*")), hub_files=0,
+                   leaks=len(leaks))
+    assert leaks == []
+
+
+def test_a_model_id_is_left_to_the_local_cache_when_the_hub_cannot_be_asked():
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    start = time.monotonic()
+    check_model_source(GATED, "model.gemma_model_name", endpoint=dead)  # no error: from_pretrained may have it cached
+    assert time.monotonic() - start < 5
