@@ -8,7 +8,6 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import importlib  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
@@ -56,21 +55,6 @@ def hub():
 @pytest.fixture
 def api(hub):
     return HfApi(endpoint=hub.url, token=ALICE)
-
-
-@pytest.fixture
-def fast_client_backoff(monkeypatch):
-    """The client sleeps 1, 2, 4... s between retries; shrink that so fault tests stay fast."""
-
-    class FastTime:
-        def __getattr__(self, name):
-            return getattr(time, name)
-
-        @staticmethod
-        def sleep(seconds):
-            time.sleep(min(seconds, 0.01))
-
-    monkeypatch.setattr(sys.modules["huggingface_hub.utils._http"], "time", FastTime())
 
 
 def download(hub, tmp_path, repo_id, filename, token=ALICE, **kwargs):
