@@ -21,6 +21,17 @@ def patchify(latents: torch.Tensor, patch_size: int) -> torch.Tensor:
     return patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, grid_h * grid_w, channels * patch_size * patch_size)
 
 
+def world_token_count(vae_downsampling: int, image_size: int, patch_size: int) -> int:
+    """World tokens per image: ``(image_size / downsampling / patch_size)^2``, refusing sizes that don't divide."""
+    step = vae_downsampling * patch_size
+    if image_size % step:
+        raise ValueError(
+            f"world_image_size={image_size} must be a multiple of {step} "
+            f"(the VAE's {vae_downsampling}x downsampling times world_patch_size={patch_size})."
+        )
+    return (image_size // step) ** 2
+
+
 class WorldEncoder(nn.Module):
     """Encodes images in ``[-1, 1]`` (``(B, 3, H, W)``) into normalised, patchified Cosmos latents.
 
@@ -61,8 +72,7 @@ class WorldEncoder(nn.Module):
         return self.latent_channels * self.patch_size**2
 
     def num_tokens(self, image_size: int) -> int:
-        side = image_size // self.vae.config.scale_factor_spatial // self.patch_size
-        return side * side
+        return world_token_count(self.vae.config.scale_factor_spatial, image_size, self.patch_size)
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in ``[-1, 1]`` -> normalised latents ``(B, z_dim, H/8, W/8)`` in float32."""

@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
+from theworld.world import world_token_count
+
 # segment_ids values
 SEG_TEXT, SEG_IMAGE, SEG_WORLD_START, SEG_WORLD, SEG_WORLD_END = 0, 1, 2, 3, 4
 IGNORE_INDEX = -100
@@ -39,14 +41,7 @@ def num_world_tokens(cosmos_model_name: str, subfolder: str, image_size: int, pa
     from diffusers import AutoencoderKLWan
 
     vae_config = AutoencoderKLWan.load_config(cosmos_model_name, subfolder=subfolder)
-    factor = vae_config.get("scale_factor_spatial", 8)
-    if image_size % (factor * patch_size):
-        raise ValueError(
-            f"world_image_size={image_size} must be a multiple of {factor * patch_size} "
-            f"(the VAE's {factor}x downsampling times world_patch_size={patch_size})."
-        )
-    side = image_size // factor // patch_size
-    return side * side
+    return world_token_count(vae_config.get("scale_factor_spatial", 8), image_size, patch_size)
 
 
 class _PixelInput:
