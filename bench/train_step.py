@@ -13,7 +13,13 @@ input embeddings with frozen weights and logits only at labelled positions. Each
 median of ``--steps`` steps after ``--warmup``. Prints one JSON line per measurement; the last line
 is one JSON object with all of them and the device name.
 
+Runs (``--runs``): ``reference``, ``reference_ckpt`` (gradient checkpointing), ``reference_compile``
+(``--model.compile``: Gemma's decoder layers through torch.compile), ``default`` (+ the batch search).
+On a GPU each TheWorld run also counts the implicit host syncs of a training step
+(``torch.cuda.set_sync_debug_mode``): ``syncs_per_step``.
+
     python bench/train_step.py                 # on a CUDA GPU
+    python bench/train_step.py --runs reference reference_compile
     python bench/train_step.py --tiny          # CPU smoke run with the tiny test models
 """
 
@@ -24,6 +30,7 @@ import json
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -97,18 +104,24 @@ def make_batches(processor: TheWorldProcessor, batch_size: int, target_tokens: i
 
 
 class StepTimer(L.Callback):
+    """Times each step after the warm-up; on a GPU also counts the implicit host syncs inside them."""
+
     def __init__(self, warmup: int):
         self.warmup, self.times, self._start = warmup, [], 0.0
+        self.syncs = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
             if batch_idx == self.warmup:
                 torch.cuda.reset_peak_memory_stats()
+            if batch_idx >= self.warmup:
+                torch.cuda.set_sync_debug_mode("warn")
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("default")
             torch.cuda.synchronize()
         if batch_idx >= self.warmup:
             self.times.append(time.perf_counter() - self._start)
@@ -119,7 +132,7 @@ def peak_gib() -> float:
 
 
 def time_theworld(name, gemma, vae, processor_dir, *, image_size, patch, batch_size, target_tokens, checkpointing,
-                  args, device) -> dict:
+                  args, device, compile=False) -> dict:
     config = TheWorldConfig(gemma_model_name=processor_dir, world_image_size=image_size, world_patch_size=patch,
                             gradient_checkpointing=checkpointing)
     if checkpointing:
@@ -128,7 +141,7 @@ def time_theworld(name, gemma, vae, processor_dir, *, image_size, patch, batch_s
         gemma.gradient_checkpointing_disable()
     encoder = WorldEncoder(vae, patch).to(device)
     module = TheWorldModule(gemma_model_name=processor_dir, world_image_size=image_size, world_patch_size=patch,
-                            learning_rate=1e-4, warmup_steps=1)
+                            learning_rate=1e-4, warmup_steps=1, compile=compile)
     module.model = TheWorld.from_modules(config, gemma, encoder)
     batch = make_batches(module.model.processor, batch_size, target_tokens)
     steps = args.warmup + args.steps
@@ -139,12 +152,19 @@ def time_theworld(name, gemma, vae, processor_dir, *, image_size, patch, batch_s
         max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[timer],
     )
-    trainer.fit(module, loader)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, loader)
+    syncs = sum("synchronizing" in str(w.message) for w in caught)
     step = statistics.median(timer.times)
     tokens = batch["input_ids"].numel()
     result = {"name": name, "step_s": round(step, 4), "tokens_per_s": round(tokens / step, 1),
               "peak_gib": round(peak_gib(), 2), "batch": batch_size, "seq_len": batch["input_ids"].shape[1],
               "labelled": int((batch["labels"][0] != IGNORE_INDEX).sum())}
+    if device.type == "cuda":
+        result["syncs_per_step"] = round(syncs / len(timer.times), 2)
+    for layer in gemma.model.language_model.layers:  # the next runs measure eager layers again
+        layer._compiled_call_impl = None
     module.model = None
     return result
 
@@ -190,8 +210,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run with the tiny test models")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--runs", nargs="*", default=["reference", "reference_ckpt", "default"],
-                        help="which measurements: reference, reference_ckpt, default (+ batch search)")
+    parser.add_argument("--runs", nargs="*", default=["reference", "reference_ckpt", "reference_compile", "default"],
+                        help="which measurements: reference, reference_ckpt, reference_compile, default (+ batch search)")
     parser.add_argument("--batch-search", type=int, nargs="*", default=[16, 24, 32, 48],
                         help="default-shape batch sizes to try for the largest that fits in 80 GiB")
     args = parser.parse_args()
@@ -210,16 +230,22 @@ def main() -> None:
         processor_dir, gemma, vae = build_base(Path(tmp), args.tiny, device)
         gemma.requires_grad_(False)
         ref_size, ref_tokens = (512, REFERENCE_TOKENS) if not args.tiny else (64, None)
-        for ckpt in [c for c in (False, True) if ("reference_ckpt" if c else "reference") in args.runs]:
-            suffix = "_ckpt" if ckpt else ""
-            world = time_theworld(f"theworld_reference{suffix}", gemma, vae, processor_dir, image_size=ref_size,
-                                  patch=1, batch_size=2, target_tokens=ref_tokens, checkpointing=ckpt, args=args,
-                                  device=device)
+        variants = {"reference": dict(checkpointing=False), "reference_ckpt": dict(checkpointing=True),
+                    "reference_compile": dict(checkpointing=False, compile=True)}
+        bare_runs: dict[bool, dict] = {}
+        for run, options in variants.items():
+            if run not in args.runs:
+                continue
+            world = time_theworld(f"theworld_{run}", gemma, vae, processor_dir, image_size=ref_size, patch=1,
+                                  batch_size=2, target_tokens=ref_tokens, args=args, device=device, **options)
             record(world)
-            bare = time_bare_gemma(f"bare_gemma_reference{suffix}", gemma, batch_size=2, seq_len=world["seq_len"],
-                                   labelled=world["labelled"], checkpointing=ckpt, args=args, device=device)
-            record(bare)
-            world["ratio_to_bare"] = round(world["step_s"] / bare["step_s"], 3)
+            ckpt = options["checkpointing"]
+            if ckpt not in bare_runs:  # one eager bare step per checkpointing setting is the baseline
+                bare_runs[ckpt] = time_bare_gemma(
+                    f"bare_gemma_reference{'_ckpt' if ckpt else ''}", gemma, batch_size=2, seq_len=world["seq_len"],
+                    labelled=world["labelled"], checkpointing=ckpt, args=args, device=device)
+                record(bare_runs[ckpt])
+            world["ratio_to_bare"] = round(world["step_s"] / bare_runs[ckpt]["step_s"], 3)
         default_size = 448 if not args.tiny else 64
         fits = None
         if "default" not in args.runs:

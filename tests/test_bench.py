@@ -19,9 +19,20 @@ def last_json_line(*args) -> dict:
 def test_train_step_tiny_smoke():
     summary = last_json_line(REPO / "bench/train_step.py", "--tiny")
     assert summary["device"] == "cpu"
-    for name in ("bare_gemma_reference", "theworld_reference", "theworld_reference_ckpt", "theworld_default_b8"):
+    for name in ("bare_gemma_reference", "theworld_reference", "theworld_reference_ckpt", "theworld_reference_compile",
+                 "theworld_default_b8"):
         assert summary[f"{name}.step_s"] > 0
-    assert "theworld_reference.ratio_to_bare" in summary
+    assert "theworld_reference.ratio_to_bare" in summary and "theworld_reference_compile.ratio_to_bare" in summary
+
+
+def test_loss_head_keeps_no_logits_for_backward():
+    summary = last_json_line(REPO / "bench/loss_head.py", "--rows", "64", "--vocab", "4096", "--hidden", "32",
+                             "--repeats", "2")
+    assert summary["chunked.step_s"] > 0 and summary["full_logits.step_s"] > 0
+    # The full-logits head keeps at least one float32 (rows x vocab) tensor; the chunked one only the
+    # (rows x hidden) gradient it already computed.
+    assert summary["full_logits.saved_mib"] >= 64 * 4096 * 4 / 2**20
+    assert summary["chunked.saved_mib"] <= 64 * 32 * 4 / 2**20 + 0.1
 
 
 def test_save_blocking_prints_its_ratio():

@@ -64,6 +64,19 @@ def test_override_flags_reach_the_config(tmp_path):
     assert config["hub"]["hub_model_id"] == "me/x"
 
 
+def test_print_config_never_shows_a_token(tmp_path):
+    config = tmp_path / "with_token.yaml"
+    config.write_text("hub:\n  hf_token: hf_fromYamlSecret123\n")
+    result = theworld("fit", "--config", REPO / "configs/datacomp.yaml", "--config", config, "--hf_token",
+                      "hf_fromFlagSecret456", "--print_config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    import yaml
+
+    printed = yaml.safe_load(result.stdout)
+    assert printed["hf_token"] is None and printed["hub"]["hf_token"] is None
+    assert "Secret" not in result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_compiled_decoder_trains_like_the_eager_one(demo_dir, tmp_path):
     """`--model.compile true` compiles Gemma's decoder layers in place (about a minute on CPU)."""

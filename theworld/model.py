@@ -10,12 +10,10 @@ import logging
 from dataclasses import fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from theworld.config import TheWorldConfig
 from theworld.data.processing import (
-    IGNORE_INDEX,
     SEG_IMAGE,
     SEG_WORLD,
     SEG_WORLD_END,
@@ -23,6 +21,7 @@ from theworld.data.processing import (
     TheWorldProcessor,
     load_gemma_processor,
 )
+from theworld.loss import labelled_rows, linear_cross_entropy
 from theworld.world import WorldEncoder, WorldProjector
 
 log = logging.getLogger(__name__)
@@ -210,12 +209,11 @@ class TheWorld(nn.Module):
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_gemma_vision):
                 vision_dtype = self.gemma.model.vision_tower.dtype
                 image_features = self.gemma.model.get_image_features(pixel_values.to(vision_dtype)).pooler_output
-            embeds = embeds.masked_scatter((segment_ids == SEG_IMAGE).unsqueeze(-1), image_features.to(embeds.dtype))
+            embeds = scatter_rows(embeds, segment_ids == SEG_IMAGE, image_features)
         if self.world_encoder is not None:
             if world_pixels is None:
                 raise ValueError("enable_world=True needs world_pixels (the VAE input) in the batch.")
-            world = self.encode_world(world_pixels).to(embeds.dtype)
-            embeds = embeds.masked_scatter((segment_ids == SEG_WORLD).unsqueeze(-1), world)
+            embeds = scatter_rows(embeds, segment_ids == SEG_WORLD, self.encode_world(world_pixels))
             special = self.world_token_embeds.to(embeds.dtype)
             embeds = torch.where((segment_ids == SEG_WORLD_START).unsqueeze(-1), special[0], embeds)
             embeds = torch.where((segment_ids == SEG_WORLD_END).unsqueeze(-1), special[1], embeds)
@@ -235,18 +233,22 @@ class TheWorld(nn.Module):
         return outputs.last_hidden_state
 
     def forward(self, input_ids, segment_ids, attention_mask=None, pixel_values=None, world_pixels=None,
-                labels=None, return_logits: bool = False, **_unused) -> dict[str, torch.Tensor]:
-        """Loss on answer tokens only; logits over the vocabulary are computed only where a label exists."""
+                labels=None, label_positions=None, label_targets=None, return_logits: bool = False,
+                **_unused) -> dict[str, torch.Tensor]:
+        """Loss on answer tokens only, computed chunk by chunk: no full-vocabulary logits tensor.
+
+        ``label_positions`` / ``label_targets`` come from ``processor.collate``; given ``labels``
+        alone, they are worked out here (on a GPU that costs one host sync).
+        """
         hidden = self.hidden_states(input_ids, segment_ids, attention_mask, pixel_values, world_pixels)
         out: dict[str, torch.Tensor] = {}
         if return_logits:
             out["logits"] = self.gemma.lm_head(hidden)
-        if labels is not None:
-            targets = labels[:, 1:]
-            selected = targets != IGNORE_INDEX
-            logits = self.gemma.lm_head(hidden[:, :-1][selected])
-            out["loss"] = F.cross_entropy(logits.float(), targets[selected])
-            out["num_tokens"] = selected.sum()
+        if label_targets is None and labels is not None:
+            label_positions, label_targets = labelled_rows(labels)
+        if label_targets is not None:
+            rows = hidden.flatten(0, 1).index_select(0, label_positions)
+            out["loss"], out["num_tokens"] = linear_cross_entropy(rows, self.gemma.lm_head.weight, label_targets)
         return out
 
     # ------------------------------------------------------------------------- generation
@@ -297,6 +299,17 @@ class TheWorld(nn.Module):
             next_position = next_position + 1
         texts = [t.strip() for t in proc.tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)]
         return (texts, torch.stack(scores, dim=1)) if return_scores else texts
+
+
+def scatter_rows(embeds: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Writes ``rows`` (``(B, N, H)`` or ``(M, H)``, in order) into the ``True`` positions of ``mask``.
+
+    A gather by running count instead of ``masked_scatter``: no data-dependent shapes, so no host sync.
+    """
+    flat_mask = mask.flatten()
+    index = (flat_mask.cumsum(0) - 1).clamp(min=0)
+    gathered = rows.reshape(-1, rows.shape[-1]).to(embeds.dtype).index_select(0, index).view_as(embeds)
+    return torch.where(mask.unsqueeze(-1), gathered, embeds)
 
 
 def _cache_kwarg_name() -> str:

@@ -7,7 +7,8 @@ The sequence is Gemma 3's chat format with the world block in front of Gemma's i
     <start_of_turn>model\n caption <end_of_turn>
 
 ``segment_ids`` tells the model which positions take world / image embeddings; labels are -100
-everywhere except the caption and its ``<end_of_turn>``.
+everywhere except the caption and its ``<end_of_turn>``; ``label_positions`` / ``label_targets``
+list the labelled positions (see ``theworld.loss``).
 
 Pixels are resized in the workers but stay uint8 through the DataLoader; ``normalize`` makes them
 the model's float inputs (``TheWorldDataModule`` does it on the GPU, ``collate`` by default).
@@ -22,11 +23,11 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
+from theworld.loss import IGNORE_INDEX, labelled_rows
 from theworld.world import world_token_count
 
 # segment_ids values
 SEG_TEXT, SEG_IMAGE, SEG_WORLD_START, SEG_WORLD, SEG_WORLD_END = 0, 1, 2, 3, 4
-IGNORE_INDEX = -100
 DEFAULT_PROMPT = "Describe the image."
 
 
@@ -190,10 +191,14 @@ class TheWorldProcessor:
             segment_ids[row, span] = example["segment_ids"]
             labels[row, span] = example["labels"]
             attention_mask[row, span] = 1
+        positions, targets = labelled_rows(labels)
         batch = {
             "input_ids": input_ids,
             "segment_ids": segment_ids,
             "labels": labels,
+            # Where the loss is taken, worked out here on the CPU so the training step needs no host sync.
+            "label_positions": positions,
+            "label_targets": targets,
             "attention_mask": attention_mask,
             # In a DataLoader worker, default_collate stacks straight into shared memory, where the
             # batch must go anyway on its way to the main process.

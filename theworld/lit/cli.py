@@ -14,7 +14,7 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from theworld.callbacks.checkpoint import TrainableCheckpoint
 from theworld.callbacks.hub_sync import HubSyncCallback
@@ -59,6 +59,11 @@ class TheWorldArgumentParser(LightningArgumentParser):
         sys.stderr.write(f"theworld: error: {text}.{_did_you_mean(text, parser)} Fix it in the YAML config or on "
                          f"the command line; `{command} --help` lists every option and its type.\n")
         sys.exit(2)
+
+    def dump(self, cfg: Namespace, *args, **kwargs) -> str:
+        # Every printed or written config (--print_config, config.yaml, training_args.json) goes through
+        # here: credential-like values (`*_token`, `api_key`...) are nulled whatever set them.
+        return super().dump(_without_secrets(cfg), *args, **kwargs)
 
 
 def _did_you_mean(message: str, parser) -> str:
@@ -145,13 +150,6 @@ class TheWorldCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-class RedactedSaveConfig(SaveConfigCallback):
-    """Lightning's config.yaml writer, with every credential-like value (``*_token``, ``api_key``...) nulled."""
-
-    def __init__(self, parser, config: Namespace, *args, **kwargs):
-        super().__init__(parser, _without_secrets(config), *args, **kwargs)
-
-
 def _without_secrets(value):
     if isinstance(value, Namespace):
         clone = value.clone()
@@ -212,7 +210,6 @@ def main(args: list[str] | None = None) -> None:
         TheWorldCLI(
             TheWorldModule,
             TheWorldDataModule,
-            save_config_callback=RedactedSaveConfig,
             save_config_kwargs={"overwrite": True},
             parser_class=TheWorldArgumentParser,
             args=args,

@@ -80,14 +80,15 @@ class TheWorldModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is None:
             self.model = TheWorld.from_config(self.world_config)
-            if self.hparams.compile:
-                # In place, layer by layer: parameter names (and so checkpoint keys) stay unchanged.
-                for layer in self.model.gemma.model.language_model.layers:
-                    layer.compile()
             if self.hparams.init_from:
                 from theworld.checkpoint import load_trainable_weights
 
                 load_trainable_weights(self.model, self.hparams.init_from)
+        if self.hparams.compile:
+            # In place, layer by layer: parameter names (and so checkpoint keys) stay unchanged.
+            for layer in self.model.gemma.model.language_model.layers:
+                if layer._compiled_call_impl is None:
+                    layer.compile()
         if self._trainable_keys is None:
             # Taken before a strategy wraps submodules: FSDP renames parameters and flattens them
             # into 1-D shards (it keeps the parameter objects, so the optimizer groups stay valid).
@@ -149,11 +150,14 @@ class TheWorldModule(L.LightningModule):
         return [{"image": key, "text": text} for key, text in zip(batch["key"], texts)]
 
     def _log_skipped(self, per_sample_counts) -> None:
-        """Adds the bad-sample counters that the loader workers attach to samples; logs the running totals."""
+        """Adds the bad-sample counters that the loader workers attach to samples; logs the running totals
+        on logging steps only (summing them over ranks is a collective and a host sync)."""
         for counts in per_sample_counts or ():
             self.skipped_samples.update(counts or {})
-        for reason, count in self._skipped_totals().items():
-            self.log(f"data/skipped_{reason}", float(count))
+        # Lightning's LearningRateMonitor asks the same question to log only when the loggers will write.
+        if self.trainer._logger_connector.should_update_logs:
+            for reason, count in self._skipped_totals().items():
+                self.log(f"data/skipped_{reason}", float(count))
 
     def on_train_epoch_end(self) -> None:
         # Step values reach the loggers only every log_every_n_steps, so the last steps' counts would be
