@@ -14,7 +14,8 @@ median of ``--steps`` steps after ``--warmup``. Prints one JSON line per measure
 is one JSON object with all of them and the device name.
 
 Runs (``--runs``): ``reference``, ``reference_ckpt`` (gradient checkpointing), ``reference_compile``
-(``--model.compile``: Gemma's decoder layers through torch.compile), ``default`` (+ the batch search).
+(``--model.compile``: Gemma's decoder layers through torch.compile), ``reference_cached`` (world
+tokens from a latent cache instead of the VAE), ``default`` (+ the batch search).
 On a GPU each TheWorld run also counts the implicit host syncs of a training step
 (``torch.cuda.set_sync_debug_mode``): ``syncs_per_step``.
 
@@ -132,7 +133,7 @@ def peak_gib() -> float:
 
 
 def time_theworld(name, gemma, vae, processor_dir, *, image_size, patch, batch_size, target_tokens, checkpointing,
-                  args, device, compile=False) -> dict:
+                  args, device, compile=False, cached_latents=False) -> dict:
     config = TheWorldConfig(gemma_model_name=processor_dir, world_image_size=image_size, world_patch_size=patch,
                             gradient_checkpointing=checkpointing)
     if checkpointing:
@@ -144,6 +145,11 @@ def time_theworld(name, gemma, vae, processor_dir, *, image_size, patch, batch_s
                             learning_rate=1e-4, warmup_steps=1, compile=compile)
     module.model = TheWorld.from_modules(config, gemma, encoder)
     batch = make_batches(module.model.processor, batch_size, target_tokens)
+    if cached_latents:  # what a latent cache hands the step instead of the VAE input
+        with torch.no_grad():
+            pixels = module.model.processor.normalize(dict(batch))["world_pixels"].to(device)
+            batch["world_latents"] = encoder(pixels).to(torch.bfloat16).cpu()
+        del batch["world_pixels"]
     steps = args.warmup + args.steps
     loader = torch.utils.data.DataLoader([batch] * steps, batch_size=None, pin_memory=device.type == "cuda")
     timer = StepTimer(args.warmup)
@@ -210,8 +216,10 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run with the tiny test models")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--runs", nargs="*", default=["reference", "reference_ckpt", "reference_compile", "default"],
-                        help="which measurements: reference, reference_ckpt, reference_compile, default (+ batch search)")
+    parser.add_argument("--runs", nargs="*",
+                        default=["reference", "reference_ckpt", "reference_compile", "reference_cached", "default"],
+                        help="which measurements: reference, reference_ckpt, reference_compile, reference_cached, "
+                             "default (+ batch search)")
     parser.add_argument("--batch-search", type=int, nargs="*", default=[16, 24, 32, 48],
                         help="default-shape batch sizes to try for the largest that fits in 80 GiB")
     args = parser.parse_args()
@@ -231,7 +239,8 @@ def main() -> None:
         gemma.requires_grad_(False)
         ref_size, ref_tokens = (512, REFERENCE_TOKENS) if not args.tiny else (64, None)
         variants = {"reference": dict(checkpointing=False), "reference_ckpt": dict(checkpointing=True),
-                    "reference_compile": dict(checkpointing=False, compile=True)}
+                    "reference_compile": dict(checkpointing=False, compile=True),
+                    "reference_cached": dict(checkpointing=False, cached_latents=True)}
         bare_runs: dict[bool, dict] = {}
         for run, options in variants.items():
             if run not in args.runs:

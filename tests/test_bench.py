@@ -20,7 +20,7 @@ def test_train_step_tiny_smoke():
     summary = last_json_line(REPO / "bench/train_step.py", "--tiny")
     assert summary["device"] == "cpu"
     for name in ("bare_gemma_reference", "theworld_reference", "theworld_reference_ckpt", "theworld_reference_compile",
-                 "theworld_default_b8"):
+                 "theworld_reference_cached", "theworld_default_b8"):
         assert summary[f"{name}.step_s"] > 0
     assert "theworld_reference.ratio_to_bare" in summary and "theworld_reference_compile.ratio_to_bare" in summary
 

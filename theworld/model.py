@@ -202,8 +202,12 @@ class TheWorld(nn.Module):
             latents = self.world_encoder(world_pixels)
         return self.projector(latents)
 
-    def embed(self, input_ids, segment_ids, pixel_values=None, world_pixels=None) -> torch.Tensor:
-        """Token embeddings with Gemma image features and world tokens written into their slots."""
+    def embed(self, input_ids, segment_ids, pixel_values=None, world_pixels=None, world_latents=None) -> torch.Tensor:
+        """Token embeddings with Gemma image features and world tokens written into their slots.
+
+        The world tokens come from ``world_pixels`` through the VAE, or from ``world_latents``
+        precomputed by ``theworld.latent_cache`` (only while the VAE is frozen).
+        """
         embeds = self._text_embeddings()(input_ids)
         if pixel_values is not None:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_gemma_vision):
@@ -211,17 +215,24 @@ class TheWorld(nn.Module):
                 image_features = self.gemma.model.get_image_features(pixel_values.to(vision_dtype)).pooler_output
             embeds = scatter_rows(embeds, segment_ids == SEG_IMAGE, image_features)
         if self.world_encoder is not None:
-            if world_pixels is None:
-                raise ValueError("enable_world=True needs world_pixels (the VAE input) in the batch.")
-            embeds = scatter_rows(embeds, segment_ids == SEG_WORLD, self.encode_world(world_pixels))
+            if world_latents is not None:
+                if not self.config.freeze_cosmos_vae:
+                    raise ValueError("Cached world latents stand for a frozen VAE, but freeze_cosmos_vae is false: "
+                                     "train the VAE from images (webdataset or parquet source) instead of the cache.")
+                world = self.projector(world_latents)
+            elif world_pixels is not None:
+                world = self.encode_world(world_pixels)
+            else:
+                raise ValueError("enable_world=True needs world_pixels (the VAE input) or world_latents in the batch.")
+            embeds = scatter_rows(embeds, segment_ids == SEG_WORLD, world)
             special = self.world_token_embeds.to(embeds.dtype)
             embeds = torch.where((segment_ids == SEG_WORLD_START).unsqueeze(-1), special[0], embeds)
             embeds = torch.where((segment_ids == SEG_WORLD_END).unsqueeze(-1), special[1], embeds)
         return embeds
 
     def hidden_states(self, input_ids, segment_ids, attention_mask=None, pixel_values=None, world_pixels=None,
-                      position_ids=None, **cache_kwargs) -> torch.Tensor:
-        embeds = self.embed(input_ids, segment_ids, pixel_values, world_pixels)
+                      position_ids=None, world_latents=None, **cache_kwargs) -> torch.Tensor:
+        embeds = self.embed(input_ids, segment_ids, pixel_values, world_pixels, world_latents)
         # token_type_ids=1 marks Gemma's image block, which attends bidirectionally within itself.
         outputs = self.gemma.model(
             inputs_embeds=embeds,
@@ -233,14 +244,15 @@ class TheWorld(nn.Module):
         return outputs.last_hidden_state
 
     def forward(self, input_ids, segment_ids, attention_mask=None, pixel_values=None, world_pixels=None,
-                labels=None, label_positions=None, label_targets=None, return_logits: bool = False,
-                **_unused) -> dict[str, torch.Tensor]:
+                labels=None, label_positions=None, label_targets=None, world_latents=None,
+                return_logits: bool = False, **_unused) -> dict[str, torch.Tensor]:
         """Loss on answer tokens only, computed chunk by chunk: no full-vocabulary logits tensor.
 
         ``label_positions`` / ``label_targets`` come from ``processor.collate``; given ``labels``
         alone, they are worked out here (on a GPU that costs one host sync).
         """
-        hidden = self.hidden_states(input_ids, segment_ids, attention_mask, pixel_values, world_pixels)
+        hidden = self.hidden_states(input_ids, segment_ids, attention_mask, pixel_values, world_pixels,
+                                    world_latents=world_latents)
         out: dict[str, torch.Tensor] = {}
         if return_logits:
             out["logits"] = self.gemma.lm_head(hidden)
@@ -276,7 +288,8 @@ class TheWorld(nn.Module):
         cache = DynamicCache(config=self.gemma.config.get_text_config())
         hidden = self.hidden_states(
             batch["input_ids"], batch["segment_ids"], attention_mask, batch["pixel_values"],
-            batch.get("world_pixels"), position_ids=position_ids, use_cache=True, **{_CACHE_KWARG: cache},
+            batch.get("world_pixels"), position_ids=position_ids, world_latents=batch.get("world_latents"),
+            use_cache=True, **{_CACHE_KWARG: cache},
         )
         stop_ids = torch.tensor([proc.end_of_turn_id, proc.tokenizer.eos_token_id], device=device)
         finished = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=device)

@@ -47,7 +47,7 @@ def test_webdataset_yields_every_sample_as_raw_rgb(shards):
     items = list(wds(shards))
     assert [item["key"] for item in items] == shards.keys
     first = items[0]
-    assert set(first) == {"key", "image", "text", "skipped"}
+    assert set(first) == {"key", "image", "text", "image_bytes", "skipped"}
     assert isinstance(first["image"], Image.Image) and first["image"].mode == "RGB"
     assert first["text"].startswith("a ") and first["skipped"] == {}
     with tarfile.open(shards.dir / "shard-00000.tar") as tar:

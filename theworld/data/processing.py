@@ -65,6 +65,11 @@ class _PixelInput:
         return pixels.float().mul_(self.scale.to(pixels.device)).add_(self.shift.to(pixels.device))
 
 
+def world_pixel_input(image_size: int) -> _PixelInput:
+    """The VAE input: a square bicubic resize, scaled to [-1, 1] by ``normalize``."""
+    return _PixelInput((image_size, image_size), (0.5,) * 3, (0.5,) * 3, Image.Resampling.BICUBIC)
+
+
 class TheWorldProcessor:
     """Builds one training or generation example; ``collate`` pads a list of them into a batch.
 
@@ -99,10 +104,7 @@ class TheWorldProcessor:
             ip.image_std,
             Image.Resampling(int(ip.resample)) if ip.resample is not None else Image.Resampling.BILINEAR,
         )
-        # The VAE input: a square resize scaled to [-1, 1].
-        self._world = _PixelInput(
-            (world_image_size, world_image_size), (0.5,) * 3, (0.5,) * 3, Image.Resampling.BICUBIC
-        )
+        self._world = world_pixel_input(world_image_size)
         self._prompts: dict[str, tuple[list[int], list[int]]] = {}
 
     @classmethod
@@ -147,7 +149,10 @@ class TheWorldProcessor:
                 batch[key] = spec.normalize(batch[key])
         return batch
 
-    def __call__(self, image: Image.Image, caption: str | None = None, prompt: str | None = None) -> dict[str, Any]:
+    def __call__(self, image: Image.Image, caption: str | None = None, prompt: str | None = None,
+                 world_latents: torch.Tensor | None = None) -> dict[str, Any]:
+        """One example. ``world_latents`` (the image's world tokens from a latent cache, see
+        ``theworld.latent_cache``) replace the VAE input ``world_pixels``."""
         image = image.convert("RGB") if image.mode != "RGB" else image
         prompt = prompt or self.prompt
         if prompt not in self._prompts:  # the chat template is rendered once per distinct prompt
@@ -167,7 +172,12 @@ class TheWorldProcessor:
             "labels": torch.tensor(labels, dtype=torch.long),
             "pixel_values": self._siglip.resize(image),  # uint8 until the batch is normalised
         }
-        if self.world_tokens:
+        if world_latents is not None:
+            if world_latents.shape[0] != self.world_tokens:
+                raise ValueError(f"Cached world latents hold {world_latents.shape[0]} tokens but this model takes "
+                                 f"{self.world_tokens} per image; rebuild the cache for this model's world layout.")
+            example["world_latents"] = world_latents
+        elif self.world_tokens:
             example["world_pixels"] = self._world.resize(image)
         return example
 
@@ -204,8 +214,12 @@ class TheWorldProcessor:
             # batch must go anyway on its way to the main process.
             "pixel_values": default_collate([e["pixel_values"] for e in examples]),
         }
-        if "world_pixels" in examples[0]:
-            batch["world_pixels"] = default_collate([e["world_pixels"] for e in examples])
+        for key in ("world_pixels", "world_latents"):
+            if key in examples[0]:
+                if not all(key in e for e in examples):
+                    raise ValueError(f"Some samples of this batch have {key} and some do not: train from a latent "
+                                     "cache or from images, not a mix of both.")
+                batch[key] = default_collate([e[key] for e in examples])
         for key in examples[0]:
             if key not in batch:
                 batch[key] = [e.get(key) for e in examples]

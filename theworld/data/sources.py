@@ -3,7 +3,11 @@
 Both sources are torch ``IterableDataset``\\ s that yield one dict per usable sample::
 
     {"key": "000000042", "image": <PIL.Image, RGB, loaded>, "text": "a red star ...",
-     "skipped": {"http_error": 2, "converted_mode": 1}}
+     "image_bytes": b"\xff\xd8...", "skipped": {"http_error": 2, "converted_mode": 1}}
+
+``image_bytes`` are the image as it was stored or downloaded (what a latent cache keeps). A
+WebDataset sample with a ``{key}.world.pth`` member (written by ``theworld.latent_cache``) also
+carries those bytes as ``world_latents``.
 
 ``skipped`` holds the records dropped since the previous yielded item, by reason, so the main
 process can sum them across DataLoader workers (workers can't share counters). Reasons:
@@ -74,6 +78,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+WORLD_LATENTS_EXT = "world.pth"  # the member a latent cache adds to each sample
 # Every reason a ``skipped`` counter can hold (see the table above), in a fixed order for reductions.
 SKIP_REASONS = (
     "http_error", "timeout", "corrupt", "truncated", "decompression_bomb", "too_small", "missing_caption",
@@ -97,6 +102,8 @@ class Outcome:
     text: str | None = None
     reason: str | None = None
     converted: bool = False
+    image_bytes: bytes | None = None
+    world_latents: bytes | None = None
 
 
 def decode_caption(raw: str | bytes | None) -> tuple[str | None, str | None]:
@@ -354,9 +361,10 @@ class _RawSource(IterableDataset):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _image_outcome(self, key: str, data: bytes, text: str) -> Outcome:
+    def _image_outcome(self, key: str, data: bytes, text: str, world_latents: bytes | None = None) -> Outcome:
         image, reason, converted = decode_image(data, self.min_image_size, self.max_image_pixels)
-        return Outcome(key, image=image, text=text, reason=reason, converted=converted)
+        return Outcome(key, image=image, text=text, reason=reason, converted=converted, image_bytes=data,
+                       world_latents=world_latents)
 
     def _fresh_state(self, consumer: _Consumer) -> dict[str, int]:
         return {
@@ -414,7 +422,10 @@ class _RawSource(IterableDataset):
             if outcome.converted:
                 pending["converted_mode"] += 1
                 totals["converted_mode"] += 1
-            sample = {"key": outcome.key, "image": outcome.image, "text": outcome.text}
+            sample = {"key": outcome.key, "image": outcome.image, "text": outcome.text,
+                      "image_bytes": outcome.image_bytes}
+            if outcome.world_latents is not None:
+                sample["world_latents"] = outcome.world_latents
             if self.transform is not None:
                 sample = self.transform(sample)
             sample["skipped"] = dict(pending)
@@ -479,6 +490,18 @@ def expand_urls(urls: str | Sequence[str]) -> list[str]:
     if not expanded:
         raise ValueError(f"No shard URLs given: {urls!r}")
     return expanded
+
+
+def add_tar_sample(tar: tarfile.TarFile, key: str, members: dict[str, bytes]) -> None:
+    """Writes ``{key}.{ext}`` for each member, adjacent as WebDataset expects (img2dataset's layout).
+
+    Fixed metadata (mtime 0, no owner): the same samples give byte-identical tars.
+    """
+    for ext, data in members.items():
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size = len(data)
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
 
 
 def _group_by_key(tar: tarfile.TarFile) -> Iterator[dict[str, Any]]:
@@ -612,7 +635,7 @@ class WebDatasetSource(_RawSource):
         data = next((record[ext] for ext in IMAGE_EXTENSIONS if ext in record), None)
         if data is None:
             return Outcome(key, reason="missing_image")
-        return self._image_outcome(key, data, text)
+        return self._image_outcome(key, data, text, record.get(WORLD_LATENTS_EXT))
 
 
 # ---------------------------------------------------------------------------------------------

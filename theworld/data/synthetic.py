@@ -39,6 +39,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from theworld.data.sources import add_tar_sample
+
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 160, 60),
@@ -121,20 +123,6 @@ def encode_image(image: Image.Image, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    # Fixed metadata (mtime 0, no owner) so the same seed gives byte-identical tars.
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _add_sample(tar: tarfile.TarFile, key: str, members: dict[str, bytes]) -> None:
-    """img2dataset order: a key's files are adjacent in the tar."""
-    for ext, data in members.items():
-        _add_member(tar, f"{key}.{ext}", data)
-
-
 def _good_members(seed: int, index: int, image_size: int) -> dict[str, bytes]:
     key = make_key(index)
     image, caption = render_sample(sample_rng(seed, index), image_size)
@@ -161,7 +149,7 @@ def write_webdataset_shards(
         path = out / f"{prefix}-{shard:05d}.tar"
         with tarfile.open(path, "w") as tar:
             for index in range(shard * samples_per_shard, (shard + 1) * samples_per_shard):
-                _add_sample(tar, make_key(index), _good_members(seed, index, image_size))
+                add_tar_sample(tar, make_key(index), _good_members(seed, index, image_size))
         paths.append(str(path))
     return paths
 
@@ -346,11 +334,11 @@ def _write_bad_tar(path: Path, seed: int, image_size: int) -> PlantedSamples:
         for index, item in _interleave(bad):
             key = make_key(index)
             if item is None:
-                _add_sample(tar, key, _good_members(seed, index, image_size))
+                add_tar_sample(tar, key, _good_members(seed, index, image_size))
                 good_keys.append(key)
                 continue
             reason, members = item
-            _add_sample(tar, key, members)
+            add_tar_sample(tar, key, members)
             expected[reason] = expected.get(reason, 0) + 1
             if reason == "converted_mode":
                 good_keys.append(key)

@@ -1,4 +1,5 @@
-"""``theworld``: the LightningCLI entry point (``fit``, ``validate``, ``predict``, ``--print_config``)."""
+"""``theworld``: the LightningCLI entry point (``fit``, ``validate``, ``predict``, ``--print_config``), and
+``theworld cache_latents`` (see ``theworld.latent_cache``)."""
 
 from __future__ import annotations
 
@@ -176,6 +177,14 @@ def _hide_token_flags(argv: list[str]) -> None:
     argv[:] = kept
 
 
+def _user_message(err: UserError) -> str:
+    """The error's own words; one raised in a DataLoader worker arrives wrapped in its traceback."""
+    text = str(err).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        text = text.splitlines()[-1].partition(": ")[2]
+    return text
+
+
 def _log_to_stderr() -> None:
     """Shows TheWorld's INFO logs (Hub pushes, checkpoints) like Lightning's own, unless logging is configured."""
     logger = logging.getLogger("theworld")
@@ -202,11 +211,16 @@ def _check_yaml_syntax(args: list[str]) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["cache_latents"]:
+        from theworld import latent_cache
+
+        return latent_cache.main(argv[1:])
     _log_to_stderr()
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     try:
-        _check_yaml_syntax(sys.argv[1:] if args is None else args)
+        _check_yaml_syntax(argv)
         TheWorldCLI(
             TheWorldModule,
             TheWorldDataModule,
@@ -218,7 +232,7 @@ def main(args: list[str] | None = None) -> None:
     except UserError as err:
         # A problem the user can fix (a config value, a base model id, the Hub token or access, the final push,
         # an unsafe checkpoint): the message, not a traceback.
-        sys.exit(f"theworld: error: {err}")
+        sys.exit(f"theworld: error: {_user_message(err)}")
 
 
 if __name__ == "__main__":

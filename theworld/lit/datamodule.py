@@ -14,7 +14,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from theworld.config import TheWorldConfig
 from theworld.data.processing import DEFAULT_PROMPT, TheWorldProcessor
+from theworld.latent_cache import unpack_world_latents
 
 
 class ConsumedStateDataLoader(StatefulDataLoader):
@@ -44,13 +46,23 @@ class ConsumedStateDataLoader(StatefulDataLoader):
 
 
 class SampleTransform:
-    """Raw ``{"key", "image", "text"}`` -> model inputs; runs inside each DataLoader worker."""
+    """Raw ``{"key", "image", "text"}`` -> model inputs; runs inside each DataLoader worker.
 
-    def __init__(self, processor: TheWorldProcessor):
+    A sample from a latent cache (``world_latents``) is checked against ``world_config`` and its
+    stored world tokens replace the VAE input.
+    """
+
+    def __init__(self, processor: TheWorldProcessor, world_config: TheWorldConfig | None = None):
         self.processor = processor
+        self.world_config = world_config
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        example = self.processor(sample["image"], caption=sample["text"])
+        latents = sample.get("world_latents")
+        if latents is not None and self.processor.world_tokens:
+            latents = unpack_world_latents(latents, self.world_config)
+        else:
+            latents = None
+        example = self.processor(sample["image"], caption=sample["text"], world_latents=latents)
         example["key"] = sample["key"]
         return example
 
@@ -93,7 +105,7 @@ class TheWorldDataModule(L.LightningDataModule):
     """DataComp-style image–caption pairs from webdataset shards or Hub/parquet metadata with URLs.
 
     ``source: webdataset`` reads img2dataset ``.tar`` shards (paths, globs, ``{00000..00099}`` braces,
-    http(s) URLs). ``source: hf`` streams parquet metadata (``dataset_name`` on the Hub, or
+    http(s) URLs), latent-cache shards from ``theworld cache_latents`` included. ``source: hf`` streams parquet metadata (``dataset_name`` on the Hub, or
     ``train_data`` as parquet files) and downloads each image in the loader workers.
 
     The validation set never overlaps training: either ``val_data`` (other shards/files), or (for
@@ -139,12 +151,13 @@ class TheWorldDataModule(L.LightningDataModule):
             )
         self.save_hyperparameters()
         self.processor: TheWorldProcessor | None = None
+        self.world_config: TheWorldConfig | None = None
 
     def setup(self, stage: str) -> None:
         if self.processor is None:
-            config = self.trainer.lightning_module.world_config
+            self.world_config = self.trainer.lightning_module.world_config
             self.processor = TheWorldProcessor.from_config(
-                config, prompt=self.hparams.prompt, max_caption_tokens=self.hparams.max_caption_tokens
+                self.world_config, prompt=self.hparams.prompt, max_caption_tokens=self.hparams.max_caption_tokens
             )
 
     def predict_dataloader(self) -> DataLoader:
@@ -162,19 +175,22 @@ class TheWorldDataModule(L.LightningDataModule):
         # and the host-to-device copy); they become the model's float inputs here, on the device.
         return self.processor.normalize(batch)
 
-    def _source(self, data, *, train: bool):
+    def raw_source(self, *, train: bool, transform=None, rank: int = 0, world_size: int = 1):
+        """The training (``train=True``) or validation source as configured, for ``rank`` of ``world_size``;
+        ``transform`` runs on each sample in the loader workers."""
         from theworld.data import sources
 
         hp = self.hparams
+        data = hp.train_data if train or hp.val_data is None else hp.val_data
         if data is None and hp.dataset_name is None:
             raise ValueError("data: set train_data (shards or parquet files) or dataset_name (a Hub dataset).")
         # Each rank reads its own share; the sources split further across loader workers.
         common: dict[str, Any] = dict(
-            transform=SampleTransform(self.processor),
+            transform=transform,
             seed=hp.seed,
             min_image_size=hp.min_image_size,
-            rank=self.trainer.global_rank,
-            world_size=self.trainer.world_size,
+            rank=rank,
+            world_size=world_size,
         )
         if train:
             common.update(shuffle_buffer=hp.shuffle_buffer, num_samples=hp.num_samples)
@@ -205,12 +221,15 @@ class TheWorldDataModule(L.LightningDataModule):
             prefetch_factor=4 if workers else None,
         )
 
+    def _source(self, *, train: bool):
+        return self.raw_source(train=train, transform=SampleTransform(self.processor, self.world_config),
+                               rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+
     def train_dataloader(self) -> StatefulDataLoader:
-        return self._loader(self._source(self.hparams.train_data, train=True), self.hparams.batch_size)
+        return self._loader(self._source(train=True), self.hparams.batch_size)
 
     def val_dataloader(self):
         hp = self.hparams
         if hp.val_data is None and not hp.val_samples:
             return []
-        data = hp.val_data if hp.val_data is not None else hp.train_data
-        return self._loader(self._source(data, train=False), hp.val_batch_size or hp.batch_size)
+        return self._loader(self._source(train=False), hp.val_batch_size or hp.batch_size)

@@ -1,0 +1,251 @@
+"""The latent cache: encode a dataset's images through the Cosmos VAE once, then train from the stored tokens.
+
+With the VAE frozen its world tokens never change, so ``theworld cache_latents`` computes them
+once and writes WebDataset shards holding, per sample, the original image bytes, the caption
+and ``{key}.world.pth`` (the world tokens with the VAE and layout that made them). Training
+reads those shards with ``data.source: webdataset``: no VAE forward and no VAE-sized resize
+per step, and no image downloads when the data came from URLs. Each run checks that the
+cached tokens were made with its own ``cosmos_model_name`` / ``world_image_size`` /
+``world_patch_size``.
+
+    theworld cache_latents --config configs/datacomp.yaml --output_dir /data/datacomp-latents/train
+    theworld cache_latents --config configs/datacomp.yaml --output_dir /data/datacomp-latents/val --split val
+    theworld fit --config configs/datacomp.yaml --data.source webdataset \\
+        --data.train_data /data/datacomp-latents/train --data.val_data /data/datacomp-latents/val
+
+Several GPUs split the work: ``torchrun --nproc_per_node 8 -m theworld.latent_cache ...``
+(each rank writes its own ``shard-r{rank}-*.tar``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+import tarfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from PIL import Image
+
+from theworld.config import TheWorldConfig
+from theworld.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# What must match between the cache and the model that trains from it.
+LAYOUT_FIELDS = ("cosmos_model_name", "cosmos_subfolder", "world_image_size", "world_patch_size")
+STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+_IMAGE_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+
+
+class LatentCacheError(UserError):
+    """A latent cache that does not fit the run (another VAE or world layout, or an occupied output folder)."""
+
+
+def pack_world_latents(tokens: torch.Tensor, config: TheWorldConfig) -> bytes:
+    """One image's world tokens ``(N, token_dim)`` and the layout that made them, as ``.world.pth`` bytes."""
+    buffer = io.BytesIO()
+    torch.save({"tokens": tokens.contiguous(), **{name: getattr(config, name) for name in LAYOUT_FIELDS}}, buffer)
+    return buffer.getvalue()
+
+
+def unpack_world_latents(data: bytes, config: TheWorldConfig) -> torch.Tensor:
+    """The world tokens of a ``.world.pth`` member, after checking they were made for ``config``'s layout."""
+    # weights_only: a cache may come from anywhere, and plain tensors + strings need no code to load.
+    stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    mismatched = {name: (stored.get(name), getattr(config, name)) for name in LAYOUT_FIELDS
+                  if stored.get(name) != getattr(config, name)}
+    if mismatched:
+        differences = ", ".join(f"{name}: cache {cached!r} vs model {wanted!r}" for name, (cached, wanted) in
+                                mismatched.items())
+        raise LatentCacheError(
+            f"The latent cache was made for another world layout ({differences}). Rebuild it with "
+            "`theworld cache_latents` and this model config, or train from the images instead."
+        )
+    return stored["tokens"]
+
+
+class _WorldInput:
+    """In the loader workers: the VAE-sized uint8 pixels of each sample, and what the shard keeps."""
+
+    def __init__(self, image_size: int):
+        from theworld.data.processing import world_pixel_input
+
+        self.pixels = world_pixel_input(image_size)
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        return {"key": sample["key"], "text": sample["text"], "image_bytes": sample["image_bytes"],
+                "world_pixels": self.pixels.resize(sample["image"])}
+
+
+def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    batch = {name: [sample[name] for sample in samples] for name in samples[0] if name != "world_pixels"}
+    batch["world_pixels"] = torch.stack([sample["world_pixels"] for sample in samples])
+    return batch
+
+
+class _ShardWriter:
+    """Writes ``{prefix}-{n:05d}.tar`` of ``samples_per_shard`` samples; a shard appears only when complete."""
+
+    def __init__(self, directory: Path, prefix: str, samples_per_shard: int):
+        self.directory, self.prefix, self.samples_per_shard = directory, prefix, samples_per_shard
+        self.shards: list[Path] = []
+        self._tar: tarfile.TarFile | None = None
+        self._count = 0
+
+    def add(self, key: str, members: dict[str, bytes]) -> None:
+        from theworld.data.sources import add_tar_sample
+
+        if self._tar is None:
+            self._path = self.directory / f"{self.prefix}-{len(self.shards):05d}.tar"
+            self._tar = tarfile.open(self._path.with_suffix(".tar.partial"), "w")
+        add_tar_sample(self._tar, key, members)
+        self._count += 1
+        if self._count == self.samples_per_shard:
+            self.close()
+
+    def close(self) -> None:
+        if self._tar is None:
+            return
+        partial = Path(self._tar.name)
+        self._tar.close()
+        with open(partial, "rb") as fh:
+            os.fsync(fh.fileno())
+        partial.rename(self._path)
+        self.shards.append(self._path)
+        self._tar, self._count = None, 0
+
+
+def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *, batch_size: int = 32,
+                       num_workers: int = 4, samples_per_shard: int = 1000, dtype: str = "bfloat16",
+                       device: str | torch.device | None = None, shard_prefix: str = "shard",
+                       limit: int | None = None) -> dict[str, Any]:
+    """Encodes every usable sample of ``source`` (a raw source of ``theworld.data.sources``) into shards.
+
+    Returns the summary also written to ``{output_dir}/{shard_prefix}-cache.json``: samples,
+    shards, skipped samples by reason, seconds, and the layout.
+
+    Example:
+        >>> source = WebDatasetSource("/data/datacomp/{00000..01286}.tar")
+        >>> write_latent_cache(TheWorldConfig(), source, "/data/datacomp-latents/train")
+    """
+    from torch.utils.data import DataLoader
+
+    from theworld.data.sources import WORLD_LATENTS_EXT
+    from theworld.model import resolve_dtype
+    from theworld.world import WorldEncoder
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    existing = sorted(output_dir.glob(f"{shard_prefix}-*.tar"))
+    if existing:
+        raise LatentCacheError(
+            f"{output_dir} already holds {len(existing)} {shard_prefix}-*.tar shards; write the cache to an empty "
+            "folder (or delete them) so that no sample is stored twice."
+        )
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    encoder = WorldEncoder.from_pretrained(config.cosmos_model_name, config.cosmos_subfolder, config.world_patch_size,
+                                           dtype=resolve_dtype(config.frozen_dtype)).to(device).eval()
+    world_input = _WorldInput(config.world_image_size)
+    source.transform = world_input
+    loader = DataLoader(source, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
+                        pin_memory=device.type == "cuda")
+    writer = _ShardWriter(output_dir, shard_prefix, samples_per_shard)
+    skipped: Counter[str] = Counter()
+    samples, start = 0, time.perf_counter()
+    with torch.inference_mode():
+        for batch in loader:
+            pixels = world_input.pixels.normalize(batch["world_pixels"].to(device, non_blocking=True))
+            tokens = encoder(pixels).to(STORAGE_DTYPES[dtype]).cpu()
+            for i, key in enumerate(batch["key"]):
+                if limit is not None and samples >= limit:
+                    break
+                image_format = Image.open(io.BytesIO(batch["image_bytes"][i])).format
+                writer.add(key, {
+                    _IMAGE_EXTENSIONS.get(image_format, "png"): batch["image_bytes"][i],
+                    "txt": batch["text"][i].encode(),
+                    WORLD_LATENTS_EXT: pack_world_latents(tokens[i], config),
+                })
+                samples += 1
+            for counts in batch["skipped"]:
+                skipped.update(counts)
+            if limit is not None and samples >= limit:
+                break
+    writer.close()
+    summary = {"samples": samples, "shards": [path.name for path in writer.shards], "skipped": dict(skipped),
+               "seconds": round(time.perf_counter() - start, 2), "dtype": dtype,
+               **{name: getattr(config, name) for name in LAYOUT_FIELDS}}
+    (output_dir / f"{shard_prefix}-cache.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _read_config(paths: list[str], overrides: list[str]) -> dict[str, dict]:
+    """The ``model:`` and ``data:`` sections of LightningCLI YAML configs (later files win), plus
+    ``--model.KEY VALUE`` / ``--data.KEY VALUE`` overrides."""
+    sections: dict[str, dict] = {"model": {}, "data": {}}
+    for path in paths:
+        with open(path) as fh:
+            loaded = yaml.safe_load(fh) or {}
+        for name in sections:
+            sections[name].update(loaded.get(name) or {})
+    if len(overrides) % 2:
+        raise LatentCacheError(f"Overrides come in pairs (--data.KEY VALUE); got {overrides}.")
+    for flag, value in zip(overrides[::2], overrides[1::2]):
+        section, _, key = flag.removeprefix("--").partition(".")
+        if section not in sections or not key:
+            raise LatentCacheError(f"Unknown option {flag}: only --model.KEY and --data.KEY override the config.")
+        sections[section][key] = yaml.safe_load(value)
+    return sections
+
+
+def main(argv: list[str] | None = None) -> None:
+    from theworld.data.sources import resolve_rank
+    from theworld.lit.datamodule import TheWorldDataModule
+
+    parser = argparse.ArgumentParser(prog="theworld cache_latents", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("-c", "--config", action="append", required=True,
+                        help="the training YAML (its model: and data: sections are used)")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--split", choices=("train", "val"), default="train",
+                        help="the training data, or the validation data (data.val_data / data.val_samples)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--num_workers", type=int, default=None, help="default: data.num_workers")
+    parser.add_argument("--samples_per_shard", type=int, default=1000)
+    parser.add_argument("--dtype", choices=sorted(STORAGE_DTYPES), default="bfloat16",
+                        help="storage dtype of the tokens; float32 keeps them bit-exact")
+    parser.add_argument("--limit", type=int, default=None, help="stop after this many samples (per rank)")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        sections = _read_config(args.config, overrides)
+        config = TheWorldConfig(**{k: v for k, v in sections["model"].items() if k in TheWorldConfig.__dataclass_fields__})
+        if not config.freeze_cosmos_vae:
+            raise LatentCacheError("model.freeze_cosmos_vae is false: a trained VAE changes its latents every step, "
+                                   "so they cannot be cached. Train from the images instead.")
+        datamodule = TheWorldDataModule(**sections["data"])
+        rank, world_size = resolve_rank()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        source = datamodule.raw_source(train=args.split == "train", rank=rank, world_size=world_size)
+        workers = datamodule.hparams.num_workers if args.num_workers is None else args.num_workers
+        summary = write_latent_cache(
+            config, source, args.output_dir, batch_size=args.batch_size, num_workers=workers,
+            samples_per_shard=args.samples_per_shard, dtype=args.dtype, limit=args.limit,
+            shard_prefix=f"shard-r{rank}" if world_size > 1 else "shard",
+        )
+    except (UserError, ValueError, FileNotFoundError) as err:
+        sys.exit(f"theworld: error: {err}")
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
