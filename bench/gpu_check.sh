@@ -14,3 +14,4 @@ if [ -f tests/test_fsdp_gpu.py ]; then
 fi
 timeout 420 python3 bench/train_step.py "$@" 2>"$OUT/train_step.err" | tee "$OUT/train_step.jsonl"
 tail -5 "$OUT/train_step.err"
+timeout 120 python3 bench/loss_head.py 2>"$OUT/loss_head.err" | tee "$OUT/loss_head.jsonl"
