@@ -33,9 +33,11 @@ CASES = {
     "malformed-yaml": Case(["--config", "{user}/broken.yaml"], ["broken.yaml is not valid YAML", "line 2"]),
     "unknown-key-in-yaml": Case(["--config", "{user}/typo.yaml"],
                                 ["'trainer.max_stepz'", "Did you mean --trainer.max_steps?"]),
-    # Not a prefix of a real option: argparse takes unique prefixes (--model.learning_rat) as abbreviations.
     "unknown-key-on-command-line": Case(["--model.lerning_rate", "0.1"],
                                         ["--model.lerning_rate", "Did you mean --model.learning_rate?"]),
+    # A prefix of a real option is a typo too, not an abbreviation that silently sets it.
+    "truncated-key-on-command-line": Case(["--model.learning_rat", "0.1"],
+                                          ["--model.learning_rat", "Did you mean --model.learning_rate?"]),
     "wrong-type": Case(["--trainer.max_steps", "lots"], ['"trainer.max_steps"', "int", "lots"]),
     "hub-strategy-typo": Case(["--hub.hub_strategy", "every-save"],
                               ['"hub.hub_strategy"', "every_save", "all_checkpoints", "Got value: every-save"]),

@@ -48,6 +48,11 @@ class ConfigError(UserError):
 class TheWorldArgumentParser(LightningArgumentParser):
     """Lightning's parser; a config mistake is one ``theworld: error:`` paragraph instead of the usage text."""
 
+    def __init__(self, *args, **kwargs):
+        # argparse would take `--model.learning_rat` for `--model.learning_rate`: a typo must be an error.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse is trying an alternative and catches this
             super().error(message, ex)
