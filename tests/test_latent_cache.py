@@ -15,6 +15,7 @@ from theworld import TheWorld
 from theworld.config import TheWorldConfig
 from theworld.data.processing import TheWorldProcessor, load_gemma_processor
 from theworld.data.sources import WebDatasetSource
+from theworld.data.synthetic import write_webdataset_shards
 from theworld.latent_cache import LatentCacheError, pack_world_latents, unpack_world_latents, write_latent_cache
 from theworld.lit.datamodule import SampleTransform
 
@@ -47,11 +48,46 @@ def test_cache_shards_keep_every_sample_with_its_original_image_and_caption(floa
     cached = {s["key"]: s for s in WebDatasetSource(str(out))}
     assert summary["samples"] == len(originals) == len(cached)
     assert summary["shards"] == sorted(p.name for p in out.glob("shard-*.tar"))
-    assert len(summary["shards"]) == -(-len(originals) // 16)
+    # Shards close on batch boundaries: 16 a shard rounds up to 4 batches of 5.
+    assert len(summary["shards"]) == -(-len(originals) // 20)
     assert json.loads((out / "shard-cache.json").read_text())["samples"] == len(originals)
     for key, sample in cached.items():
         assert sample["image_bytes"] == originals[key]["image_bytes"] and sample["text"] == originals[key]["text"]
         assert "world_latents" in sample
+
+
+def test_a_killed_cache_run_resumes_after_its_last_complete_shard(demo_dir, tmp_path, monkeypatch):
+    import theworld.latent_cache as latent_cache
+
+    shards = write_webdataset_shards(tmp_path / "data", num_shards=2, samples_per_shard=24, seed=3)
+    config = demo_config(demo_dir)
+    args = dict(batch_size=4, num_workers=2, samples_per_shard=8, dtype="float32")
+    straight = write_latent_cache(config, WebDatasetSource(shards), tmp_path / "straight", **args)
+
+    add = latent_cache._ShardWriter.add
+    written = []
+
+    def crash_after_21(writer, key, members):
+        if len(written) == 21:  # inside the third shard, after two completed ones
+            raise KeyboardInterrupt
+        written.append(key)
+        add(writer, key, members)
+
+    monkeypatch.setattr(latent_cache._ShardWriter, "add", crash_after_21)
+    with pytest.raises(KeyboardInterrupt):
+        write_latent_cache(config, WebDatasetSource(shards), tmp_path / "killed", **args)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "killed").glob("shard-*.tar")) == ["shard-00000.tar", "shard-00001.tar"]
+    assert (tmp_path / "killed/shard-00002.tar.partial").exists()
+
+    resumed = write_latent_cache(config, WebDatasetSource(shards), tmp_path / "killed", **args)
+    assert resumed["samples"] == straight["samples"] == 48 and resumed["shards"] == straight["shards"]
+    assert not list((tmp_path / "killed").glob("*.partial")) and not (tmp_path / "killed/shard-progress.pt").exists()
+    for name in straight["shards"]:  # same samples, same order, same bytes
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+
+    with pytest.raises(LatentCacheError, match="finished cache"):
+        write_latent_cache(config, WebDatasetSource(shards), tmp_path / "killed", **args)
 
 
 def test_training_batches_from_the_cache_give_the_loss_of_the_images(float32_cache, demo_dir):

@@ -93,13 +93,13 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class _ShardWriter:
-    """Writes ``{prefix}-{n:05d}.tar`` of ``samples_per_shard`` samples; a shard appears only when complete."""
+    """Writes ``{prefix}-{n:05d}.tar``; a shard appears under its name only once complete (``close``)."""
 
-    def __init__(self, directory: Path, prefix: str, samples_per_shard: int):
-        self.directory, self.prefix, self.samples_per_shard = directory, prefix, samples_per_shard
-        self.shards: list[Path] = []
+    def __init__(self, directory: Path, prefix: str, shards: list[str]):
+        self.directory, self.prefix = directory, prefix
+        self.shards = list(shards)
+        self.count = 0  # samples in the open shard
         self._tar: tarfile.TarFile | None = None
-        self._count = 0
 
     def add(self, key: str, members: dict[str, bytes]) -> None:
         from theworld.data.sources import add_tar_sample
@@ -108,9 +108,7 @@ class _ShardWriter:
             self._path = self.directory / f"{self.prefix}-{len(self.shards):05d}.tar"
             self._tar = tarfile.open(self._path.with_suffix(".tar.partial"), "w")
         add_tar_sample(self._tar, key, members)
-        self._count += 1
-        if self._count == self.samples_per_shard:
-            self.close()
+        self.count += 1
 
     def close(self) -> None:
         if self._tar is None:
@@ -120,8 +118,50 @@ class _ShardWriter:
         with open(partial, "rb") as fh:
             os.fsync(fh.fileno())
         partial.rename(self._path)
-        self.shards.append(self._path)
-        self._tar, self._count = None, 0
+        self.shards.append(self._path.name)
+        self._tar, self.count = None, 0
+
+
+class _Progress:
+    """``{prefix}-progress.pt``: the completed shards and the loader position right after them.
+
+    Saved after every shard, removed when the cache is complete; a re-run resumes from it.
+    """
+
+    def __init__(self, directory: Path, prefix: str):
+        self.path = directory / f"{prefix}-progress.pt"
+
+    def load(self) -> dict[str, Any] | None:
+        return torch.load(self.path, weights_only=True) if self.path.exists() else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        tmp.rename(self.path)
+
+
+def _resume_point(output_dir: Path, prefix: str, progress: _Progress) -> dict[str, Any]:
+    """Where to start: fresh, or after the shards a killed run completed (anything newer is removed)."""
+    state = progress.load()
+    existing = sorted(path.name for path in output_dir.glob(f"{prefix}-*.tar"))
+    if state is None:
+        if existing:
+            raise LatentCacheError(
+                f"{output_dir} already holds {len(existing)} {prefix}-*.tar shards of a finished cache; write the "
+                "cache to an empty folder (or delete them) so that no sample is stored twice."
+            )
+        return {"loader": None, "samples": 0, "skipped": {}, "shards": [], "seconds": 0.0}
+    # A shard renamed after the last progress save, and the shard being written, hold samples the
+    # saved loader position will read again.
+    for name in set(existing) - set(state["shards"]):
+        (output_dir / name).unlink()
+    for partial in output_dir.glob(f"{prefix}-*.tar.partial"):
+        partial.unlink()
+    log.info("Resuming the latent cache in %s after %d shards (%d samples).", output_dir, len(state["shards"]),
+             state["samples"])
+    return state
 
 
 def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *, batch_size: int = 32,
@@ -130,14 +170,16 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
                        limit: int | None = None) -> dict[str, Any]:
     """Encodes every usable sample of ``source`` (a raw source of ``theworld.data.sources``) into shards.
 
-    Returns the summary also written to ``{output_dir}/{shard_prefix}-cache.json``: samples,
-    shards, skipped samples by reason, seconds, and the layout.
+    Shards hold whole loader batches (``samples_per_shard`` rounded up to a batch). A killed run
+    resumes after its last complete shard when called again with the same arguments. Returns the
+    summary also written to ``{output_dir}/{shard_prefix}-cache.json``: samples, shards, skipped
+    samples by reason, seconds, and the layout.
 
     Example:
         >>> source = WebDatasetSource("/data/datacomp/{00000..01286}.tar")
         >>> write_latent_cache(TheWorldConfig(), source, "/data/datacomp-latents/train")
     """
-    from torch.utils.data import DataLoader
+    from torchdata.stateful_dataloader import StatefulDataLoader
 
     from theworld.data.sources import WORLD_LATENTS_EXT
     from theworld.model import resolve_dtype
@@ -145,29 +187,39 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    existing = sorted(output_dir.glob(f"{shard_prefix}-*.tar"))
-    if existing:
+    progress = _Progress(output_dir, shard_prefix)
+    settings = {"dtype": dtype, **{name: getattr(config, name) for name in LAYOUT_FIELDS}}
+    state = _resume_point(output_dir, shard_prefix, progress)
+    if state.get("settings", settings) != settings:
         raise LatentCacheError(
-            f"{output_dir} already holds {len(existing)} {shard_prefix}-*.tar shards; write the cache to an empty "
-            "folder (or delete them) so that no sample is stored twice."
+            f"{output_dir} holds an unfinished cache made with {state['settings']}, not {settings}: resume it with "
+            "the same settings, or write this one to another folder."
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = WorldEncoder.from_pretrained(config.cosmos_model_name, config.cosmos_subfolder, config.world_patch_size,
                                            dtype=resolve_dtype(config.frozen_dtype)).to(device).eval()
     world_input = _WorldInput(config.world_image_size)
     source.transform = world_input
-    loader = DataLoader(source, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
-                        pin_memory=device.type == "cuda")
-    writer = _ShardWriter(output_dir, shard_prefix, samples_per_shard)
-    skipped: Counter[str] = Counter()
-    samples, start = 0, time.perf_counter()
+    loader = StatefulDataLoader(source, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
+                                pin_memory=device.type == "cuda")
+    if state["loader"] is not None:
+        loader.load_state_dict(state["loader"])
+    writer = _ShardWriter(output_dir, shard_prefix, state["shards"])
+    skipped: Counter[str] = Counter(state["skipped"])
+    samples, start = state["samples"], time.perf_counter() - state["seconds"]
+
+    def checkpoint() -> None:
+        writer.close()
+        progress.save({"loader": loader.state_dict(), "samples": samples, "skipped": dict(skipped),
+                       "shards": writer.shards, "seconds": time.perf_counter() - start, "settings": settings})
+
     with torch.inference_mode():
         for batch in loader:
+            if limit is not None and samples >= limit:
+                break
             pixels = world_input.pixels.normalize(batch["world_pixels"].to(device, non_blocking=True))
             tokens = encoder(pixels).to(STORAGE_DTYPES[dtype]).cpu()
-            for i, key in enumerate(batch["key"]):
-                if limit is not None and samples >= limit:
-                    break
+            for i, key in enumerate(batch["key"][: None if limit is None else limit - samples]):
                 image_format = Image.open(io.BytesIO(batch["image_bytes"][i])).format
                 writer.add(key, {
                     _IMAGE_EXTENSIONS.get(image_format, "png"): batch["image_bytes"][i],
@@ -177,13 +229,13 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
                 samples += 1
             for counts in batch["skipped"]:
                 skipped.update(counts)
-            if limit is not None and samples >= limit:
-                break
+            if writer.count >= samples_per_shard:
+                checkpoint()
     writer.close()
-    summary = {"samples": samples, "shards": [path.name for path in writer.shards], "skipped": dict(skipped),
-               "seconds": round(time.perf_counter() - start, 2), "dtype": dtype,
-               **{name: getattr(config, name) for name in LAYOUT_FIELDS}}
+    summary = {"samples": samples, "shards": writer.shards, "skipped": dict(skipped),
+               "seconds": round(time.perf_counter() - start, 2), **settings}
     (output_dir / f"{shard_prefix}-cache.json").write_text(json.dumps(summary, indent=2) + "\n")
+    progress.path.unlink(missing_ok=True)
     return summary
 
 
