@@ -44,3 +44,4 @@ def test_save_blocking_prints_its_ratio():
 def test_data_throughput_prints_the_worker_rate_and_the_wait():
     summary = last_json_line(REPO / "bench/data_throughput.py", "--samples", "16", "--steps", "2", "--step-s", "0.01")
     assert summary["samples_per_s_per_worker"] > 0 and summary["main_process_data_s_per_step"] >= 0
+    assert summary["cached_samples_per_s_per_worker"] > 0
