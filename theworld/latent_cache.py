@@ -50,10 +50,14 @@ class LatentCacheError(UserError):
     """A latent cache that does not fit the run (another VAE or world layout, or an occupied output folder)."""
 
 
+def _layout(config: TheWorldConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in LAYOUT_FIELDS}
+
+
 def pack_world_latents(tokens: torch.Tensor, config: TheWorldConfig) -> bytes:
     """One image's world tokens ``(N, token_dim)`` and the layout that made them, as ``.world.pth`` bytes."""
     buffer = io.BytesIO()
-    torch.save({"tokens": tokens.contiguous(), **{name: getattr(config, name) for name in LAYOUT_FIELDS}}, buffer)
+    torch.save({"tokens": tokens.contiguous(), **_layout(config)}, buffer)
     return buffer.getvalue()
 
 
@@ -61,8 +65,8 @@ def unpack_world_latents(data: bytes, config: TheWorldConfig) -> torch.Tensor:
     """The world tokens of a ``.world.pth`` member, after checking they were made for ``config``'s layout."""
     # weights_only: a cache may come from anywhere, and plain tensors + strings need no code to load.
     stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    mismatched = {name: (stored.get(name), getattr(config, name)) for name in LAYOUT_FIELDS
-                  if stored.get(name) != getattr(config, name)}
+    mismatched = {name: (stored.get(name), wanted) for name, wanted in _layout(config).items()
+                  if stored.get(name) != wanted}
     if mismatched:
         differences = ", ".join(f"{name}: cache {cached!r} vs model {wanted!r}" for name, (cached, wanted) in
                                 mismatched.items())
@@ -74,7 +78,8 @@ def unpack_world_latents(data: bytes, config: TheWorldConfig) -> torch.Tensor:
 
 
 class _WorldInput:
-    """In the loader workers: the VAE-sized uint8 pixels of each sample, and what the shard keeps."""
+    """In the loader workers: the VAE-sized uint8 pixels of each sample, and what the shard keeps
+    (the image bytes under the extension of their format)."""
 
     def __init__(self, image_size: int):
         from theworld.data.processing import world_pixel_input
@@ -82,8 +87,18 @@ class _WorldInput:
         self.pixels = world_pixel_input(image_size)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        image = sample["image"]
+        # PIL keeps the decoded file's format on images it did not have to convert to RGB.
+        image_format = image.format or Image.open(io.BytesIO(sample["image_bytes"])).format
         return {"key": sample["key"], "text": sample["text"], "image_bytes": sample["image_bytes"],
-                "world_pixels": self.pixels.resize(sample["image"])}
+                "image_ext": _IMAGE_EXTENSIONS.get(image_format, "png"), "world_pixels": self.pixels.resize(image)}
+
+
+def _durable_rename(tmp: Path, final: Path) -> None:
+    """Makes ``tmp``'s bytes durable, then gives it its final name: a reader sees all of it or nothing."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.rename(final)
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,11 +128,8 @@ class _ShardWriter:
     def close(self) -> None:
         if self._tar is None:
             return
-        partial = Path(self._tar.name)
         self._tar.close()
-        with open(partial, "rb") as fh:
-            os.fsync(fh.fileno())
-        partial.rename(self._path)
+        _durable_rename(Path(self._tar.name), self._path)
         self.shards.append(self._path.name)
         self._tar, self.count = None, 0
 
@@ -137,9 +149,7 @@ class _Progress:
     def save(self, state: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(".pt.tmp")
         torch.save(state, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        tmp.rename(self.path)
+        _durable_rename(tmp, self.path)
 
 
 def _resume_point(output_dir: Path, prefix: str, progress: _Progress) -> dict[str, Any]:
@@ -188,7 +198,7 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     progress = _Progress(output_dir, shard_prefix)
-    settings = {"dtype": dtype, **{name: getattr(config, name) for name in LAYOUT_FIELDS}}
+    settings = {"dtype": dtype, **_layout(config)}
     state = _resume_point(output_dir, shard_prefix, progress)
     if state.get("settings", settings) != settings:
         raise LatentCacheError(
@@ -220,9 +230,8 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
             pixels = world_input.pixels.normalize(batch["world_pixels"].to(device, non_blocking=True))
             tokens = encoder(pixels).to(STORAGE_DTYPES[dtype]).cpu()
             for i, key in enumerate(batch["key"][: None if limit is None else limit - samples]):
-                image_format = Image.open(io.BytesIO(batch["image_bytes"][i])).format
                 writer.add(key, {
-                    _IMAGE_EXTENSIONS.get(image_format, "png"): batch["image_bytes"][i],
+                    batch["image_ext"][i]: batch["image_bytes"][i],
                     "txt": batch["text"][i].encode(),
                     WORLD_LATENTS_EXT: pack_world_latents(tokens[i], config),
                 })

@@ -44,9 +44,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int):
-        compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(
-            hidden.device.type
-        ) else weight.dtype
+        device_type = hidden.device.type
+        # Under autocast the head's matmul runs in the autocast dtype, as F.linear would.
+        autocast = torch.is_autocast_enabled(device_type)
+        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else weight.dtype
         w = weight.to(compute_dtype)
         valid = targets != IGNORE_INDEX
         safe_targets = targets.clamp(min=0)
