@@ -27,6 +27,17 @@ TRAINING_STATE_NAME = "training_state.pt"
 TMP_MARKER = ".tmp-"
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (read once, at import: os.umask can only
+    be read by setting it, which would race with threads creating files)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _new_file_mode()
+
+
 class UnsafeCheckpointError(UserError):
     """A training state that is not plain tensors and containers: unpickling it could run code."""
 
@@ -65,10 +76,17 @@ def remove_stale_temporaries(directory: str | Path) -> None:
 
 
 def save_weights(weights: dict[str, torch.Tensor], config: TheWorldConfig, directory: str | Path) -> None:
-    """Writes ``model.safetensors`` (the given trainable tensors) and ``config.json`` into ``directory``."""
+    """Writes ``model.safetensors`` (the given trainable tensors) and ``config.json`` into ``directory``.
+
+    The safetensors header names the base models and their commits too, so the weights alone say what they
+    belong on. Files get the mode of any other new file (safetensors creates them readable by the owner only).
+    """
     directory = Path(directory)
     tensors = {name: t.detach().contiguous().cpu() for name, t in weights.items()}
-    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
+    bases = {key: value for key in ("gemma_model_name", "gemma_revision", "cosmos_model_name", "cosmos_revision")
+             if (value := getattr(config, key)) is not None}
+    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt", **bases})
+    os.chmod(directory / WEIGHTS_NAME, _NEW_FILE_MODE)
     config.save(directory)
 
 
@@ -131,7 +149,11 @@ def load_pretrained(cls, path_or_repo: str, revision: str | None = None, token: 
     files = resolve_files(path_or_repo, [CONFIG_NAME, WEIGHTS_NAME], revision=revision, token=token,
                           subfolder=subfolder)
     config = TheWorldConfig.load(files[CONFIG_NAME])
-    model = cls(**{**config.to_dict(), **overrides})
+    for key in ("gemma_revision", "cosmos_revision"):
+        if overrides.get(key, getattr(config, key)) != getattr(config, key):
+            log.warning("%s=%s overrides the commit %s that %s was trained on.", key, overrides[key],
+                        getattr(config, key), path_or_repo)
+    model = cls(**{**config.to_dict(), **overrides}, token=token)
     weights = load_file(files[WEIGHTS_NAME])
     check_keys(model, weights, require_all_trainable=True)
     model.load_state_dict(weights, strict=False)

@@ -37,11 +37,12 @@ from PIL import Image
 
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
+from theworld.hub import pin_bases
 
 log = logging.getLogger(__name__)
 
 # What must match between the cache and the model that trains from it.
-LAYOUT_FIELDS = ("cosmos_model_name", "cosmos_subfolder", "world_image_size", "world_patch_size")
+LAYOUT_FIELDS = ("cosmos_model_name", "cosmos_revision", "cosmos_subfolder", "world_image_size", "world_patch_size")
 STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 _IMAGE_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
@@ -288,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         sections = _read_config(args.config, overrides)
-        config = TheWorldConfig(**{k: v for k, v in sections["model"].items() if k in TheWorldConfig.__dataclass_fields__})
+        config = pin_bases(TheWorldConfig(**{k: v for k, v in sections["model"].items()
+                                             if k in TheWorldConfig.__dataclass_fields__}))
         if not config.freeze_cosmos_vae:
             raise LatentCacheError("model.freeze_cosmos_vae is false: a trained VAE changes its latents every step, "
                                    "so they cannot be cached. Train from the images instead.")

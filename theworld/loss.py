@@ -43,7 +43,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Sum of token cross-entropies of ``hidden @ weight.T``; gradients computed during the forward."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int):
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int,
+                grad_enabled: bool):
         device_type = hidden.device.type
         # Under autocast the head's matmul runs in the autocast dtype, as F.linear would.
         autocast = torch.is_autocast_enabled(device_type)
@@ -52,8 +53,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         valid = targets != IGNORE_INDEX
         safe_targets = targets.clamp(min=0)
         loss = hidden.new_zeros((), dtype=torch.float32)
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        # needs_input_grad follows requires_grad even under no_grad: with gradients off (validation of an
+        # unfrozen head) no (vocab, hidden) float32 buffer is allocated.
+        grad_hidden = torch.empty_like(hidden) if grad_enabled and ctx.needs_input_grad[0] else None
+        grad_weight = (torch.zeros_like(weight, dtype=torch.float32) if grad_enabled and ctx.needs_input_grad[1]
+                       else None)
         for start in range(0, hidden.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
             h = hidden[rows].to(compute_dtype)
@@ -84,7 +88,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
         if grad_weight is not None:
             grad_weight = (grad_weight * grad_loss).to(ctx.weight_dtype)
-        return grad_hidden, grad_weight, None, None
+        return grad_hidden, grad_weight, None, None, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -100,6 +104,6 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         >>> loss, n = linear_cross_entropy(rows, model.lm_head.weight, targets)
     """
     chunk_rows = max(1, chunk_bytes // (4 * weight.shape[0]))
-    total = _LinearCrossEntropy.apply(hidden, weight, targets, chunk_rows)
+    total = _LinearCrossEntropy.apply(hidden, weight, targets, chunk_rows, torch.is_grad_enabled())
     num_tokens = (targets != IGNORE_INDEX).sum()
     return total / num_tokens.clamp(min=1), num_tokens

@@ -21,6 +21,7 @@ from theworld.data.processing import (
     TheWorldProcessor,
     load_gemma_processor,
 )
+from theworld.hub import pin_bases
 from theworld.loss import labelled_rows, linear_cross_entropy
 from theworld.world import WorldEncoder, WorldProjector
 
@@ -60,13 +61,14 @@ class TheWorld(nn.Module):
         freeze_gemma_vision: bool = True,
         freeze_gemma_language: bool = True,
         freeze_cosmos_vae: bool = True,
+        token: str | None = None,
         **options,
     ):
         super().__init__()
         unknown = sorted(set(options) - _OPTION_NAMES)
         if unknown:
             raise TypeError(f"TheWorld got unknown options {unknown}; valid ones are {sorted(_OPTION_NAMES)}.")
-        self.config = TheWorldConfig(
+        config = TheWorldConfig(
             gemma_model_name=gemma_model_name,
             cosmos_model_name=cosmos_model_name,
             freeze_gemma_vision=freeze_gemma_vision,
@@ -74,25 +76,30 @@ class TheWorld(nn.Module):
             freeze_cosmos_vae=freeze_cosmos_vae,
             **options,
         )
-        self._assemble(*self._load_base(self.config))
+        # The exact base commits (absolute paths for local folders) go into config.json with the weights.
+        self.config = pin_bases(config, token)
+        self._assemble(*self._load_base(self.config, token), token=token)
 
     @staticmethod
-    def _load_base(cfg: TheWorldConfig) -> tuple[nn.Module, WorldEncoder | None]:
+    def _load_base(cfg: TheWorldConfig, token: str | None = None) -> tuple[nn.Module, WorldEncoder | None]:
         from transformers import Gemma3ForConditionalGeneration
 
         frozen_dtype = resolve_dtype(cfg.frozen_dtype)
         gemma = Gemma3ForConditionalGeneration.from_pretrained(
-            cfg.gemma_model_name, dtype=frozen_dtype, attn_implementation=cfg.attn_implementation
+            cfg.gemma_model_name, revision=cfg.gemma_revision, token=token, dtype=frozen_dtype,
+            attn_implementation=cfg.attn_implementation,
         )
         world_encoder = None
         if cfg.enable_world:
             world_encoder = WorldEncoder.from_pretrained(
-                cfg.cosmos_model_name, cfg.cosmos_subfolder, cfg.world_patch_size, dtype=frozen_dtype
+                cfg.cosmos_model_name, cfg.cosmos_subfolder, cfg.world_patch_size, dtype=frozen_dtype,
+                revision=cfg.cosmos_revision, token=token,
             )
         return gemma, world_encoder
 
-    def _assemble(self, gemma: nn.Module, world_encoder: WorldEncoder | None) -> None:
+    def _assemble(self, gemma: nn.Module, world_encoder: WorldEncoder | None, token: str | None = None) -> None:
         cfg = self.config
+        self._token = token  # for the processor files, loaded when first needed
         self.gemma = gemma
         self.world_encoder = world_encoder
         self.projector: WorldProjector | None = None
@@ -104,10 +111,11 @@ class TheWorld(nn.Module):
             with torch.device("cpu"):
                 self.projector = WorldProjector(world_encoder.token_dim, hidden, cfg.projector_hidden_dim, text_rms)
             # <the_world_start>, <the_world_end>: their own 2 x hidden parameter, not new rows of the
-            # 262k-row embedding matrix. They start at the mean text embedding (already scaled).
-            start = self._mean_text_embedding()
-            self.world_token_embeds = nn.Parameter(torch.stack([start, start.clone()]))
-            self.projector.to(start.device)
+            # 262k-row embedding matrix. They start as Gemma's <start_of_image> / <end_of_image>: two distinct
+            # tokens at the scale of text embeddings that already mean "an image block opens / closes".
+            bounds = self._text_embeddings()(torch.tensor(self._image_bound_ids(), device=self._embedding_device()))
+            self.world_token_embeds = nn.Parameter(bounds.detach().float().clone())
+            self.projector.to(bounds.device)
         self._processor: TheWorldProcessor | None = None
         self._apply_freeze()
         if cfg.gradient_checkpointing:
@@ -148,9 +156,12 @@ class TheWorld(nn.Module):
     def _text_embeddings(self) -> nn.Module:
         return self.gemma.get_input_embeddings()
 
-    def _mean_text_embedding(self) -> torch.Tensor:
-        emb = self._text_embeddings()
-        return (emb.weight.float().mean(0) * float(emb.embed_scale)).detach()
+    def _embedding_device(self) -> torch.device:
+        return self._text_embeddings().weight.device
+
+    def _image_bound_ids(self) -> list[int]:
+        config = self.gemma.config
+        return [config.boi_token_index, config.eoi_token_index]
 
     def _text_embedding_rms(self) -> float:
         emb = self._text_embeddings()
@@ -184,7 +195,8 @@ class TheWorld(nn.Module):
         if self._processor is None:
             tokens = self.world_encoder.num_tokens(self.config.world_image_size) if self.world_encoder else 0
             self._processor = TheWorldProcessor(
-                load_gemma_processor(self.config.gemma_model_name), tokens, self.config.world_image_size
+                load_gemma_processor(self.config.gemma_model_name, self.config.gemma_revision, self._token),
+                tokens, self.config.world_image_size, gemma_image_tokens=self.config.gemma_image_tokens,
             )
         return self._processor
 
@@ -233,15 +245,27 @@ class TheWorld(nn.Module):
     def hidden_states(self, input_ids, segment_ids, attention_mask=None, pixel_values=None, world_pixels=None,
                       position_ids=None, world_latents=None, **cache_kwargs) -> torch.Tensor:
         embeds = self.embed(input_ids, segment_ids, pixel_values, world_pixels, world_latents)
-        # token_type_ids=1 marks Gemma's image block, which attends bidirectionally within itself.
+        cache_kwargs.setdefault("use_cache", False)  # training and scoring keep no KV cache
         outputs = self.gemma.model(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
-            token_type_ids=(segment_ids == SEG_IMAGE).long(),
+            token_type_ids=self.bidirectional_blocks(segment_ids),
             position_ids=position_ids,
             **cache_kwargs,
         )
         return outputs.last_hidden_state
+
+    def bidirectional_blocks(self, segment_ids: torch.Tensor) -> torch.Tensor:
+        """Gemma's ``token_type_ids``: 1 marks tokens that attend to each other in both directions.
+
+        Each contiguous run of 1s is a block of its own: Gemma's image tokens, and the world tokens with
+        ``world_attention="bidirectional"`` (the world block never touches the image block: ``<the_world_end>``
+        and ``<start_of_image>`` sit between them).
+        """
+        blocks = segment_ids == SEG_IMAGE
+        if self.config.world_attention == "bidirectional":
+            blocks = blocks | (segment_ids == SEG_WORLD)
+        return blocks.long()
 
     def forward(self, input_ids, segment_ids, attention_mask=None, pixel_values=None, world_pixels=None,
                 labels=None, label_positions=None, label_targets=None, world_latents=None,
@@ -287,7 +311,7 @@ class TheWorld(nn.Module):
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.gemma.config.get_text_config())
         hidden = self.hidden_states(
-            batch["input_ids"], batch["segment_ids"], attention_mask, batch["pixel_values"],
+            batch["input_ids"], batch["segment_ids"], attention_mask, batch.get("pixel_values"),
             batch.get("world_pixels"), position_ids=position_ids, world_latents=batch.get("world_latents"),
             use_cache=True, **{_CACHE_KWARG: cache},
         )

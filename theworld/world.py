@@ -53,11 +53,13 @@ class WorldEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, model_name: str, subfolder: str = "vae", patch_size: int = 2, dtype: torch.dtype = torch.float32
+        cls, model_name: str, subfolder: str = "vae", patch_size: int = 2, dtype: torch.dtype = torch.float32,
+        revision: str | None = None, token: str | None = None,
     ) -> "WorldEncoder":
         from diffusers import AutoencoderKLWan
 
-        vae = AutoencoderKLWan.from_pretrained(model_name, subfolder=subfolder, torch_dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(model_name, subfolder=subfolder, torch_dtype=dtype, revision=revision,
+                                               token=token)
         # Only the encoder half is ever used; dropping the decoder saves its memory.
         vae.decoder = None
         vae.post_quant_conv = None

@@ -3,7 +3,6 @@
 shows up in the output or in any file the run wrote."""
 
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -12,7 +11,7 @@ import yaml
 
 from hub_server import HubServer
 from support.hub_cli import SECRET, run, token_leaks, workdir
-from theworld.hub import check_model_source
+from theworld.hub import ModelSourceError, pin_base
 
 pytestmark = pytest.mark.reliability
 
@@ -99,10 +98,19 @@ def test_bad_input_fails_fast_with_one_clear_paragraph(outcomes, name, figures):
     assert leaks == []
 
 
-def test_a_model_id_is_left_to_the_local_cache_when_the_hub_cannot_be_asked():
+def test_a_model_id_comes_from_the_local_cache_when_the_hub_cannot_be_asked(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    start = time.monotonic()
-    check_model_source(GATED, "model.gemma_model_name", endpoint=dead)  # no error: from_pretrained may have it cached
-    assert time.monotonic() - start < 5
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelSourceError, match="not in the local Hugging Face cache and cannot be downloaded"):
+        pin_base(GATED, "model.gemma_model_name", endpoint=dead)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "models--google--gemma-3-4b-it" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "models--google--gemma-3-4b-it" / "refs").mkdir()
+    (tmp_path / "models--google--gemma-3-4b-it" / "refs" / "main").write_text(commit)
+    assert pin_base(GATED, "model.gemma_model_name", endpoint=dead) == (GATED, commit)

@@ -31,17 +31,18 @@ SEG_TEXT, SEG_IMAGE, SEG_WORLD_START, SEG_WORLD, SEG_WORLD_END = 0, 1, 2, 3, 4
 DEFAULT_PROMPT = "Describe the image."
 
 
-def load_gemma_processor(gemma_model_name: str):
+def load_gemma_processor(gemma_model_name: str, revision: str | None = None, token: str | None = None):
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(gemma_model_name)
+    return AutoProcessor.from_pretrained(gemma_model_name, revision=revision, token=token)
 
 
-def num_world_tokens(cosmos_model_name: str, subfolder: str, image_size: int, patch_size: int) -> int:
+def num_world_tokens(cosmos_model_name: str, subfolder: str, image_size: int, patch_size: int,
+                     revision: str | None = None, token: str | None = None) -> int:
     """World tokens per image, from the VAE's config alone (no weights are read)."""
     from diffusers import AutoencoderKLWan
 
-    vae_config = AutoencoderKLWan.load_config(cosmos_model_name, subfolder=subfolder)
+    vae_config = AutoencoderKLWan.load_config(cosmos_model_name, subfolder=subfolder, revision=revision, token=token)
     return world_token_count(vae_config.get("scale_factor_spatial", 8), image_size, patch_size)
 
 
@@ -63,6 +64,12 @@ class _PixelInput:
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """``uint8`` (..., 3, H, W) -> ``float32`` on the same device."""
         return pixels.float().mul_(self.scale.to(pixels.device)).add_(self.shift.to(pixels.device))
+
+    def to_images(self, pixels: torch.Tensor) -> list[Image.Image]:
+        """Normalised (or uint8) ``(B, 3, H, W)`` back to RGB images (what the model saw, for galleries)."""
+        if pixels.dtype != torch.uint8:
+            pixels = ((pixels.detach().float().cpu() - self.shift) / self.scale).round().clamp(0, 255).byte()
+        return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy()) for p in pixels]
 
 
 def world_pixel_input(image_size: int) -> _PixelInput:
@@ -87,8 +94,10 @@ class TheWorldProcessor:
         world_image_size: int,
         prompt: str = DEFAULT_PROMPT,
         max_caption_tokens: int = 64,
+        gemma_image_tokens: bool = True,
     ):
         self.gemma_processor = gemma_processor
+        self.gemma_image_tokens = gemma_image_tokens
         self.tokenizer = gemma_processor.tokenizer
         self.world_tokens = world_tokens
         self.world_image_size = world_image_size
@@ -108,30 +117,37 @@ class TheWorldProcessor:
         self._prompts: dict[str, tuple[list[int], list[int]]] = {}
 
     @classmethod
-    def from_config(cls, config, **kwargs) -> "TheWorldProcessor":
+    def from_config(cls, config, token: str | None = None, **kwargs) -> "TheWorldProcessor":
         """Build from a ``TheWorldConfig``: reads the Gemma processor and the VAE's config only."""
         tokens = (
             num_world_tokens(config.cosmos_model_name, config.cosmos_subfolder, config.world_image_size,
-                             config.world_patch_size)
+                             config.world_patch_size, config.cosmos_revision, token)
             if config.enable_world
             else 0
         )
-        return cls(load_gemma_processor(config.gemma_model_name), tokens, config.world_image_size, **kwargs)
+        return cls(load_gemma_processor(config.gemma_model_name, config.gemma_revision, token), tokens,
+                   config.world_image_size, gemma_image_tokens=config.gemma_image_tokens, **kwargs)
 
     def _build_prompt(self, prompt: str) -> tuple[list[int], list[int]]:
+        """The prompt's ids and segment ids: Gemma 3's chat template tokenised in one piece, exactly as
+        ``Gemma3Processor`` does, with the world block inserted right before ``<start_of_image>`` (or in its
+        place when Gemma's image block is left out)."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         text = self.gemma_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        before, sep, after = text.partition(self.gemma_processor.boi_token)
-        if not sep:
-            raise ValueError("The Gemma chat template did not place an image token; is this a Gemma 3 processor?")
-        encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-        head, tail = encode(before), encode(self.gemma_processor.full_image_sequence + after)
-        ids = head + [self.pad_id] * (self.world_tokens + 2 if self.world_tokens else 0) + tail
-        segments = [SEG_TEXT] * len(head)
+        boi = self.gemma_processor.boi_token
+        if text.count(boi) != 1:
+            raise ValueError("The Gemma chat template did not place one image token; is this a Gemma 3 processor?")
+        if self.gemma_image_tokens:
+            text = text.replace(boi, self.gemma_processor.full_image_sequence)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        anchor = ids.index(self.tokenizer.convert_tokens_to_ids(boi))
+        after = ids[anchor:] if self.gemma_image_tokens else ids[anchor + 1:]
+        world = [self.pad_id] * (self.world_tokens + 2) if self.world_tokens else []
+        segments = [SEG_TEXT] * anchor
         if self.world_tokens:
             segments += [SEG_WORLD_START] + [SEG_WORLD] * self.world_tokens + [SEG_WORLD_END]
-        segments += [SEG_IMAGE if t == self.image_token_id else SEG_TEXT for t in tail]
-        return ids, segments
+        segments += [SEG_IMAGE if t == self.image_token_id else SEG_TEXT for t in after]
+        return ids[:anchor] + world + after, segments
 
     def siglip_pixels(self, image: Image.Image) -> torch.Tensor:
         """Gemma's SigLIP input: ``float32`` (3, H, W)."""
@@ -140,6 +156,22 @@ class TheWorldProcessor:
     def world_pixels(self, image: Image.Image) -> torch.Tensor:
         """The VAE input: a square resize scaled to [-1, 1]."""
         return self._world.normalize(self._world.resize(image))
+
+    def images(self, batch: dict[str, Any]) -> list[Image.Image] | None:
+        """The images of a batch as the model saw them (the VAE input, else Gemma's); None from a latent cache."""
+        for key, spec in (("world_pixels", self._world), ("pixel_values", self._siglip)):
+            if key in batch:
+                return spec.to_images(batch[key])
+        return None
+
+    def prompt_only(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A training batch cut before its answers: the generation input for the same images.
+
+        Every row has the same prompt (one prompt, one world layout), so the cut is one column for all rows.
+        """
+        answer_start = int((batch["labels"][0] != IGNORE_INDEX).nonzero()[0])
+        return {key: value[:, :answer_start] if key in ("input_ids", "segment_ids", "attention_mask") else value
+                for key, value in batch.items() if key not in ("labels", "label_positions", "label_targets")}
 
     def normalize(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Turns a batch's uint8 ``pixel_values`` / ``world_pixels`` into the model's float inputs, on
@@ -170,8 +202,9 @@ class TheWorldProcessor:
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "segment_ids": torch.tensor(segments, dtype=torch.uint8),
             "labels": torch.tensor(labels, dtype=torch.long),
-            "pixel_values": self._siglip.resize(image),  # uint8 until the batch is normalised
         }
+        if self.gemma_image_tokens:
+            example["pixel_values"] = self._siglip.resize(image)  # uint8 until the batch is normalised
         if world_latents is not None:
             if world_latents.shape[0] != self.world_tokens:
                 raise ValueError(f"Cached world latents hold {world_latents.shape[0]} tokens but this model takes "
@@ -210,11 +243,10 @@ class TheWorldProcessor:
             "label_positions": positions,
             "label_targets": targets,
             "attention_mask": attention_mask,
-            # In a DataLoader worker, default_collate stacks straight into shared memory, where the
-            # batch must go anyway on its way to the main process.
-            "pixel_values": default_collate([e["pixel_values"] for e in examples]),
         }
-        for key in ("world_pixels", "world_latents"):
+        # In a DataLoader worker, default_collate stacks straight into shared memory, where the batch must go
+        # anyway on its way to the main process.
+        for key in ("pixel_values", "world_pixels", "world_latents"):
             if key in examples[0]:
                 if not all(key in e for e in examples):
                     raise ValueError(f"Some samples of this batch have {key} and some do not: train from a latent "

@@ -29,6 +29,7 @@ import io
 import json
 import math
 import random
+import re
 import struct
 import tarfile
 import zlib
@@ -106,6 +107,26 @@ def render_sample(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]
     else:
         draw.polygon(_polygon(shape, cx, cy, r), fill=COLORS[color])
     return image, f"a {color} {shape} on a {background} background"
+
+
+_CAPTION = re.compile(r"a (?P<color>\w+) (?P<shape>\w+) on a (?P<background>\w+) background")
+
+
+def _background_share(background: str) -> float:
+    return sum(1 / len(_contrasting(c)) for c in COLORS if background in _contrasting(c)) / len(COLORS)
+
+
+# What the best blind guess scores per attribute (always the most frequent value).
+ATTRIBUTE_CHANCE = {"shape colour": 1 / len(COLORS), "shape": 1 / len(SHAPES),
+                    "background": max(map(_background_share, COLORS))}
+
+
+def caption_attributes(caption: str) -> dict[str, str] | None:
+    """``{"shape colour", "shape", "background"}`` of a caption in this generator's grammar, else None."""
+    match = _CAPTION.fullmatch(caption.strip())
+    if match is None:
+        return None
+    return {"shape colour": match["color"], "shape": match["shape"], "background": match["background"]}
 
 
 def sample_rng(seed: int, index: int) -> random.Random:

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import torch
@@ -21,14 +22,15 @@ from theworld.callbacks.checkpoint import TrainableCheckpoint
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.checkpoint import WEIGHTS_NAME
+from theworld.config import CONFIG_NAME, TheWorldConfig
 from theworld.errors import UserError
 from theworld.hub import (
     HubConfig,
-    check_model_source,
     download_files,
     download_resume_checkpoint,
     is_hf_ref,
     is_secret_key,
+    pin_base,
     redact_secrets,
     resolve_token,
 )
@@ -120,11 +122,29 @@ class TheWorldCLI(LightningCLI):
             os.environ["HF_TOKEN"] = self.hub_token.value
         dumped = self._parser(self.subcommand).dump(config, format="json", skip_none=False)
         self.run_config = redact_secrets(json.loads(dumped))
-        # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
-        check_model_source(config.model.gemma_model_name, "model.gemma_model_name", self.hub_token)
-        check_model_source(config.model.cosmos_model_name, "model.cosmos_model_name", self.hub_token,
-                           subfolder=config.model.cosmos_subfolder)
         self._resolve_hf_refs(config)
+        # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
+        self._pin_bases(config)
+
+    def _pin_bases(self, config) -> None:
+        """Records the exact base models in the config: absolute folders, or Hub ids at a commit.
+
+        Resuming or warm-starting keeps the commits the checkpoint was trained on; a revision given here
+        overrides them (and says so)."""
+        model = config.model
+        source = config.get("ckpt_path") or model.get("init_from")
+        saved = TheWorldConfig.load(source) if source and (Path(source) / CONFIG_NAME).is_file() else None
+        bases = [("gemma", None)] + ([("cosmos", model.cosmos_subfolder)] if model.enable_world else [])
+        for base, subfolder in bases:
+            name_key, revision_key = f"{base}_model_name", f"{base}_revision"
+            name, requested = model[name_key], model[revision_key]
+            same_base = saved is not None and _same_base(getattr(saved, name_key), name)
+            trained = getattr(saved, revision_key) if same_base else None
+            if requested and trained and requested != trained:
+                log.warning("model.%s=%s overrides the commit %s that %s was trained on.", revision_key, requested,
+                            trained[:8], source)
+            model[name_key], model[revision_key] = pin_base(name, f"model.{name_key}", requested or trained,
+                                                            self.hub_token, subfolder=subfolder)
 
     def _resolve_hf_refs(self, config) -> None:
         """Downloads ``hf://`` checkpoints before anything loads, so a bad reference fails in seconds."""
@@ -154,6 +174,11 @@ class TheWorldCLI(LightningCLI):
             sync = HubSyncCallback.from_config(hub, self.hub_token, run_config=self.run_config)
             kwargs["callbacks"] = [*(configured if isinstance(configured, list) else [configured]), sync]
         return super().instantiate_trainer(**kwargs)
+
+
+def _same_base(saved: str, name: str) -> bool:
+    """Whether ``name`` (as configured) is the base ``saved`` in a checkpoint (local folders as absolute paths)."""
+    return saved == name or Path(name).expanduser().resolve() == Path(saved)
 
 
 def _without_secrets(value):

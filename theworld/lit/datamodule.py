@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from theworld.config import TheWorldConfig
+from theworld.hub import pin_bases
 from theworld.data.processing import DEFAULT_PROMPT, TheWorldProcessor
 from theworld.latent_cache import unpack_world_latents
 
@@ -64,6 +65,7 @@ class SampleTransform:
             latents = None
         example = self.processor(sample["image"], caption=sample["text"], world_latents=latents)
         example["key"] = sample["key"]
+        example["caption"] = sample["text"]
         return example
 
 
@@ -155,7 +157,8 @@ class TheWorldDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if self.processor is None:
-            self.world_config = self.trainer.lightning_module.world_config
+            # Pinned like the model will be: the processor files and a latent cache's layout check match its bases.
+            self.world_config = pin_bases(self.trainer.lightning_module.world_config)
             self.processor = TheWorldProcessor.from_config(
                 self.world_config, prompt=self.hparams.prompt, max_caption_tokens=self.hparams.max_caption_tokens
             )

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
 from theworld.data.sources import SKIP_REASONS
 from theworld.model import TheWorld
@@ -33,9 +34,9 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int | None, min_lr_
 class TheWorldModule(L.LightningModule):
     """Trains TheWorld with AdamW over the trainable parameters only.
 
-    The model options mirror ``TheWorldConfig`` so they read ``--model.freeze_gemma_language false``
-    on the command line. Weights load in ``configure_model``, after callbacks' ``setup`` (so the Hub
-    preflight fails fast, before gigabytes are read).
+    Every ``TheWorldConfig`` field is an option of this module too (``--model.freeze_gemma_language false``
+    on the command line); their defaults live in ``TheWorldConfig`` alone. Weights load in
+    ``configure_model``, after callbacks' ``setup`` (so the Hub preflight fails fast, before gigabytes are read).
 
     Example:
         >>> module = TheWorldModule(gemma_model_name="google/gemma-3-4b-it", learning_rate=1e-4)
@@ -44,36 +45,41 @@ class TheWorldModule(L.LightningModule):
 
     def __init__(
         self,
-        gemma_model_name: str = TheWorldConfig.gemma_model_name,
-        cosmos_model_name: str = TheWorldConfig.cosmos_model_name,
-        cosmos_subfolder: str = TheWorldConfig.cosmos_subfolder,
-        freeze_gemma_vision: bool = True,
-        freeze_gemma_language: bool = True,
-        freeze_cosmos_vae: bool = True,
-        enable_world: bool = True,
-        world_image_size: int = 448,
-        world_patch_size: int = 2,
-        projector_hidden_dim: int | None = None,
-        frozen_dtype: str = "auto",
-        attn_implementation: str = "sdpa",
-        gradient_checkpointing: bool = False,
-        compile: bool = False,
-        init_from: str | None = None,
+        *,
         learning_rate: float = 1e-4,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         max_new_tokens: int = 32,
+        val_captions: int = 16,
+        compile: bool = False,
+        init_from: str | None = None,
+        **model_options,
     ):
+        """
+        Args:
+            learning_rate: Peak AdamW learning rate, reached after ``warmup_steps``.
+            weight_decay: AdamW weight decay of trainable matrices (norms and biases get none).
+            betas: AdamW betas.
+            warmup_steps: Steps of linear warmup; then a cosine decay over the rest of ``trainer.max_steps``.
+            min_lr_ratio: Where the cosine decay ends, as a fraction of ``learning_rate``.
+            max_new_tokens: Longest caption ``predict`` and the held-out caption check generate.
+            val_captions: Held-out images captioned at each validation: the share of exact (and, for the demo's
+                captions, per-attribute) matches is logged as ``val/caption_*`` and printed. 0 turns it off.
+            compile: ``torch.compile`` Gemma's decoder layers in place (checkpoint keys do not change).
+            init_from: Trainable weights to start from (a checkpoint folder or ``hf://user/repo[@rev][/folder]``),
+                weights only: a new training stage with fresh optimizer, schedule and data position.
+            model_options: The model's settings: every field of ``TheWorldConfig``.
+        """
         super().__init__()
         self.save_hyperparameters()
-        self.world_config = TheWorldConfig(
-            **{name: value for name, value in self.hparams.items() if name in TheWorldConfig.__dataclass_fields__}
-        )
+        self.world_config = TheWorldConfig(**model_options)
         self.model: TheWorld | None = None
         self._trainable_keys: set[str] | None = None  # set in configure_model, with _decay_groups
         self.skipped_samples: Counter[str] = Counter()
+        self.caption_samples: list[CaptionSample] = []  # this validation's, on this rank
+        self.caption_scores: CaptionScores | None = None  # the latest validation's
         # Checkpoints hold trainable tensors only, so loading must not demand the frozen ones.
         self.strict_loading = False
 
@@ -144,6 +150,32 @@ class TheWorldModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.model(**batch)
         self.log("val/loss", out["loss"], prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        wanted = self.hparams.val_captions - len(self.caption_samples)
+        if wanted > 0 and "caption" in batch:
+            self.caption_samples += self._caption(batch, wanted)
+
+    def _caption(self, batch: dict, limit: int) -> list[CaptionSample]:
+        """Generates captions for up to ``limit`` images of a validation batch, beside their references."""
+        processor = self.trainer.datamodule.processor
+        rows = {key: value[:limit] for key, value in processor.prompt_only(batch).items()}
+        generated = self.model.generate_from_batch(rows, max_new_tokens=self.hparams.max_new_tokens)
+        images = processor.images(rows) or [None] * len(generated)
+        return [CaptionSample(key, reference, text, image)
+                for key, reference, text, image in zip(rows["key"], rows["caption"], generated, images)]
+
+    def on_validation_epoch_start(self) -> None:
+        self.caption_samples = []
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.caption_samples:
+            return
+        # Rank 0's images stand for all ranks: the check is a sample, and gathering images costs a collective.
+        self.caption_scores = score_captions(self.caption_samples)
+        for name, value in self.caption_scores.metrics().items():
+            self.log(name, value, rank_zero_only=True)
+        if self.trainer.state.fn != "fit" or self.trainer.sanity_checking:
+            return
+        rank_zero_info(f"theworld: step {self.global_step}: {self.caption_scores}")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         texts = self.model.generate_from_batch(batch, max_new_tokens=self.hparams.max_new_tokens)
@@ -229,7 +261,7 @@ class TheWorldModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lightning stored every weight (under FSDP gathered to rank 0); only the trainable ones belong here.
         checkpoint["state_dict"] = self._only_trainable(checkpoint["state_dict"])
-        checkpoint["theworld_config"] = self.world_config.to_dict()
+        checkpoint["theworld_config"] = self.model.config.to_dict()  # the bases pinned at load time
         if self.trainer.world_size > 1:
             # Lightning keeps rank 0's loader state only, but every rank reads its own share of the
             # stream: keep each rank's position (every rank runs this hook, so the gather is safe).

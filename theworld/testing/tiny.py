@@ -44,8 +44,11 @@ GEMMA3_CHAT_TEMPLATE = (
 
 _CORPUS = [
     "Describe the image.", "What is in the picture?", "a red green blue yellow purple orange white black",
-    "circle square triangle star cross diamond shape on a background", "small large left right top bottom center",
-    "The image shows a picture of an object.",
+    "circle square triangle star cross diamond hexagon shape on a background",
+    "small large left right top bottom center", "The image shows a picture of an object.",
+    # Gemma's vocabulary has tokens for runs of newlines, so the chat template's "user\n" followed by the image
+    # block's "\n\n" tokenises differently in one piece than in two: the tiny tokenizer must merge them too.
+    "user\n\n\nDescribe", "model\n", "\n\nDescribe the image.", "user\n\n\n", "\n\n\n\n",
 ]
 
 
@@ -61,20 +64,27 @@ def _train_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(_CORPUS * 8, trainer=trainer)
     return tokenizer
 
 
 def write_tiny_gemma(
     out_dir: str | Path,
     hidden_size: int = 64,
-    num_layers: int = 2,
+    layer_types: tuple[str, ...] = ("sliding_attention", "full_attention"),
+    sliding_window: int = 16,
     image_size: int = 32,
     patch_size: int = 8,
     mm_tokens_per_image: int = 4,
     seed: int = 0,
 ) -> str:
-    """Write a tiny ``Gemma3ForConditionalGeneration`` + ``Gemma3Processor`` to ``out_dir``."""
+    """Write a tiny ``Gemma3ForConditionalGeneration`` + ``Gemma3Processor`` to ``out_dir``.
+
+    It keeps what makes Gemma 3 Gemma 3 where a test could tell: sliding-window and full-attention layers
+    (``layer_types``), a window shorter than a test sequence (about 50 tokens), a non-zero multimodal projector
+    (transformers initialises it to zeros, which would make every image feature 0), and a tokenizer that merges
+    runs of newlines as Gemma's does.
+    """
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
@@ -109,8 +119,9 @@ def write_tiny_gemma(
     config = Gemma3Config(
         text_config=dict(
             vocab_size=vocab, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-            num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-            head_dim=hidden_size // 4, sliding_window=64, max_position_embeddings=4096,
+            num_hidden_layers=len(layer_types), layer_types=list(layer_types), num_attention_heads=4,
+            num_key_value_heads=2, head_dim=hidden_size // 4, sliding_window=sliding_window,
+            max_position_embeddings=4096,
             pad_token_id=token_id("<pad>"), bos_token_id=token_id("<bos>"), eos_token_id=token_id("<eos>"),
         ),
         vision_config=dict(
@@ -124,6 +135,9 @@ def write_tiny_gemma(
     )
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config)
+    projector = model.model.multi_modal_projector.mm_input_projection_weight
+    with torch.no_grad():  # features of the size of Gemma's text embeddings, as in the trained model
+        projector.normal_(std=1.0 / projector.shape[0] ** 0.5)
     model.generation_config.eos_token_id = [token_id("<eos>"), token_id("<end_of_turn>")]
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
