@@ -1,6 +1,5 @@
 """Trainable-only checkpoints: contents, size, exact resume, crash safety, loading, predict."""
 
-import csv
 import json
 import os
 import signal
@@ -15,15 +14,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from support.cli_runs import REPO, SHORT, assert_same_weights, fit
+from support.cli_runs import REPO, SHORT, assert_resumed, assert_same_weights, fit
 from theworld import TheWorld
 from theworld.checkpoint import save_pretrained
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    metrics = sorted(run_dir.glob("logs/version_*/metrics.csv"))[-1]
-    with open(metrics) as fh:
-        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")}
 
 
 def test_checkpoint_folder_holds_trainable_tensors_and_training_state(straight_run, tiny_models):
@@ -51,10 +44,7 @@ def test_resume_reproduces_the_straight_run_exactly(straight_run, demo_dir, tmp_
                  tmp_path, "--ckpt_path", straight_run / "checkpoints/checkpoint-4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_weights(straight_run / "checkpoints/final", tmp_path / "checkpoints/final")
-    resumed, straight = losses(tmp_path), losses(straight_run)
-    assert sorted(resumed) == [4, 5, 6, 7]
-    for step, loss in resumed.items():
-        assert loss == pytest.approx(straight[step], abs=1e-5), step
+    assert_resumed(tmp_path, straight_run, from_step=4)
 
 
 def test_sigkill_mid_save_resumes_from_the_last_complete_checkpoint(straight_run, demo_dir, tmp_path):
@@ -81,6 +71,7 @@ def test_sigkill_mid_save_resumes_from_the_last_complete_checkpoint(straight_run
     assert result.returncode == 0, result.stderr[-3000:]
     assert not any(".tmp-" in p.name for p in ckpts.iterdir()), "stale temporaries are cleaned"
     assert_same_weights(straight_run / "checkpoints/final", ckpts / "final")
+    assert_resumed(tmp_path, straight_run, from_step=2)
 
 
 def test_projection_only_checkpoint_size_is_the_trainable_bytes(tiny_models, tmp_path):

@@ -244,7 +244,7 @@ def explain(err: BaseException, repo_id: str, token: HubToken | None, endpoint: 
     if status == 403:
         return HubError(
             f"Permission denied on {where}: the token from {source} cannot write there (HTTP 403). Use a token with "
-            f"**write** permission for that namespace ({_settings_url(endpoint)}), or set hub.hub_model_id to a "
+            f"write permission for that namespace ({_settings_url(endpoint)}), or set hub.hub_model_id to a "
             f"repo under your own username."
         )
     if is_transient(err):
@@ -266,7 +266,7 @@ def _check_write_access(me: dict, repo_id: str, token: HubToken, endpoint: str) 
         )
     access = (me.get("auth") or {}).get("accessToken") or {}
     role = access.get("role")
-    fix = f"Create a token with **write** permission at {_settings_url(endpoint)}."
+    fix = f"Create a token with write permission at {_settings_url(endpoint)}."
     if role == "read":
         raise HubError(f"The token from {token.source} is read-only, so it cannot push to {repo_id}. {fix}")
     # Fine-grained tokens list permissions per user/org/repo. Only a clear "no" stops the run here; anything
@@ -279,8 +279,9 @@ def _check_write_access(me: dict, repo_id: str, token: HubToken, endpoint: str) 
 
 
 def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = None, retries: int = 2,
-              wait_s: float = 1.0) -> HfApi:
-    """Checks that pushes will work: token valid (whoami), repo created (private as configured), writable.
+              wait_s: float = 1.0, resuming: bool = False) -> HfApi:
+    """Checks that pushes will work: token valid (whoami), repo created (private as configured), writable, and
+    ``hub_tag`` free (a resumed run may find its own tag there already).
 
     Raises HubError (bad token, malformed id, no write access, a public repo when private was asked) or
     HubUnreachableError (the Hub did not answer: the caller may go on and retry later).
@@ -310,6 +311,17 @@ def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = 
             f"hub.hub_private_repo is true but {endpoint}/{repo_id} already exists and is public: its checkpoints "
             f"would be public. Make the repo private in its settings, or choose another hub.hub_model_id."
         )
+    if config.hub_tag:
+        tags = {ref.name: ref.target_commit for ref in call(lambda: api.list_repo_refs(repo_id), "Hub refs").tags}
+        if config.hub_tag in tags and not resuming:
+            raise HubError(
+                f"hub.hub_tag={config.hub_tag!r} already exists on {endpoint}/{repo_id} (commit "
+                f"{tags[config.hub_tag][:8]}), so this run could not tag its final commit. Choose another tag, or "
+                f"delete that one first (`hf repos tag delete {repo_id} {config.hub_tag}`)."
+            )
+        if config.hub_tag in tags:
+            log.warning("hub.hub_tag=%r already exists on %s (commit %s); it stays where it is unless this run's final "
+                        "commit is that one.", config.hub_tag, repo_id, tags[config.hub_tag][:8])
     log.info("Hub preflight ok: %s can push to %s/%s (token from %s)", me.get("name"), endpoint, repo_id,
              token.source)
     return api

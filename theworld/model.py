@@ -5,6 +5,7 @@ The model knows nothing of Lightning: load it, train it, generate with it in pla
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from dataclasses import fields
@@ -313,7 +314,7 @@ class TheWorld(nn.Module):
         hidden = self.hidden_states(
             batch["input_ids"], batch["segment_ids"], attention_mask, batch.get("pixel_values"),
             batch.get("world_pixels"), position_ids=position_ids, world_latents=batch.get("world_latents"),
-            use_cache=True, **{_CACHE_KWARG: cache},
+            use_cache=True, **{_cache_kwarg(): cache},
         )
         stop_ids = torch.tensor([proc.end_of_turn_id, proc.tokenizer.eos_token_id], device=device)
         finished = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=device)
@@ -331,7 +332,7 @@ class TheWorld(nn.Module):
             embeds = self._text_embeddings()(next_token.unsqueeze(-1))
             hidden = self.gemma.model.language_model(
                 inputs_embeds=embeds, attention_mask=attention_mask, position_ids=next_position,
-                use_cache=True, **{_CACHE_KWARG: cache},
+                use_cache=True, **{_cache_kwarg(): cache},
             ).last_hidden_state
             next_position = next_position + 1
         texts = [t.strip() for t in proc.tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)]
@@ -349,12 +350,10 @@ def scatter_rows(embeds: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -
     return torch.where(mask.unsqueeze(-1), gathered, embeds)
 
 
-def _cache_kwarg_name() -> str:
-    # transformers renamed `past_key_values` to `cache` in 5.2x; accept both.
+@functools.cache
+def _cache_kwarg() -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` in 5.2x; accept both (asked once, when generating)."""
     from transformers.models.gemma3.modeling_gemma3 import Gemma3TextModel
 
     params = inspect.signature(Gemma3TextModel.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-_CACHE_KWARG = _cache_kwarg_name()

@@ -1,5 +1,6 @@
 """`theworld fit` on configs/demo.yaml as a subprocess, and comparing the weights two runs end with."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -30,3 +31,19 @@ def assert_same_weights(a: Path, b: Path):
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.allclose(wa[key], wb[key], atol=1e-6), key
+
+
+def logged_losses(run_dir: Path) -> dict[int, float]:
+    """``train/loss`` by step, as the newest run under ``run_dir`` logged it (its own metrics.csv)."""
+    metrics = max(Path(run_dir).glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    with open(metrics) as fh:
+        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")}
+
+
+def assert_resumed(run_dir: Path, straight_run: Path, from_step: int, to_step: int = 8) -> None:
+    """The newest run under ``run_dir`` continued after step ``from_step`` (not from 0) and trained exactly the steps
+    up to ``to_step``, with the per-step losses of the uninterrupted run."""
+    resumed, straight = logged_losses(run_dir), logged_losses(straight_run)
+    assert sorted(resumed) == list(range(from_step, to_step)), f"trained steps {sorted(resumed)}"
+    for step, loss in resumed.items():
+        assert abs(loss - straight[step]) <= 1e-5, (step, loss, straight[step])

@@ -17,14 +17,18 @@ import os
 import pickle
 import re
 import shutil
+import signal
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 from lightning_utilities.core.apply_func import apply_to_collection
 from safetensors.torch import load_file
 
@@ -38,6 +42,7 @@ from theworld.checkpoint import (
     save_weights,
 )
 from theworld.config import TheWorldConfig
+from theworld.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -146,37 +151,77 @@ def _replace_with_symlink(target: str, link: str) -> None:
     os.replace(tmp_link, link)
 
 
+class TrainingInterrupted(SystemExit):
+    """Raised by :class:`TrainableCheckpoint` after SIGINT/SIGTERM once the current step is checkpointed.
+
+    The exit status is the shell's for that signal (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, step: int, path: Path):
+        super().__init__(128 + signum)
+        self.signum, self.step, self.path = signum, step, path
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class UsedCheckpointFolder(UserError):
+    """A new run would write into a folder that holds another run's checkpoints."""
+
+
 class TrainableCheckpoint(ModelCheckpoint):
     """Saves ``checkpoint-{step}/`` folders with trainable tensors only, keeps ``last``, writes ``final/``.
 
+    ``--ckpt_path last`` resumes from ``<dirpath>/last`` (or the newest complete ``checkpoint-N``). A run started
+    without ``--ckpt_path`` refuses a folder that already holds checkpoints, unless ``overwrite``. SIGINT (Ctrl-C)
+    and SIGTERM (SLURM preemption, ``scancel``, Kubernetes) finish the current step, save it like any other
+    checkpoint and stop the run with :class:`TrainingInterrupted`; a second Ctrl-C stops at once.
+
     Example (YAML)::
 
-        trainer:
-          callbacks:
-            - class_path: theworld.callbacks.TrainableCheckpoint
-              init_args:
-                dirpath: runs/datacomp/checkpoints
-                every_n_train_steps: 500
-                save_top_k: 3        # with monitor unset: the 3 newest are kept
-                async_save: true     # training waits only for a CPU copy of the tensors
+        checkpoint:
+          dirpath: runs/datacomp/checkpoints
+          every_n_train_steps: 500
+          save_top_k: 3        # the 3 newest are kept
     """
 
     FILE_EXTENSION = ""
     CHECKPOINT_NAME_LAST = "last"
+    FINAL_NAME = "final"
 
     def __init__(
         self,
         dirpath: str | None = None,
-        filename: str = "checkpoint-{step}",
         every_n_train_steps: int | None = 500,
         save_top_k: int = -1,
-        save_last: bool | str = "link",
-        monitor: str | None = None,
-        mode: str = "min",
+        save_last: bool | Literal["link"] = "link",
         async_save: bool = True,
-        **kwargs: Any,
+        overwrite: bool = False,
+        filename: str = "checkpoint-{step}",
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
+        every_n_epochs: int | None = None,
+        train_time_interval: timedelta | None = None,
     ):
+        """
+        Args:
+            dirpath: Folder of the checkpoints (default: ``<trainer.default_root_dir>/checkpoints``, whatever the
+                logger). ``--ckpt_path last`` resumes from its ``last``.
+            every_n_train_steps: Save every this many optimizer steps.
+            save_top_k: How many checkpoints to keep: -1 all, k the k newest (or the k best with ``monitor``).
+            save_last: Keep ``last`` pointing at the newest checkpoint: "link" (a symlink), true (a copy) or false.
+            async_save: Write in a background thread; training waits only for a CPU copy of the tensors.
+            overwrite: Let a run started without ``--ckpt_path`` write into a folder that already holds
+                checkpoints (overwriting and rotating away what is there).
+            filename: Folder name of each checkpoint; ``{step}`` is the optimizer step.
+            monitor: A logged metric that ranks checkpoints for ``save_top_k`` (default: the newest are kept).
+            mode: With ``monitor``: "min" keeps the lowest values, "max" the highest.
+            every_n_epochs: Also save every this many epochs (streams rarely end an epoch; leave unset).
+            train_time_interval: Save at this wall-clock interval instead of every N steps.
+        """
         self.async_save = async_save
+        self.overwrite = overwrite
         if monitor is None and save_top_k > 0:
             # Without a metric, "top k" means the k newest: rank checkpoints by step.
             monitor, mode = "step", "max"
@@ -184,18 +229,52 @@ class TrainableCheckpoint(ModelCheckpoint):
             dirpath=dirpath,
             filename=filename,
             every_n_train_steps=every_n_train_steps,
+            every_n_epochs=every_n_epochs,
+            train_time_interval=train_time_interval,
             save_top_k=save_top_k,
             save_last=save_last,
             monitor=monitor,
             mode=mode,
             auto_insert_metric_name=False,
             enable_version_counter=False,
-            **kwargs,
+        )
+        self._signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    @staticmethod
+    def folder_for(dirpath: str | None, default_root_dir: str | None) -> Path:
+        """Where checkpoints go: ``dirpath``, else ``<default_root_dir>/checkpoints`` (never the logger's version
+        folder, so ``--ckpt_path last`` finds the previous run's checkpoints)."""
+        return Path(dirpath or os.path.join(default_root_dir or os.getcwd(), "checkpoints"))
+
+    def resolve_dirpath(self, trainer: L.Trainer) -> Path:
+        return self.folder_for(self.dirpath, trainer.default_root_dir)
+
+    def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
+        # Lightning asks this for `--ckpt_path last` before `setup` runs.
+        folder = self.resolve_dirpath(trainer)
+        last = folder / self.CHECKPOINT_NAME_LAST
+        if (last / TRAINING_STATE_NAME).is_file():
+            return {str(last)}
+        complete = [p for p in self.saved_checkpoints(folder)]
+        if complete:  # no `last` (save_last: false): the newest complete checkpoint
+            return {str(max(complete, key=lambda p: (p / TRAINING_STATE_NAME).stat().st_mtime))}
+        rank_zero_info(f"theworld: --ckpt_path last: no checkpoint in {folder.resolve()}; training starts from step 0.")
+        return set()
+
+    @classmethod
+    def saved_checkpoints(cls, folder: Path) -> list[Path]:
+        """Complete resumable folders in ``folder`` (not ``last``, ``final`` or temporaries)."""
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p for p in folder.iterdir()
+            if p.is_dir() and not p.is_symlink() and p.name not in (cls.CHECKPOINT_NAME_LAST, cls.FINAL_NAME)
+            and not p.name.startswith(".") and TMP_MARKER not in p.name and (p / TRAINING_STATE_NAME).is_file()
         )
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.dirpath is None:
-            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        self.dirpath = str(self.resolve_dirpath(trainer))
         super().setup(trainer, pl_module, stage)
         # The folder format belongs to this callback, so it installs its own CheckpointIO.
         if not isinstance(trainer.strategy.checkpoint_io, TrainableCheckpointIO):
@@ -203,6 +282,21 @@ class TrainableCheckpoint(ModelCheckpoint):
         trainer.strategy.checkpoint_io.on_saved = lambda path: self._notify_saved(trainer, path, final=False)
         if trainer.is_global_zero:
             remove_stale_temporaries(self.dirpath)
+
+    @classmethod
+    def refuse_used_folder(cls, folder: str | Path) -> None:
+        """Raises UsedCheckpointFolder if ``folder`` holds checkpoints: a run that does not resume must not
+        overwrite or rotate away checkpoints it did not write. ``theworld fit`` asks before any weight loads."""
+        folder = Path(folder)
+        found = cls.saved_checkpoints(folder) + [p for p in (folder / cls.FINAL_NAME,) if p.is_dir()]
+        if found:
+            names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
+            raise UsedCheckpointFolder(
+                f"{folder.resolve()} already holds checkpoints of another run ({names}), and this run would "
+                f"overwrite or rotate them away. To continue that run, add --ckpt_path last. To start a new run, give "
+                f"it its own folder with --checkpoint.dirpath (or --trainer.default_root_dir). To replace the old "
+                f"checkpoints on purpose, add --checkpoint.overwrite true."
+            )
 
     def _link_checkpoint(self, trainer: L.Trainer, filepath: str, linkpath: str) -> None:
         # Queued behind the write of `filepath`, so `last` never points at a folder not yet complete.
@@ -222,15 +316,80 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     @property
     def final_dir(self) -> Path:
-        return Path(self.dirpath) / "final"
+        return Path(self.dirpath) / self.FINAL_NAME
+
+    # ------------------------------------------------------------------ starting, interrupting, ending
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None and not self.overwrite:
+            # theworld fit asked before loading weights; a Trainer.fit in Python is stopped here, before training.
+            error = None
+            if trainer.is_global_zero:
+                try:
+                    self.refuse_used_folder(self.dirpath)
+                except UsedCheckpointFolder as err:
+                    error = str(err)
+            error = trainer.strategy.broadcast(error, src=0)  # every rank stops together
+            if error:
+                raise UsedCheckpointFolder(error)
+        if trainer.ckpt_path and trainer.fit_loop.done:
+            # Resumed at the end: Lightning skips the training loop and with it on_train_end.
+            rank_zero_info(f"theworld: the run in {Path(self.dirpath).resolve()} already finished at step "
+                           f"{trainer.global_step} (trainer.max_steps={trainer.max_steps}): nothing to train. Raise "
+                           f"--trainer.max_steps to train further.")
+            self._write_final(trainer, pl_module)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self._signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self._signal = signum
+        rank_zero_info(f"\ntheworld: {signal.Signals(signum).name} received: saving a checkpoint at the end of this "
+                       f"step, then stopping (Ctrl-C again to stop at once, without it).")
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        requested = self._signal is not None
+        if trainer.world_size > 1:  # every rank stops at the same step (a signal may reach only some of them)
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested:
+            self._stop_for_signal(trainer)
+
+    def _stop_for_signal(self, trainer: L.Trainer) -> None:
+        signum = self._signal or signal.SIGTERM
+        if self._last_global_step_saved != trainer.global_step:  # saved like any scheduled checkpoint
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        trainer.strategy.checkpoint_io.wait()
+        path = Path(self.dirpath) / self.CHECKPOINT_NAME_LAST
+        path = path.resolve() if path.exists() else Path(self.last_model_path or self.best_model_path)
+        rank_zero_info(f"theworld: checkpoint of step {trainer.global_step} written to {path}.")
+        self._restore_signal_handlers()
+        raise TrainingInterrupted(signum, trainer.global_step, path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_signal_handlers()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_signal_handlers()
         super().on_train_end(trainer, pl_module)
+        self._write_final(trainer, pl_module)
+
+    def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         weights = pl_module.trainable_state_dict()  # on every rank: FSDP gathers the shards here
         if trainer.is_global_zero:
             trainer.strategy.checkpoint_io.wait()
             with atomic_directory(self.final_dir) as tmp:
                 save_weights(weights, pl_module.world_config, tmp)
-            log.info("Final trainable weights written to %s", self.final_dir)
+            rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")
             self._notify_saved(trainer, self.final_dir, final=True)
         trainer.strategy.barrier("theworld_final_saved")

@@ -19,6 +19,7 @@ replaced, and the end of ``fit`` waits for it (bounded) and fails the run if it 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ import lightning as L
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
 from lightning.pytorch.callbacks import Callback
 
+from theworld.callbacks.checkpoint import TrainingInterrupted
 from theworld.checkpoint import TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
 from theworld.config import CONFIG_NAME
 from theworld.hub import (
@@ -77,6 +79,28 @@ class _Push:
     def message(self) -> str:
         return "End of training" if self.final else f"Training in progress, step {self.step}"
 
+    @property
+    def size(self) -> int:
+        """Bytes of the staged files (hardlinks count once per path, as they are sent)."""
+        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+
+
+def _same_lfs_file(info, path_in_repo: str, local: Path) -> bool:
+    """Whether the repo (``repo_info`` with file metadata) holds ``local``'s bytes at ``path_in_repo``."""
+    remote = next((s for s in info.siblings or [] if s.rfilename == path_in_repo), None)
+    if remote is None or remote.lfs is None or remote.lfs.size != local.stat().st_size:
+        return False
+    digest = hashlib.sha256()
+    with open(local, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return remote.lfs.sha256 == digest.hexdigest()
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
 
 class _Uploader:
     """One daemon thread pushing the newest queued job. A newer job replaces a queued (not started) one.
@@ -93,6 +117,7 @@ class _Uploader:
         self.done = self.failed = self.superseded = 0
         self.last_seconds: float | None = None
         self.last_error: str | None = None  # of any attempt, for the final error message
+        self._running_since: float | None = None
         self._thread = threading.Thread(target=self._run, name="theworld-hub-sync", daemon=True)
         self._thread.start()
 
@@ -111,6 +136,25 @@ class _Uploader:
         """Pushes queued or in flight."""
         with self._cond:
             return (self._queued is not None) + (self._running is not None)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Blocks until nothing is queued or running (True), or ``timeout`` seconds pass (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._queued is None and self._running is None, timeout=timeout)
+
+    def running_since(self) -> float:
+        with self._cond:
+            return self._running_since if self._running_since is not None else time.monotonic()
+
+    def status(self) -> str | None:
+        """One line about the push in flight (None when idle): which, for how long, how much, the last error."""
+        with self._cond:
+            job, since = self._running, self._running_since
+        if job is None or since is None:
+            return None
+        line = (f"Hub push '{job.message}' running for {_duration(time.monotonic() - since)} "
+                f"({job.size / 1e6:.1f} MB to send)")
+        return f"{line}; last error: {self.last_error}" if self.last_error else line
 
     def stop(self) -> None:
         """Stops after the push in flight (its retries are abandoned); a queued push is dropped."""
@@ -145,7 +189,7 @@ class _Uploader:
                 if self._stopped:
                     return
                 job, self._queued, self._running = self._queued, None, self._queued
-            start = time.monotonic()
+                self._running_since = start = time.monotonic()
             try:
                 outcome = self._push(job, self._backoff(job))
             except Exception as err:
@@ -165,7 +209,8 @@ class _Uploader:
                 job.result.set_result(outcome)
             finally:
                 with self._cond:
-                    self._running = None
+                    self._running = self._running_since = None
+                    self._cond.notify_all()
                 shutil.rmtree(job.folder, ignore_errors=True)
 
 
@@ -184,51 +229,57 @@ class HubSyncCallback(Callback):
         ... ])
         >>> trainer.fit(module, datamodule=data)   # fails at the end if the final push cannot land
 
+    While a push runs longer than a minute, a line says which, for how long and how big, every minute.
+
     Metrics (logged from the training loop, never from the uploader thread): ``hub/pushes_done``,
     ``hub/pushes_failed``, ``hub/pushes_superseded``, ``hub/pushes_pending``, ``hub/last_push_seconds``.
     """
 
+    STATUS_EVERY_S = 60.0  # how often a long push is reported
+
     def __init__(
         self,
-        hub_model_id: str | None = None,
-        push_to_hub: bool = True,
-        hub_strategy: HubStrategy = "every_save",
-        hub_private_repo: bool = False,
-        hf_token: str | HubToken | None = None,
-        hub_tag: str | None = None,
-        hub_final_push_timeout: float = 3600.0,
+        config: HubConfig | None = None,
+        *,
+        token: HubToken | None = None,
+        api: HfApi | None = None,
         run_config: dict | None = None,
         endpoint: str | None = None,
         max_retries: int = 5,
         retry_wait_s: float = 2.0,
+        **hub_options,
     ):
-        if hub_strategy not in HubStrategy.__args__:
-            raise ValueError(f"hub_strategy={hub_strategy!r}: use one of {HubStrategy.__args__}.")
-        if push_to_hub:
-            validate_repo_id(hub_model_id)  # a typo fails here, before the Trainer even starts
-        self.config = HubConfig(push_to_hub=push_to_hub, hub_model_id=hub_model_id, hub_strategy=hub_strategy,
-                                hub_private_repo=hub_private_repo, hub_tag=hub_tag,
-                                hub_final_push_timeout=hub_final_push_timeout)
+        """
+        Args:
+            config: The ``hub:`` settings; or give them as keywords (``hub_model_id=...``, every HubConfig field).
+            token: An already resolved token; default: ``hf_token`` of the settings, then $HF_TOKEN, then the token
+                of ``hf auth login``.
+            api: A client that already passed :func:`theworld.hub.preflight` (as ``theworld fit`` does before any
+                weight loads); without one, ``setup`` runs the preflight.
+            run_config: The resolved run config for ``training_args.json`` (secrets are removed).
+            endpoint: The Hub's URL (default: ``HF_ENDPOINT``, else huggingface.co).
+            max_retries: Retries of a failing push (5xx, timeouts, dropped connections) before it counts as failed.
+            retry_wait_s: First backoff between retries; it doubles each time.
+        """
+        config = config or HubConfig(**{"push_to_hub": True, **hub_options})
+        if config.push_to_hub:
+            validate_repo_id(config.hub_model_id)  # a typo fails here, before the Trainer even starts
+        self._token = token or resolve_token(config_token=config.hf_token)
         # Kept out of `config` so that nothing that prints or saves the config can show it.
-        self._hf_token = hf_token
+        self.config = dataclasses.replace(config, hf_token=None)
         self.run_config = redact_secrets(run_config) if run_config is not None else None
         self.endpoint = endpoint
         self.max_retries = max_retries
         self.retry_wait_s = retry_wait_s
-        self._token: HubToken | None = None
-        self._api: HfApi | None = None
+        self._api = api
+        self._preflighted = api is not None
         self._uploader: _Uploader | None = None
         self._lock = threading.Lock()  # staging runs on the checkpoint writer thread, shutdown on the main one
         self._closed = False
         self._staging: Path | None = None
         self._final: Future | None = None
         self._final_dir: Path | None = None
-
-    @classmethod
-    def from_config(cls, config: HubConfig, token: HubToken | None, **kwargs) -> "HubSyncCallback":
-        """From the CLI's ``hub:`` group and an already resolved token (``hub.hf_token`` is not read again)."""
-        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "hf_token"}
-        return cls(**fields, hf_token=token, **kwargs)
+        self._last_status = 0.0
 
     @property
     def _endpoint(self) -> str:
@@ -245,7 +296,7 @@ class HubSyncCallback(Callback):
         error = None
         if trainer.is_global_zero:
             try:
-                self._start()
+                self._start(resuming=trainer.ckpt_path is not None)
             except HubError as err:
                 error = err
         # Every rank stops together, and before configure_model loads any weight.
@@ -255,18 +306,19 @@ class HubSyncCallback(Callback):
         if message:
             raise HubError(message)
 
-    def _start(self) -> None:
-        token = self._hf_token
-        self._token = token if isinstance(token, HubToken) else resolve_token(config_token=token)
+    def _start(self, resuming: bool) -> None:
+        self._uploader = _Uploader(self._upload)
+        self._closed = False
+        if self._preflighted:
+            return
         try:
             # Short waits: with the Hub down for good, training should not start late.
-            self._api = preflight(self.config, self._token, self.endpoint, wait_s=min(1.0, self.retry_wait_s))
+            self._api = preflight(self.config, self._token, self.endpoint, wait_s=min(1.0, self.retry_wait_s),
+                                  resuming=resuming)
         except HubUnreachableError as err:
             # The checks (and the repo creation) run again before the first push; the run fails at the end
             # if the final push cannot land.
             log.warning("%s Training starts anyway; pushes will be retried.", err)
-        self._uploader = _Uploader(self._upload)
-        self._closed = False
 
     def on_trainable_checkpoint_saved(self, trainer: L.Trainer, path: str, final: bool) -> None:
         """Stages and queues a push. Intermediate saves call this on the checkpoint writer thread."""
@@ -289,9 +341,35 @@ class HubSyncCallback(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self._uploader is not None:
             pl_module.log_dict(self.metrics, on_step=True, on_epoch=False, rank_zero_only=True, batch_size=1)
+            self._report_stuck_push()
+
+    def _report_stuck_push(self) -> None:
+        """A line about a push that has been running a while, at most every ``STATUS_EVERY_S`` (cheap to ask)."""
+        now = time.monotonic()
+        if now - self._last_status < self.STATUS_EVERY_S:
+            return
+        status = self._uploader.status()
+        if status is not None and now - self._uploader.running_since() >= self.STATUS_EVERY_S:
+            log.info("%s", status)
+            self._last_status = now
+
+    def _wait(self, done: Callable[[float], Any], timeout: float, what: str) -> Any:
+        """Waits up to ``timeout`` s for ``done(seconds)``, with a status line every ``STATUS_EVERY_S``."""
+        deadline = time.monotonic() + timeout
+        log.info("Waiting for %s to %s until %s (at most %s)", what, self.repo_url,
+                 time.strftime("%H:%M:%S", time.localtime(time.time() + timeout)), _duration(timeout))
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return done(max(0.0, min(self.STATUS_EVERY_S, left)))
+            except FutureTimeout:
+                if left <= self.STATUS_EVERY_S:
+                    raise
+                log.info("%s; waiting %s more", self._uploader.status() or "Hub push queued", _duration(left))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Runs after TrainableCheckpoint.on_train_end wrote final/ and queued the final push.
+        # Runs after TrainableCheckpoint wrote final/ (at the end of training, or at the start of a run resumed
+        # after its end) and queued the final push.
         if self._uploader is None:
             return
         if self._final is None:
@@ -300,10 +378,9 @@ class HubSyncCallback(Callback):
             self._shutdown()
             return
         timeout = self.config.hub_final_push_timeout
-        log.info("Waiting up to %.0f s for the final push to %s", timeout, self.repo_url)
         error = None
         try:
-            commit = self._final.result(timeout=timeout)
+            commit = self._wait(lambda seconds: self._final.result(timeout=seconds), timeout, "the final push")
         except FutureTimeout:
             error = f"it did not finish within hub_final_push_timeout={timeout:g} s"
             if self._uploader.last_error:
@@ -314,7 +391,7 @@ class HubSyncCallback(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(self.metrics, step=trainer.global_step)
         if error is None:
-            log.info("Final weights pushed to %s (commit %s)", self.repo_url, commit.oid[:8])
+            log.info("Final weights pushed to %s (commit %s)", self.repo_url, commit[:8])
             return
         final_dir = self._final_dir.resolve()
         raise HubError(
@@ -325,6 +402,17 @@ class HubSyncCallback(Callback):
         )
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, TrainingInterrupted) and self._uploader is not None:
+            # The interrupted step's checkpoint is queued: give it the final push's time to land.
+            def idle(seconds: float) -> None:
+                if not self._uploader.wait_idle(seconds):
+                    raise FutureTimeout
+
+            try:
+                self._wait(idle, self.config.hub_final_push_timeout, "the interrupted run's last push")
+                log.info("The interrupted run's checkpoint of step %d is on %s", exception.step, self.repo_url)
+            except FutureTimeout:
+                log.warning("The last push did not land in time; the local checkpoint %s is intact.", exception.path)
         self._shutdown()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -479,19 +567,23 @@ class HubSyncCallback(Callback):
             raise
         except Exception as err:
             raise explain(err, self.config.hub_model_id, self._token, self._endpoint) from err
-        log.info("Pushed to %s: %s (commit %s)", self.repo_url, push.message, commit.oid[:8])
+        log.info("Pushed to %s: %s (commit %s)", self.repo_url, push.message, commit[:8])
         if push.final and self.config.hub_tag:
-            self._tag(commit.oid, sleep)
+            self._tag(commit, sleep)
         return commit
 
-    def _commit(self, push: _Push):
-        """One commit from the staged folder, planned against the repo's current head.
+    def _commit(self, push: _Push) -> str:
+        """One commit from the staged folder, planned against the repo's current head; returns its sha.
 
         Re-planned on every attempt: if an earlier attempt landed but its answer was lost (a 500 after the
         commit), nothing differs any more and huggingface_hub skips the empty commit instead of duplicating it.
+        A final push whose weights are already the repo's ``final/`` (a finished run started again) makes none.
         """
         api, repo_id = self._api, self.config.hub_model_id
-        info = api.repo_info(repo_id)
+        info = api.repo_info(repo_id, files_metadata=push.final)
+        if push.final and _same_lfs_file(info, f"{FINAL_DIR}/{WEIGHTS_NAME}", push.folder / FINAL_DIR / WEIGHTS_NAME):
+            log.info("%s/%s already holds these final weights: nothing to push.", self.repo_url, FINAL_DIR)
+            return info.sha
         remote = {sibling.rfilename for sibling in info.siblings or []}
         staged = {p.relative_to(push.folder).as_posix(): p for p in sorted(push.folder.rglob("*")) if p.is_file()}
         # A checkpoint folder rotated away locally since staging is left out, so _stale prunes it on the Hub.
@@ -507,7 +599,7 @@ class HubSyncCallback(Callback):
         commit = api.create_commit(repo_id, operations, commit_message=push.message, parent_commit=info.sha)
         if commit.oid == info.sha:
             log.info("'%s' was already on the Hub (an earlier attempt landed): no new commit", push.message)
-        return commit
+        return commit.oid
 
     def _stale(self, remote: set[str], staged: dict[str, Path]) -> list[str]:
         """Remote files this push replaces or prunes: an outdated ``last-checkpoint/``, pruned checkpoints."""

@@ -8,17 +8,20 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import torch
 import yaml
+from huggingface_hub import HfApi
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from theworld.callbacks.checkpoint import TrainableCheckpoint
+from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainingInterrupted
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.checkpoint import WEIGHTS_NAME
@@ -26,11 +29,13 @@ from theworld.config import CONFIG_NAME, TheWorldConfig
 from theworld.errors import UserError
 from theworld.hub import (
     HubConfig,
+    HubUnreachableError,
     download_files,
     download_resume_checkpoint,
     is_hf_ref,
     is_secret_key,
     pin_base,
+    preflight,
     redact_secrets,
     resolve_token,
 )
@@ -125,6 +130,21 @@ class TheWorldCLI(LightningCLI):
         self._resolve_hf_refs(config)
         # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
         self._pin_bases(config)
+        self.hub_api = self._hub_preflight(config)
+        if self.subcommand == "fit" and not config.get("ckpt_path") and not config.checkpoint.overwrite:
+            TrainableCheckpoint.refuse_used_folder(
+                TrainableCheckpoint.folder_for(config.checkpoint.dirpath, config.trainer.get("default_root_dir")))
+
+    def _hub_preflight(self, config) -> HfApi | None:
+        """For ``fit`` with ``hub.push_to_hub``: token, repo and write access checked on rank 0 before any weight
+        loads (the callback then skips its own preflight). None when the Hub did not answer: pushes retry later."""
+        if self.subcommand != "fit" or not config.hub.push_to_hub or rank_zero_only.rank != 0:
+            return None
+        try:
+            return preflight(config.hub, self.hub_token, resuming=bool(config.get("ckpt_path")))
+        except HubUnreachableError as err:
+            log.warning("%s Training starts anyway; pushes will be retried.", err)
+            return None
 
     def _pin_bases(self, config) -> None:
         """Records the exact base models in the config: absolute folders, or Hub ids at a commit.
@@ -171,7 +191,7 @@ class TheWorldCLI(LightningCLI):
         hub = self._get(self.config_init, "hub")
         if self.subcommand == "fit" and hub.push_to_hub:
             configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
-            sync = HubSyncCallback.from_config(hub, self.hub_token, run_config=self.run_config)
+            sync = HubSyncCallback(hub, token=self.hub_token, api=self.hub_api, run_config=self.run_config)
             kwargs["callbacks"] = [*(configured if isinstance(configured, list) else [configured]), sync]
         return super().instantiate_trainer(**kwargs)
 
@@ -263,6 +283,25 @@ def main(args: list[str] | None = None) -> None:
         # A problem the user can fix (a config value, a base model id, the Hub token or access, the final push,
         # an unsafe checkpoint): the message, not a traceback.
         sys.exit(f"theworld: error: {_user_message(err)}")
+    except TrainingInterrupted as stop:
+        sys.stderr.write(f"theworld: stopped by {stop.signal_name} after step {stop.step}; the checkpoint is "
+                         f"{stop.path}. Resume with:\n  {_resume_command(argv)}\n")
+        sys.exit(stop.code)
+
+
+def _resume_command(argv: list[str]) -> str:
+    """This run's command line, without token flags and with ``--ckpt_path last`` instead of its own."""
+    argv = list(argv)
+    _hide_token_flags(argv)
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            kept.append(arg)
+    return shlex.join(["theworld", *kept, "--ckpt_path", "last"])
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ class TheWorldModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is None:
             self.model = TheWorld.from_config(self.world_config)
+            self.world_config = self.model.config  # with the bases pinned to what was loaded
             if self.hparams.init_from:
                 from theworld.checkpoint import load_trainable_weights
 
@@ -246,6 +247,24 @@ class TheWorldModule(L.LightningModule):
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def _explain_schedule_change(self, saved_max_steps: int | None, step: int) -> None:
+        """The LR schedule spans trainer.max_steps: resuming with another value reshapes the rest of it."""
+        max_steps = self.trainer.max_steps
+        if saved_max_steps is None or saved_max_steps == max_steps or self.trainer.state.fn != "fit":
+            return
+        hp = self.hparams
+
+        def lr(total: int) -> float:
+            total = total if total and total > 0 else None
+            warmup = min(hp.warmup_steps, total or hp.warmup_steps)
+            return hp.learning_rate * warmup_cosine(step, warmup, total, hp.min_lr_ratio)
+
+        rank_zero_info(
+            f"theworld: resuming at step {step} of a run scheduled for trainer.max_steps={saved_max_steps}; this run "
+            f"goes to {max_steps}, so the cosine LR schedule now spans {max_steps} steps: the LR at step {step} is "
+            f"{lr(max_steps):.3g} instead of {lr(saved_max_steps):.3g}."
+        )
+
     # ------------------------------------------------------------- trainable-only checkpoints
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """TheWorld's trainable tensors in full, keyed as in ``TheWorld.state_dict()``.
@@ -261,7 +280,8 @@ class TheWorldModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lightning stored every weight (under FSDP gathered to rank 0); only the trainable ones belong here.
         checkpoint["state_dict"] = self._only_trainable(checkpoint["state_dict"])
-        checkpoint["theworld_config"] = self.model.config.to_dict()  # the bases pinned at load time
+        checkpoint["theworld_config"] = self.world_config.to_dict()
+        checkpoint["schedule_max_steps"] = self.trainer.max_steps
         if self.trainer.world_size > 1:
             # Lightning keeps rank 0's loader state only, but every rank reads its own share of the
             # stream: keep each rank's position (every rank runs this hook, so the gather is safe).
@@ -272,6 +292,7 @@ class TheWorldModule(L.LightningModule):
         checkpoint["skipped_samples"] = self._skipped_totals()  # every rank runs this hook: the reduce is safe
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._explain_schedule_change(checkpoint.get("schedule_max_steps"), checkpoint.get("global_step", 0))
         # Runs before Lightning restores the loops: hand each rank its own data position.
         positions = checkpoint.get(DATA_POSITIONS)
         if positions is not None:

@@ -144,6 +144,20 @@ def write_tiny_gemma(
     return str(out_dir)
 
 
+def _latent_statistics(vae, seed: int, samples: int = 64, size: int = 64) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of ``vae``'s latents over synthetic images (as real VAE configs record them)."""
+    import numpy as np
+
+    from theworld.data.synthetic import render_sample, sample_rng
+
+    images = [np.asarray(render_sample(sample_rng(seed, i), size)[0], dtype=np.float32) for i in range(samples)]
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) / 127.5 - 1.0
+    with torch.no_grad():
+        latents = vae.encode(pixels.unsqueeze(2)).latent_dist.mode()
+    dims = (0, 2, 3, 4)
+    return latents.mean(dims).tolist(), latents.std(dims).clamp(min=1e-6).tolist()
+
+
 def write_tiny_cosmos(out_dir: str | Path, base_dim: int = 8, seed: int = 0) -> str:
     """Write a tiny Wan2.1-style ``AutoencoderKLWan`` under ``out_dir/vae`` (the Cosmos repo layout)."""
     from diffusers import AutoencoderKLWan
@@ -151,6 +165,10 @@ def write_tiny_cosmos(out_dir: str | Path, base_dim: int = 8, seed: int = 0) -> 
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(base_dim=base_dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1)
+    # The real VAE's latents_mean / latents_std describe its own latents; a random VAE's latents are far smaller,
+    # and with the real statistics every image would normalise to nearly the same vector. Measure ours instead.
+    mean, std = _latent_statistics(vae, seed)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
     vae.save_pretrained(out_dir / "vae")
     # The real repo is a diffusers pipeline; only its VAE is ever read.
     (out_dir / "model_index.json").write_text(
