@@ -124,7 +124,7 @@ def test_init_from_loads_weights_only_for_a_new_stage(straight_run, tiny_models)
 
     final = straight_run / "checkpoints/final"
     module = TheWorldModule(gemma_model_name=tiny_models[0], cosmos_model_name=tiny_models[1], world_image_size=64,
-                            freeze_gemma_language=True, init_from=str(final))
+                            projector_hidden_dim=256, freeze_gemma_language=True, init_from=str(final))
     module.configure_model()
     saved = load_file(final / "model.safetensors")
     state = module.model.state_dict()

@@ -4,7 +4,6 @@ import csv
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,22 +20,6 @@ def theworld(*args, cwd, env=None, timeout=600):
 def read_losses(metrics_csv: Path) -> list[float]:
     with open(metrics_csv) as fh:
         return [float(row["train/loss"]) for row in csv.DictReader(fh) if row.get("train/loss")]
-
-
-def test_demo_config_trains_and_the_loss_falls(demo_dir):
-    start = time.perf_counter()
-    result = theworld("fit", "--config", REPO / "configs/demo.yaml", cwd=demo_dir)
-    wall = time.perf_counter() - start
-    print(f"theworld fit --config configs/demo.yaml: {wall:.1f} s wall")
-    assert result.returncode == 0, result.stderr[-4000:]
-    metrics = sorted((demo_dir / "runs/demo/logs").glob("version_*/metrics.csv"))[-1]
-    losses = read_losses(metrics)
-    assert len(losses) == 120
-    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    print(f"train/loss first-10 mean {first:.3f} -> last-10 mean {last:.3f}")
-    assert last < 0.7 * first
-    final = demo_dir / "runs/demo/checkpoints/final"
-    assert (final / "model.safetensors").exists() and (final / "config.json").exists()
 
 
 def test_datacomp_config_resolves_with_the_real_ids(tmp_path):

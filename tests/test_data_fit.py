@@ -21,7 +21,7 @@ from theworld.lit.datamodule import TheWorldDataModule
 REPO = Path(__file__).resolve().parents[1]
 # A few steps, no checkpoints and no validation unless a test asks for them.
 TINY = ["--trainer.max_steps", "4", "--checkpoint.every_n_train_steps", "0", "--trainer.val_check_interval", "4",
-        "--trainer.limit_val_batches", "0"]
+        "--trainer.limit_val_batches", "0", "--data.batch_size", "8"]
 
 
 def fit(demo_dir: Path, run_dir: Path, *args) -> list[dict[str, str]]:

@@ -17,7 +17,8 @@ from safetensors.torch import load_file  # noqa: E402
 from hub_server import HubServer  # noqa: E402
 from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir  # noqa: E402
 
-SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100"]
+SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100",
+         "--data.batch_size", "8"]
 ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json"}
 FINAL = {"final/model.safetensors", "final/config.json"}
 LAST = {f"last-checkpoint/{n}" for n in ("model.safetensors", "config.json", "training_state.pt")}

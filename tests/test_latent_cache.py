@@ -129,7 +129,8 @@ def test_cache_latents_cli_then_fit_from_the_cache(demo_dir, tmp_path):
     result = cache_cli("--output_dir", out, "--data.train_data", "demo_assets/data/train-00000.tar",
                        "--num_workers", "0", "--samples_per_shard", "8", cwd=demo_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads((out / "shard-cache.json").read_text())
+    assert f"cached {summary['samples']} samples" in result.stdout + result.stderr
     assert summary["samples"] > 0 and summary["dtype"] == "bfloat16" and summary["world_patch_size"] == 2
 
     again = cache_cli("--output_dir", out, "--num_workers", "0", cwd=demo_dir)
@@ -147,8 +148,9 @@ def test_cache_latents_cli_then_fit_from_the_cache(demo_dir, tmp_path):
 
     wrong = subprocess.run(
         [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO / "configs/demo.yaml"),
-         "--data.train_data", str(out), "--data.val_data", "null", "--model.world_image_size", "32", "--trainer.max_steps", "1", "--trainer.default_root_dir",
-         str(tmp_path / "wrong"), "--trainer.logger.init_args.save_dir", str(tmp_path / "wrong")],
+         "--data.train_data", str(out), "--data.val_data", "null", "--model.world_image_size", "32",
+         "--trainer.max_steps", "1", "--trainer.default_root_dir", str(tmp_path / "wrong"),
+         "--trainer.logger.init_args.save_dir", str(tmp_path / "wrong")],
         cwd=demo_dir, capture_output=True, text=True, timeout=300)
     assert wrong.returncode != 0
     # Raised in a loader worker, shown as the one-line error, not the worker's traceback.

@@ -38,6 +38,10 @@ def _new_file_mode() -> int:
 _NEW_FILE_MODE = _new_file_mode()
 
 
+class CheckpointMismatch(UserError, ValueError):
+    """Trainable weights that do not fit the model they are loaded into."""
+
+
 class UnsafeCheckpointError(UserError):
     """A training state that is not plain tensors and containers: unpickling it could run code."""
 
@@ -112,13 +116,19 @@ def resolve_files(path_or_repo: str, filenames: list[str], revision: str | None 
 
 
 def check_keys(model, weights: dict[str, torch.Tensor], *, require_all_trainable: bool) -> None:
-    """Refuses keys the model does not have as trainable (or at all), naming them."""
+    """Refuses keys the model does not have as trainable (or at all), and tensors of another shape, naming them."""
     trainable = set(model.trainable_state_dict())
-    known = set(model.state_dict())
+    state = model.state_dict()
+    known = set(state)
     problems = []
     unknown = sorted(set(weights) - known)
     if unknown:
         problems.append(f"unexpected keys (not in the model): {unknown}")
+    reshaped = [f"{key} {tuple(weights[key].shape)} vs {tuple(state[key].shape)}" for key in sorted(set(weights) & known)
+                if weights[key].shape != state[key].shape]
+    if reshaped:
+        problems.append(f"tensors of another shape, checkpoint vs model (the checkpoint's config.json has the "
+                        f"projector and world settings it was trained with: use the same): {reshaped}")
     if require_all_trainable:
         not_trainable = sorted(set(weights) & known - trainable)
         missing = sorted(trainable - set(weights))
@@ -127,7 +137,7 @@ def check_keys(model, weights: dict[str, torch.Tensor], *, require_all_trainable
         if missing:
             problems.append(f"missing trainable keys: {missing}")
     if problems:
-        raise ValueError("Checkpoint does not match the model: " + "; ".join(problems))
+        raise CheckpointMismatch("Checkpoint does not match the model: " + "; ".join(problems))
 
 
 def load_trainable_weights(model, source: str, revision: str | None = None, token: str | None = None,

@@ -65,6 +65,17 @@ T = TypeVar("T")
 class HubConfig:
     """The ``hub:`` config group (``--hub.<name>`` on the command line).
 
+    Attributes:
+        push_to_hub: Push checkpoints to a Hub repo in the background while training.
+        hub_model_id: The repo to push to: your-username/repo-name (created if missing).
+        hub_strategy: What each push holds: every_save (latest weights), checkpoint (+ last-checkpoint/ to resume
+            from), all_checkpoints (+ every checkpoint-N/, pruned as locally), end (only the final weights).
+        hub_private_repo: Create the repo private (a public repo of that name is refused).
+        hf_token: A token with write access; prefer the HF_TOKEN environment variable or `hf auth login`.
+        hub_tag: Tag the final commit with this name (it must not exist yet).
+        hub_final_push_timeout: Seconds the end of training (or an interrupted run) waits for its last push; past
+            it the run fails, and the local checkpoint stays.
+
     Example (YAML)::
 
         hub:
@@ -81,7 +92,6 @@ class HubConfig:
     hub_private_repo: bool = False
     hf_token: str | None = None
     hub_tag: str | None = None
-    # How long the end of `fit` waits for the final push before failing the run (local final/ is kept).
     hub_final_push_timeout: float = 3600.0
 
 

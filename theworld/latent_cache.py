@@ -13,18 +13,16 @@ cached tokens were made with its own ``cosmos_model_name`` / ``world_image_size`
     theworld fit --config configs/datacomp.yaml --data.source webdataset \\
         --data.train_data /data/datacomp-latents/train --data.val_data /data/datacomp-latents/val
 
-Several GPUs split the work: ``torchrun --nproc_per_node 8 -m theworld.latent_cache ...``
+Several GPUs split the work: ``torchrun --nproc_per_node 8 -m theworld.lit.cli cache_latents ...``
 (each rank writes its own ``shard-r{rank}-*.tar``).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
 import os
-import sys
 import tarfile
 import time
 from collections import Counter
@@ -32,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from PIL import Image
 
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
-from theworld.hub import pin_bases
 
 log = logging.getLogger(__name__)
 
@@ -247,68 +243,3 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
     (output_dir / f"{shard_prefix}-cache.json").write_text(json.dumps(summary, indent=2) + "\n")
     progress.path.unlink(missing_ok=True)
     return summary
-
-
-def _read_config(paths: list[str], overrides: list[str]) -> dict[str, dict]:
-    """The ``model:`` and ``data:`` sections of LightningCLI YAML configs (later files win), plus
-    ``--model.KEY VALUE`` / ``--data.KEY VALUE`` overrides."""
-    sections: dict[str, dict] = {"model": {}, "data": {}}
-    for path in paths:
-        with open(path) as fh:
-            loaded = yaml.safe_load(fh) or {}
-        for name in sections:
-            sections[name].update(loaded.get(name) or {})
-    if len(overrides) % 2:
-        raise LatentCacheError(f"Overrides come in pairs (--data.KEY VALUE); got {overrides}.")
-    for flag, value in zip(overrides[::2], overrides[1::2]):
-        section, _, key = flag.removeprefix("--").partition(".")
-        if section not in sections or not key:
-            raise LatentCacheError(f"Unknown option {flag}: only --model.KEY and --data.KEY override the config.")
-        sections[section][key] = yaml.safe_load(value)
-    return sections
-
-
-def main(argv: list[str] | None = None) -> None:
-    from theworld.data.sources import resolve_rank
-    from theworld.lit.datamodule import TheWorldDataModule
-
-    parser = argparse.ArgumentParser(prog="theworld cache_latents", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("-c", "--config", action="append", required=True,
-                        help="the training YAML (its model: and data: sections are used)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--split", choices=("train", "val"), default="train",
-                        help="the training data, or the validation data (data.val_data / data.val_samples)")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_workers", type=int, default=None, help="default: data.num_workers")
-    parser.add_argument("--samples_per_shard", type=int, default=1000)
-    parser.add_argument("--dtype", choices=sorted(STORAGE_DTYPES), default="bfloat16",
-                        help="storage dtype of the tokens; float32 keeps them bit-exact")
-    parser.add_argument("--limit", type=int, default=None, help="stop after this many samples (per rank)")
-    args, overrides = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        sections = _read_config(args.config, overrides)
-        config = pin_bases(TheWorldConfig(**{k: v for k, v in sections["model"].items()
-                                             if k in TheWorldConfig.__dataclass_fields__}))
-        if not config.freeze_cosmos_vae:
-            raise LatentCacheError("model.freeze_cosmos_vae is false: a trained VAE changes its latents every step, "
-                                   "so they cannot be cached. Train from the images instead.")
-        datamodule = TheWorldDataModule(**sections["data"])
-        rank, world_size = resolve_rank()
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        source = datamodule.raw_source(train=args.split == "train", rank=rank, world_size=world_size)
-        workers = datamodule.hparams.num_workers if args.num_workers is None else args.num_workers
-        summary = write_latent_cache(
-            config, source, args.output_dir, batch_size=args.batch_size, num_workers=workers,
-            samples_per_shard=args.samples_per_shard, dtype=args.dtype, limit=args.limit,
-            shard_prefix=f"shard-r{rank}" if world_size > 1 else "shard",
-        )
-    except (UserError, ValueError, FileNotFoundError) as err:
-        sys.exit(f"theworld: error: {err}")
-    print(json.dumps(summary), flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -50,6 +50,11 @@ class WorldEncoder(nn.Module):
         inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1)
         self.register_buffer("latents_mean", mean, persistent=False)
         self.register_buffer("latents_inv_std", inv_std, persistent=False)
+        # Channels-last (NDHWC): the VAE's RMS norms reduce over channels, which then lie next to each other in
+        # memory; on CPU the encoder runs 2.4x faster (bench/RESULTS.md). Values and state-dict keys are unchanged.
+        for module in vae.modules():
+            if isinstance(module, nn.Conv3d):
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
 
     @classmethod
     def from_pretrained(
@@ -79,7 +84,7 @@ class WorldEncoder(nn.Module):
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in ``[-1, 1]`` -> normalised latents ``(B, z_dim, H/8, W/8)`` in float32."""
         dtype = next(self.vae.parameters()).dtype
-        video = images.to(dtype).unsqueeze(2)  # a video of one frame: (B, 3, T=1, H, W)
+        video = images.to(dtype).unsqueeze(2).contiguous(memory_format=torch.channels_last_3d)  # one frame: T=1
         latents = self.vae.encode(video).latent_dist.mode()[:, :, 0].float()
         return (latents - self.latents_mean) * self.latents_inv_std
 

@@ -52,8 +52,10 @@ def markdown(rows: list[dict], summary: str, seconds: float, exit_code: int, slo
     checked = sum(k["local_checked"] + k["hub_checked"] for k in kills) + sum(
         run["local_checked"] + run["hub_checked"] for run in runs)
     equal = sum(final["equal"] for final in finals)
-    # Data is lost if a checkpoint could not be loaded, or a killed run ended with other weights (or did not end).
-    lost = unloadable + len(runs) - equal + sum(not run["hub_final_equal"] for run in runs)
+    # Data is lost if a checkpoint could not be loaded, a killed run ended with other weights (or did not end), or a
+    # run restarted from another step than the checkpoint it was resuming (work done again, or skipped).
+    restarted = [k for k in kills if k.get("started_at") != k["start_step"]]
+    lost = unloadable + len(runs) - equal + sum(not run["hub_final_equal"] for run in runs) + len(restarted)
     faults = Counter()
     for row in events["faults"]:
         faults[row["kind"]] += row["injected"]
@@ -72,19 +74,22 @@ def markdown(rows: list[dict], summary: str, seconds: float, exit_code: int, slo
         f"## Data lost: {lost}",
         "",
         f"- Killed runs that completed with the uninterrupted run's final weights: {equal} of {len(runs)}",
+        f"- Resumes that started at another step than their checkpoint's (restarted instead of resumed): "
+        f"{len(restarted)} of {len(kills)}; each resume's first trained step is read from the run's own output",
         f"- Unloadable checkpoints seen after a kill: {unloadable} of {checked} checked "
         f"(every local `checkpoint-*`/`last`/`final` and every checkpoint folder on the Hub, after each kill)",
         "",
-        f"## Kills survived: {len(kills)}",
+        f"## Kills survived: {sum(k['moment'] != '-' for k in kills)}",
         "",
         "| kind | kills |",
         "|---|---|",
-        *(f"| {kind} | {count} |" for kind, count in sorted(Counter(k["kind"] for k in kills).items())),
+        *(f"| {kind} | {count} |" for kind, count in sorted(Counter(k["kind"] for k in kills if k["moment"] != "-")
+                                                              .items())),
         "",
-        "| test | kill | started from | killed | then loaded (local / Hub folders) |",
-        "|---|---|---|---|---|",
+        "| test | run | resumed from | trained from step | killed | then loaded (local / Hub folders) |",
+        "|---|---|---|---|---|---|",
         *(f"| {k['test'].split('::')[-1]} | {k['round'] + 1} | {k['resumed_from']} (step {k['start_step']}) | "
-          f"{k['moment']} | {k['local_checked']} / {k['hub_checked']} |" for k in kills),
+          f"{k.get('started_at')} | {k['moment']} | {k['local_checked']} / {k['hub_checked']} |" for k in kills),
         "",
         "A save is killed mid-write (its folder written, not yet renamed into place; the last save is `final/`); "
         "an upload while the Hub receives its LFS files. After the kills each run resumes once more and completes.",
@@ -97,8 +102,8 @@ def markdown(rows: list[dict], summary: str, seconds: float, exit_code: int, slo
         "",
         f"## Bad inputs tried: {len(bad)}",
         "",
-        "Each case with its exit code, its wall time (two runs share the machine; about 4.5 s of each is "
-        "importing torch, Lightning and transformers) and the error it printed:",
+        "Each case with its exit code, its wall time (two runs share the machine; most of it is importing torch "
+        "and Lightning: bench/cli_startup.py has the figures) and the error it printed; no weight was read in any:",
         "",
         *(f"- **{b['case']}**, exit {b['exit_code']}, {b['seconds']} s: {b['error']}" for b in bad),
         "",

@@ -1,6 +1,8 @@
 """SIGKILL `theworld fit` at seeded random moments (during a step, a local save, an upload to the Hub) and resume
-it each time with `--ckpt_path last` (once from `hf://`) until it completes. After every kill every checkpoint,
-local and on the Hub, still loads; at the end the weights equal those of an uninterrupted run."""
+it each time with `--ckpt_path last` (once from `hf://`) until it completes. Every resume starts at the step of the
+checkpoint it resumes from (a restart from step 0 is lost work, and fails the test); after every kill every
+checkpoint, local and on the Hub, still loads; at the end the weights and the per-step losses equal those of an
+uninterrupted run."""
 
 import io
 import json
@@ -17,7 +19,7 @@ import safetensors.torch
 import torch
 
 from hub_server import Faults
-from support.cli_runs import SHORT, assert_same_weights, fit
+from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit
 from support.hub_cli import SECRET, hub_env
 from theworld import TheWorld
 from theworld.callbacks.checkpoint import TrainableCheckpointIO
@@ -70,10 +72,19 @@ def resume_from(root: Path, hub, hf_done: bool) -> tuple[str, list, int]:
     return "last", ["--ckpt_path", "last"], start
 
 
+STARTED = re.compile(r"theworld: (?:training steps (\d+) -> |the run in \S+ already finished at step (\d+))")
+
+
+def started_at(output: str) -> int | None:
+    """The step a run began training at, as it announced it (a run resumed after its end has nothing to train)."""
+    match = STARTED.search(output)
+    return int(match[1] or match[2]) if match else None
+
+
 def kill_at_marker(demo_dir: Path, args: list, env: dict, marker: Path, log: Path) -> None:
-    with open(log, "w") as stderr:
+    with open(log, "w") as output:
         proc = fit(demo_dir, *args, "--trainer.callbacks.init_args.marker", marker, env=env,
-                   stdout=subprocess.DEVNULL, stderr=stderr)
+                   stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     while not marker.exists():
         assert proc.poll() is None, f"the run ended before its kill point:\n{log.read_text()[-3000:]}"
@@ -145,14 +156,22 @@ def kill_and_resume(kills: int, seed: int, demo_dir, straight_run, hub, tmp_path
 
         local, remote, problems = unloadable_checkpoints(root / "checkpoints", hub, reference)
         unloadable += len(problems)
-        figures.record("kill", kind=kind, round=n, resumed_from=source, start_step=start, moment=moment,
-                       local_checked=local, hub_checked=remote, unloadable=len(problems))
+        began = started_at((tmp_path / f"kill-{n}.log").read_text())
+        figures.record("kill", kind=kind, round=n, resumed_from=source, start_step=start, started_at=began,
+                       moment=moment, local_checked=local, hub_checked=remote, unloadable=len(problems))
         assert problems == [], f"after a kill {moment} (round {n}): {problems}"
+        assert began == start, f"round {n} was to resume from {source} at step {start} but trained from step {began}"
 
-    source, resume, _ = resume_from(root, hub, hf_done)
+    source, resume, start = resume_from(root, hub, hf_done)
     hf_done |= source == "hf"
     result = fit(demo_dir, *run, *resume, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    began = started_at(result.stdout + result.stderr)
+    figures.record("kill", kind="none (completes)", round=len(kinds), resumed_from=source, start_step=start,
+                   started_at=began, moment="-", local_checked=0, hub_checked=0, unloadable=0)
+    assert began == start, f"the last run was to resume from {source} at step {start} but trained from step {began}"
+    if start < MAX_STEPS:
+        assert_resumed(root, straight_run, from_step=start)
     local, remote, problems = unloadable_checkpoints(root / "checkpoints", hub, reference)
     final_bytes = (root / "checkpoints/final" / WEIGHTS_NAME).read_bytes()
     hub_final_equal = hub.files(HUB_REPO)[f"final/{WEIGHTS_NAME}"] == final_bytes

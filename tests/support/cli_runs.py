@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval",
-         "100", "--checkpoint.save_top_k", "-1"]
+         "100", "--checkpoint.save_top_k", "-1", "--data.batch_size", "8"]
 
 
 def fit(demo_dir, *args, env=None, **popen):

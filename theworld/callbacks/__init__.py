@@ -1,4 +1,5 @@
-from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainableCheckpointIO
+from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainableCheckpointIO, TrainingInterrupted
 from theworld.callbacks.hub_sync import HubSyncCallback
+from theworld.callbacks.progress import TrainingProgress
 
-__all__ = ["HubSyncCallback", "TrainableCheckpoint", "TrainableCheckpointIO"]
+__all__ = ["HubSyncCallback", "TrainableCheckpoint", "TrainableCheckpointIO", "TrainingInterrupted", "TrainingProgress"]

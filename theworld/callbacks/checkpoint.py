@@ -240,6 +240,7 @@ class TrainableCheckpoint(ModelCheckpoint):
         )
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._resumed_step: int | None = None
 
     @staticmethod
     def folder_for(dirpath: str | None, default_root_dir: str | None) -> Path:
@@ -275,6 +276,7 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.dirpath = str(self.resolve_dirpath(trainer))
+        self._resumed_step = None  # set by on_load_checkpoint when this run resumes
         super().setup(trainer, pl_module, stage)
         # The folder format belongs to this callback, so it installs its own CheckpointIO.
         if not isinstance(trainer.strategy.checkpoint_io, TrainableCheckpointIO):
@@ -331,12 +333,16 @@ class TrainableCheckpoint(ModelCheckpoint):
             error = trainer.strategy.broadcast(error, src=0)  # every rank stops together
             if error:
                 raise UsedCheckpointFolder(error)
-        if trainer.ckpt_path and trainer.fit_loop.done:
+        if self._resumed_step is not None and 0 < trainer.max_steps <= self._resumed_step:
             # Resumed at the end: Lightning skips the training loop and with it on_train_end.
             rank_zero_info(f"theworld: the run in {Path(self.dirpath).resolve()} already finished at step "
-                           f"{trainer.global_step} (trainer.max_steps={trainer.max_steps}): nothing to train. Raise "
+                           f"{self._resumed_step} (trainer.max_steps={trainer.max_steps}): nothing to train. Raise "
                            f"--trainer.max_steps to train further.")
-            self._write_final(trainer, pl_module)
+            self._write_final(trainer, pl_module, keep_existing=True)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # Runs before on_fit_start, which comes before Lightning restores the loops' step counters.
+        self._resumed_step = checkpoint.get("global_step")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -384,12 +390,14 @@ class TrainableCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         self._write_final(trainer, pl_module)
 
-    def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule, keep_existing: bool = False) -> None:
+        """Writes ``final/`` (``keep_existing``: only if missing) and announces it, e.g. for the last Hub push."""
         weights = pl_module.trainable_state_dict()  # on every rank: FSDP gathers the shards here
         if trainer.is_global_zero:
             trainer.strategy.checkpoint_io.wait()
-            with atomic_directory(self.final_dir) as tmp:
-                save_weights(weights, pl_module.world_config, tmp)
+            if not (keep_existing and (self.final_dir / WEIGHTS_NAME).is_file()):
+                with atomic_directory(self.final_dir) as tmp:
+                    save_weights(weights, pl_module.world_config, tmp)
             rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")
             self._notify_saved(trainer, self.final_dir, final=True)
         trainer.strategy.barrier("theworld_final_saved")

@@ -23,12 +23,12 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
+from theworld.data.config import DEFAULT_PROMPT
 from theworld.loss import IGNORE_INDEX, labelled_rows
 from theworld.world import world_token_count
 
 # segment_ids values
 SEG_TEXT, SEG_IMAGE, SEG_WORLD_START, SEG_WORLD, SEG_WORLD_END = 0, 1, 2, 3, 4
-DEFAULT_PROMPT = "Describe the image."
 
 
 def load_gemma_processor(gemma_model_name: str, revision: str | None = None, token: str | None = None):
@@ -243,6 +243,7 @@ class TheWorldProcessor:
             "label_positions": positions,
             "label_targets": targets,
             "attention_mask": attention_mask,
+            "tokens": int(attention_mask.sum()),  # for throughput figures, counted here so the step needs no sync
         }
         # In a DataLoader worker, default_collate stacks straight into shared memory, where the batch must go
         # anyway on its way to the main process.

@@ -440,7 +440,9 @@ class _RawSource(IterableDataset):
             logger.warning("%r (%s): data ran out after %d of %d samples", self, consumer, state["yielded"], quota)
         if pending:
             logger.info("%r (%s): skipped after the last sample of the epoch: %s", self, consumer, dict(pending))
-        logger.info(
+        # Worth a line only when something was skipped (the counts are logged as data/skipped_* too).
+        logger.log(
+            logging.INFO if totals else logging.DEBUG,
             "%r (%s): epoch %d done, %d samples, skipped %s",
             self,
             consumer,
@@ -702,7 +704,7 @@ class ParquetURLSource(_RawSource):
         if (data_files is None) == (dataset_name is None):
             raise ValueError("pass exactly one of data_files and dataset_name")
         if data_files is not None:
-            _check_local_files(data_files)
+            check_local_files(data_files)
         self.data_files = data_files
         self.dataset_name = dataset_name
         self.split = split
@@ -801,7 +803,7 @@ class ParquetURLSource(_RawSource):
         return self._image_outcome(key, data, text)
 
 
-def _check_local_files(data_files: str | Sequence[str] | dict) -> None:
+def check_local_files(data_files: str | Sequence[str] | dict) -> None:
     """Fail early, naming the pattern, when local parquet paths/globs match nothing."""
     if isinstance(data_files, dict):
         patterns = [p for value in data_files.values() for p in ([value] if isinstance(value, str) else value)]

@@ -99,8 +99,8 @@ def render_sample(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]
     background = rng.choice(_contrasting(color))
     # Large shapes near the centre: at the demo's 64 px the VAE sees an 8x8 latent grid, and a shape must span
     # enough of it for its outline to be told apart (small shapes anywhere make the shape a coin toss).
-    r = rng.uniform(0.36, 0.42) * size
-    cx, cy = (size / 2 + rng.uniform(-0.02, 0.02) * size for _ in range(2))
+    r = rng.uniform(0.38, 0.42) * size
+    cx = cy = size / 2
 
     image = Image.new("RGB", (size, size), COLORS[background])
     draw = ImageDraw.Draw(image)

@@ -10,23 +10,27 @@ import os
 import re
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
 import torch
 import yaml
+import huggingface_hub
 from huggingface_hub import HfApi
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainingInterrupted
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
+from theworld.callbacks.progress import TrainingProgress
 from theworld.checkpoint import WEIGHTS_NAME
 from theworld.config import CONFIG_NAME, TheWorldConfig
-from theworld.errors import UserError
+from theworld.errors import ConfigError, UserError
 from theworld.hub import (
     HubConfig,
     HubUnreachableError,
@@ -41,15 +45,12 @@ from theworld.hub import (
 )
 from theworld.lit.datamodule import TheWorldDataModule
 from theworld.lit.module import TheWorldModule
+from theworld.lit.trainer import TheWorldTrainer
 
 log = logging.getLogger(__name__)
 
 _TOKEN_FLAGS = ("--hf_token", "--hub.hf_token")
 _CONFIG_FLAGS = ("-c", "--config")
-
-
-class ConfigError(UserError):
-    """A config value the parser accepts but the run cannot use."""
 
 
 class TheWorldArgumentParser(LightningArgumentParser):
@@ -96,6 +97,16 @@ class TheWorldCLI(LightningCLI):
     config before anything is saved or logged.
     """
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate, predict and cache_latents (no `test`: TheWorld's data has no test split)."""
+        return {
+            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+            "validate": {"model", "dataloaders", "datamodule"},
+            "predict": {"model", "dataloaders", "datamodule"},
+            "cache_latents": {"model", "datamodule"},
+        }
+
     def add_arguments_to_parser(self, parser) -> None:
         # Always on: the `checkpoint:` group configures the trainable-only checkpoint callback.
         parser.add_lightning_class_args(TrainableCheckpoint, "checkpoint")
@@ -129,11 +140,35 @@ class TheWorldCLI(LightningCLI):
         self.run_config = redact_secrets(json.loads(dumped))
         self._resolve_hf_refs(config)
         # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
+        self._check_weight_sources(config)
         self._pin_bases(config)
         self.hub_api = self._hub_preflight(config)
         if self.subcommand == "fit" and not config.get("ckpt_path") and not config.checkpoint.overwrite:
             TrainableCheckpoint.refuse_used_folder(
                 TrainableCheckpoint.folder_for(config.checkpoint.dirpath, config.trainer.get("default_root_dir")))
+
+    def _check_weight_sources(self, config) -> None:
+        """``--ckpt_path`` and ``--model.init_from`` exist; predict has images; validate/predict say when the
+        model they run has not been trained."""
+        ckpt_path, init_from = config.get("ckpt_path"), config.model.get("init_from")
+        if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).is_dir():
+            raise UserError(
+                f"--ckpt_path {ckpt_path}: there is no such checkpoint folder (relative paths start from {Path.cwd()}). "
+                f"Give a checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
+                f"hf://user/repo[@revision][/folder]."
+            )
+        if init_from and not Path(init_from).is_dir() and not _is_hub_repo_id(init_from):
+            raise UserError(
+                f"--model.init_from {init_from}: there is no such folder (relative paths start from {Path.cwd()}). Give "
+                f"a checkpoint folder holding model.safetensors (checkpoint-N/, final/), a Hub repo id, or "
+                f"hf://user/repo[@revision][/folder]."
+            )
+        if self.subcommand == "predict" and not config.data.get("predict_data"):
+            raise UserError("theworld predict needs the images to caption: add --data.predict_data with a folder, a "
+                              "glob (my_images/*.jpg) or a list of paths.")
+        if self.subcommand in ("validate", "predict") and not ckpt_path and not init_from:
+            log.warning("theworld %s: neither --ckpt_path nor --model.init_from is given, so the model's trainable "
+                        "weights (the world projector) are untrained: expect random captions.", self.subcommand)
 
     def _hub_preflight(self, config) -> HfApi | None:
         """For ``fit`` with ``hub.push_to_hub``: token, repo and write access checked on rank 0 before any weight
@@ -188,12 +223,22 @@ class TheWorldCLI(LightningCLI):
             config.model.init_from = str(files[WEIGHTS_NAME].parent)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = trainer_config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(TrainingProgress())
         hub = self._get(self.config_init, "hub")
         if self.subcommand == "fit" and hub.push_to_hub:
-            configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
-            sync = HubSyncCallback(hub, token=self.hub_token, api=self.hub_api, run_config=self.run_config)
-            kwargs["callbacks"] = [*(configured if isinstance(configured, list) else [configured]), sync]
-        return super().instantiate_trainer(**kwargs)
+            callbacks.append(HubSyncCallback(hub, token=self.hub_token, api=self.hub_api, run_config=self.run_config))
+        return super().instantiate_trainer(**kwargs, callbacks=callbacks)
+
+
+def _is_hub_repo_id(name: str) -> bool:
+    """``user/repo`` that is not meant as a path (``./x``, ``a/b/c``, or under a folder that exists here)."""
+    parent = Path(name).parent
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not parent.is_dir()
 
 
 def _same_base(saved: str, name: str) -> bool:
@@ -260,13 +305,27 @@ def _check_yaml_syntax(args: list[str]) -> None:
                               f"there (indentation, a missing ':', an unclosed bracket or quote).") from None
 
 
+def _quiet_known_noise() -> None:
+    """Silences messages every run printed that say nothing about the run; progress bars of downloads and uploads
+    only on a terminal (in a log file they are a flood of carriage returns)."""
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata, at each loader start
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning's pytree use on torch 2.1x
+    # TrainableCheckpoint says which folder it searched, and Lightning's hint (save_last=True) does not apply.
+    warnings.filterwarnings("ignore", message=r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith("💡 Tip"))  # an advert for Lightning's cloud logger
+    logging.getLogger("transformers").addFilter(
+        lambda record: "requires torchvision" not in record.getMessage())  # the PIL image processor is the same
+    if not sys.stderr.isatty():
+        huggingface_hub.utils.disable_progress_bars()
+        if "transformers" in sys.modules:  # imported by Lightning's torchmetrics: its bars were set up already
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else args
-    if argv[:1] == ["cache_latents"]:
-        from theworld import latent_cache
-
-        return latent_cache.main(argv[1:])
     _log_to_stderr()
+    _quiet_known_noise()
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     try:
@@ -275,6 +334,7 @@ def main(args: list[str] | None = None) -> None:
             TheWorldModule,
             TheWorldDataModule,
             save_config_kwargs={"overwrite": True},
+            trainer_class=TheWorldTrainer,
             parser_class=TheWorldArgumentParser,
             args=args,
             auto_configure_optimizers=False,
@@ -282,7 +342,8 @@ def main(args: list[str] | None = None) -> None:
     except UserError as err:
         # A problem the user can fix (a config value, a base model id, the Hub token or access, the final push,
         # an unsafe checkpoint): the message, not a traceback.
-        sys.exit(f"theworld: error: {_user_message(err)}")
+        sys.stderr.write(f"theworld: error: {_user_message(err)}\n")
+        sys.exit(err.exit_code)
     except TrainingInterrupted as stop:
         sys.stderr.write(f"theworld: stopped by {stop.signal_name} after step {stop.step}; the checkpoint is "
                          f"{stop.path}. Resume with:\n  {_resume_command(argv)}\n")

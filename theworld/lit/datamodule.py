@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,8 +16,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from theworld.config import TheWorldConfig
+from theworld.data.config import DataConfig
+from theworld.data.processing import TheWorldProcessor
+from theworld.errors import UserError
 from theworld.hub import pin_bases
-from theworld.data.processing import DEFAULT_PROMPT, TheWorldProcessor
 from theworld.latent_cache import unpack_world_latents
 
 
@@ -44,6 +47,17 @@ class ConsumedStateDataLoader(StatefulDataLoader):
     def state_dict(self) -> dict[str, Any]:
         consumed = getattr(self, "_consumed_state", None)
         return consumed if consumed is not None else super().state_dict()
+
+
+def _leave_signals_to_the_trainer(worker_id: int) -> None:
+    """Ctrl-C and SIGTERM reach every process of a job; a worker that died of them would fail the batch the trainer
+    still fetches before it saves and stops. Workers end with the main process instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class DataConfigError(UserError):
+    """A ``data:`` setting that cannot work (shards that match nothing, a hold-out the source cannot make)."""
 
 
 class SampleTransform:
@@ -75,11 +89,11 @@ class ImageFiles(Dataset):
     SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
     def __init__(self, paths: str | list[str], processor: TheWorldProcessor):
-        self.paths = self._expand(paths)
+        self.paths = self.expand(paths)
         self.processor = processor
 
     @classmethod
-    def _expand(cls, paths: str | list[str]) -> list[str]:
+    def expand(cls, paths: str | list[str]) -> list[str]:
         found: list[str] = []
         for entry in [paths] if isinstance(paths, str) else paths:
             if os.path.isdir(entry):
@@ -123,53 +137,62 @@ class TheWorldDataModule(L.LightningDataModule):
           num_workers: 8
     """
 
-    def __init__(
-        self,
-        source: Literal["webdataset", "hf"] = "webdataset",
-        train_data: str | list[str] | None = None,
-        val_data: str | list[str] | None = None,
-        dataset_name: str | None = None,
-        dataset_split: str = "train",
-        val_samples: int = 0,
-        batch_size: int = 8,
-        val_batch_size: int | None = None,
-        num_workers: int = 4,
-        prompt: str = DEFAULT_PROMPT,
-        max_caption_tokens: int = 64,
-        shuffle_buffer: int = 0,
-        seed: int = 0,
-        num_samples: int | None = None,
-        min_image_size: int = 32,
-        clip_score_threshold: float | None = None,
-        download_timeout_s: float = 10.0,
-        download_retries: int = 2,
-        predict_data: str | list[str] | None = None,
-    ):
+    def __init__(self, **options):
+        """
+        Args:
+            options: The ``data:`` settings: every field of ``DataConfig``.
+        """
         super().__init__()
-        if source == "webdataset" and val_samples and val_data is None:
-            raise ValueError(
-                "data.val_samples holds out the first rows of a parquet/Hub stream; for webdataset shards "
-                "set data.val_data to held-out shards instead (e.g. the last shard)."
-            )
         self.save_hyperparameters()
+        self.config = DataConfig(**options)
+        self._check_paths()
         self.processor: TheWorldProcessor | None = None
         self.world_config: TheWorldConfig | None = None
+
+    def _check_paths(self) -> None:
+        """Local shards and parquet files that match nothing stop the run here, before any weight loads."""
+        config = self.config
+        if config.source == "webdataset" and config.val_samples and config.val_data is None:
+            raise DataConfigError(
+                "data.val_samples holds out the first rows of a parquet/Hub stream; for webdataset shards set "
+                "data.val_data to held-out shards instead (e.g. the last shard)."
+            )
+        from theworld.data.sources import check_local_files, expand_urls
+
+        for field in ("train_data", "val_data"):
+            value = getattr(config, field)
+            if value is None:
+                continue
+            try:
+                expand_urls(value) if config.source == "webdataset" else check_local_files(value)
+            except (FileNotFoundError, ValueError) as err:
+                what = ".tar shards" if config.source == "webdataset" else "parquet files"
+                raise DataConfigError(
+                    f"data.{field}={value!r}: {err}. Give {what} as paths, globs, folders or brace patterns "
+                    f"(relative paths start from {Path.cwd()})."
+                ) from None
+        if config.predict_data is not None:
+            try:
+                ImageFiles.expand(config.predict_data)
+            except FileNotFoundError as err:
+                raise DataConfigError(f"{err} Give a folder of images, a glob (my_images/*.jpg) or a list of paths "
+                                      f"(relative paths start from {Path.cwd()}).") from None
 
     def setup(self, stage: str) -> None:
         if self.processor is None:
             # Pinned like the model will be: the processor files and a latent cache's layout check match its bases.
             self.world_config = pin_bases(self.trainer.lightning_module.world_config)
             self.processor = TheWorldProcessor.from_config(
-                self.world_config, prompt=self.hparams.prompt, max_caption_tokens=self.hparams.max_caption_tokens
+                self.world_config, prompt=self.config.prompt, max_caption_tokens=self.config.max_caption_tokens
             )
 
     def predict_dataloader(self) -> DataLoader:
-        if not self.hparams.predict_data:
+        if not self.config.predict_data:
             raise ValueError("theworld predict needs --data.predict_data (an image folder, glob or list of paths).")
         return DataLoader(
-            ImageFiles(self.hparams.predict_data, self.processor),
-            batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
+            ImageFiles(self.config.predict_data, self.processor),
+            batch_size=self.config.val_batch_size or self.config.batch_size,
+            num_workers=self.config.num_workers,
             collate_fn=partial(self.processor.collate, padding_side="left", normalize=False),
         )
 
@@ -183,7 +206,7 @@ class TheWorldDataModule(L.LightningDataModule):
         ``transform`` runs on each sample in the loader workers."""
         from theworld.data import sources
 
-        hp = self.hparams
+        hp = self.config
         data = hp.train_data if train or hp.val_data is None else hp.val_data
         if data is None and hp.dataset_name is None:
             raise ValueError("data: set train_data (shards or parquet files) or dataset_name (a Hub dataset).")
@@ -213,7 +236,7 @@ class TheWorldDataModule(L.LightningDataModule):
         )
 
     def _loader(self, dataset, batch_size: int) -> StatefulDataLoader:
-        workers = self.hparams.num_workers
+        workers = self.config.num_workers
         return ConsumedStateDataLoader(
             dataset,
             batch_size=batch_size,
@@ -222,6 +245,7 @@ class TheWorldDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,
             prefetch_factor=4 if workers else None,
+            worker_init_fn=_leave_signals_to_the_trainer,
         )
 
     def _source(self, *, train: bool):
@@ -229,10 +253,10 @@ class TheWorldDataModule(L.LightningDataModule):
                                rank=self.trainer.global_rank, world_size=self.trainer.world_size)
 
     def train_dataloader(self) -> StatefulDataLoader:
-        return self._loader(self._source(train=True), self.hparams.batch_size)
+        return self._loader(self._source(train=True), self.config.batch_size)
 
     def val_dataloader(self):
-        hp = self.hparams
+        hp = self.config
         if hp.val_data is None and not hp.val_samples:
             return []
         return self._loader(self._source(train=False), hp.val_batch_size or hp.batch_size)

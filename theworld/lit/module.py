@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -109,6 +110,13 @@ class TheWorldModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._fit_started = (time.perf_counter(), self.global_step)
+        self._window = [time.perf_counter(), 0, 0]  # since the last logging step: start, samples, tokens
+        checkpoint = self.trainer.checkpoint_callback
+        rank_zero_info(
+            f"theworld: training steps {self.global_step} -> {self.trainer.max_steps}"
+            + (f"; checkpoints in {Path(checkpoint.dirpath).resolve()}" if checkpoint and checkpoint.dirpath else "")
+            + (f"; logs in {Path(self.trainer.log_dir).resolve()}" if self.trainer.loggers else "")
+        )
 
     def on_train_end(self) -> None:
         # One line a person reads at the end of a run: how long, how fast, where the loss ended.
@@ -145,8 +153,28 @@ class TheWorldModule(L.LightningModule):
         batch_size = batch["input_ids"].shape[0]
         self.log("train/loss", logged_loss, prog_bar=True, batch_size=batch_size)
         self.log("train/answer_tokens", tokens, batch_size=batch_size)
-        self._log_skipped(batch.get("skipped"))
+        self._count(batch)
         return loss
+
+    def _count(self, batch: dict) -> None:
+        """Adds the batch to the running counters (host-side ints: no sync); on logging steps logs the rates since
+        the previous logging step, the learning rate and the bad-sample totals."""
+        self._window[1] += len(batch["input_ids"])
+        self._window[2] += batch.get("tokens", 0)
+        for counts in batch.get("skipped") or ():
+            self.skipped_samples.update(counts or {})
+        # Lightning's LearningRateMonitor asks the same question to log only when the loggers will write.
+        if not self.trainer._logger_connector.should_update_logs:
+            return
+        start, samples, tokens = self._window
+        seconds = max(time.perf_counter() - start, 1e-9)
+        ranks = self.trainer.world_size  # each rank trains its own batch of the same size
+        self.log("train/samples_per_sec", samples * ranks / seconds, prog_bar=True, rank_zero_only=True)
+        self.log("train/tokens_per_sec", tokens * ranks / seconds, rank_zero_only=True)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], rank_zero_only=True)
+        self._window = [time.perf_counter(), 0, 0]
+        for reason, count in self._skipped_totals().items():
+            self.log(f"data/skipped_{reason}", float(count))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.model(**batch)
@@ -158,7 +186,8 @@ class TheWorldModule(L.LightningModule):
     def _caption(self, batch: dict, limit: int) -> list[CaptionSample]:
         """Generates captions for up to ``limit`` images of a validation batch, beside their references."""
         processor = self.trainer.datamodule.processor
-        rows = {key: value[:limit] for key, value in processor.prompt_only(batch).items()}
+        rows = {key: value[:limit] if isinstance(value, (torch.Tensor, list)) else value
+                for key, value in processor.prompt_only(batch).items()}
         generated = self.model.generate_from_batch(rows, max_new_tokens=self.hparams.max_new_tokens)
         images = processor.images(rows) or [None] * len(generated)
         return [CaptionSample(key, reference, text, image)
@@ -174,23 +203,12 @@ class TheWorldModule(L.LightningModule):
         self.caption_scores = score_captions(self.caption_samples)
         for name, value in self.caption_scores.metrics().items():
             self.log(name, value, rank_zero_only=True)
-        if self.trainer.state.fn != "fit" or self.trainer.sanity_checking:
-            return
-        rank_zero_info(f"theworld: step {self.global_step}: {self.caption_scores}")
+        if not self.trainer.sanity_checking:
+            rank_zero_info(f"theworld: step {self.global_step}: {self.caption_scores}")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         texts = self.model.generate_from_batch(batch, max_new_tokens=self.hparams.max_new_tokens)
         return [{"image": key, "text": text} for key, text in zip(batch["key"], texts)]
-
-    def _log_skipped(self, per_sample_counts) -> None:
-        """Adds the bad-sample counters that the loader workers attach to samples; logs the running totals
-        on logging steps only (summing them over ranks is a collective and a host sync)."""
-        for counts in per_sample_counts or ():
-            self.skipped_samples.update(counts or {})
-        # Lightning's LearningRateMonitor asks the same question to log only when the loggers will write.
-        if self.trainer._logger_connector.should_update_logs:
-            for reason, count in self._skipped_totals().items():
-                self.log(f"data/skipped_{reason}", float(count))
 
     def on_train_epoch_end(self) -> None:
         # Step values reach the loggers only every log_every_n_steps, so the last steps' counts would be

@@ -15,8 +15,9 @@ from theworld.data.synthetic import write_webdataset_shards
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma
 
 
-def write_demo_assets(out_dir: str | Path = "demo_assets", train_shards: int = 4, samples_per_shard: int = 256,
+def write_demo_assets(out_dir: str | Path = "demo_assets", train_shards: int = 16, samples_per_shard: int = 1024,
                       seed: int = 0) -> Path:
+    """Tiny models and one epoch of configs/demo.yaml's data (1000 steps x 16), plus a 64-image held-out shard."""
     out_dir = Path(out_dir)
     write_tiny_gemma(out_dir / "gemma-3-tiny", seed=seed)
     write_tiny_cosmos(out_dir / "cosmos-tiny", seed=seed)

@@ -1,0 +1,139 @@
+"""Resuming as users do it: `--ckpt_path last` after a run with each kind of logger, a new run that would land on
+another run's checkpoints, Ctrl-C and SIGTERM, a changed schedule, a run that already finished. Every resume is
+checked by the steps it trains (from the checkpoint's step on, and only those), not only by its final weights."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit, logged_losses
+
+LOGGERS = {
+    "csv": [],  # configs/demo.yaml's own
+    "wandb": ["--trainer.logger", "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.init_args.offline",
+              "true", "--trainer.logger.init_args.project", "theworld-test"],
+    "none": ["--trainer.logger", "false"],
+}
+
+
+def copy_checkpoints(straight_run: Path, root: Path, upto: int) -> None:
+    """A run folder as the straight run left it after step ``upto``: its checkpoints, ``last`` pointing at them."""
+    (root / "checkpoints").mkdir(parents=True)
+    for step in range(4, upto + 1, 4):
+        shutil.copytree(straight_run / f"checkpoints/checkpoint-{step}", root / f"checkpoints/checkpoint-{step}")
+    (root / "checkpoints/last").symlink_to(f"checkpoint-{upto}")
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def output(result) -> str:
+    return result.stdout + result.stderr
+
+
+def test_ckpt_path_last_resumes_where_the_first_run_stopped(demo_dir, tmp_path):
+    """The README's two commands: a run, then the same command with --ckpt_path last and more steps (its losses
+    differ from a straight 8-step run's: the first run's LR schedule was 4 steps long, and the message says so)."""
+    root = ["--trainer.default_root_dir", tmp_path, "--trainer.logger.init_args.save_dir", tmp_path]
+    first = fit(demo_dir, *SHORT, *root, "--trainer.max_steps", "4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = fit(demo_dir, *SHORT, *root, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "theworld: training steps 4 -> 8" in output(resumed)
+    assert "scheduled for trainer.max_steps=4; this run goes to 8" in output(resumed)
+    assert sorted(logged_losses(tmp_path)) == [4, 5, 6, 7], "the resumed run trained steps 5 to 8 only"
+
+
+@pytest.mark.parametrize("logger", ["wandb", "none"])
+def test_ckpt_path_last_finds_the_checkpoints_whatever_the_logger(straight_run, demo_dir, tmp_path, logger):
+    copy_checkpoints(straight_run, tmp_path, upto=4)
+    result = fit(demo_dir, *SHORT, *LOGGERS[logger], "--trainer.default_root_dir", tmp_path, "--ckpt_path", "last",
+                 env={"WANDB_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "theworld: training steps 4 -> 8" in output(result)
+    assert_same_weights(straight_run / "checkpoints/final", tmp_path / "checkpoints/final")
+
+
+def test_ckpt_path_last_with_nothing_to_resume_says_so_and_starts_at_step_0(demo_dir, tmp_path):
+    """What a restart script meets on its first launch."""
+    result = fit(demo_dir, *SHORT, "--trainer.max_steps", "2", "--trainer.default_root_dir", tmp_path,
+                 "--trainer.logger.init_args.save_dir", tmp_path, "--ckpt_path", "last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = output(result)
+    assert f"--ckpt_path last: no checkpoint in {tmp_path / 'checkpoints'}; training starts from step 0." in text
+    assert "theworld: training steps 0 -> 2" in text and "no last checkpoint available" not in text
+
+
+def test_a_new_run_refuses_a_folder_with_another_runs_checkpoints(straight_run, demo_dir, tmp_path):
+    copy_checkpoints(straight_run, tmp_path, upto=8)
+    before = snapshot(tmp_path / "checkpoints")
+    result = fit(demo_dir, *SHORT, "--trainer.default_root_dir", tmp_path, "--trainer.logger.init_args.save_dir",
+                 tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("theworld: error: ")]
+    assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr
+    for text in (str(tmp_path / "checkpoints"), "--ckpt_path last", "--checkpoint.dirpath", "--checkpoint.overwrite"):
+        assert text in errors[0]
+    assert snapshot(tmp_path / "checkpoints") == before, "not a byte of the old checkpoints changed"
+
+    overwritten = fit(demo_dir, *SHORT, "--trainer.max_steps", "4", "--trainer.default_root_dir", tmp_path,
+                      "--trainer.logger.init_args.save_dir", tmp_path, "--checkpoint.overwrite", "true")
+    assert overwritten.returncode == 0, overwritten.stderr[-3000:]
+    assert "theworld: training steps 0 -> 4" in output(overwritten)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_dir, tmp_path, signum):
+    """SIGINT goes to the whole process group (Ctrl-C in a terminal), SIGTERM to the main process (kill, Kubernetes).
+    The run is held inside step 3 until the signal is in, so it stops after step 3: not on the save schedule."""
+    root = ["--trainer.default_root_dir", tmp_path, "--trainer.logger.init_args.save_dir", tmp_path]
+    marker, release = tmp_path / "in-step-3", tmp_path / "go-on"
+    with open(tmp_path / "interrupted.log", "w") as log:
+        proc = fit(demo_dir, *SHORT, *root, "--trainer.callbacks+=kill_points.PauseInStep",
+                   "--trainer.callbacks.init_args.at_step", "2", "--trainer.callbacks.init_args.marker", marker,
+                   "--trainer.callbacks.init_args.release", release, stdout=log, stderr=subprocess.STDOUT,
+                   start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "interrupted.log").read_text()
+            time.sleep(0.05)
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
+        time.sleep(0.5)
+        release.touch()
+        assert proc.wait(timeout=300) == 128 + signum
+    text = (tmp_path / "interrupted.log").read_text()
+    assert f"theworld: stopped by {signal.Signals(signum).name} after step 3" in text and "--ckpt_path last" in text
+    assert (tmp_path / "checkpoints/last").resolve().name == "checkpoint-3"
+    assert not (tmp_path / "checkpoints/final").exists()
+
+    resumed = fit(demo_dir, *SHORT, *root, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_resumed(tmp_path, straight_run, from_step=3)
+    assert_same_weights(straight_run / "checkpoints/final", tmp_path / "checkpoints/final")
+
+
+def test_resuming_with_another_max_steps_says_how_the_schedule_changes(straight_run, demo_dir, tmp_path):
+    result = fit(demo_dir, *SHORT, "--trainer.max_steps", "6", "--trainer.default_root_dir", tmp_path,
+                 "--trainer.logger.init_args.save_dir", tmp_path, "--ckpt_path", straight_run / "checkpoints/checkpoint-4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("resuming at step 4 of a run scheduled for trainer.max_steps=8; this run goes to 6, so the cosine LR "
+            "schedule now spans 6 steps") in output(result)
+
+
+def test_a_finished_run_started_again_says_it_is_done(straight_run, demo_dir, tmp_path):
+    shutil.copytree(straight_run / "checkpoints", tmp_path / "checkpoints", symlinks=True)
+    before = snapshot(tmp_path / "checkpoints")
+    result = fit(demo_dir, *SHORT, "--trainer.default_root_dir", tmp_path, "--trainer.logger.init_args.save_dir",
+                 tmp_path, "--ckpt_path", "last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already finished at step 8 (trainer.max_steps=8): nothing to train" in output(result)
+    assert "TrainableCheckpoint" not in output(result) and "theworld: training steps" not in output(result)
+    assert snapshot(tmp_path / "checkpoints") == before

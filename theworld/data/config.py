@@ -1,0 +1,70 @@
+"""DataConfig: the ``data:`` settings, shared by the data module and the sources it builds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from theworld.errors import ConfigError
+
+DEFAULT_PROMPT = "Describe the image."
+
+
+@dataclass
+class DataConfig:
+    """Where the image-caption pairs come from and how they are read.
+
+    Attributes:
+        source: "webdataset": img2dataset .tar shards (and latent caches from `theworld cache_latents`); "hf":
+            DataComp-style metadata (parquet files or a Hub dataset) whose images are downloaded by URL.
+        train_data: Training shards (paths, globs, folders, {00000..00099} braces, http(s) URLs) or parquet files.
+        val_data: Held-out shards or parquet files for validation (never overlapping train_data).
+        dataset_name: A Hub dataset of DataComp metadata to stream (source hf), e.g. mlfoundations/datacomp_small.
+        dataset_split: Split of dataset_name to stream.
+        val_samples: Source hf: hold out the first K rows for validation; training skips them.
+        batch_size: Samples per device per step (the global batch is batch_size x devices x num_nodes).
+        val_batch_size: Samples per validation and predict batch (default: batch_size).
+        num_workers: DataLoader worker processes per device; they decode, resize, tokenise (and download).
+        prompt: The user prompt every caption answers.
+        max_caption_tokens: Captions are cut to this many tokens.
+        shuffle_buffer: Samples shuffled in each worker (0: read in order; resume is exact only with 0).
+        seed: Seed of the shard order and shuffle buffers.
+        num_samples: Cap each epoch at this many samples (split evenly over devices).
+        min_image_size: Images with a shorter side are skipped (too_small).
+        clip_score_threshold: Source hf: skip rows whose clip_b32_similarity_score is lower.
+        download_timeout_s: Seconds allowed per image download or shard request.
+        download_retries: Retries of a download after a timeout, 408/429/5xx or a dropped connection.
+        predict_data: Images for `theworld predict`: a folder, a glob or a list of paths.
+    """
+
+    source: Literal["webdataset", "hf"] = "webdataset"
+    train_data: str | list[str] | None = None
+    val_data: str | list[str] | None = None
+    dataset_name: str | None = None
+    dataset_split: str = "train"
+    val_samples: int = 0
+    batch_size: int = 8
+    val_batch_size: int | None = None
+    num_workers: int = 4
+    prompt: str = DEFAULT_PROMPT
+    max_caption_tokens: int = 64
+    shuffle_buffer: int = 0
+    seed: int = 0
+    num_samples: int | None = None
+    min_image_size: int = 32
+    clip_score_threshold: float | None = None
+    download_timeout_s: float = 10.0
+    download_retries: int = 2
+    predict_data: str | list[str] | None = None
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value, smallest = getattr(self, field.name), _SMALLEST.get(field.name)
+            if smallest is not None and value is not None and value < smallest:
+                raise ConfigError(f"data.{field.name}={value}: it must be at least {smallest}.")
+
+
+# The settings that are counts (or seconds): the smallest value each can take.
+_SMALLEST = {"batch_size": 1, "val_batch_size": 1, "max_caption_tokens": 1, "num_samples": 1, "val_samples": 0,
+             "num_workers": 0, "shuffle_buffer": 0, "min_image_size": 0, "download_retries": 0,
+             "download_timeout_s": 1e-3}

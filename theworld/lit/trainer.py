@@ -1,0 +1,118 @@
+"""``TheWorldTrainer``: Lightning's Trainer plus ``cache_latents``, so it is a subcommand of ``theworld`` like
+``fit`` (same config files, overrides and typo errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+
+from theworld.latent_cache import LatentCacheError, write_latent_cache
+
+
+_CKPT_PATH = ("A checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
+              "hf://user/repo[@revision][/folder] (its last-checkpoint/, downloaded)")
+_WEIGHTS_ONLY = ("false loads a training_state.pt that holds more than tensors (it could run code): only for a file "
+                 "you trust")
+
+
+class TheWorldTrainer(Trainer):
+    """Lightning's Trainer; its subcommands' arguments documented for ``theworld --help``."""
+
+    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path: str | None = None,
+            weights_only: bool | None = None) -> None:
+        """Train the model, saving trainable-only checkpoints (and pushing them to the Hub when configured).
+
+        Args:
+            model: The model.
+            train_dataloaders: Unused by theworld (the data module provides them).
+            val_dataloaders: Unused by theworld (the data module provides them).
+            datamodule: The data.
+            ckpt_path: Resume exactly from here. {ckpt}.
+            weights_only: {weights_only}.
+        """
+        return super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=weights_only)
+
+    def validate(self, model=None, dataloaders=None, ckpt_path: str | None = None, verbose: bool = True,
+                 datamodule=None, weights_only: bool | None = None):
+        """Validation loss and held-out caption accuracy of trained weights (--model.init_from or --ckpt_path).
+
+        Args:
+            model: The model.
+            dataloaders: Unused by theworld (the data module provides them).
+            ckpt_path: The weights to validate. {ckpt}.
+            verbose: Print the validation metrics.
+            datamodule: The data (its val_data).
+            weights_only: {weights_only}.
+        """
+        return super().validate(model, dataloaders, ckpt_path, verbose, datamodule, weights_only=weights_only)
+
+    def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
+                ckpt_path: str | None = None, weights_only: bool | None = None):
+        """Caption the images of --data.predict_data into --predictions.output_path (JSON lines).
+
+        Args:
+            model: The model.
+            dataloaders: Unused by theworld (the data module provides them).
+            datamodule: The data (its predict_data).
+            return_predictions: Keep the captions in memory too (the JSON-lines file has them anyway).
+            ckpt_path: The weights to caption with. {ckpt}.
+            weights_only: {weights_only}.
+        """
+        return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path,
+                               weights_only=weights_only)
+
+    def cache_latents(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        output_dir: str,
+        split: Literal["train", "val"] = "train",
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        samples_per_shard: int = 1000,
+        dtype: Literal["bfloat16", "float32"] = "bfloat16",
+        limit: int | None = None,
+    ) -> dict:
+        """Encode the data through the frozen Cosmos VAE once, into WebDataset shards to train from.
+
+        Reads the data exactly as ``fit`` would (the same ``model:`` and ``data:`` settings); with torchrun each
+        rank encodes its share into its own ``shard-r{rank}-*.tar``. Train from the folder with
+        ``--data.source webdataset --data.train_data <output_dir>``.
+
+        Args:
+            model: The model settings (only the VAE and the world layout are used).
+            datamodule: The data to encode.
+            output_dir: An empty folder for the shards (or the folder of a killed run, which then resumes).
+            split: The training data, or the validation data (``data.val_data`` / ``data.val_samples``).
+            batch_size: Images encoded per VAE call.
+            num_workers: Loader workers (default: ``data.num_workers``).
+            samples_per_shard: Samples per shard (rounded up to a whole batch).
+            dtype: Storage dtype of the world tokens; float32 keeps them bit-exact.
+            limit: Stop after this many samples (per rank).
+        """
+        config = model.world_config
+        if not config.freeze_cosmos_vae:
+            raise LatentCacheError("model.freeze_cosmos_vae is false: a trained VAE changes its latents every step, "
+                                   "so they cannot be cached. Train from the images instead.")
+        rank, world_size = self.global_rank, self.world_size
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        source = datamodule.raw_source(train=split == "train", rank=rank, world_size=world_size)
+        summary = write_latent_cache(
+            config, source, output_dir, batch_size=batch_size,
+            num_workers=datamodule.config.num_workers if num_workers is None else num_workers,
+            samples_per_shard=samples_per_shard, dtype=dtype, limit=limit,
+            shard_prefix=f"shard-r{rank}" if world_size > 1 else "shard",
+        )
+        rank_zero_info(f"theworld: cached {summary['samples']} samples in {len(summary['shards'])} shards under "
+                       f"{os.path.abspath(output_dir)}: {json.dumps(summary['skipped'])} skipped")
+        return summary
+
+
+for _method in (TheWorldTrainer.fit, TheWorldTrainer.validate, TheWorldTrainer.predict):
+    _method.__doc__ = _method.__doc__.replace("{ckpt}", _CKPT_PATH).replace("{weights_only}", _WEIGHTS_ONLY)
