@@ -43,6 +43,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from theworld.callbacks import HubSyncCallback, TrainableCheckpoint  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.hub_standin import StandInSummary  # noqa: E402
 from theworld.config import TheWorldConfig  # noqa: E402
 
 TOKEN = "hf_bench_token"
@@ -61,7 +64,7 @@ time.sleep(10**6)
 """
 
 
-class BenchModule(L.LightningModule):
+class BenchModule(StandInSummary, L.LightningModule):
     def __init__(self, mb: int, width: int, depth: int):
         super().__init__()
         self.model = nn.ParameterDict({

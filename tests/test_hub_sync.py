@@ -74,7 +74,8 @@ def test_each_strategy_leaves_its_repo_layout(hub, tmp_path, strategy, expected)
     tags = HfApi(endpoint=hub.url, token=ALICE).list_repo_refs(REPO).tags
     assert [(t.name, t.target_commit) for t in tags] == [("v1.0-final", hub.commits(REPO)[-1]["oid"])]
 
-    assert json.loads(files["training_args.json"]) == {"hub": {"hub_model_id": REPO}, "model": {"learning_rate": 0.05}}
+    assert json.loads(files["training_args.json"]) == {"hf_token": None, "hub": {"hf_token": None, "hub_model_id": REPO},
+                                                       "model": {"learning_rate": 0.05}}
     assert ALICE.encode() not in b"".join(files.values())
     card = files["README.md"].decode()
     assert "| optimizer steps | 6 of 6 |" in card and "| learning rate | 0.05 |" in card

@@ -19,7 +19,7 @@ from theworld.hub import (  # noqa: E402
     download_resume_checkpoint,
     parse_hf_ref,
     preflight,
-    redact_secrets,
+    redact,
     resolve_token,
     validate_repo_id,
 )
@@ -70,21 +70,20 @@ def test_token_sources_in_order_and_never_in_repr(monkeypatch, tmp_path):
     assert resolve_token() is None
 
 
-def test_redact_secrets_drops_token_keys_at_any_depth():
+def test_redact_nulls_token_values_at_any_depth():
     config = {"hf_token": "x", "hub": {"hf_token": "y", "hub_model_id": "a/b"}, "data": {"max_caption_tokens": 32},
               "trainer": {"callbacks": [{"init_args": {"api_key": "z", "n": 1}}]}}
-    assert redact_secrets(config) == {"hub": {"hub_model_id": "a/b"}, "data": {"max_caption_tokens": 32},
-                                      "trainer": {"callbacks": [{"init_args": {"n": 1}}]}}
+    assert redact(config) == {"hf_token": None, "hub": {"hf_token": None, "hub_model_id": "a/b"},
+                              "data": {"max_caption_tokens": 32},
+                              "trainer": {"callbacks": [{"init_args": {"api_key": None, "n": 1}}]}}
 
 
-def test_saved_config_nulls_credentials_wherever_they_are():
+def test_redact_nulls_credentials_of_a_parsed_config_too():
     from jsonargparse import Namespace
-
-    from theworld.lit.cli import _without_secrets
 
     config = Namespace(hf_token="x", hub=Namespace(hf_token="y", hub_model_id="a/b"),
                        trainer=Namespace(callbacks=[Namespace(class_path="C", init_args=Namespace(hf_token="z", n=1))]))
-    clean = _without_secrets(config)
+    clean = redact(config)
     assert clean.hf_token is None and clean.hub.hf_token is None and clean.hub.hub_model_id == "a/b"
     assert clean.trainer.callbacks[0].init_args == Namespace(hf_token=None, n=1)
     assert config.trainer.callbacks[0].init_args.hf_token == "z", "the run itself keeps it"
@@ -140,7 +139,7 @@ def test_preflight_refuses_with_a_fix_in_the_message(hub, repo_id, secret, expec
 
 
 def test_fine_grained_token_needs_repo_write_on_the_namespace():
-    from theworld.hub import _check_write_access
+    from theworld.hub.preflight import _check_write_access
 
     scope = {"entity": {"type": "user", "name": "alice"}, "permissions": ["repo.content.read"]}
     me = {"name": "alice", "orgs": [{"name": "lab"}],

@@ -19,12 +19,10 @@ from safetensors.torch import load_file, save_file
 
 from theworld.config import CONFIG_NAME, TheWorldConfig
 from theworld.errors import UserError
+from theworld.hub.downloads import download_files
+from theworld.layout import TMP_MARKER, WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_NAME = "model.safetensors"
-TRAINING_STATE_NAME = "training_state.pt"
-TMP_MARKER = ".tmp-"
 
 
 def _new_file_mode() -> int:
@@ -110,8 +108,6 @@ def resolve_files(path_or_repo: str, filenames: list[str], revision: str | None 
         if missing:
             raise FileNotFoundError(f"{local} has no {missing}; is it a TheWorld checkpoint folder?")
         return {name: local / name for name in filenames}
-    from theworld.hub import download_files
-
     return download_files(path_or_repo, filenames, revision=revision, token=token, subfolder=subfolder)
 
 

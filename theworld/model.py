@@ -191,13 +191,17 @@ class TheWorld(nn.Module):
                 param.data = param.data.float()
 
     @property
+    def num_world_tokens(self) -> int:
+        """World tokens per image (0 with ``enable_world=False``)."""
+        return self.world_encoder.num_tokens(self.config.world_image_size) if self.world_encoder else 0
+
+    @property
     def processor(self) -> TheWorldProcessor:
         """Builds model inputs for this model's base ids and world layout."""
         if self._processor is None:
-            tokens = self.world_encoder.num_tokens(self.config.world_image_size) if self.world_encoder else 0
             self._processor = TheWorldProcessor(
                 load_gemma_processor(self.config.gemma_model_name, self.config.gemma_revision, self._token),
-                tokens, self.config.world_image_size, gemma_image_tokens=self.config.gemma_image_tokens,
+                self.num_world_tokens, self.config.world_image_size, gemma_image_tokens=self.config.gemma_image_tokens,
             )
         return self._processor
 

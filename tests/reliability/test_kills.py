@@ -23,7 +23,7 @@ from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit
 from support.hub_cli import SECRET, hub_env
 from theworld import TheWorld
 from theworld.callbacks.checkpoint import TrainableCheckpointIO
-from theworld.checkpoint import TRAINING_STATE_NAME, WEIGHTS_NAME
+from theworld.layout import TRAINING_STATE_NAME, WEIGHTS_NAME
 from theworld.config import CONFIG_NAME
 
 pytestmark = pytest.mark.reliability

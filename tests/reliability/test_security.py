@@ -14,7 +14,8 @@ from support.cli_runs import SHORT, fit
 from support.hub_cli import SECRET, hub_env, run, token_leaks, workdir
 from theworld import TheWorld
 from theworld.callbacks.checkpoint import TrainableCheckpointIO
-from theworld.checkpoint import TRAINING_STATE_NAME, UnsafeCheckpointError
+from theworld.checkpoint import UnsafeCheckpointError
+from theworld.layout import TRAINING_STATE_NAME
 
 pytestmark = pytest.mark.reliability
 

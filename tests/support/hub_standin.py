@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from theworld.callbacks import HubSyncCallback, TrainableCheckpoint
 from theworld.config import TheWorldConfig
+from theworld.run_summary import RunSummary
 
 ALICE = "hf_alice_write_0123456789"
 ALICE_LAPTOP = "hf_alice_laptop_9876543210"  # another client of alice's that commits to the same repo mid-run
@@ -22,7 +23,20 @@ def resumable(folder):
     return {f"{folder}/{name}" for name in ("model.safetensors", "config.json", "training_state.pt")}
 
 
-class StandIn(L.LightningModule):
+class StandInSummary:
+    """``run_summary`` as TheWorldModule hands it to the Hub sync, for a stand-in with ``model`` and ``world_config``."""
+
+    def run_summary(self, step=None, final=False):
+        step = self.global_step if step is None else step
+        params = list(self.model.parameters())
+        return RunSummary(model_config=self.world_config, dataset=None, step=step, max_steps=self.trainer.max_steps,
+                          epochs=self.trainer.current_epoch + (not final), samples_seen=step * 4, effective_batch=4,
+                          learning_rate=self.hparams.get("learning_rate", 0.0), world_tokens=784, wall_seconds=0.0,
+                          final=final, trainable_params=sum(p.numel() for p in params if p.requires_grad),
+                          total_params=sum(p.numel() for p in params))
+
+
+class StandIn(StandInSummary, L.LightningModule):
     """What TrainableCheckpoint and HubSyncCallback need from TheWorldModule, on an 8x8 linear layer."""
 
     def __init__(self, learning_rate: float = 0.05):

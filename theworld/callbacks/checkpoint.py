@@ -7,11 +7,13 @@ Each save is a folder ``checkpoint-{step}/``::
     training_state.pt    optimizer + LR scheduler state, loop counters, data position
 
 Rotation (``save_top_k``, ``every_n_train_steps``), ``last`` and resuming (``--ckpt_path``) are
-Lightning's own; this module only changes the on-disk format, through a CheckpointIO plugin.
+Lightning's own; this module changes the on-disk format, through a CheckpointIO plugin, and announces each
+complete folder to the other callbacks as a :class:`SavedCheckpoint` (the Hub sync pushes it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -32,21 +34,43 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_utilities.core.apply_func import apply_to_collection
 from safetensors.torch import load_file
 
-from theworld.checkpoint import (
-    TMP_MARKER,
-    TRAINING_STATE_NAME,
-    WEIGHTS_NAME,
-    UnsafeCheckpointError,
-    atomic_directory,
-    remove_stale_temporaries,
-    save_weights,
-)
+from theworld.checkpoint import UnsafeCheckpointError, atomic_directory, remove_stale_temporaries, save_weights
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
+from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
 
 _MODEL_PREFIX = "model."  # TheWorldModule keeps TheWorld under `self.model`
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedCheckpoint:
+    """A checkpoint folder complete on disk, as :class:`TrainableCheckpoint` announces it to the callbacks that
+    implement ``on_checkpoint_saved(trainer, saved)`` (the Hub sync).
+
+    ``kept``: the resumable folders in the checkpoint folder at that moment, oldest first (this one included
+    unless it is ``final/``); a folder rotated away later is missing from the next record.
+    """
+
+    step: int
+    path: Path
+    final: bool
+    kept: tuple[Path, ...]
+
+    @property
+    def newest_resumable(self) -> Path | None:
+        return self.kept[-1] if self.kept else None
+
+
+def resumable_folders(folder: Path) -> list[Path]:
+    """Complete resumable checkpoint folders in ``folder`` (not ``last``, ``final`` or temporaries), oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir()
+             if p.is_dir() and not p.is_symlink() and p.name not in (LAST_LINK, FINAL_DIR)
+             and not p.name.startswith(".") and TMP_MARKER not in p.name and (p / TRAINING_STATE_NAME).is_file()]
+    return sorted(found, key=lambda p: ((p / TRAINING_STATE_NAME).stat().st_mtime, p.name))
 
 
 class TrainableCheckpointIO(CheckpointIO):
@@ -54,11 +78,11 @@ class TrainableCheckpointIO(CheckpointIO):
 
     With ``async_save`` (the default) ``save_checkpoint`` only snapshots the tensors to CPU and
     returns; one writer thread writes, renames, links and removes folders in submission order, so
-    training is blocked for the copy alone. ``on_saved(path)`` runs on that thread once a folder
+    training is blocked for the copy alone. ``on_saved(saved)`` runs on that thread once a folder
     is complete. ``wait()`` drains the queue and re-raises a failed write.
     """
 
-    def __init__(self, async_save: bool = True, on_saved: Callable[[str], None] | None = None):
+    def __init__(self, async_save: bool = True, on_saved: Callable[[SavedCheckpoint], None] | None = None):
         self.on_saved = on_saved
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="theworld-ckpt") if async_save else None
         self._pending: list[Future] = []
@@ -96,7 +120,8 @@ class TrainableCheckpointIO(CheckpointIO):
             save_weights(weights, config, tmp)
             torch.save(state, tmp / TRAINING_STATE_NAME)
         if self.on_saved is not None:
-            self.on_saved(path)
+            path = Path(path)
+            self.on_saved(SavedCheckpoint(state["global_step"], path, False, tuple(resumable_folders(path.parent))))
 
     def link(self, target: str, link: str) -> None:
         """Points ``link`` at ``target`` once ``target`` is written (replacing ``link`` atomically)."""
@@ -187,8 +212,7 @@ class TrainableCheckpoint(ModelCheckpoint):
     """
 
     FILE_EXTENSION = ""
-    CHECKPOINT_NAME_LAST = "last"
-    FINAL_NAME = "final"
+    CHECKPOINT_NAME_LAST = LAST_LINK
 
     def __init__(
         self,
@@ -257,22 +281,11 @@ class TrainableCheckpoint(ModelCheckpoint):
         last = folder / self.CHECKPOINT_NAME_LAST
         if (last / TRAINING_STATE_NAME).is_file():
             return {str(last)}
-        complete = [p for p in self.saved_checkpoints(folder)]
+        complete = [p for p in resumable_folders(folder)]
         if complete:  # no `last` (save_last: false): the newest complete checkpoint
             return {str(max(complete, key=lambda p: (p / TRAINING_STATE_NAME).stat().st_mtime))}
         rank_zero_info(f"theworld: --ckpt_path last: no checkpoint in {folder.resolve()}; training starts from step 0.")
         return set()
-
-    @classmethod
-    def saved_checkpoints(cls, folder: Path) -> list[Path]:
-        """Complete resumable folders in ``folder`` (not ``last``, ``final`` or temporaries)."""
-        if not folder.is_dir():
-            return []
-        return sorted(
-            p for p in folder.iterdir()
-            if p.is_dir() and not p.is_symlink() and p.name not in (cls.CHECKPOINT_NAME_LAST, cls.FINAL_NAME)
-            and not p.name.startswith(".") and TMP_MARKER not in p.name and (p / TRAINING_STATE_NAME).is_file()
-        )
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.dirpath = str(self.resolve_dirpath(trainer))
@@ -281,7 +294,7 @@ class TrainableCheckpoint(ModelCheckpoint):
         # The folder format belongs to this callback, so it installs its own CheckpointIO.
         if not isinstance(trainer.strategy.checkpoint_io, TrainableCheckpointIO):
             trainer.strategy.checkpoint_io = TrainableCheckpointIO(async_save=self.async_save)
-        trainer.strategy.checkpoint_io.on_saved = lambda path: self._notify_saved(trainer, path, final=False)
+        trainer.strategy.checkpoint_io.on_saved = lambda saved: self._announce(trainer, saved)
         if trainer.is_global_zero:
             remove_stale_temporaries(self.dirpath)
 
@@ -290,7 +303,7 @@ class TrainableCheckpoint(ModelCheckpoint):
         """Raises UsedCheckpointFolder if ``folder`` holds checkpoints: a run that does not resume must not
         overwrite or rotate away checkpoints it did not write. ``theworld fit`` asks before any weight loads."""
         folder = Path(folder)
-        found = cls.saved_checkpoints(folder) + [p for p in (folder / cls.FINAL_NAME,) if p.is_dir()]
+        found = resumable_folders(folder) + [p for p in (folder / FINAL_DIR,) if p.is_dir()]
         if found:
             names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
             raise UsedCheckpointFolder(
@@ -307,18 +320,18 @@ class TrainableCheckpoint(ModelCheckpoint):
         trainer.strategy.barrier()
 
     @staticmethod
-    def _notify_saved(trainer: L.Trainer, path: str | Path, final: bool) -> None:
-        """Tells callbacks with ``on_trainable_checkpoint_saved`` (the Hub sync) that a folder is complete.
+    def _announce(trainer: L.Trainer, saved: SavedCheckpoint) -> None:
+        """Hands ``saved`` to every callback with ``on_checkpoint_saved`` (the Hub sync).
 
         Runs on the checkpoint writer thread for intermediate saves: hooks must be thread-safe."""
         for callback in trainer.callbacks:
-            hook = getattr(callback, "on_trainable_checkpoint_saved", None)
+            hook = getattr(callback, "on_checkpoint_saved", None)
             if hook is not None:
-                hook(trainer, str(path), final=final)
+                hook(trainer, saved)
 
     @property
     def final_dir(self) -> Path:
-        return Path(self.dirpath) / self.FINAL_NAME
+        return Path(self.dirpath) / FINAL_DIR
 
     # ------------------------------------------------------------------ starting, interrupting, ending
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -338,7 +351,7 @@ class TrainableCheckpoint(ModelCheckpoint):
             rank_zero_info(f"theworld: the run in {Path(self.dirpath).resolve()} already finished at step "
                            f"{self._resumed_step} (trainer.max_steps={trainer.max_steps}): nothing to train. Raise "
                            f"--trainer.max_steps to train further.")
-            self._write_final(trainer, pl_module, keep_existing=True)
+            self._write_final(trainer, pl_module, self._resumed_step, keep_existing=True)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Runs before on_fit_start, which comes before Lightning restores the loops' step counters.
@@ -388,9 +401,10 @@ class TrainableCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_signal_handlers()
         super().on_train_end(trainer, pl_module)
-        self._write_final(trainer, pl_module)
+        self._write_final(trainer, pl_module, trainer.global_step)
 
-    def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule, keep_existing: bool = False) -> None:
+    def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
+                     keep_existing: bool = False) -> None:
         """Writes ``final/`` (``keep_existing``: only if missing) and announces it, e.g. for the last Hub push."""
         weights = pl_module.trainable_state_dict()  # on every rank: FSDP gathers the shards here
         if trainer.is_global_zero:
@@ -399,5 +413,6 @@ class TrainableCheckpoint(ModelCheckpoint):
                 with atomic_directory(self.final_dir) as tmp:
                     save_weights(weights, pl_module.world_config, tmp)
             rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")
-            self._notify_saved(trainer, self.final_dir, final=True)
+            kept = tuple(resumable_folders(self.final_dir.parent))
+            self._announce(trainer, SavedCheckpoint(step, self.final_dir, True, kept))
         trainer.strategy.barrier("theworld_final_saved")

@@ -9,11 +9,11 @@ Repo layout, per ``hub_strategy`` (every push is one commit: adds and deletes to
     checkpoint-{step}/                  each local checkpoint, pruned like local   all_checkpoints
     final/model.safetensors, config.json                                           end of training, always
 
-When a checkpoint folder is complete, its files are hardlinked into a private staging folder (on
-the checkpoint writer thread, in order with the writer's rotation deletes) and the push goes to one
-uploader thread (modelled on huggingface_hub's ``CommitScheduler``: a thread, a lock, a stop flag).
-While a push runs, a newer save replaces the queued one (latest wins); the final push is never
-replaced, and the end of ``fit`` waits for it (bounded) and fails the run if it cannot land.
+:class:`~theworld.callbacks.TrainableCheckpoint` announces each complete folder as a
+:class:`~theworld.callbacks.checkpoint.SavedCheckpoint`; its files are hardlinked into a private staging folder
+(on the checkpoint writer thread, in order with the writer's rotation deletes) and the push goes to the
+:class:`~theworld.hub.uploader.Uploader`. The model card is written from the module's
+:class:`~theworld.run_summary.RunSummary`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -37,199 +36,51 @@ import lightning as L
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
 from lightning.pytorch.callbacks import Callback
 
-from theworld.callbacks.checkpoint import TrainingInterrupted
-from theworld.checkpoint import TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
-from theworld.config import CONFIG_NAME
-from theworld.hub import (
-    LAST_CHECKPOINT,
-    RESUME_FILES,
-    HubConfig,
-    HubError,
-    HubStrategy,
-    HubToken,
-    HubUnreachableError,
-    describe_error,
-    explain,
-    http_status,
-    preflight,
-    redact_secrets,
-    resolve_token,
-    validate_repo_id,
-    with_retries,
-)
-from theworld.hub_utils import generate_model_card
+from theworld.callbacks.checkpoint import SavedCheckpoint, TrainingInterrupted
+from theworld.hub.card import card_from_summary
+from theworld.hub.config import HubConfig
+from theworld.hub.errors import HubError, HubUnreachableError, explain
+from theworld.hub.preflight import preflight
+from theworld.hub.refs import validate_repo_id
+from theworld.hub.tokens import HubToken, redact, resolve_token
+from theworld.hub.uploader import Push, Uploader, duration
+from theworld.layout import FINAL_DIR, LAST_CHECKPOINT, RESUME_FILES, TRAINING_STATE_NAME, WEIGHT_FILES, WEIGHTS_NAME
+from theworld.retry import describe_error, http_status, with_retries
 
 log = logging.getLogger(__name__)
 
-FINAL_DIR = "final"
-_LAST_LINK = "last"  # TrainableCheckpoint's `save_last` name
+
+@dataclasses.dataclass(frozen=True)
+class _Strategy:
+    """What a ``hub_strategy`` pushes beside the root weights, config, card and training_args.json."""
+
+    every_save: bool  # push at each save, not only at the end
+    last_checkpoint: bool  # last-checkpoint/: the newest resumable folder, replaced each push
+    all_checkpoints: bool  # checkpoint-N/: every local resumable folder, pruned on the Hub as locally
 
 
-@dataclasses.dataclass
-class _Push:
-    """One commit to make: ``folder`` holds the staged files laid out as in the repo."""
-
-    step: int
-    folder: Path
-    final: bool
-    checkpoints: Path  # the local checkpoint folder: what was pruned there is pruned on the Hub
-    result: Future = dataclasses.field(default_factory=Future)
-
-    @property
-    def message(self) -> str:
-        return "End of training" if self.final else f"Training in progress, step {self.step}"
-
-    @property
-    def size(self) -> int:
-        """Bytes of the staged files (hardlinks count once per path, as they are sent)."""
-        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
-
-
-def _same_lfs_file(info, path_in_repo: str, local: Path) -> bool:
-    """Whether the repo (``repo_info`` with file metadata) holds ``local``'s bytes at ``path_in_repo``."""
-    remote = next((s for s in info.siblings or [] if s.rfilename == path_in_repo), None)
-    if remote is None or remote.lfs is None or remote.lfs.size != local.stat().st_size:
-        return False
-    digest = hashlib.sha256()
-    with open(local, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return remote.lfs.sha256 == digest.hexdigest()
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-
-
-class _Uploader:
-    """One daemon thread pushing the newest queued job. A newer job replaces a queued (not started) one.
-
-    The final job is never replaced (nothing is queued after it). Counters are read by the main thread.
-    """
-
-    def __init__(self, push: Callable[[_Push, Callable[[float], bool]], Any]):
-        self._push = push
-        self._cond = threading.Condition()
-        self._queued: _Push | None = None
-        self._running: _Push | None = None
-        self._stopped = False
-        self.done = self.failed = self.superseded = 0
-        self.last_seconds: float | None = None
-        self.last_error: str | None = None  # of any attempt, for the final error message
-        self._running_since: float | None = None
-        self._thread = threading.Thread(target=self._run, name="theworld-hub-sync", daemon=True)
-        self._thread.start()
-
-    def submit(self, job: _Push) -> None:
-        with self._cond:
-            if self._stopped:
-                replaced = job
-            else:
-                replaced, self._queued = self._queued, job
-                self._cond.notify_all()
-        if replaced is not None:
-            self._discard(replaced)
-
-    @property
-    def pending(self) -> int:
-        """Pushes queued or in flight."""
-        with self._cond:
-            return (self._queued is not None) + (self._running is not None)
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Blocks until nothing is queued or running (True), or ``timeout`` seconds pass (False)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._queued is None and self._running is None, timeout=timeout)
-
-    def running_since(self) -> float:
-        with self._cond:
-            return self._running_since if self._running_since is not None else time.monotonic()
-
-    def status(self) -> str | None:
-        """One line about the push in flight (None when idle): which, for how long, how much, the last error."""
-        with self._cond:
-            job, since = self._running, self._running_since
-        if job is None or since is None:
-            return None
-        line = (f"Hub push '{job.message}' running for {_duration(time.monotonic() - since)} "
-                f"({job.size / 1e6:.1f} MB to send)")
-        return f"{line}; last error: {self.last_error}" if self.last_error else line
-
-    def stop(self) -> None:
-        """Stops after the push in flight (its retries are abandoned); a queued push is dropped."""
-        with self._cond:
-            self._stopped = True
-            queued, self._queued = self._queued, None
-            self._cond.notify_all()
-        if queued is not None:
-            self._discard(queued)
-
-    def _discard(self, job: _Push) -> None:
-        with self._cond:
-            self.superseded += 1
-        job.result.cancel()
-        shutil.rmtree(job.folder, ignore_errors=True)
-
-    def _give_up(self, job: _Push) -> bool:
-        # Called with the lock held: stop, or an intermediate push that a newer one makes pointless.
-        return self._stopped or (self._queued is not None and not job.final)
-
-    def _backoff(self, job: _Push) -> Callable[[float], bool]:
-        def sleep(delay: float) -> bool:
-            with self._cond:
-                return self._cond.wait_for(lambda: self._give_up(job), timeout=delay)
-
-        return sleep
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._stopped or self._queued is not None)
-                if self._stopped:
-                    return
-                job, self._queued, self._running = self._queued, None, self._queued
-                self._running_since = start = time.monotonic()
-            try:
-                outcome = self._push(job, self._backoff(job))
-            except Exception as err:
-                with self._cond:
-                    superseded = self._give_up(job) and not self._stopped
-                    self.superseded += superseded
-                    self.failed += not superseded
-                if superseded:
-                    log.info("Hub push '%s' abandoned (%s): a newer one is queued", job.message, describe_error(err))
-                else:
-                    log.warning("Hub push '%s' failed: %s", job.message, describe_error(err))
-                job.result.set_exception(err)
-            else:
-                with self._cond:
-                    self.done += 1
-                    self.last_seconds = time.monotonic() - start
-                job.result.set_result(outcome)
-            finally:
-                with self._cond:
-                    self._running = self._running_since = None
-                    self._cond.notify_all()
-                shutil.rmtree(job.folder, ignore_errors=True)
+STRATEGIES = {
+    "every_save": _Strategy(every_save=True, last_checkpoint=False, all_checkpoints=False),
+    "checkpoint": _Strategy(every_save=True, last_checkpoint=True, all_checkpoints=False),
+    "all_checkpoints": _Strategy(every_save=True, last_checkpoint=True, all_checkpoints=True),
+    "end": _Strategy(every_save=False, last_checkpoint=False, all_checkpoints=False),
+}
 
 
 class HubSyncCallback(Callback):
     """Pushes every trainable-only checkpoint to a Hub repo in the background, and ``final/`` at the end.
 
-    Only global rank 0 talks to the Hub. ``setup`` checks the token and the repo before any model
-    weight is loaded. Works with :class:`~theworld.callbacks.TrainableCheckpoint`, which announces each
-    completed folder through ``on_trainable_checkpoint_saved``. ``theworld fit`` builds it from the
-    ``hub:`` group; in Python:
+    Only global rank 0 talks to the Hub. Pushes never block a training step. The end of ``fit`` (and a run stopped
+    by SIGINT/SIGTERM) waits, bounded, for the last push and says until when; the end fails if the final push
+    cannot land. While a push runs longer than a minute, a line says which, for how long and how big, every minute.
+    ``theworld fit`` builds it from the ``hub:`` group; in Python:
 
     Example:
         >>> trainer = L.Trainer(callbacks=[
         ...     TrainableCheckpoint(every_n_train_steps=500),
         ...     HubSyncCallback(hub_model_id="alice/theworld", hub_strategy="checkpoint"),  # token: $HF_TOKEN
         ... ])
-        >>> trainer.fit(module, datamodule=data)   # fails at the end if the final push cannot land
-
-    While a push runs longer than a minute, a line says which, for how long and how big, every minute.
+        >>> trainer.fit(module, datamodule=data)
 
     Metrics (logged from the training loop, never from the uploader thread): ``hub/pushes_done``,
     ``hub/pushes_failed``, ``hub/pushes_superseded``, ``hub/pushes_pending``, ``hub/last_push_seconds``.
@@ -267,13 +118,14 @@ class HubSyncCallback(Callback):
         self._token = token or resolve_token(config_token=config.hf_token)
         # Kept out of `config` so that nothing that prints or saves the config can show it.
         self.config = dataclasses.replace(config, hf_token=None)
-        self.run_config = redact_secrets(run_config) if run_config is not None else None
-        self.endpoint = endpoint
+        self.strategy = STRATEGIES[config.hub_strategy]
+        self.run_config = redact(run_config) if run_config is not None else None
+        self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
         self.max_retries = max_retries
         self.retry_wait_s = retry_wait_s
         self._api = api
         self._preflighted = api is not None
-        self._uploader: _Uploader | None = None
+        self._uploader: Uploader | None = None
         self._lock = threading.Lock()  # staging runs on the checkpoint writer thread, shutdown on the main one
         self._closed = False
         self._staging: Path | None = None
@@ -282,12 +134,8 @@ class HubSyncCallback(Callback):
         self._last_status = 0.0
 
     @property
-    def _endpoint(self) -> str:
-        return (self.endpoint or constants.ENDPOINT).rstrip("/")
-
-    @property
     def repo_url(self) -> str:
-        return f"{self._endpoint}/{self.config.hub_model_id}"
+        return f"{self.endpoint}/{self.config.hub_model_id}"
 
     # ------------------------------------------------------------------------------------ hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -307,7 +155,7 @@ class HubSyncCallback(Callback):
             raise HubError(message)
 
     def _start(self, resuming: bool) -> None:
-        self._uploader = _Uploader(self._upload)
+        self._uploader = Uploader(self._upload)
         self._closed = False
         if self._preflighted:
             return
@@ -320,22 +168,22 @@ class HubSyncCallback(Callback):
             # if the final push cannot land.
             log.warning("%s Training starts anyway; pushes will be retried.", err)
 
-    def on_trainable_checkpoint_saved(self, trainer: L.Trainer, path: str, final: bool) -> None:
+    def on_checkpoint_saved(self, trainer: L.Trainer, saved: SavedCheckpoint) -> None:
         """Stages and queues a push. Intermediate saves call this on the checkpoint writer thread."""
         if self._uploader is None:
             return
-        if final:
-            self._final_dir = Path(path)
+        if saved.final:
+            self._final_dir = saved.path
             try:
-                self._final = self._submit(trainer, Path(path), final=True).result
+                self._final = self._submit(trainer, saved).result
             except Exception as err:  # reported by on_fit_end like any other failure of the final push
                 self._final = Future()
                 self._final.set_exception(err)
-        elif self.config.hub_strategy != "end":
+        elif self.strategy.every_save:
             try:
-                self._submit(trainer, Path(path), final=False)
+                self._submit(trainer, saved)
             except Exception as err:  # an intermediate push is optional; the writer thread must not fail
-                log.warning("Could not stage %s for the Hub (%s); the next save will be pushed.", path,
+                log.warning("Could not stage %s for the Hub (%s); the next save will be pushed.", saved.path,
                             describe_error(err))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
@@ -357,7 +205,7 @@ class HubSyncCallback(Callback):
         """Waits up to ``timeout`` s for ``done(seconds)``, with a status line every ``STATUS_EVERY_S``."""
         deadline = time.monotonic() + timeout
         log.info("Waiting for %s to %s until %s (at most %s)", what, self.repo_url,
-                 time.strftime("%H:%M:%S", time.localtime(time.time() + timeout)), _duration(timeout))
+                 time.strftime("%H:%M:%S", time.localtime(time.time() + timeout)), duration(timeout))
         while True:
             left = deadline - time.monotonic()
             try:
@@ -365,7 +213,7 @@ class HubSyncCallback(Callback):
             except FutureTimeout:
                 if left <= self.STATUS_EVERY_S:
                     raise
-                log.info("%s; waiting %s more", self._uploader.status() or "Hub push queued", _duration(left))
+                log.info("%s; waiting %s more", self._uploader.status() or "Hub push queued", duration(left))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after TrainableCheckpoint wrote final/ (at the end of training, or at the start of a run resumed
@@ -429,35 +277,32 @@ class HubSyncCallback(Callback):
             metrics["hub/last_push_seconds"] = up.last_seconds
         return {name: float(value) for name, value in metrics.items()}
 
-    def _submit(self, trainer: L.Trainer, path: Path, final: bool) -> _Push:
-        """Stages the repo files for ``path`` (hardlinks, no network) and queues the push."""
+    def _submit(self, trainer: L.Trainer, saved: SavedCheckpoint) -> Push:
+        """Stages the repo files for ``saved`` (hardlinks, no network) and queues the push."""
         with self._lock:
             if self._closed:
                 raise HubError("the Hub sync has shut down")
-            return self._submit_locked(trainer, path, final)
-
-    def _submit_locked(self, trainer: L.Trainer, path: Path, final: bool) -> _Push:
-        checkpoints = path.parent
-        files = {WEIGHTS_NAME: path / WEIGHTS_NAME, CONFIG_NAME: path / CONFIG_NAME}
-        if final:
-            files.update({f"{FINAL_DIR}/{name}": path / name for name in (WEIGHTS_NAME, CONFIG_NAME)})
-        strategy = self.config.hub_strategy
-        if strategy in ("checkpoint", "all_checkpoints"):
-            latest = self._latest_checkpoint(checkpoints) if final else path
-            if latest is not None:
-                files.update({f"{LAST_CHECKPOINT}/{name}": latest / name for name in RESUME_FILES})
-        if strategy == "all_checkpoints":
-            for folder in self._local_checkpoints(checkpoints):
-                files.update({f"{folder.name}/{name}": folder / name for name in RESUME_FILES})
-        # With asynchronous saves the trainer may be a few steps ahead: the folder name has the step.
-        match = re.search(r"(\d+)$", path.name)
-        step = trainer.global_step if final or not match else int(match[1])
-        texts = {"README.md": self._model_card(trainer, step, final),
-                 "training_args.json": self._training_args(trainer)}
-        push = _Push(step=step, folder=self._stage(checkpoints, files, texts), final=final, checkpoints=checkpoints)
-        self._uploader.submit(push)
+            files = self._repo_files(saved)
+            texts = {"README.md": card_from_summary(trainer.lightning_module.run_summary(saved.step, saved.final),
+                                                    self.config.hub_model_id),
+                     "training_args.json": self._training_args(trainer)}
+            push = Push(step=saved.step, folder=self._stage(saved.path.parent, files, texts), final=saved.final)
+            self._uploader.submit(push)
         log.info("Queued Hub push: %s (%d files)", push.message, len(files) + len(texts))
         return push
+
+    def _repo_files(self, saved: SavedCheckpoint) -> dict[str, Path]:
+        """Path in the repo -> local file, for this save and this strategy."""
+        files = {name: saved.path / name for name in WEIGHT_FILES}
+        if saved.final:
+            files.update({f"{FINAL_DIR}/{name}": saved.path / name for name in WEIGHT_FILES})
+        latest = saved.newest_resumable if saved.final else saved.path
+        if self.strategy.last_checkpoint and latest is not None:
+            files.update({f"{LAST_CHECKPOINT}/{name}": latest / name for name in RESUME_FILES})
+        if self.strategy.all_checkpoints:
+            for folder in saved.kept:
+                files.update({f"{folder.name}/{name}": folder / name for name in RESUME_FILES})
+        return files
 
     def _stage(self, checkpoints: Path, files: dict[str, Path], texts: dict[str, str]) -> Path:
         if self._staging is None:
@@ -480,59 +325,10 @@ class HubSyncCallback(Callback):
             raise
         return folder
 
-    @staticmethod
-    def _local_checkpoints(checkpoints: Path) -> list[Path]:
-        """Complete resumable folders (not ``last``, ``final``, temporaries or staging)."""
-        return sorted(
-            d for d in checkpoints.iterdir()
-            if d.is_dir() and not d.is_symlink() and d.name not in (_LAST_LINK, FINAL_DIR)
-            and not d.name.startswith(".") and TMP_MARKER not in d.name
-            and all((d / name).is_file() for name in RESUME_FILES)
-        )
-
-    @classmethod
-    def _latest_checkpoint(cls, checkpoints: Path) -> Path | None:
-        last = checkpoints / _LAST_LINK
-        if all((last / name).is_file() for name in RESUME_FILES):
-            return last
-        local = cls._local_checkpoints(checkpoints)
-        return max(local, key=lambda d: (d / TRAINING_STATE_NAME).stat().st_mtime) if local else None
-
-    def _model_card(self, trainer: L.Trainer, step: int, final: bool) -> str:
-        module = trainer.lightning_module
-        model = getattr(module, "model", None)
-        params = list((model or module).parameters())
-        data = dict(getattr(trainer.datamodule, "hparams", {}) or {})
-        per_device = data.get("batch_size") or getattr(trainer.train_dataloader, "batch_size", None) or 1
-        dataset = data.get("dataset_name") or data.get("train_data")
-        learning_rate = dict(module.hparams).get("learning_rate")
-        if learning_rate is None and trainer.optimizers:
-            group = trainer.optimizers[0].param_groups[0]
-            learning_rate = group.get("initial_lr", group["lr"])
-        effective_batch = per_device * trainer.accumulate_grad_batches * trainer.world_size
-        world_config = getattr(module, "world_config", None)
-        return generate_model_card(
-            gemma_model_name=world_config.gemma_model_name if world_config else "unknown",
-            cosmos_model_name=world_config.cosmos_model_name if world_config else "unknown",
-            dataset_name=", ".join(dataset) if isinstance(dataset, (list, tuple)) else dataset,
-            num_samples=step * effective_batch,
-            trainable_params=sum(p.numel() for p in params if p.requires_grad),
-            total_params=sum(p.numel() for p in params),
-            learning_rate=learning_rate or 0.0,
-            batch_size=effective_batch,
-            # Lightning counts the epoch that max_steps cut short once training ends.
-            num_epochs=trainer.current_epoch if final else trainer.current_epoch + 1,
-            hub_model_id=self.config.hub_model_id,
-            global_step=step,
-            max_steps=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
-            final=final,
-            model_config=world_config.to_dict() if world_config else {},
-        )
-
     def _training_args(self, trainer: L.Trainer) -> str:
         config = self.run_config
         if config is None:  # used outside the CLI: the module's and datamodule's hyperparameters
-            config = redact_secrets({
+            config = redact({
                 "model": dict(trainer.lightning_module.hparams),
                 "data": dict(getattr(trainer.datamodule, "hparams", {}) or {}),
                 "trainer": {"max_steps": trainer.max_steps, "accumulate_grad_batches": trainer.accumulate_grad_batches},
@@ -550,7 +346,7 @@ class HubSyncCallback(Callback):
                 self._staging = None
 
     # ------------------------------------------------------------------------ uploader thread
-    def _upload(self, push: _Push, sleep: Callable[[float], bool]):
+    def _upload(self, push: Push, sleep: Callable[[float], bool]) -> str:
         def attempt():
             try:
                 if self._api is None:  # the Hub was unreachable at setup: check (and create the repo) now
@@ -566,13 +362,13 @@ class HubSyncCallback(Callback):
         except HubError:
             raise
         except Exception as err:
-            raise explain(err, self.config.hub_model_id, self._token, self._endpoint) from err
+            raise explain(err, self.config.hub_model_id, self._token, self.endpoint) from err
         log.info("Pushed to %s: %s (commit %s)", self.repo_url, push.message, commit[:8])
         if push.final and self.config.hub_tag:
             self._tag(commit, sleep)
         return commit
 
-    def _commit(self, push: _Push) -> str:
+    def _commit(self, push: Push) -> str:
         """One commit from the staged folder, planned against the repo's current head; returns its sha.
 
         Re-planned on every attempt: if an earlier attempt landed but its answer was lost (a 500 after the
@@ -586,13 +382,10 @@ class HubSyncCallback(Callback):
             return info.sha
         remote = {sibling.rfilename for sibling in info.siblings or []}
         staged = {p.relative_to(push.folder).as_posix(): p for p in sorted(push.folder.rglob("*")) if p.is_file()}
-        # A checkpoint folder rotated away locally since staging is left out, so _stale prunes it on the Hub.
-        folders = {rel.split("/")[0] for rel in staged if "/" in rel} - {LAST_CHECKPOINT, FINAL_DIR}
-        pruned = {f for f in folders if not (push.checkpoints / f).is_dir()}
-        staged = {rel: p for rel, p in staged.items() if rel.split("/")[0] not in pruned}
         stale = self._stale(remote, staged)
         # checkpoint-N/ folders never change once written: one already on the Hub is not hashed or sent again.
-        on_hub = {f for f in folders - pruned if all(f"{f}/{name}" in remote for name in RESUME_FILES)}
+        folders = {rel.split("/")[0] for rel in staged if "/" in rel} - {LAST_CHECKPOINT, FINAL_DIR}
+        on_hub = {f for f in folders if all(f"{f}/{name}" in remote for name in RESUME_FILES)}
         operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in staged.items()
                       if rel.split("/")[0] not in on_hub]
         operations += [CommitOperationDelete(path_in_repo=rel, is_folder=False) for rel in stale]
@@ -611,7 +404,7 @@ class HubSyncCallback(Callback):
                 return False
             if folder == LAST_CHECKPOINT:
                 return folder in staged_folders
-            return self.config.hub_strategy == "all_checkpoints" and f"{folder}/{TRAINING_STATE_NAME}" in remote
+            return self.strategy.all_checkpoints and f"{folder}/{TRAINING_STATE_NAME}" in remote
 
         return sorted(p for p in remote if p not in staged and managed(p))
 
@@ -626,3 +419,15 @@ class HubSyncCallback(Callback):
             log.warning("Tag %r already exists on %s and was left where it is.", tag, self.repo_url)
         else:
             log.info("Tagged the final commit %s as %r", revision[:8], tag)
+
+
+def _same_lfs_file(info, path_in_repo: str, local: Path) -> bool:
+    """Whether the repo (``repo_info`` with file metadata) holds ``local``'s bytes at ``path_in_repo``."""
+    remote = next((s for s in info.siblings or [] if s.rfilename == path_in_repo), None)
+    if remote is None or remote.lfs is None or remote.lfs.size != local.stat().st_size:
+        return False
+    digest = hashlib.sha256()
+    with open(local, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return remote.lfs.sha256 == digest.hexdigest()

@@ -28,7 +28,6 @@ from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainingInterrupt
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.callbacks.progress import TrainingProgress
-from theworld.checkpoint import WEIGHTS_NAME
 from theworld.config import CONFIG_NAME, TheWorldConfig
 from theworld.errors import ConfigError, UserError
 from theworld.hub import (
@@ -37,13 +36,13 @@ from theworld.hub import (
     download_files,
     download_resume_checkpoint,
     is_hf_ref,
-    is_secret_key,
     pin_base,
     preflight,
-    redact_secrets,
+    redact,
     resolve_token,
 )
 from theworld.lit.datamodule import TheWorldDataModule
+from theworld.layout import WEIGHTS_NAME
 from theworld.lit.module import TheWorldModule
 from theworld.lit.trainer import TheWorldTrainer
 
@@ -77,7 +76,7 @@ class TheWorldArgumentParser(LightningArgumentParser):
     def dump(self, cfg: Namespace, *args, **kwargs) -> str:
         # Every printed or written config (--print_config, config.yaml, training_args.json) goes through
         # here: credential-like values (`*_token`, `api_key`...) are nulled whatever set them.
-        return super().dump(_without_secrets(cfg), *args, **kwargs)
+        return super().dump(redact(cfg), *args, **kwargs)
 
 
 def _did_you_mean(message: str, parser) -> str:
@@ -137,7 +136,7 @@ class TheWorldCLI(LightningCLI):
             # workers re-launched from the scrubbed sys.argv.
             os.environ["HF_TOKEN"] = self.hub_token.value
         dumped = self._parser(self.subcommand).dump(config, format="json", skip_none=False)
-        self.run_config = redact_secrets(json.loads(dumped))
+        self.run_config = json.loads(dumped)
         self._resolve_hf_refs(config)
         # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
         self._check_weight_sources(config)
@@ -244,19 +243,6 @@ def _is_hub_repo_id(name: str) -> bool:
 def _same_base(saved: str, name: str) -> bool:
     """Whether ``name`` (as configured) is the base ``saved`` in a checkpoint (local folders as absolute paths)."""
     return saved == name or Path(name).expanduser().resolve() == Path(saved)
-
-
-def _without_secrets(value):
-    if isinstance(value, Namespace):
-        clone = value.clone()
-        for key, item in vars(value).items():
-            setattr(clone, key, None if is_secret_key(key) else _without_secrets(item))
-        return clone
-    if isinstance(value, dict):
-        return {key: None if is_secret_key(key) else _without_secrets(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_without_secrets(item) for item in value]
-    return value
 
 
 def _hide_token_flags(argv: list[str]) -> None:

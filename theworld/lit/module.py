@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
 from theworld.data.sources import SKIP_REASONS
 from theworld.model import TheWorld
+from theworld.run_summary import RunSummary, ValidationRecord
 
 # Checkpoint key of the per-rank loader states (index = global rank) of a multi-process run.
 DATA_POSITIONS = "data_positions"
@@ -81,6 +83,11 @@ class TheWorldModule(L.LightningModule):
         self.skipped_samples: Counter[str] = Counter()
         self.caption_samples: list[CaptionSample] = []  # this validation's, on this rank
         self.caption_scores: CaptionScores | None = None  # the latest validation's
+        # For the run summary; carried in checkpoints, so a resumed run reports the whole run.
+        self._train_losses: list[tuple[int, float]] = []
+        self._history: list[ValidationRecord] = []
+        self._gallery: list[CaptionSample] = []
+        self._seconds_before = 0.0  # wall time of the sessions before a resume
         # Checkpoints hold trainable tensors only, so loading must not demand the frozen ones.
         self.strict_loading = False
 
@@ -122,10 +129,40 @@ class TheWorldModule(L.LightningModule):
         # One line a person reads at the end of a run: how long, how fast, where the loss ended.
         start, first_step = self._fit_started
         seconds, steps = time.perf_counter() - start, self.global_step - first_step
-        loss = self.trainer.callback_metrics.get("train/loss")
+        loss = self.run_summary().train_loss
         rank_zero_info(
             f"theworld: trained {steps} steps in {seconds:.1f} s ({seconds / max(steps, 1):.3f} s/step)"
-            + (f", last train/loss {float(loss):.4f}" if loss is not None else "")
+            + (f", last train/loss {loss:.4f}" if loss is not None else "")
+            + (f"; held-out: {self.caption_scores}" if self.caption_scores else "")
+        )
+
+    def run_summary(self, step: int | None = None, final: bool = False) -> RunSummary:
+        """The run so far, as of ``step`` (default: now); safe to call from the checkpoint writer thread."""
+        trainer, step = self.trainer, self.global_step if step is None else step
+        data = getattr(trainer.datamodule, "config", None)
+        per_device = data.batch_size if data else 1
+        effective_batch = per_device * trainer.world_size * trainer.accumulate_grad_batches
+        dataset = (data.dataset_name or data.train_data) if data else None
+        started = getattr(self, "_fit_started", None)
+        parameters = list(self.model.parameters()) if self.model is not None else []
+        return RunSummary(
+            model_config=self.world_config,
+            dataset=", ".join(dataset) if isinstance(dataset, (list, tuple)) else dataset,
+            step=step,
+            max_steps=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
+            # Lightning counts the epoch that max_steps cut short once training ends.
+            epochs=trainer.current_epoch if final else trainer.current_epoch + 1,
+            samples_seen=step * effective_batch,
+            effective_batch=effective_batch,
+            learning_rate=self.hparams.learning_rate,
+            trainable_params=sum(p.numel() for p in parameters if p.requires_grad),
+            total_params=sum(p.numel() for p in parameters),
+            world_tokens=self.model.num_world_tokens if self.model is not None else 0,
+            wall_seconds=self._seconds_before + (time.perf_counter() - started[0] if started else 0.0),
+            final=final,
+            train_losses=tuple(self._train_losses),
+            history=tuple(self._history),
+            gallery=tuple(self._gallery),
         )
 
     def on_train_epoch_start(self) -> None:
@@ -153,10 +190,10 @@ class TheWorldModule(L.LightningModule):
         batch_size = batch["input_ids"].shape[0]
         self.log("train/loss", logged_loss, prog_bar=True, batch_size=batch_size)
         self.log("train/answer_tokens", tokens, batch_size=batch_size)
-        self._count(batch)
+        self._count(batch, logged_loss)
         return loss
 
-    def _count(self, batch: dict) -> None:
+    def _count(self, batch: dict, loss: torch.Tensor) -> None:
         """Adds the batch to the running counters (host-side ints: no sync); on logging steps logs the rates since
         the previous logging step, the learning rate and the bad-sample totals."""
         self._window[1] += len(batch["input_ids"])
@@ -173,6 +210,7 @@ class TheWorldModule(L.LightningModule):
         self.log("train/tokens_per_sec", tokens * ranks / seconds, rank_zero_only=True)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], rank_zero_only=True)
         self._window = [time.perf_counter(), 0, 0]
+        self._train_losses.append((self.global_step, float(loss)))  # read on logging steps only, as loggers do
         for reason, count in self._skipped_totals().items():
             self.log(f"data/skipped_{reason}", float(count))
 
@@ -195,6 +233,18 @@ class TheWorldModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.caption_samples = []
+
+    def on_validation_end(self) -> None:
+        # Lightning has reduced the epoch's metrics by now; sanity checks and `theworld validate` are not the run.
+        if self.trainer.state.fn != "fit" or self.trainer.sanity_checking:
+            return
+        metrics = self.trainer.callback_metrics
+        captions = {name.removeprefix("val/caption_"): float(value) for name, value in metrics.items()
+                    if name.startswith("val/caption_")}
+        summary = self.run_summary()
+        self._history.append(ValidationRecord(self.global_step, summary.samples_seen, summary.train_loss,
+                                              float(metrics["val/loss"]) if "val/loss" in metrics else None, captions))
+        self._gallery = list(self.caption_samples)
 
     def on_validation_epoch_end(self) -> None:
         if not self.caption_samples:
@@ -300,6 +350,12 @@ class TheWorldModule(L.LightningModule):
         checkpoint["state_dict"] = self._only_trainable(checkpoint["state_dict"])
         checkpoint["theworld_config"] = self.world_config.to_dict()
         checkpoint["schedule_max_steps"] = self.trainer.max_steps
+        summary = self.run_summary()
+        checkpoint["run_summary"] = {  # plain types: training states load with weights_only=True
+            "wall_seconds": summary.wall_seconds,
+            "train_losses": [list(pair) for pair in summary.train_losses],
+            "history": [dataclasses.asdict(record) for record in summary.history],
+        }
         if self.trainer.world_size > 1:
             # Lightning keeps rank 0's loader state only, but every rank reads its own share of the
             # stream: keep each rank's position (every rank runs this hook, so the gather is safe).
@@ -311,6 +367,10 @@ class TheWorldModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._explain_schedule_change(checkpoint.get("schedule_max_steps"), checkpoint.get("global_step", 0))
+        carried = checkpoint.get("run_summary", {})
+        self._seconds_before = carried.get("wall_seconds", 0.0)
+        self._train_losses = [tuple(pair) for pair in carried.get("train_losses", [])]
+        self._history = [ValidationRecord(**record) for record in carried.get("history", [])]
         # Runs before Lightning restores the loops: hand each rank its own data position.
         positions = checkpoint.get(DATA_POSITIONS)
         if positions is not None:

@@ -1,0 +1,289 @@
+"""The core of a streaming source: each record to exactly one consumer, exact positions, skip counters.
+
+A *consumer* is one DataLoader worker of one rank (``rank`` / ``world_size`` given, else torch.distributed,
+else the ``RANK`` / ``WORLD_SIZE`` environment variables, else a single process). Sources yield one dict per
+usable sample::
+
+    {"key": "000000042", "image": <PIL.Image, RGB, loaded>, "text": "a red star ...",
+     "image_bytes": b"\\xff\\xd8...", "skipped": {"http_error": 2, "converted_mode": 1}}
+
+``image_bytes`` are the image as stored or downloaded (what a latent cache keeps); a sample of a latent cache
+also carries its ``world_latents``. ``skipped`` holds the records dropped since the previous yielded item, by
+reason (:mod:`theworld.data.decode`), so the main process can sum them across workers. Counts of records
+skipped after the last item of an epoch have no item to ride on; they are logged instead. With ``transform``,
+the item is ``transform({"key", "image", "text", ...})`` with ``skipped`` added.
+
+Resume: ``state_dict()`` / ``load_state_dict()`` give the current worker's position in its stream (torchdata's
+``StatefulDataLoader`` calls them inside each worker). Resuming needs the same ranks x workers layout. Without
+a shuffle buffer resume is exact; with one, the up to ``shuffle_buffer`` records buffered in each worker at save
+time are skipped on resume, never repeated (the webdataset library's own pipelines cannot resume exactly,
+which is why this layer exists).
+
+Epochs: call ``set_epoch(epoch)`` before each epoch (same on all ranks) with ``persistent_workers=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from theworld.data.config import DataConfig
+from theworld.data.decode import Outcome, decode_image
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """``(rank, world_size)`` from the arguments, else torch.distributed, else RANK/WORLD_SIZE, else (0, 1)."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class Consumer(NamedTuple):
+    """This DataLoader worker of this rank; workers of one rank get consecutive indices."""
+
+    rank: int
+    world_size: int
+    worker: int
+    num_workers: int
+
+    @classmethod
+    def current(cls, rank: int | None, world_size: int | None) -> Consumer:
+        rank, world_size = resolve_rank(rank, world_size)
+        info = get_worker_info()
+        return cls(rank, world_size, *((info.id, info.num_workers) if info is not None else (0, 1)))
+
+    @property
+    def index(self) -> int:
+        return self.rank * self.num_workers + self.worker
+
+    @property
+    def count(self) -> int:
+        return self.world_size * self.num_workers
+
+    def __str__(self) -> str:
+        return f"rank {self.rank}/{self.world_size}, worker {self.worker}/{self.num_workers}"
+
+
+def shuffled(records: Iterable[tuple[dict, Any]], buffer_size: int, rng: random.Random) -> Iterator[tuple[dict, Any]]:
+    """Shuffle ``(position, record)`` pairs through a buffer.
+
+    Each record leaves with the position of the latest record *read*, so a saved position never
+    points before a record still in the buffer: buffered records are skipped on resume.
+    """
+    if buffer_size <= 0:
+        yield from records
+        return
+    buffer: list = []
+    position: dict = {}
+    for position, record in records:
+        buffer.append(record)
+        if len(buffer) >= buffer_size:
+            yield position, _pop_random(buffer, rng)
+    while buffer:
+        yield position, _pop_random(buffer, rng)
+
+
+def _pop_random(buffer: list, rng: random.Random) -> Any:
+    i = rng.randrange(len(buffer))
+    buffer[i], buffer[-1] = buffer[-1], buffer[i]
+    return buffer.pop()
+
+
+class StreamSource(IterableDataset):
+    """Base of the sources: epoch/resume state, quotas, skip counting and the no-data error.
+
+    Subclasses provide ``_start_position()`` (the position of a fresh epoch), ``_records(state,
+    consumer)`` yielding ``(position after the record, record)`` for this consumer, and
+    ``_to_outcome(record)``; ``_outcomes`` may be overridden to process records concurrently.
+    """
+
+    def __init__(
+        self,
+        *,
+        transform: Callable[[dict], dict] | None,
+        shuffle_buffer: int,
+        seed: int,
+        num_samples: int | None,
+        min_image_size: int,
+        max_image_pixels: int,
+        max_consecutive_bad: int,
+        rank: int | None,
+        world_size: int | None,
+    ):
+        if (rank is None) != (world_size is None):
+            raise ValueError("pass both rank and world_size, or neither")
+        self.transform = transform
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.num_samples = num_samples
+        self.min_image_size = min_image_size
+        self.max_image_pixels = max_image_pixels
+        self.max_consecutive_bad = max_consecutive_bad
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._state: dict | None = None  # live position of the running (or last) iteration
+        self._resume: dict | None = None  # loaded state, consumed by the next iteration
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: shard order and shuffle seeds depend on it (identically on all ranks)."""
+        self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        """This worker's position: ``epoch``, ``consumer``, ``num_consumers``, ``yielded`` and the
+        source's position keys (WebDataset: ``shard``, ``offset``; parquet: ``row``)."""
+        if self._state is None:
+            return self._fresh_state(Consumer.current(self.rank, self.world_size))
+        return dict(self._state)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration continue after the last sample ``state`` had yielded."""
+        self._resume = dict(state)
+        self._state = dict(state)
+
+    def __len__(self) -> int:
+        """Samples per rank per epoch; only defined when ``num_samples`` is set."""
+        if self.num_samples is None:
+            raise TypeError(f"{type(self).__name__} has no length unless num_samples is set")
+        return self.num_samples // resolve_rank(self.rank, self.world_size)[1]
+
+    def __iter__(self) -> Iterator[dict]:
+        consumer = Consumer.current(self.rank, self.world_size)
+        state = self._begin(consumer)
+        rng = random.Random(f"{self.seed}:{state['epoch']}:{consumer.index}")
+        outcomes = self._outcomes(shuffled(self._records(state, consumer), self.shuffle_buffer, rng))
+        try:
+            yield from self._emit(outcomes, state, consumer)
+        finally:
+            outcomes.close()  # stops download threads when the consumer stops early
+
+    # -- subclass hooks -------------------------------------------------------------------------
+
+    def _start_position(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def _records(self, state: dict, consumer: Consumer) -> Iterator[tuple[dict, Any]]:
+        raise NotImplementedError
+
+    def _to_outcome(self, record: Any) -> Outcome:
+        raise NotImplementedError
+
+    def _outcomes(self, records: Iterator[tuple[dict, Any]]) -> Iterator[tuple[dict, Outcome]]:
+        for position, record in records:
+            yield position, self._to_outcome(record)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _image_outcome(self, key: str, data: bytes, text: str, world_latents: bytes | None = None) -> Outcome:
+        image, reason, converted = decode_image(data, self.min_image_size, self.max_image_pixels)
+        return Outcome(key, image=image, text=text, reason=reason, converted=converted, image_bytes=data,
+                       world_latents=world_latents)
+
+    def _fresh_state(self, consumer: Consumer) -> dict[str, int]:
+        return {
+            "epoch": self.epoch,
+            "consumer": consumer.index,
+            "num_consumers": consumer.count,
+            "yielded": 0,
+            **self._start_position(),
+        }
+
+    def _begin(self, consumer: Consumer) -> dict:
+        if self._resume is None:
+            state = self._fresh_state(consumer)
+        else:
+            state, self._resume = self._resume, None
+            if (state["consumer"], state["num_consumers"]) != (consumer.index, consumer.count):
+                raise ValueError(
+                    f"{self!r}: the state was saved by consumer {state['consumer']} of {state['num_consumers']} "
+                    f"but this is consumer {consumer.index} of {consumer.count} ({consumer}); resume with the "
+                    "same world_size and num_workers"
+                )
+            if state["epoch"] != self.epoch:
+                logger.info("%r: resuming epoch %d (set_epoch said %d)", self, state["epoch"], self.epoch)
+        self._state = state
+        return state
+
+    def _quota(self, consumer: Consumer) -> int | None:
+        """Samples this worker yields when ``num_samples`` is set: equal per rank (DDP needs it)."""
+        if self.num_samples is None:
+            return None
+        per_rank = self.num_samples // consumer.world_size
+        return per_rank // consumer.num_workers + int(consumer.worker < per_rank % consumer.num_workers)
+
+    def _emit(self, outcomes: Iterator[tuple[dict, Outcome]], state: dict, consumer: Consumer) -> Iterator[dict]:
+        quota = self._quota(consumer)
+        if quota is not None and state["yielded"] >= quota:
+            return
+        pending: Counter[str] = Counter()  # reasons since the last yielded item: ride on the next
+        totals: Counter[str] = Counter()
+        consecutive_bad = 0
+        for position, outcome in outcomes:
+            # Updated before yielding: StatefulDataLoader snapshots while we are suspended.
+            state.update(position)
+            if outcome.reason is not None:
+                pending[outcome.reason] += 1
+                totals[outcome.reason] += 1
+                consecutive_bad += 1
+                logger.debug("%r: skipping %s (%s)", self, outcome.key, outcome.reason)
+                if consecutive_bad >= self.max_consecutive_bad:
+                    raise RuntimeError(
+                        self._no_usable_message(consumer, f"{consecutive_bad} consecutive bad samples", totals)
+                    )
+                continue
+            consecutive_bad = 0
+            if outcome.converted:
+                pending["converted_mode"] += 1
+                totals["converted_mode"] += 1
+            sample = {"key": outcome.key, "image": outcome.image, "text": outcome.text,
+                      "image_bytes": outcome.image_bytes}
+            if outcome.world_latents is not None:
+                sample["world_latents"] = outcome.world_latents
+            if self.transform is not None:
+                sample = self.transform(sample)
+            sample["skipped"] = dict(pending)
+            pending.clear()
+            state["yielded"] += 1
+            yield sample
+            if quota is not None and state["yielded"] >= quota:
+                return
+        if state["yielded"] == 0:
+            raise RuntimeError(self._no_usable_message(consumer, "the end of its stream", totals))
+        if quota is not None:
+            logger.warning("%r (%s): data ran out after %d of %d samples", self, consumer, state["yielded"], quota)
+        if pending:
+            logger.info("%r (%s): skipped after the last sample of the epoch: %s", self, consumer, dict(pending))
+        # Worth a line only when something was skipped (the counts are logged as data/skipped_* too).
+        logger.log(
+            logging.INFO if totals else logging.DEBUG,
+            "%r (%s): epoch %d done, %d samples, skipped %s",
+            self,
+            consumer,
+            state["epoch"],
+            state["yielded"],
+            dict(totals),
+        )
+
+    def _no_usable_message(self, consumer: Consumer, when: str, totals: Counter) -> str:
+        return (
+            f"No usable samples in {self!r} ({consumer}) after {when}: skipped {dict(totals) or 'nothing'}. "
+            f"Check that the data exists and is reachable, that the filters (min_image_size={self.min_image_size}, "
+            f"max_image_pixels={self.max_image_pixels}{self._filter_summary()}) are not too strict, and that "
+            "there are at least as many samples as ranks x workers."
+        )
+
+    def _filter_summary(self) -> str:
+        return ""

@@ -1,0 +1,236 @@
+"""The model card (README.md) pushed with every Hub commit.
+
+Example::
+
+    from theworld.hub_utils import generate_model_card
+
+    card = generate_model_card(
+        gemma_model_name="google/gemma-3-4b-it",
+        cosmos_model_name="nvidia/Cosmos-Predict2-2B-Video2World",
+        dataset_name="mlfoundations/datacomp_small",
+        num_samples=1_000_000, trainable_params=50_000, total_params=6_000_000_000,
+        learning_rate=1e-4, batch_size=16, num_epochs=3,
+        hub_model_id="your-username/theworld-datacomp",
+    )
+    open("README.md", "w").write(card)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import fields
+
+from huggingface_hub import ModelCardData
+
+from theworld.config import TheWorldConfig
+from theworld.run_summary import RunSummary
+from theworld.world import world_token_count
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_CONFIG_FIELDS = {f.name for f in fields(TheWorldConfig)}
+
+CITATIONS = """\
+```bibtex
+@article{gemma3,
+  title   = {Gemma 3 Technical Report},
+  author  = {{Gemma Team}},
+  journal = {arXiv preprint arXiv:2503.19786},
+  year    = {2025}
+}
+
+@article{cosmos,
+  title   = {Cosmos World Foundation Model Platform for Physical AI},
+  author  = {{NVIDIA}},
+  journal = {arXiv preprint arXiv:2501.03575},
+  year    = {2025}
+}
+
+@inproceedings{datacomp,
+  title     = {DataComp: In search of the next generation of multimodal datasets},
+  author    = {Gadre, Samir Yitzhak and Ilharco, Gabriel and Fang, Alex and others},
+  booktitle = {Advances in Neural Information Processing Systems (Datasets and Benchmarks Track)},
+  year      = {2023}
+}
+```"""
+
+
+def _hub_ids(*names: str | None) -> list[str]:
+    """The names that are Hub repo ids (local paths, e.g. the demo's tiny models, are left out of the metadata)."""
+    return [n for n in names if n and _REPO_ID.fullmatch(n) and not os.path.exists(n)]
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n:,} ({n / size:.1f}{unit})"
+    return f"{n:,}"
+
+
+def _usage(repo_id: str, config: dict) -> str:
+    """The guide's three-step recipe and ``from_pretrained``, with this run's model options so it runs as written."""
+    defaults = TheWorldConfig().to_dict()
+    options = [f'    cosmos_model_name="{config["cosmos_model_name"]}",']
+    options += [f"    {name}={config[name]!r}," for name in ("freeze_gemma_vision", "freeze_gemma_language",
+                                                              "freeze_cosmos_vae")]
+    options += [
+        f"    {name}={value!r},"
+        for name, value in config.items()
+        if name not in {"gemma_model_name", "cosmos_model_name", "freeze_gemma_vision", "freeze_gemma_language",
+                        "freeze_cosmos_vae"} and value != defaults[name]
+    ]
+    body = "\n".join(options)
+    return f"""\
+```python
+from huggingface_hub import hf_hub_download
+from safetensors.torch import load_file
+from theworld import TheWorld
+
+# 1. The base model: pretrained Gemma 3 + Cosmos VAE (downloaded once, then cached).
+model = TheWorld(
+    "{config["gemma_model_name"]}",
+{body}
+)
+
+# 2. This repo's trainable weights (megabytes). For a private repo, set HF_TOKEN or pass token=...
+checkpoint_path = hf_hub_download(repo_id="{repo_id}", filename="model.safetensors")
+
+# 3. Load them on top of the base model.
+model.load_state_dict(load_file(checkpoint_path), strict=False)
+model.eval()
+
+# Or in one call: rebuilds the base model from config.json and checks every trainable key.
+model = TheWorld.from_pretrained("{repo_id}")
+```"""
+
+
+def generate_model_card(gemma_model_name: str, cosmos_model_name: str, dataset_name: str | None, num_samples: int,
+                        trainable_params: int, total_params: int, learning_rate: float, batch_size: int,
+                        num_epochs: int, **extra) -> str:
+    """README.md text for a TheWorld repo: metadata, architecture, training setup, usage, citations.
+
+    ``batch_size`` is the effective batch size (per device x devices x gradient accumulation).
+    ``extra`` may hold: ``hub_model_id`` (used in the usage example), ``global_step``, ``max_steps``,
+    ``final`` (training finished), ``model_config`` (a TheWorldConfig dict) or individual TheWorldConfig
+    options such as ``freeze_gemma_language=False``; any other key is listed under "Other settings".
+    """
+    model_config = {**TheWorldConfig().to_dict(), **extra.pop("model_config", {})}
+    model_config.update({k: extra.pop(k) for k in list(extra) if k in _CONFIG_FIELDS})
+    model_config.update(gemma_model_name=gemma_model_name, cosmos_model_name=cosmos_model_name)
+    repo_id = extra.pop("hub_model_id", None) or "your-username/theworld-model"
+    global_step = extra.pop("global_step", None)
+    max_steps = extra.pop("max_steps", None)
+    final = extra.pop("final", None)
+    # The Cosmos (Wan2.1) VAE downsamples 8x in space.
+    world_tokens = extra.pop("world_tokens", None) or world_token_count(
+        8, model_config["world_image_size"], model_config["world_patch_size"])
+
+    datasets = _hub_ids(dataset_name)
+    metadata = ModelCardData(
+        base_model=_hub_ids(gemma_model_name, cosmos_model_name) or None,
+        library_name="theworld",
+        license="gemma",
+        pipeline_tag="image-text-to-text",
+        tags=["theworld", "gemma3", "cosmos", "world-model", "vision-language", "image-text-to-text"],
+        datasets=datasets or None,
+    )
+    frozen = {
+        "Gemma 3 vision tower + multimodal projector": model_config["freeze_gemma_vision"],
+        "Gemma 3 language model": model_config["freeze_gemma_language"],
+        "Cosmos VAE encoder": model_config["freeze_cosmos_vae"],
+    }
+    parts = "\n".join(f"| {name} | {'frozen' if off else '**trainable**'} |" for name, off in frozen.items())
+    steps = f"{global_step:,}" if global_step is not None else "n/a"
+    if max_steps:
+        steps += f" of {max_steps:,}"
+    status = "" if final is None else "Training finished." if final else "Training in progress: updated at every push."
+    others = "\n".join(f"| {key} | {value} |" for key, value in extra.items())
+    others = f"\n### Other settings\n\n| setting | value |\n|---|---|\n{others}\n" if others else ""
+    is_datacomp = "datacomp" in str(dataset_name).lower()
+    datacomp = " ([DataComp](https://www.datacomp.ai/), Gadre et al. 2023)" if is_datacomp else ""
+    return f"""---
+{metadata.to_yaml()}
+---
+
+# TheWorld: Gemma 3 with Cosmos world tokens
+
+{status}
+
+TheWorld fuses the vision-language model {_link(gemma_model_name)} with the VAE encoder of NVIDIA's Cosmos
+world model {_link(cosmos_model_name)} (its `{model_config["cosmos_subfolder"]}` subfolder). This repository holds
+**only the trainable parameters** (`model.safetensors`) and the `config.json` that rebuilds the base model; the
+frozen Gemma and Cosmos weights load from their own repositories.
+
+## Architecture
+
+- The image is resized to {model_config["world_image_size"]} px, scaled to [-1, 1] and encoded by the Cosmos VAE; the
+  normalised latents are patchified {model_config["world_patch_size"]}x{model_config["world_patch_size"]} into about
+  {world_tokens} *world tokens* and projected to Gemma's hidden size by a trainable projector (Linear, GELU, Linear,
+  scaled to match text embeddings).
+- The world tokens sit in Gemma's input between two new trainable tokens, `<the_world_start>` and
+  `<the_world_end>`, before Gemma's own image tokens and the prompt.
+- The loss is on the answer (the caption) only.
+
+### Frozen and trainable parts
+
+| part | status |
+|---|---|
+| World projector + `<the_world_start>`/`<the_world_end>` embeddings | **trainable** |
+{parts}
+
+Trainable parameters: {_count(trainable_params)} of {_count(total_params)} in total.
+
+## Training
+
+| setting | value |
+|---|---|
+| learning rate | {learning_rate:g} |
+| effective batch size | {batch_size} |
+| epochs | {num_epochs} |
+| optimizer steps | {steps} |
+| samples seen | {num_samples:,} |
+{others}
+## Dataset
+
+Image-caption pairs from {_link(dataset_name, "datasets/") if dataset_name else "a custom dataset"}{datacomp}.
+
+## Usage
+
+With the `theworld` package installed:
+
+{_usage(repo_id, model_config)}
+
+Intermediate checkpoints (when pushed) are in `last-checkpoint/` and `checkpoint-*/`; the final weights are also in
+`final/`. Resume training with `theworld fit --config ... --ckpt_path hf://{repo_id}`.
+
+## Citations
+
+{CITATIONS}
+"""
+
+
+def card_from_summary(summary: RunSummary, repo_id: str) -> str:
+    """The card of a run, from its :class:`~theworld.run_summary.RunSummary` (what HubSyncCallback pushes)."""
+    config = summary.model_config
+    return generate_model_card(
+        gemma_model_name=config.gemma_model_name,
+        cosmos_model_name=config.cosmos_model_name,
+        dataset_name=summary.dataset,
+        num_samples=summary.samples_seen,
+        trainable_params=summary.trainable_params,
+        total_params=summary.total_params,
+        learning_rate=summary.learning_rate,
+        batch_size=summary.effective_batch,
+        num_epochs=summary.epochs,
+        hub_model_id=repo_id,
+        global_step=summary.step,
+        max_steps=summary.max_steps,
+        final=summary.final,
+        model_config=config.to_dict(),
+        world_tokens=summary.world_tokens,
+    )
+
+
+def _link(name: str, kind: str = "") -> str:
+    """A Hub link for a repo id, plain code for a local path."""
+    return f"[{name}](https://huggingface.co/{kind}{name})" if _hub_ids(name) else f"`{name}`"

@@ -1,0 +1,42 @@
+"""The ``hub:`` settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+HubStrategy = Literal["every_save", "checkpoint", "all_checkpoints", "end"]
+
+
+@dataclass
+class HubConfig:
+    """The ``hub:`` config group (``--hub.<name>`` on the command line).
+
+    Attributes:
+        push_to_hub: Push checkpoints to a Hub repo in the background while training.
+        hub_model_id: The repo to push to: your-username/repo-name (created if missing).
+        hub_strategy: What each push holds: every_save (latest weights), checkpoint (+ last-checkpoint/ to resume
+            from), all_checkpoints (+ every checkpoint-N/, pruned as locally), end (only the final weights).
+        hub_private_repo: Create the repo private (a public repo of that name is refused).
+        hf_token: A token with write access; prefer the HF_TOKEN environment variable or `hf auth login`.
+        hub_tag: Tag the final commit with this name (it must not exist yet).
+        hub_final_push_timeout: Seconds the end of training (or an interrupted run) waits for its last push; past
+            it the run fails, and the local checkpoint stays.
+
+    Example (YAML)::
+
+        hub:
+          push_to_hub: true
+          hub_model_id: your-username/theworld-datacomp
+          hub_strategy: every_save     # every_save | checkpoint | all_checkpoints | end
+          hub_private_repo: false
+          hub_tag: v1.0-final          # optional: tag on the final commit
+    """
+
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_strategy: HubStrategy = "every_save"
+    hub_private_repo: bool = False
+    hf_token: str | None = None
+    hub_tag: str | None = None
+    hub_final_push_timeout: float = 3600.0

@@ -1,0 +1,19 @@
+"""The names of TheWorld's checkpoint files and folders, locally and on the Hub: declared once, here.
+
+A checkpoint folder (``checkpoint-{step}/``, ``last``, ``final/``, the Hub's ``last-checkpoint/``) holds::
+
+    model.safetensors    trainable tensors only, keys as in TheWorld.state_dict()
+    config.json          what rebuilds the model (TheWorldConfig)
+    training_state.pt    optimizer, LR scheduler, loop counters, data position (not in final/)
+"""
+
+from theworld.config import CONFIG_NAME
+
+WEIGHTS_NAME = "model.safetensors"
+TRAINING_STATE_NAME = "training_state.pt"
+RESUME_FILES = (WEIGHTS_NAME, CONFIG_NAME, TRAINING_STATE_NAME)
+WEIGHT_FILES = (WEIGHTS_NAME, CONFIG_NAME)
+LAST_LINK = "last"  # local: links to the newest checkpoint folder
+FINAL_DIR = "final"  # local and on the Hub: the final weights
+LAST_CHECKPOINT = "last-checkpoint"  # on the Hub: the newest resumable folder
+TMP_MARKER = ".tmp-"  # in the name of a folder still being written
