@@ -31,7 +31,8 @@ def main() -> None:
     TheWorld._load_base = staticmethod(_recording("TheWorld._load_base", TheWorld._load_base))
     from theworld.lit.cli import main as theworld
 
-    theworld(sys.argv[1:])
+    sys.argv = ["theworld", *sys.argv[1:]]  # as the console script sees them (the CLI hides token flags there)
+    theworld()
 
 
 if __name__ == "__main__":
