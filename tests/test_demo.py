@@ -9,6 +9,7 @@ import sys
 import torch
 
 from support.cli_runs import REPO
+from support.hub_cli import workdir
 from theworld import TheWorld
 from theworld.captions import CaptionSample, score_captions
 from theworld.data.synthetic import ATTRIBUTE_CHANCE, render_sample, sample_rng
@@ -22,11 +23,12 @@ def theworld(*args, cwd):
                           text=True, timeout=900)
 
 
-def test_the_demo_learns_to_see_and_says_so(demo_dir):
-    result = theworld("fit", "--config", REPO / "configs/demo.yaml", cwd=demo_dir)
+def test_the_demo_learns_to_see_and_says_so(demo_dir, tmp_path):
+    cwd = workdir(demo_dir, tmp_path / "fresh")  # a folder of its own, as after `git clone`
+    result = theworld("fit", "--config", REPO / "configs/demo.yaml", cwd=cwd)
     assert result.returncode == 0, result.stderr[-4000:]
     output = result.stdout + result.stderr
-    runs = demo_dir / "runs/demo"
+    runs = cwd / "runs/demo"
     assert f"checkpoints in {runs / 'checkpoints'}" in output and f"logs in {runs / 'logs/version_0'}" in output
     assert f"final weights in {runs / 'checkpoints/final'}" in output
     progress = re.findall(r"step (\d+)/1000 \| train/loss [\d.]+ \| [\d.]+ samples/s \| ETA \d\d:\d\d:\d\d", output)
@@ -45,7 +47,7 @@ def test_the_demo_learns_to_see_and_says_so(demo_dir):
 
     # `theworld validate` reports the same check for the trained weights.
     validated = theworld("validate", "--config", REPO / "configs/demo.yaml", "--model.init_from",
-                         runs / "checkpoints/final", cwd=demo_dir)
+                         runs / "checkpoints/final", cwd=cwd)
     assert validated.returncode == 0, validated.stderr[-4000:]
     assert re.search(r"val/caption_exact\s*[│|]\s*0\.\d+", validated.stdout), validated.stdout[-2000:]
 

@@ -50,10 +50,10 @@ class ConsumedStateDataLoader(StatefulDataLoader):
 
 
 def _leave_signals_to_the_trainer(worker_id: int) -> None:
-    """Ctrl-C and SIGTERM reach every process of a job; a worker that died of them would fail the batch the trainer
-    still fetches before it saves and stops. Workers end with the main process instead."""
+    """Ctrl-C reaches every process of the terminal's group; a worker that died of it would fail the batch the
+    trainer fetches before it saves and stops. Workers end with the main process instead (which stops them with
+    SIGTERM, so that one keeps its default)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class DataConfigError(UserError):
