@@ -37,10 +37,10 @@ import torch
 
 from theworld.config import TheWorldConfig
 from theworld.data.processing import TheWorldProcessor, load_gemma_processor
-from theworld.data.sources import WebDatasetSource
-from theworld.data.synthetic import write_webdataset_shards
+from theworld.data.webdataset import WebDatasetSource
 from theworld.latent_cache import write_latent_cache
 from theworld.lit.datamodule import SampleTransform, TheWorldDataModule
+from theworld.testing.synthetic import write_webdataset_shards
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma
 
 SIGLIP_SIZE, SIGLIP_PATCH, IMAGE_TOKENS = 896, 14, 256  # Gemma 3 4B

@@ -46,6 +46,7 @@ from theworld.callbacks import HubSyncCallback, TrainableCheckpoint  # noqa: E40
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.hub_standin import StandInSummary  # noqa: E402
+
 from theworld.config import TheWorldConfig  # noqa: E402
 
 TOKEN = "hf_bench_token"

@@ -1,6 +1,9 @@
 import os
 
+# Read by huggingface_hub at import time: uploads to the local Hub must take the LFS path, not Xet.
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "0")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -9,10 +12,38 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
-
+from hub_server import HubServer  # noqa: E402
+from huggingface_hub import constants  # noqa: E402
+from support.accounts import TOKENS  # noqa: E402
 from support.cli_runs import SHORT, fit  # noqa: E402
-from theworld.data.testing_http import serve_directory  # noqa: E402
+
+from theworld.testing.http import serve_directory  # noqa: E402
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hub_env(monkeypatch, tmp_path):
+    """No test sees the machine's Hub login, token or cache; huggingface_hub may have been imported before
+    the environment above was set."""
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-token"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+
+
+@pytest.fixture
+def hub():
+    """A fresh local Hub (tests/hub_server.py) for one test, knowing the accounts of support/accounts.py."""
+    with HubServer(TOKENS) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_hub():
+    """One local Hub shared by a module's tests, for module-scoped runs that push to it."""
+    with HubServer(TOKENS) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from support.cli_runs import REPO, SHORT, assert_resumed, assert_same_weights, fit, theworld
 
-from support.cli_runs import REPO, SHORT, assert_resumed, assert_same_weights, fit
 from theworld import TheWorld
 from theworld.checkpoint import save_pretrained
 
@@ -139,10 +138,9 @@ def test_predict_writes_captions_as_json_lines(straight_run, demo_dir, tmp_path)
     for i, colour in enumerate([(255, 0, 0), (0, 0, 255), (0, 200, 0)]):
         Image.new("RGB", (64, 64), colour).save(images / f"img{i}.png")
     out = tmp_path / "captions.jsonl"
-    cmd = [sys.executable, "-m", "theworld.lit.cli", "predict", "--config", str(REPO / "configs/demo.yaml"),
-           "--model.init_from", str(straight_run / "checkpoints/final"), "--data.predict_data", str(images),
-           "--predictions.output_path", str(out), "--model.max_new_tokens", "6"]
-    result = subprocess.run(cmd, cwd=demo_dir, capture_output=True, text=True, timeout=300)
+    result = theworld("predict", "--config", REPO / "configs/demo.yaml", "--model.init_from",
+                      straight_run / "checkpoints/final", "--data.predict_data", images, "--predictions.output_path",
+                      out, "--model.max_new_tokens", "6", cwd=demo_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(Path(r["image"]).name for r in rows) == ["img0.png", "img1.png", "img2.png"]

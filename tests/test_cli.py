@@ -1,20 +1,10 @@
 """`theworld` as a user runs it: real subprocesses, real configs."""
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def theworld(*args, cwd, env=None, timeout=600):
-    cmd = [sys.executable, "-m", "theworld.lit.cli", *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout)
+from support.cli_runs import REPO, theworld
 
 
 def read_losses(metrics_csv: Path) -> list[float]:

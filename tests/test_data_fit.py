@@ -3,33 +3,28 @@ and the loader's uint8 pixels."""
 
 import csv
 import logging
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
+from support.cli_runs import fit
 
+from theworld.data.decode import SKIP_REASONS
 from theworld.data.processing import TheWorldProcessor, load_gemma_processor
-from theworld.data.sources import SKIP_REASONS
-from theworld.data.synthetic import write_bad_samples, write_parquet
 from theworld.lit.datamodule import TheWorldDataModule
+from theworld.testing.bad_samples import write_bad_samples
+from theworld.testing.synthetic import write_parquet
 
-REPO = Path(__file__).resolve().parents[1]
 # A few steps, no checkpoints and no validation unless a test asks for them.
 TINY = ["--trainer.max_steps", "4", "--checkpoint.every_n_train_steps", "0", "--trainer.val_check_interval", "4",
         "--trainer.limit_val_batches", "0", "--data.batch_size", "8"]
 
 
-def fit(demo_dir: Path, run_dir: Path, *args) -> list[dict[str, str]]:
+def fit_metrics(demo_dir: Path, run_dir: Path, *args) -> list[dict[str, str]]:
     """`theworld fit` on configs/demo.yaml (tiny models) with overrides; returns the metrics.csv rows."""
-    cmd = [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO / "configs/demo.yaml"),
-           "--trainer.default_root_dir", str(run_dir), "--trainer.logger.init_args.save_dir", str(run_dir),
-           *map(str, args)]
-    result = subprocess.run(cmd, cwd=demo_dir, env=os.environ, capture_output=True, text=True, timeout=300)
+    result = fit(demo_dir, "--trainer.default_root_dir", run_dir, "--trainer.logger.init_args.save_dir", run_dir,
+                 *args, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     (metrics,) = run_dir.glob("logs/version_*/metrics.csv")
     with open(metrics) as fh:
@@ -45,25 +40,25 @@ def last_logged(rows: list[dict[str, str]], prefix: str) -> dict[str, float]:
 def requested_paths(caplog) -> Counter:
     """URL paths the test servers answered, from their request log (args: client, request line, code, size)."""
     return Counter(record.args[1].split()[1] for record in caplog.records
-                   if record.name == "theworld.data.testing_http" and len(record.args) == 4)
+                   if record.name == "theworld.testing.http" and len(record.args) == 4)
 
 
 def test_webdataset_shards_over_http_train_and_validate(demo_dir, tmp_path, serve):
     url = serve(demo_dir / "demo_assets/data")
-    rows = fit(demo_dir, tmp_path, *TINY, "--data.train_data", url + "/train-{00000..00003}.tar",
+    rows = fit_metrics(demo_dir, tmp_path, *TINY, "--data.train_data", url + "/train-{00000..00003}.tar",
                "--data.val_data", url + "/val-00000.tar", "--trainer.limit_val_batches", "1")
     assert len([r for r in rows if r.get("train/loss")]) == 4
     assert [r for r in rows if r.get("val/loss")], "validation ran on the HTTP shard"
 
 
 def test_parquet_urls_train_with_the_first_rows_held_out_for_validation(demo_dir, tmp_path, serve, caplog):
-    caplog.set_level(logging.DEBUG, logger="theworld.data.testing_http")
+    caplog.set_level(logging.DEBUG, logger="theworld.testing.http")
     url = serve(tmp_path / "images")
     val_samples, rows_per_file = 8, 24
     for part in range(2):
         write_parquet(tmp_path / f"meta/part-{part}.parquet", rows_per_file, url, image_dir=tmp_path / "images",
                       start_index=part * rows_per_file)
-    rows = fit(demo_dir, tmp_path / "run", *TINY, "--data.source", "hf",
+    rows = fit_metrics(demo_dir, tmp_path / "run", *TINY, "--data.source", "hf",
                "--data.train_data", tmp_path / "meta/part-*.parquet", "--data.val_data", "null",
                "--data.val_samples", val_samples, "--trainer.limit_val_batches", "1.0")
     assert len([r for r in rows if r.get("train/loss")]) == 4
@@ -87,7 +82,7 @@ def test_bad_samples_and_urls_are_skipped_and_the_logged_counts_match_what_was_p
     delays.update({path: 60 for path in planted.slow_paths})  # hangs far past the download timeout
     assert {"http_error", "timeout", "decompression_bomb", "bad_utf8"} <= set(planted.expected) <= set(SKIP_REASONS)
     # To the end of the data: one whole epoch.
-    rows = fit(demo_dir, tmp_path / "run", *TINY, *SPARSE_LOGS, "--trainer.max_steps", "-1", "--trainer.max_epochs",
+    rows = fit_metrics(demo_dir, tmp_path / "run", *TINY, *SPARSE_LOGS, "--trainer.max_steps", "-1", "--trainer.max_epochs",
                "1", "--data.source", "hf", "--data.train_data", planted.path, "--data.clip_score_threshold", "0.2",
                "--data.download_timeout_s", "0.5", "--data.download_retries", "1")
     assert max(int(r["step"]) for r in rows) == 3, "the epoch ended after 4 steps (32 good samples)"
@@ -99,8 +94,8 @@ def test_bad_sample_counts_carry_over_a_resume(demo_dir, tmp_path):
     # 4 steps of 8 are the whole corpus. Step-based on purpose: with max_steps=-1 Lightning builds the train
     # loader before restoring the checkpoint and drops its data position (Lightning issue #20550).
     args = [*TINY, *SPARSE_LOGS, "--data.train_data", planted.path, "--checkpoint.every_n_train_steps", "2"]
-    assert last_logged(fit(demo_dir, tmp_path / "straight", *args), "data/skipped_") == planted.expected
-    rows = fit(demo_dir, tmp_path / "resumed", *args, "--ckpt_path", tmp_path / "straight/checkpoints/checkpoint-2")
+    assert last_logged(fit_metrics(demo_dir, tmp_path / "straight", *args), "data/skipped_") == planted.expected
+    rows = fit_metrics(demo_dir, tmp_path / "resumed", *args, "--ckpt_path", tmp_path / "straight/checkpoints/checkpoint-2")
     assert sorted({int(r["step"]) for r in rows}) == [2, 3], "steps 3 and 4 only"
     assert last_logged(rows, "data/skipped_") == planted.expected
 

@@ -12,23 +12,24 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from support.accounts import SECRET
+from support.cli_runs import CLI, theworld
 
 from theworld import TheWorld
-from theworld.data.synthetic import write_webdataset_shards
+from theworld.testing.synthetic import write_webdataset_shards
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = ["--config", REPO / "configs/demo.yaml"]
 DDP = ["--config", REPO / "configs/ddp.yaml", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 STEPS = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "--checkpoint.save_top_k", "-1",
          "--trainer.limit_val_batches", "0", "--data.num_workers", "0"]
-TOKEN = "hf_ddp_alice_write"
+TOKEN = SECRET  # alice's, on the local Hub of conftest.py
 # Set by launchers (torchrun, SLURM, an outer Lightning run): a child must not mistake itself for a rank of those.
 LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK", "MASTER_ADDR",
                  "MASTER_PORT", "TORCHELASTIC_RUN_ID")
@@ -41,11 +42,9 @@ def shard(tmp_path_factory) -> Path:
 
 
 def clean_env(**extra) -> dict:
-    # HF_TOKEN too: the Hub tests pass theirs with --hf_token.
-    env = {k: v for k, v in os.environ.items()
-           if k not in (*LAUNCHER_VARS, "HF_TOKEN") and not k.startswith("SLURM_")}
-    env.update(PYTHONPATH=str(REPO / "tests/support"), HF_HUB_DISABLE_XET="1", WANDB_MODE="offline", **extra)
-    return env
+    """Launcher variables of an outer run removed; HF_TOKEN too: the Hub tests pass theirs with --hf_token."""
+    inherited = [k for k in os.environ if k in (*LAUNCHER_VARS, "HF_TOKEN") or k.startswith("SLURM_")]
+    return {**dict.fromkeys(inherited), **extra}
 
 
 def run_args(root: Path, shard: Path, *args) -> list[str]:
@@ -58,11 +57,8 @@ def run_args(root: Path, shard: Path, *args) -> list[str]:
 
 def fit(demo_dir: Path, args: list[str], launcher: list[str] | None = None, env: dict | None = None):
     """``theworld fit`` (under ``launcher``, e.g. torchrun); returns the CompletedProcess with ``.seconds``."""
-    cmd = [*(launcher or [sys.executable]), "-m", "theworld.lit.cli", "fit", *args]
-    start = time.monotonic()
-    result = subprocess.run(cmd, cwd=demo_dir, env=clean_env(**(env or {})), capture_output=True, text=True,
-                            timeout=300)
-    result.seconds = time.monotonic() - start
+    program = [*launcher, "-m", "theworld.lit.cli"] if launcher else CLI
+    result = theworld("fit", *args, cwd=demo_dir, env=clean_env(**(env or {})), program=program, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -159,9 +155,8 @@ def test_resume_on_two_slurm_nodes_continues_exactly(two_ranks, demo_dir, shard,
     slurm = dict(SLURM_JOB_ID="4242", SLURM_JOB_NAME="theworld", SLURM_NTASKS="2", SLURM_NNODES="2",
                  SLURM_NTASKS_PER_NODE="1", SLURM_LOCALID="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     tasks = [
-        subprocess.Popen([sys.executable, "-m", "theworld.lit.cli", "fit", *args], cwd=demo_dir,
-                         env=clean_env(**slurm, SLURM_PROCID=str(rank), SLURM_NODEID=str(rank)),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        theworld("fit", *args, cwd=demo_dir, env=clean_env(**slurm, SLURM_PROCID=str(rank), SLURM_NODEID=str(rank)),
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for rank in range(2)
     ]
     for task in tasks:
@@ -187,14 +182,6 @@ def test_fsdp_saves_the_single_device_format_and_resumes(two_ranks, demo_dir, sh
 
 
 # ------------------------------------------------------------------------------------------- Hub
-@pytest.fixture
-def hub():
-    from hub_server import HubServer
-
-    with HubServer({TOKEN: {"user": "alice", "role": "write"}}) as server:
-        yield server
-
-
 def hub_args(root: Path, shard: Path, repo: str, *args) -> list[str]:
     return run_args(root, shard, *DDP, "--data.batch_size", "4", "--hub.push_to_hub", "true",
                     "--hub.hub_model_id", repo, "--hf_token", TOKEN, *args)

@@ -1,21 +1,15 @@
 """`theworld fit` with the Hub, as a user runs it: subprocesses against the local Hub (HF_ENDPOINT)."""
 
-import os
+import socket
+import sys
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-
-import socket  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from huggingface_hub import CommitOperationAdd, HfApi, constants  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-
-from hub_server import HubServer  # noqa: E402
-from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir  # noqa: E402
+import pytest
+import torch
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi
+from safetensors.torch import load_file
+from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir
 
 SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100",
          "--data.batch_size", "8"]
@@ -24,15 +18,10 @@ FINAL = {"final/model.safetensors", "final/config.json"}
 LAST = {f"last-checkpoint/{n}" for n in ("model.safetensors", "config.json", "training_state.pt")}
 
 
-@pytest.fixture(autouse=True)
-def _no_xet(monkeypatch):
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-
-
 @pytest.fixture(scope="module")
-def hub():
-    with HubServer({SECRET: {"user": "alice", "role": "write"}}) as server:
-        yield server
+def hub(module_hub):
+    """Shared by this module's tests: `pushed` runs once and the tests read its repo."""
+    return module_hub
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +96,7 @@ check(TheWorld.from_pretrained("alice/run", token={SECRET!r}))
 check(TheWorld.from_pretrained("alice/run", token={SECRET!r}, subfolder="final"))
 print("LOADED OK")
 """
-    result = run(cwd, hub.url, hf_home, "-c", check, cmd=[sys.executable], env={"HF_TOKEN": SECRET})
+    result = run(cwd, hub.url, hf_home, "-c", check, program=[sys.executable], env={"HF_TOKEN": SECRET})
     assert result.returncode == 0 and "LOADED OK" in result.stdout, result.stderr[-4000:]
 
 

@@ -1,55 +1,30 @@
 """Drive the local Hub (tests/hub_server.py) with the real huggingface_hub client over a socket."""
 
+import importlib
 import os
+import time
 
-# Read by huggingface_hub at import time: uploads must take the LFS path, not Xet.
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-import importlib  # noqa: E402
-import time  # noqa: E402
-
-import pytest  # noqa: E402
-from huggingface_hub import (  # noqa: E402
+import pytest
+from hub_server import Faults
+from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
     HfApi,
-    constants,
     hf_hub_download,
     snapshot_download,
 )
-from huggingface_hub.errors import (  # noqa: E402
+from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import get_session  # noqa: E402
+from huggingface_hub.utils import get_session
+from support.accounts import ALICE, ALICE_READ, BOB
 
-from hub_server import Faults, HubServer  # noqa: E402
-
-ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
-TOKENS = {
-    ALICE: {"user": "alice", "role": "write"},
-    ALICE_READ: {"user": "alice", "role": "read"},
-    BOB: {"user": "bob", "role": "write"},
-}
 # httpx (huggingface_hub 1.x) or httpx2 (2.x): whichever the client's session is built on.
 http_lib = importlib.import_module(type(get_session()).__module__.split(".")[0])
-
-
-@pytest.fixture(autouse=True)
-def _no_xet(monkeypatch):
-    # In case huggingface_hub was imported before this module set the env var.
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-
-
-@pytest.fixture
-def hub():
-    with HubServer(TOKENS) as server:
-        yield server
 
 
 @pytest.fixture

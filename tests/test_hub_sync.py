@@ -1,24 +1,18 @@
 """HubSyncCallback in a real Lightning run (a tiny stand-in module) against the local Hub, in-process."""
 
-import os
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-import csv  # noqa: E402
-import subprocess  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import lightning as L  # noqa: E402
-import pytest  # noqa: E402
-from huggingface_hub import HfApi, constants  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger  # noqa: E402
-
-from hub_server import Faults, HubServer  # noqa: E402
-from support.hub_standin import (  # noqa: E402
+import lightning as L
+import pytest
+from hub_server import Faults
+from huggingface_hub import HfApi
+from lightning.pytorch.loggers import CSVLogger
+from support.hub_standin import (
     ALICE,
     FINAL,
     REPO,
@@ -29,18 +23,9 @@ from support.hub_standin import (  # noqa: E402
     messages,
     resumable,
 )
-from theworld.callbacks import HubSyncCallback, TrainableCheckpoint  # noqa: E402
-from theworld.hub import HubError  # noqa: E402
 
-@pytest.fixture(autouse=True)
-def _no_xet(monkeypatch):
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-
-
-@pytest.fixture
-def hub():
-    with HubServer({ALICE: {"user": "alice", "role": "write"}}) as server:
-        yield server
+from theworld.callbacks import HubSyncCallback, TrainableCheckpoint
+from theworld.hub import HubError
 
 
 @pytest.mark.parametrize(

@@ -1,18 +1,13 @@
 """theworld.hub and theworld.hub_utils against the local Hub (tests/hub_server.py) through the real client."""
 
-import os
+import time
 
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+import pytest
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants
+from support.accounts import ALICE, ALICE_READ, BOB
 
-import time  # noqa: E402
-
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants  # noqa: E402
-
-from hub_server import HubServer  # noqa: E402
-from theworld.hub import (  # noqa: E402
+from theworld.hub import (
     HubConfig,
     HubError,
     download_files,
@@ -23,26 +18,7 @@ from theworld.hub import (  # noqa: E402
     resolve_token,
     validate_repo_id,
 )
-from theworld.hub_utils import generate_model_card  # noqa: E402
-
-ALICE, ALICE_READ, BOB = "hf_alice_write", "hf_alice_read", "hf_bob_write"
-TOKENS = {ALICE: {"user": "alice", "role": "write"}, ALICE_READ: {"user": "alice", "role": "read"},
-          BOB: {"user": "bob", "role": "write"}}
-
-
-@pytest.fixture(autouse=True)
-def _isolated_hub_env(monkeypatch, tmp_path):
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-token"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-
-
-@pytest.fixture
-def hub():
-    with HubServer(TOKENS) as server:
-        yield server
+from theworld.hub_utils import generate_model_card
 
 
 def token(value):

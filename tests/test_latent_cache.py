@@ -1,29 +1,25 @@
 """The latent cache: Cosmos world tokens computed once, stored in shards, and trained from."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from support.cli_runs import REPO, fit, theworld
 
-from support.cli_runs import REPO
 from theworld import TheWorld
 from theworld.config import TheWorldConfig
+from theworld.data.latents import LatentCacheError, pack_world_latents, unpack_world_latents
 from theworld.data.processing import TheWorldProcessor, load_gemma_processor
-from theworld.data.sources import WebDatasetSource
-from theworld.data.synthetic import write_webdataset_shards
-from theworld.latent_cache import LatentCacheError, pack_world_latents, unpack_world_latents, write_latent_cache
+from theworld.data.webdataset import WebDatasetSource
+from theworld.latent_cache import write_latent_cache
 from theworld.lit.datamodule import SampleTransform
+from theworld.testing.synthetic import write_webdataset_shards
 
 
 def cache_cli(*args, cwd):
-    cmd = [sys.executable, "-m", "theworld.lit.cli", "cache_latents", "--config", str(REPO / "configs/demo.yaml"),
-           *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ)
+    return theworld("cache_latents", "--config", REPO / "configs/demo.yaml", *args, cwd=cwd, timeout=300)
 
 
 def demo_config(demo_dir: Path, **overrides) -> TheWorldConfig:
@@ -36,7 +32,7 @@ def demo_config(demo_dir: Path, **overrides) -> TheWorldConfig:
 @pytest.fixture(scope="module")
 def float32_cache(demo_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("latents")
-    shards = str(demo_dir / "demo_assets/data/train-{00000..00001}.tar")
+    shards = str(demo_dir / "demo_assets/data/val-00000.tar")  # 64 samples
     summary = write_latent_cache(demo_config(demo_dir), WebDatasetSource(shards), out, batch_size=5, num_workers=0,
                                  samples_per_shard=16, dtype="float32")
     return out, shards, summary
@@ -126,7 +122,7 @@ def test_cached_latents_need_a_frozen_vae(demo_dir):
 
 def test_cache_latents_cli_then_fit_from_the_cache(demo_dir, tmp_path):
     out = tmp_path / "latents"
-    result = cache_cli("--output_dir", out, "--data.train_data", "demo_assets/data/train-00000.tar",
+    result = cache_cli("--output_dir", out, "--data.train_data", "demo_assets/data/val-00000.tar",
                        "--num_workers", "0", "--samples_per_shard", "8", cwd=demo_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "shard-cache.json").read_text())
@@ -137,21 +133,15 @@ def test_cache_latents_cli_then_fit_from_the_cache(demo_dir, tmp_path):
     assert again.returncode != 0 and "already holds" in again.stderr and "Traceback" not in again.stderr
 
     root = tmp_path / "run"
-    fit = subprocess.run(
-        [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO / "configs/demo.yaml"),
-         "--data.train_data", str(out), "--data.val_data", "null", "--data.num_workers", "0",
-         "--trainer.max_steps", "3", "--trainer.default_root_dir", str(root),
-         "--trainer.logger.init_args.save_dir", str(root)],
-        cwd=demo_dir, capture_output=True, text=True, timeout=300)
-    assert fit.returncode == 0, fit.stderr[-3000:]
+    trained = fit(demo_dir, "--data.train_data", out, "--data.val_data", "null", "--data.num_workers", "0",
+                  "--trainer.max_steps", "3", "--trainer.default_root_dir", root,
+                  "--trainer.logger.init_args.save_dir", root)
+    assert trained.returncode == 0, trained.stderr[-3000:]
     assert (root / "checkpoints/final/model.safetensors").exists()
 
-    wrong = subprocess.run(
-        [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO / "configs/demo.yaml"),
-         "--data.train_data", str(out), "--data.val_data", "null", "--model.world_image_size", "32",
-         "--trainer.max_steps", "1", "--trainer.default_root_dir", str(tmp_path / "wrong"),
-         "--trainer.logger.init_args.save_dir", str(tmp_path / "wrong")],
-        cwd=demo_dir, capture_output=True, text=True, timeout=300)
+    wrong = fit(demo_dir, "--data.train_data", out, "--data.val_data", "null", "--model.world_image_size", "32",
+                "--trainer.max_steps", "1", "--trainer.default_root_dir", tmp_path / "wrong",
+                "--trainer.logger.init_args.save_dir", tmp_path / "wrong")
     assert wrong.returncode != 0
     # Raised in a loader worker, shown as the one-line error, not the worker's traceback.
     assert "theworld: error: The latent cache was made for another world layout (world_image_size: cache 64 vs " \

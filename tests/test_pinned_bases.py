@@ -11,10 +11,10 @@ import sys
 import textwrap
 
 import pytest
+from hub_server import HubServer
 from huggingface_hub import HfApi
 from safetensors import safe_open
 
-from hub_server import HubServer
 from theworld.testing.tiny import write_tiny_gemma
 
 ALICE = "hf_alice_base_owner_0123"

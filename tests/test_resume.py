@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit, logged_losses
 
 LOGGERS = {

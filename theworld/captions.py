@@ -2,7 +2,7 @@
 
 ``score_captions`` needs no model: TheWorldModule generates captions for the first validation images and
 hands the pairs here. Exact match is always reported; for captions of the synthetic demo's grammar
-("a red star on a blue background", :mod:`theworld.data.synthetic`) each attribute is scored too, beside
+("a red star on a blue background", :mod:`theworld.testing.synthetic`) each attribute is scored too, beside
 the rate a guess would reach.
 
 Example:
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from theworld.data.synthetic import ATTRIBUTE_CHANCE, caption_attributes
+from theworld.testing.synthetic import ATTRIBUTE_CHANCE, caption_attributes
 
 
 @dataclass

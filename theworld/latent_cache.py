@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import os
-import tarfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,45 +32,15 @@ import torch
 from PIL import Image
 
 from theworld.config import TheWorldConfig
-from theworld.errors import UserError
+from theworld.data.latents import WORLD_LATENTS_EXT, LatentCacheError, layout, pack_world_latents
+from theworld.data.processing import world_pixel_input
+from theworld.data.webdataset import shard_writer
+from theworld.world import WorldEncoder, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-# What must match between the cache and the model that trains from it.
-LAYOUT_FIELDS = ("cosmos_model_name", "cosmos_revision", "cosmos_subfolder", "world_image_size", "world_patch_size")
 STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 _IMAGE_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
-
-
-class LatentCacheError(UserError):
-    """A latent cache that does not fit the run (another VAE or world layout, or an occupied output folder)."""
-
-
-def _layout(config: TheWorldConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in LAYOUT_FIELDS}
-
-
-def pack_world_latents(tokens: torch.Tensor, config: TheWorldConfig) -> bytes:
-    """One image's world tokens ``(N, token_dim)`` and the layout that made them, as ``.world.pth`` bytes."""
-    buffer = io.BytesIO()
-    torch.save({"tokens": tokens.contiguous(), **_layout(config)}, buffer)
-    return buffer.getvalue()
-
-
-def unpack_world_latents(data: bytes, config: TheWorldConfig) -> torch.Tensor:
-    """The world tokens of a ``.world.pth`` member, after checking they were made for ``config``'s layout."""
-    # weights_only: a cache may come from anywhere, and plain tensors + strings need no code to load.
-    stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    mismatched = {name: (stored.get(name), wanted) for name, wanted in _layout(config).items()
-                  if stored.get(name) != wanted}
-    if mismatched:
-        differences = ", ".join(f"{name}: cache {cached!r} vs model {wanted!r}" for name, (cached, wanted) in
-                                mismatched.items())
-        raise LatentCacheError(
-            f"The latent cache was made for another world layout ({differences}). Rebuild it with "
-            "`theworld cache_latents` and this model config, or train from the images instead."
-        )
-    return stored["tokens"]
 
 
 class _WorldInput:
@@ -79,8 +48,6 @@ class _WorldInput:
     (the image bytes under the extension of their format)."""
 
     def __init__(self, image_size: int):
-        from theworld.data.processing import world_pixel_input
-
         self.pixels = world_pixel_input(image_size)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
@@ -111,24 +78,22 @@ class _ShardWriter:
         self.directory, self.prefix = directory, prefix
         self.shards = list(shards)
         self.count = 0  # samples in the open shard
-        self._tar: tarfile.TarFile | None = None
+        self._writer = None  # a webdataset TarWriter on {name}.tar.partial
 
     def add(self, key: str, members: dict[str, bytes]) -> None:
-        from theworld.data.sources import add_tar_sample
-
-        if self._tar is None:
+        if self._writer is None:
             self._path = self.directory / f"{self.prefix}-{len(self.shards):05d}.tar"
-            self._tar = tarfile.open(self._path.with_suffix(".tar.partial"), "w")
-        add_tar_sample(self._tar, key, members)
+            self._writer = shard_writer(str(self._path.with_suffix(".tar.partial")))
+        self._writer.write({"__key__": key, **members})
         self.count += 1
 
     def close(self) -> None:
-        if self._tar is None:
+        if self._writer is None:
             return
-        self._tar.close()
-        _durable_rename(Path(self._tar.name), self._path)
+        self._writer.close()
+        _durable_rename(self._path.with_suffix(".tar.partial"), self._path)
         self.shards.append(self._path.name)
-        self._tar, self.count = None, 0
+        self._writer, self.count = None, 0
 
 
 class _Progress:
@@ -175,7 +140,7 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
                        num_workers: int = 4, samples_per_shard: int = 1000, dtype: str = "bfloat16",
                        device: str | torch.device | None = None, shard_prefix: str = "shard",
                        limit: int | None = None) -> dict[str, Any]:
-    """Encodes every usable sample of ``source`` (a raw source of ``theworld.data.sources``) into shards.
+    """Encodes every usable sample of ``source`` (a stream of ``theworld.data``: webdataset or parquet) into shards.
 
     Shards hold whole loader batches (``samples_per_shard`` rounded up to a batch). A killed run
     resumes after its last complete shard when called again with the same arguments. Returns the
@@ -183,19 +148,15 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
     samples by reason, seconds, and the layout.
 
     Example:
-        >>> source = WebDatasetSource("/data/datacomp/{00000..01286}.tar")
+        >>> source = WebDatasetSource("/data/datacomp/{00000..01286}.tar")   # theworld.data.webdataset
         >>> write_latent_cache(TheWorldConfig(), source, "/data/datacomp-latents/train")
     """
     from torchdata.stateful_dataloader import StatefulDataLoader
 
-    from theworld.data.sources import WORLD_LATENTS_EXT
-    from theworld.model import resolve_dtype
-    from theworld.world import WorldEncoder
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     progress = _Progress(output_dir, shard_prefix)
-    settings = {"dtype": dtype, **_layout(config)}
+    settings = {"dtype": dtype, **layout(config)}
     state = _resume_point(output_dir, shard_prefix, progress)
     if state.get("settings", settings) != settings:
         raise LatentCacheError(

@@ -24,7 +24,7 @@ from theworld.data.processing import (
 )
 from theworld.hub import pin_bases
 from theworld.loss import labelled_rows, linear_cross_entropy
-from theworld.world import WorldEncoder, WorldProjector
+from theworld.world import WorldEncoder, WorldProjector, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,6 @@ WORLD_START_TOKEN = "<the_world_start>"
 WORLD_END_TOKEN = "<the_world_end>"
 
 _OPTION_NAMES = {f.name for f in fields(TheWorldConfig)}
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    try:
-        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
-    except KeyError:
-        raise ValueError(f"frozen_dtype={name!r}: use 'auto', 'bfloat16', 'float16' or 'float32'.") from None
 
 
 class TheWorld(nn.Module):

@@ -11,6 +11,15 @@ import torch
 from torch import nn
 
 
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    try:
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+    except KeyError:
+        raise ValueError(f"frozen_dtype={name!r}: use 'auto', 'bfloat16', 'float16' or 'float32'.") from None
+
+
 def patchify(latents: torch.Tensor, patch_size: int) -> torch.Tensor:
     """``(B, C, H, W)`` -> ``(B, H/p * W/p, C * p * p)``, row-major over patches."""
     batch, channels, height, width = latents.shape

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from theworld.data.synthetic import make_key, write_parquet, write_webdataset_shards
-from theworld.data.testing_http import serve_directory
+from theworld.testing.http import serve_directory
+from theworld.testing.synthetic import make_key, write_parquet, write_webdataset_shards
 
 PARQUET_FILES, PER_FILE = 2, 20
 

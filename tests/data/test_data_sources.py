@@ -8,9 +8,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from theworld.data import sources
-from theworld.data.sources import ParquetURLSource, WebDatasetSource, decode_image, expand_urls
-from theworld.data.synthetic import encode_image, make_key, write_bad_samples, write_webdataset_shards
+from theworld.data.decode import decode_image
+from theworld.data.parquet import ParquetURLSource
+from theworld.data.webdataset import WebDatasetSource, expand_urls
+from theworld.retry import with_retries
+from theworld.testing.bad_samples import write_bad_samples
+from theworld.testing.synthetic import encode_image, make_key, write_webdataset_shards
 
 
 def collate_keys(batch):
@@ -147,7 +150,7 @@ def test_webdataset_resume_when_splitting_samples(shards):
 
 def test_parquet_resume_mid_epoch(parquet_data):
     pattern, uids = parquet_data
-    before, after = _resume_round_trip(lambda: ParquetURLSource(pattern, max_connections=2), 3)
+    before, after = _resume_round_trip(lambda: ParquetURLSource(pattern, download_threads=2), 3)
     assert sorted(before + after) == sorted(uids)
 
 
@@ -219,7 +222,8 @@ def test_parquet_bad_samples_are_counted_by_reason(tmp_path, serve):
     url = serve(tmp_path / "images", delay_s=delays)
     planted = write_bad_samples(tmp_path, "parquet", image_url_base=url)
     delays.update({path: 30 for path in planted.slow_paths})
-    source = ParquetURLSource(planted.path, clip_score_threshold=0.2, timeout_s=0.5, retries=1, retry_backoff_s=0.05)
+    source = ParquetURLSource(planted.path, clip_score_threshold=0.2, download_timeout_s=0.5, download_retries=1,
+                              download_backoff_s=0.05)
     keys, skipped = keys_and_skips(source)
     assert keys == planted.good_keys
     assert skipped == planted.expected
@@ -236,8 +240,7 @@ def test_decode_image_converts_modes_and_composites_alpha_on_white():
     assert decode_image(gray, 32, 40 * 40 - 1)[1] == "decompression_bomb"  # our limit, not PIL's
 
 
-def test_retries_only_transient_errors(monkeypatch):
-    monkeypatch.setattr(sources.time, "sleep", lambda s: None)
+def test_retries_only_transient_errors():
     calls = []
 
     def failing(code):
@@ -250,7 +253,7 @@ def test_retries_only_transient_errors(monkeypatch):
     for code, attempts in [(503, 3), (404, 1)]:
         calls.clear()
         with pytest.raises(HTTPError):
-            sources._with_retries(failing(code), retries=2, backoff_s=0.1)
+            with_retries(failing(code), what="x", retries=2, wait_s=0.1, sleep=lambda s: None)
         assert len(calls) == attempts
 
 
@@ -306,7 +309,7 @@ def test_expand_urls_braces_globs_and_directories(shards):
 
 def test_http_shards_stream_and_a_missing_shard_is_counted(shards, serve):
     url = serve(shards.dir, status={"/shard-00001.tar": 404})
-    keys, skipped = keys_and_skips(WebDatasetSource(url + "/shard-{00000..00007}.tar", retries=0), num_workers=2)
+    keys, skipped = keys_and_skips(WebDatasetSource(url + "/shard-{00000..00007}.tar", download_retries=0), num_workers=2)
     assert sorted(keys) == [k for i, k in enumerate(shards.keys) if i // 5 != 1]
     assert skipped == {"shard_error": 1}
 
@@ -315,7 +318,7 @@ def test_a_missing_shard_is_counted_once_when_splitting_samples(shards, serve):
     url = serve(shards.dir, status={"/shard-00001.tar": 404})
     skipped = Counter()
     for rank in (0, 1):  # 3 shards < 2 ranks x 2 workers: every consumer reads every shard
-        source = WebDatasetSource(url + "/shard-{00000..00002}.tar", retries=0, rank=rank, world_size=2)
+        source = WebDatasetSource(url + "/shard-{00000..00002}.tar", download_retries=0, rank=rank, world_size=2)
         skipped.update(keys_and_skips(source, num_workers=2)[1])
     assert skipped == {"shard_error": 1}
 

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from theworld.data import synthetic
-from theworld.data.synthetic import COLORS, render_sample, write_parquet, write_webdataset_shards
+from theworld.testing import synthetic
+from theworld.testing.synthetic import COLORS, render_sample, write_parquet, write_webdataset_shards
 
 
 def _digest(paths):
@@ -38,7 +38,7 @@ def test_webdataset_shards_are_deterministic_and_img2dataset_shaped(tmp_path):
 
     with tarfile.open(a[1]) as tar:
         names = tar.getnames()
-        assert names[:3] == ["000000003.jpg", "000000003.txt", "000000003.json"]
+        assert sorted(names[:3]) == ["000000003.jpg", "000000003.json", "000000003.txt"]
         meta = json.loads(tar.extractfile("000000003.json").read())
         caption = tar.extractfile("000000003.txt").read().decode()
         image = Image.open(io.BytesIO(tar.extractfile("000000003.jpg").read()))
@@ -50,13 +50,16 @@ def test_parquet_is_deterministic_and_datacomp_shaped(tmp_path):
     path = write_parquet(tmp_path / "a" / "m.parquet", 5, "http://host:1/", seed=3)
     again = write_parquet(tmp_path / "b" / "m.parquet", 5, "http://host:1", seed=3)
     table = pq.read_table(path)
-    assert table.column_names == [
+    assert table.column_names == [  # DataComp's metadata columns
         "uid",
         "url",
         "text",
         "original_width",
         "original_height",
         "clip_b32_similarity_score",
+        "clip_l14_similarity_score",
+        "face_bboxes",
+        "sha256",
     ]
     assert table.equals(pq.read_table(again))
     row = table.to_pylist()[0]

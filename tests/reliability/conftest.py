@@ -4,11 +4,7 @@ import json
 import os
 
 import pytest
-
-from hub_server import HubServer
 from report import FIGURES_ENV
-from support.hub_cli import SECRET
-from support.hub_standin import ALICE, ALICE_LAPTOP
 
 
 class Figures:
@@ -29,9 +25,3 @@ class Figures:
 def figures(request) -> Figures:
     return Figures(request.node.nodeid)
 
-
-@pytest.fixture
-def hub():
-    tokens = {token: {"user": "alice", "role": "write"} for token in (ALICE, ALICE_LAPTOP, SECRET)}
-    with HubServer(tokens) as server:
-        yield server

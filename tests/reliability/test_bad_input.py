@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from hub_server import HubServer
 from support.cli_runs import REPO
 from support.hub_cli import SECRET, run, token_leaks, workdir
+
 from theworld.hub import ModelSourceError, pin_base
 
 pytestmark = pytest.mark.reliability
@@ -96,9 +96,9 @@ def outcomes(demo_dir, tmp_path_factory):
         def attempt(name):
             cwd = workdir(demo_dir, tmp_path_factory.mktemp(name))
             args = [arg.format(user=user) for arg in CASES[name].args]
-            command = [sys.executable, str(SPY), CASES[name].command, "--config", str(REPO / "configs/demo.yaml")]
             env = {**CASES[name].env, "THEWORLD_WEIGHT_LOG": str(cwd / "weight-loads.log")}
-            return name, (run(cwd, hub.url, hf_home, *args, env=env, cmd=command), cwd)
+            return name, (run(cwd, hub.url, hf_home, CASES[name].command, "--config", REPO / "configs/demo.yaml",
+                              *args, env=env, program=[sys.executable, SPY]), cwd)
 
         with ThreadPoolExecutor(2) as pool:
             yield dict(pool.map(attempt, CASES))
@@ -127,9 +127,9 @@ def test_the_weight_spy_sees_the_loads_of_a_run_that_goes_ahead(demo_dir, tmp_pa
     """What the check above relies on: a command that does load the model is recorded."""
     cwd = workdir(demo_dir, tmp_path / "run")
     log = cwd / "weight-loads.log"
-    result = run(cwd, "http://127.0.0.1:9", tmp_path / "hf", "--trainer.limit_val_batches", "1",
-                 "--model.val_captions", "0", env={"THEWORLD_WEIGHT_LOG": str(log)},
-                 cmd=[sys.executable, str(SPY), "validate", "--config", str(REPO / "configs/demo.yaml")])
+    result = run(cwd, "http://127.0.0.1:9", tmp_path / "hf", "validate", "--config", REPO / "configs/demo.yaml",
+                 "--trainer.limit_val_batches", "1", "--model.val_captions", "0",
+                 env={"THEWORLD_WEIGHT_LOG": str(log)}, program=[sys.executable, SPY])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "TheWorld._load_base" in log.read_text() and "safe_open" in log.read_text()
 

@@ -6,9 +6,8 @@ import time
 
 import lightning as L
 import pytest
-from huggingface_hub import CommitOperationAdd, HfApi
-
 from hub_server import Faults
+from huggingface_hub import CommitOperationAdd, HfApi
 from support.hub_standin import ALICE, ALICE_LAPTOP, REPO, assert_every_commit_consistent, fit, messages
 
 pytestmark = pytest.mark.reliability

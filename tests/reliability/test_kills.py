@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-
 from hub_server import Faults
 from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit
 from support.hub_cli import SECRET, hub_env
+
 from theworld import TheWorld
 from theworld.callbacks.checkpoint import TrainableCheckpointIO
-from theworld.layout import TRAINING_STATE_NAME, WEIGHTS_NAME
 from theworld.config import CONFIG_NAME
+from theworld.layout import TRAINING_STATE_NAME, WEIGHTS_NAME
 
 pytestmark = pytest.mark.reliability
 

@@ -9,9 +9,9 @@ from fractions import Fraction
 import pytest
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi
-
 from support.cli_runs import SHORT, fit
 from support.hub_cli import SECRET, hub_env, run, token_leaks, workdir
+
 from theworld import TheWorld
 from theworld.callbacks.checkpoint import TrainableCheckpointIO
 from theworld.checkpoint import UnsafeCheckpointError

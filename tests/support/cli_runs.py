@@ -1,9 +1,10 @@
-"""`theworld fit` on configs/demo.yaml as a subprocess, and comparing the weights two runs end with."""
+"""`theworld` as a subprocess, and comparing the weights two runs end with."""
 
 import csv
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -14,16 +15,31 @@ SHORT = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "-
          "100", "--checkpoint.save_top_k", "-1", "--data.batch_size", "8"]
 
 
-def fit(demo_dir, *args, env=None, **popen):
-    """Runs in ``demo_dir`` with tests/support importable (test callbacks: ``--trainer.callbacks+=module.Class``).
+CLI = [sys.executable, "-m", "theworld.lit.cli"]
 
-    With ``popen`` keywords (``stdout=``...) returns the running Popen, otherwise the finished run's result."""
-    cmd = [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO / "configs/demo.yaml"),
-           *map(str, args)]
-    full_env = {**os.environ, "PYTHONPATH": str(REPO / "tests/support"), **(env or {})}
+
+def theworld(*args, cwd, env=None, program=CLI, timeout=600, **popen):
+    """`theworld <args>` in ``cwd`` as its own process, the one way every test starts the CLI.
+
+    ``env`` is laid over this process's environment (a None value removes the variable); tests/support is
+    importable (test callbacks: ``--trainer.callbacks+=module.Class``). ``program`` replaces
+    ``python -m theworld.lit.cli`` (torchrun, the weight spy). With ``popen`` keywords (``stdout=``...) returns
+    the running Popen, otherwise the finished run with its ``.seconds``."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO / "tests/support")}
+    for name, value in (env or {}).items():
+        full_env.pop(name, None) if value is None else full_env.__setitem__(name, str(value))
+    cmd = [*map(str, program), *map(str, args)]
     if popen:
-        return subprocess.Popen(cmd, cwd=demo_dir, env=full_env, **popen)
-    return subprocess.run(cmd, cwd=demo_dir, env=full_env, capture_output=True, text=True, timeout=600)
+        return subprocess.Popen(cmd, cwd=cwd, env=full_env, **popen)
+    start = time.monotonic()
+    result = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def fit(cwd, *args, **kwargs):
+    """`theworld fit --config configs/demo.yaml <args>`: see :func:`theworld`."""
+    return theworld("fit", "--config", REPO / "configs/demo.yaml", *args, cwd=cwd, **kwargs)
 
 
 def assert_same_weights(a: Path, b: Path):

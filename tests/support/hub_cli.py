@@ -1,14 +1,10 @@
 """`theworld fit` as a user runs it against the local Hub (HF_ENDPOINT), and scanning what it wrote for the token."""
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from support.cli_runs import REPO
-
-SECRET = "hf_TheWorldTestSecret_5f0c2a9d7e41"  # distinctive: grepped for in every written file
+from support.accounts import SECRET  # noqa: F401
+from support.cli_runs import fit, theworld
 
 
 def workdir(demo_dir: Path, path: Path) -> Path:
@@ -19,20 +15,17 @@ def workdir(demo_dir: Path, path: Path) -> Path:
 
 
 def hub_env(endpoint: str, hf_home: Path, **extra) -> dict:
-    """The environment of a run against the local Hub; no token unless ``extra`` sets HF_TOKEN."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    env.update(HF_ENDPOINT=endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=str(hf_home), WANDB_MODE="offline",
-               HF_HUB_DISABLE_PROGRESS_BARS="1", **extra)
-    return env
+    """What a run against the local Hub changes in the environment; no token unless ``extra`` sets HF_TOKEN."""
+    return {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None, "HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home),
+            **extra}
 
 
-def run(cwd: Path, endpoint: str, hf_home: Path, *args, env=None, cmd=None):
-    cmd = cmd or [sys.executable, "-m", "theworld.lit.cli", "fit", "--config", str(REPO / "configs/demo.yaml")]
-    start = time.monotonic()
-    result = subprocess.run([*cmd, *map(str, args)], cwd=cwd, env=hub_env(endpoint, hf_home, **(env or {})),
-                            capture_output=True, text=True, timeout=300)
-    result.seconds = time.monotonic() - start
-    return result
+def run(cwd: Path, endpoint: str, hf_home: Path, *args, env=None, program=None):
+    """`theworld fit --config configs/demo.yaml <args>` against the local Hub, or ``<program> <args>``."""
+    env = hub_env(endpoint, hf_home, **(env or {}))
+    if program:
+        return theworld(*args, cwd=cwd, env=env, program=program, timeout=300)
+    return fit(cwd, *args, env=env, timeout=300)
 
 
 def files_containing(root: Path, needle: str) -> list[str]:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from support.accounts import ALICE, ALICE_LAPTOP  # noqa: F401 (the tests take the accounts from here too)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -11,8 +12,6 @@ from theworld.callbacks import HubSyncCallback, TrainableCheckpoint
 from theworld.config import TheWorldConfig
 from theworld.run_summary import RunSummary
 
-ALICE = "hf_alice_write_0123456789"
-ALICE_LAPTOP = "hf_alice_laptop_9876543210"  # another client of alice's that commits to the same repo mid-run
 REPO = "alice/theworld-test"
 ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json"}
 FINAL = {"final/model.safetensors", "final/config.json"}

@@ -286,7 +286,9 @@ class HubSyncCallback(Callback):
             texts = {"README.md": card_from_summary(trainer.lightning_module.run_summary(saved.step, saved.final),
                                                     self.config.hub_model_id),
                      "training_args.json": self._training_args(trainer)}
-            push = Push(step=saved.step, folder=self._stage(saved.path.parent, files, texts), final=saved.final)
+            folder = self._stage(saved.path.parent, files, texts)
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            push = Push(step=saved.step, folder=folder, final=saved.final, size=size)
             self._uploader.submit(push)
         log.info("Queued Hub push: %s (%d files)", push.message, len(files) + len(texts))
         return push

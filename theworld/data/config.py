@@ -34,6 +34,10 @@ class DataConfig:
         clip_score_threshold: Source hf: skip rows whose clip_b32_similarity_score is lower.
         download_timeout_s: Seconds allowed per image download or shard request.
         download_retries: Retries of a download after a timeout, 408/429/5xx or a dropped connection.
+        download_backoff_s: First wait before a retry; it doubles each time.
+        download_threads: Source hf: parallel image downloads per loader worker.
+        max_image_pixels: Images with more pixels are skipped (decompression_bomb), checked before decoding.
+        max_consecutive_bad: A worker that skips this many records in a row stops the run with the counts.
         predict_data: Images for `theworld predict`: a folder, a glob or a list of paths.
     """
 
@@ -55,6 +59,10 @@ class DataConfig:
     clip_score_threshold: float | None = None
     download_timeout_s: float = 10.0
     download_retries: int = 2
+    download_backoff_s: float = 0.5
+    download_threads: int = 16
+    max_image_pixels: int = 50_000_000
+    max_consecutive_bad: int = 1000
     predict_data: str | list[str] | None = None
 
     def __post_init__(self) -> None:
@@ -67,4 +75,5 @@ class DataConfig:
 # The settings that are counts (or seconds): the smallest value each can take.
 _SMALLEST = {"batch_size": 1, "val_batch_size": 1, "max_caption_tokens": 1, "num_samples": 1, "val_samples": 0,
              "num_workers": 0, "shuffle_buffer": 0, "min_image_size": 0, "download_retries": 0,
-             "download_timeout_s": 1e-3}
+             "download_timeout_s": 1e-3, "download_backoff_s": 0, "download_threads": 1, "max_image_pixels": 1,
+             "max_consecutive_bad": 1}

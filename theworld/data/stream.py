@@ -103,33 +103,18 @@ def _pop_random(buffer: list, rng: random.Random) -> Any:
 class StreamSource(IterableDataset):
     """Base of the sources: epoch/resume state, quotas, skip counting and the no-data error.
 
+    The options come in one :class:`~theworld.data.config.DataConfig` (``config``, or its fields as keywords).
     Subclasses provide ``_start_position()`` (the position of a fresh epoch), ``_records(state,
     consumer)`` yielding ``(position after the record, record)`` for this consumer, and
     ``_to_outcome(record)``; ``_outcomes`` may be overridden to process records concurrently.
     """
 
-    def __init__(
-        self,
-        *,
-        transform: Callable[[dict], dict] | None,
-        shuffle_buffer: int,
-        seed: int,
-        num_samples: int | None,
-        min_image_size: int,
-        max_image_pixels: int,
-        max_consecutive_bad: int,
-        rank: int | None,
-        world_size: int | None,
-    ):
+    def __init__(self, config: DataConfig | None, transform: Callable[[dict], dict] | None, rank: int | None,
+                 world_size: int | None, options: dict[str, Any]):
         if (rank is None) != (world_size is None):
             raise ValueError("pass both rank and world_size, or neither")
+        self.config = config or DataConfig(**options)
         self.transform = transform
-        self.shuffle_buffer = shuffle_buffer
-        self.seed = seed
-        self.num_samples = num_samples
-        self.min_image_size = min_image_size
-        self.max_image_pixels = max_image_pixels
-        self.max_consecutive_bad = max_consecutive_bad
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
@@ -156,15 +141,15 @@ class StreamSource(IterableDataset):
 
     def __len__(self) -> int:
         """Samples per rank per epoch; only defined when ``num_samples`` is set."""
-        if self.num_samples is None:
+        if self.config.num_samples is None:
             raise TypeError(f"{type(self).__name__} has no length unless num_samples is set")
-        return self.num_samples // resolve_rank(self.rank, self.world_size)[1]
+        return self.config.num_samples // resolve_rank(self.rank, self.world_size)[1]
 
     def __iter__(self) -> Iterator[dict]:
         consumer = Consumer.current(self.rank, self.world_size)
         state = self._begin(consumer)
-        rng = random.Random(f"{self.seed}:{state['epoch']}:{consumer.index}")
-        outcomes = self._outcomes(shuffled(self._records(state, consumer), self.shuffle_buffer, rng))
+        rng = random.Random(f"{self.config.seed}:{state['epoch']}:{consumer.index}")
+        outcomes = self._outcomes(shuffled(self._records(state, consumer), self.config.shuffle_buffer, rng))
         try:
             yield from self._emit(outcomes, state, consumer)
         finally:
@@ -188,7 +173,8 @@ class StreamSource(IterableDataset):
     # -- helpers ------------------------------------------------------------------------------
 
     def _image_outcome(self, key: str, data: bytes, text: str, world_latents: bytes | None = None) -> Outcome:
-        image, reason, converted = decode_image(data, self.min_image_size, self.max_image_pixels)
+        """Decodes an image (its size limits checked on the header first) into the record's outcome."""
+        image, reason, converted = decode_image(data, self.config.min_image_size, self.config.max_image_pixels)
         return Outcome(key, image=image, text=text, reason=reason, converted=converted, image_bytes=data,
                        world_latents=world_latents)
 
@@ -219,9 +205,9 @@ class StreamSource(IterableDataset):
 
     def _quota(self, consumer: Consumer) -> int | None:
         """Samples this worker yields when ``num_samples`` is set: equal per rank (DDP needs it)."""
-        if self.num_samples is None:
+        if self.config.num_samples is None:
             return None
-        per_rank = self.num_samples // consumer.world_size
+        per_rank = self.config.num_samples // consumer.world_size
         return per_rank // consumer.num_workers + int(consumer.worker < per_rank % consumer.num_workers)
 
     def _emit(self, outcomes: Iterator[tuple[dict, Outcome]], state: dict, consumer: Consumer) -> Iterator[dict]:
@@ -239,7 +225,7 @@ class StreamSource(IterableDataset):
                 totals[outcome.reason] += 1
                 consecutive_bad += 1
                 logger.debug("%r: skipping %s (%s)", self, outcome.key, outcome.reason)
-                if consecutive_bad >= self.max_consecutive_bad:
+                if consecutive_bad >= self.config.max_consecutive_bad:
                     raise RuntimeError(
                         self._no_usable_message(consumer, f"{consecutive_bad} consecutive bad samples", totals)
                     )
@@ -280,8 +266,8 @@ class StreamSource(IterableDataset):
     def _no_usable_message(self, consumer: Consumer, when: str, totals: Counter) -> str:
         return (
             f"No usable samples in {self!r} ({consumer}) after {when}: skipped {dict(totals) or 'nothing'}. "
-            f"Check that the data exists and is reachable, that the filters (min_image_size={self.min_image_size}, "
-            f"max_image_pixels={self.max_image_pixels}{self._filter_summary()}) are not too strict, and that "
+            f"Check that the data exists and is reachable, that the filters (min_image_size={self.config.min_image_size}, "
+            f"max_image_pixels={self.config.max_image_pixels}{self._filter_summary()}) are not too strict, and that "
             "there are at least as many samples as ranks x workers."
         )
 

@@ -29,16 +29,12 @@ class Push:
     step: int
     folder: Path
     final: bool
+    size: int  # bytes to send, counted when staged (the folder goes away once pushed)
     result: Future = dataclasses.field(default_factory=Future)
 
     @property
     def message(self) -> str:
         return "End of training" if self.final else f"Training in progress, step {self.step}"
-
-    @property
-    def size(self) -> int:
-        """Bytes of the staged files (hardlinks count once per path, as they are sent)."""
-        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
 
 
 def duration(seconds: float) -> str:

@@ -14,9 +14,9 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+import huggingface_hub
 import torch
 import yaml
-import huggingface_hub
 from huggingface_hub import HfApi
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
@@ -41,8 +41,8 @@ from theworld.hub import (
     redact,
     resolve_token,
 )
-from theworld.lit.datamodule import TheWorldDataModule
 from theworld.layout import WEIGHTS_NAME
+from theworld.lit.datamodule import TheWorldDataModule
 from theworld.lit.module import TheWorldModule
 from theworld.lit.trainer import TheWorldTrainer
 

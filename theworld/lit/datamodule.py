@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import signal
@@ -17,10 +18,12 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from theworld.config import TheWorldConfig
 from theworld.data.config import DataConfig
+from theworld.data.latents import unpack_world_latents
+from theworld.data.parquet import ParquetURLSource, check_local_files
 from theworld.data.processing import TheWorldProcessor
+from theworld.data.webdataset import WebDatasetSource, expand_urls
 from theworld.errors import UserError
 from theworld.hub import pin_bases
-from theworld.latent_cache import unpack_world_latents
 
 
 class ConsumedStateDataLoader(StatefulDataLoader):
@@ -157,7 +160,6 @@ class TheWorldDataModule(L.LightningDataModule):
                 "data.val_samples holds out the first rows of a parquet/Hub stream; for webdataset shards set "
                 "data.val_data to held-out shards instead (e.g. the last shard)."
             )
-        from theworld.data.sources import check_local_files, expand_urls
 
         for field in ("train_data", "val_data"):
             value = getattr(config, field)
@@ -204,36 +206,20 @@ class TheWorldDataModule(L.LightningDataModule):
     def raw_source(self, *, train: bool, transform=None, rank: int = 0, world_size: int = 1):
         """The training (``train=True``) or validation source as configured, for ``rank`` of ``world_size``;
         ``transform`` runs on each sample in the loader workers."""
-        from theworld.data import sources
-
-        hp = self.config
-        data = hp.train_data if train or hp.val_data is None else hp.val_data
-        if data is None and hp.dataset_name is None:
-            raise ValueError("data: set train_data (shards or parquet files) or dataset_name (a Hub dataset).")
+        config = self.config
+        data = config.train_data if train or config.val_data is None else config.val_data
+        if data is None and config.dataset_name is None:
+            raise DataConfigError("data: set train_data (shards or parquet files) or dataset_name (a Hub dataset).")
+        if not train:  # validation reads in order, all of it
+            config = dataclasses.replace(config, shuffle_buffer=0, num_samples=None)
         # Each rank reads its own share; the sources split further across loader workers.
-        common: dict[str, Any] = dict(
-            transform=transform,
-            seed=hp.seed,
-            min_image_size=hp.min_image_size,
-            rank=rank,
-            world_size=world_size,
-        )
-        if train:
-            common.update(shuffle_buffer=hp.shuffle_buffer, num_samples=hp.num_samples)
-        if hp.source == "webdataset":
-            return sources.WebDatasetSource(data, timeout_s=hp.download_timeout_s, retries=hp.download_retries,
-                                            **common)
-        if hp.val_data is None:
-            common.update(skip_first=hp.val_samples) if train else common.update(take_first=hp.val_samples)
-        return sources.ParquetURLSource(
-            data_files=data,
-            dataset_name=None if data is not None else hp.dataset_name,
-            split=hp.dataset_split,
-            timeout_s=hp.download_timeout_s,
-            retries=hp.download_retries,
-            clip_score_threshold=hp.clip_score_threshold,
-            **common,
-        )
+        common: dict[str, Any] = dict(transform=transform, config=config, rank=rank, world_size=world_size)
+        if config.source == "webdataset":
+            return WebDatasetSource(data, **common)
+        if config.val_data is None:
+            common.update(skip_first=config.val_samples) if train else common.update(take_first=config.val_samples)
+        return ParquetURLSource(data_files=data, dataset_name=None if data is not None else config.dataset_name,
+                                split=config.dataset_split, **common)
 
     def _loader(self, dataset, batch_size: int) -> StatefulDataLoader:
         workers = self.config.num_workers

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
-from theworld.data.sources import SKIP_REASONS
+from theworld.data.decode import SKIP_REASONS
 from theworld.model import TheWorld
 from theworld.run_summary import RunSummary, ValidationRecord
 

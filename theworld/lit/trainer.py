@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from theworld.latent_cache import LatentCacheError, write_latent_cache
-
+from theworld.data.latents import LatentCacheError
+from theworld.latent_cache import write_latent_cache
 
 _CKPT_PATH = ("A checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
               "hf://user/repo[@revision][/folder] (its last-checkpoint/, downloaded)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from theworld.data.synthetic import write_webdataset_shards
+from theworld.testing.synthetic import write_webdataset_shards
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma
 
 

@@ -148,7 +148,7 @@ def _latent_statistics(vae, seed: int, samples: int = 64, size: int = 64) -> tup
     """Per-channel mean and std of ``vae``'s latents over synthetic images (as real VAE configs record them)."""
     import numpy as np
 
-    from theworld.data.synthetic import render_sample, sample_rng
+    from theworld.testing.synthetic import render_sample, sample_rng
 
     images = [np.asarray(render_sample(sample_rng(seed, i), size)[0], dtype=np.float32) for i in range(samples)]
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) / 127.5 - 1.0

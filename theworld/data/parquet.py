@@ -1,0 +1,152 @@
+"""DataComp-style metadata (parquet files or a Hub dataset) as a stream, each row's image downloaded by URL."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from glob import glob
+from typing import Any
+
+from theworld.data.config import DataConfig
+from theworld.data.decode import Outcome, decode_caption
+from theworld.data.http import NETWORK_ERRORS, download, failure_reason
+from theworld.data.stream import Consumer, StreamSource
+
+logger = logging.getLogger(__name__)
+
+
+class ParquetURLSource(StreamSource):
+    """DataComp-style metadata (parquet files or a Hub dataset) whose images are downloaded.
+
+    Metadata streams through ``datasets.load_dataset(..., streaming=True)`` in every worker;
+    global row ``i`` goes to consumer ``i % (ranks × workers)``, so every consumer reads all
+    metadata but downloads only its own images. Each worker downloads through a pool of
+    ``max_connections`` threads over a window of upcoming rows and yields in row order. Timeouts,
+    HTTP 408/429/5xx and dropped connections are retried ``retries`` times with exponential
+    backoff; other HTTP errors are not.
+
+    The row order is fixed; ``shuffle_buffer > 0`` shuffles rows (before download) within a
+    buffer seeded by ``seed``, the epoch and the worker. Hold out validation rows with
+    ``skip_first=K`` on the training source and ``take_first=K`` on the validation source.
+
+    >>> source = ParquetURLSource("meta/*.parquet", clip_score_threshold=0.28, skip_first=1000)  # doctest: +SKIP
+    >>> source = ParquetURLSource(dataset_name="mlfoundations/datacomp_small")  # doctest: +SKIP
+    """
+
+    def __init__(self, data_files: str | Sequence[str] | dict[str, str | Sequence[str]] | None = None,
+                 transform: Callable[[dict], dict] | None = None, *, config: DataConfig | None = None,
+                 dataset_name: str | None = None, split: str = "train", skip_first: int = 0,
+                 take_first: int | None = None, rank: int | None = None, world_size: int | None = None,
+                 url_column: str = "url", text_column: str = "text", key_column: str = "uid",
+                 clip_score_column: str = "clip_b32_similarity_score", metadata_batch_size: int = 1024, **options):
+        super().__init__(config, transform, rank, world_size, options)
+        if (data_files is None) == (dataset_name is None):
+            raise ValueError("pass exactly one of data_files and dataset_name")
+        if data_files is not None:
+            check_local_files(data_files)
+        self.data_files = data_files
+        self.dataset_name = dataset_name
+        self.split = split
+        self.url_column = url_column
+        self.text_column = text_column
+        self.key_column = key_column
+        self.clip_score_column = clip_score_column
+        self.skip_first = skip_first
+        self.take_first = take_first
+        self.metadata_batch_size = metadata_batch_size
+
+    def __repr__(self) -> str:
+        what = (
+            f"data_files={self.data_files!r}" if self.data_files is not None else f"dataset_name={self.dataset_name!r}"
+        )
+        return f"ParquetURLSource({what}, split={self.split!r})"
+
+    def _filter_summary(self) -> str:
+        return f", clip_score_threshold={self.config.clip_score_threshold}, timeout_s={self.config.download_timeout_s}"
+
+    def _start_position(self) -> dict[str, int]:
+        return {"row": self.skip_first}
+
+    def _load_metadata(self):
+        # Imported here: `datasets` is slow to import and only this source needs it.
+        from datasets import load_dataset
+
+        if self.data_files is not None:
+            dataset = load_dataset("parquet", data_files=self.data_files, split=self.split, streaming=True)
+        else:
+            dataset = load_dataset(self.dataset_name, split=self.split, streaming=True)
+        if dataset.column_names is None:  # schema unknown until read: take the rows as they come
+            return dataset
+        required = {self.url_column, self.text_column}
+        if self.config.clip_score_threshold is not None:
+            required.add(self.clip_score_column)
+        missing = required - set(dataset.column_names)
+        if missing:
+            raise ValueError(f"{self!r}: columns {sorted(missing)} not in {dataset.column_names}")
+        wanted = required | {self.key_column}
+        return dataset.select_columns([c for c in dataset.column_names if c in wanted])
+
+    def _records(self, state: dict, consumer: Consumer) -> Iterator[tuple[dict, Any]]:
+        row = state["row"]
+        dataset = self._load_metadata()
+        if row:
+            dataset = dataset.skip(row)
+        # Arrow batches let us drop other consumers' rows without converting them to Python.
+        for table in dataset.with_format("arrow").iter(batch_size=self.metadata_batch_size):
+            stop = len(table) if self.take_first is None else min(len(table), self.take_first - row)
+            mine = list(range((consumer.index - row) % consumer.count, stop, consumer.count))
+            for i, values in zip(mine, table.take(mine).to_pylist(), strict=True):
+                yield {"row": row + i + 1}, (row + i, values)
+            row += len(table)
+            if self.take_first is not None and row >= self.take_first:
+                return
+
+    def _outcomes(self, records: Iterator[tuple[dict, Any]]) -> Iterator[tuple[dict, Outcome]]:
+        # A sliding window of 2 × max_connections rows is in flight, so one slow URL doesn't stall
+        # the others; results leave in input order, keeping the stream (and resume) deterministic.
+        pool = ThreadPoolExecutor(self.config.download_threads, thread_name_prefix="image-download")
+        window: deque = deque()
+        try:
+            for position, record in records:
+                window.append((position, pool.submit(self._to_outcome, record)))
+                if len(window) >= 2 * self.config.download_threads:
+                    position, future = window.popleft()
+                    yield position, future.result()
+            while window:
+                position, future = window.popleft()
+                yield position, future.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _to_outcome(self, record: tuple[int, dict]) -> Outcome:
+        row, values = record
+        key = str(values.get(self.key_column) or f"{row:09d}")
+        text, reason = decode_caption(values[self.text_column])
+        if reason is not None:
+            return Outcome(key, reason=reason)
+        if self.config.clip_score_threshold is not None:
+            score = values[self.clip_score_column]
+            if score is None or score < self.config.clip_score_threshold:
+                return Outcome(key, reason="low_clip_score")
+        url = values[self.url_column] or ""  # a missing URL fails like a malformed one
+        try:
+            config = self.config
+            data = download(url, config.download_timeout_s, config.download_retries, config.download_backoff_s)
+        except NETWORK_ERRORS as error:
+            logger.debug("%r: %s failed: %s", self, url, error)
+            return Outcome(key, reason=failure_reason(error))
+        return self._image_outcome(key, data, text)
+
+
+def check_local_files(data_files: str | Sequence[str] | dict) -> None:
+    """Fail early, naming the pattern, when local parquet paths/globs match nothing."""
+    if isinstance(data_files, dict):
+        patterns = [p for value in data_files.values() for p in ([value] if isinstance(value, str) else value)]
+    else:
+        patterns = [data_files] if isinstance(data_files, str) else list(data_files)
+    for pattern in patterns:
+        if "://" not in pattern and not glob(os.path.expanduser(pattern)):
+            raise FileNotFoundError(f"No parquet files match {pattern!r}")

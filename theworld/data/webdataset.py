@@ -1,0 +1,144 @@
+"""img2dataset-style WebDataset shards as a stream (tars read with the ``webdataset`` library), and writing them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from glob import glob
+from typing import Any
+
+from braceexpand import braceexpand
+
+from theworld.data.config import DataConfig
+from theworld.data.decode import IMAGE_EXTENSIONS, Outcome, decode_caption
+from theworld.data.http import NETWORK_ERRORS, open_url
+from theworld.data.latents import WORLD_LATENTS_EXT
+from theworld.data.stream import Consumer, StreamSource
+
+logger = logging.getLogger(__name__)
+
+
+def expand_urls(urls: str | Sequence[str]) -> list[str]:
+    """Expand brace patterns, globs and directories (``*.tar`` inside) into shard paths/URLs.
+
+    >>> expand_urls("data/shard-{00000..00002}.tar")  # doctest: +SKIP
+    ['data/shard-00000.tar', 'data/shard-00001.tar', 'data/shard-00002.tar']
+    """
+    expanded = []
+    for pattern in [urls] if isinstance(urls, str) else urls:
+        for item in braceexpand(pattern):
+            if "://" in item:  # remote: can't be globbed or checked up front
+                expanded.append(item)
+                continue
+            item = os.path.expanduser(item)
+            if os.path.isdir(item):
+                matches = sorted(glob(os.path.join(item, "*.tar")))
+            elif any(char in item for char in "*?["):
+                matches = sorted(glob(item))
+            else:
+                matches = [item] if os.path.exists(item) else []
+            if not matches:
+                raise FileNotFoundError(f"No shards match {item!r} (from {pattern!r})")
+            expanded += matches
+    if not expanded:
+        raise ValueError(f"No shard URLs given: {urls!r}")
+    return expanded
+
+
+def shard_writer(path: str) -> Any:
+    """A ``webdataset.TarWriter`` whose tars are reproducible: the same samples give byte-identical shards."""
+    from webdataset import TarWriter
+
+    return TarWriter(path, mtime=0.0, user="theworld", group="theworld", mode=0o644)
+
+
+class WebDatasetSource(StreamSource):
+    """img2dataset-style WebDataset shards (``{key}.jpg|png|webp``, ``{key}.txt``) as raw samples.
+
+    Shards are dealt round-robin to the ranks × workers consumers; with fewer shards than
+    consumers every consumer reads every shard and keeps every n-th sample. ``shuffle_buffer >
+    0`` also permutes the shard order each epoch (seeded by ``seed`` and the epoch, so ranks
+    agree); ``shuffle_buffer=0`` reads in the given order. Hold out validation data with a
+    separate shard list, or with ``skip_keys`` (a predicate on keys, e.g. the complement for the
+    validation source). ``num_samples`` caps each epoch at ``num_samples // world_size`` per
+    rank and gives the dataset a length.
+
+    >>> source = WebDatasetSource("data/shard-{00000..00007}.tar", shuffle_buffer=1000)  # doctest: +SKIP
+    >>> loader = StatefulDataLoader(source, batch_size=32, num_workers=4, collate_fn=collate)  # doctest: +SKIP
+    >>> source.set_epoch(1)  # doctest: +SKIP
+    """
+
+    def __init__(self, urls: str | Sequence[str], transform: Callable[[dict], dict] | None = None, *,
+                 config: DataConfig | None = None, skip_keys: Callable[[str], bool] | None = None,
+                 rank: int | None = None, world_size: int | None = None, **options):
+        super().__init__(config, transform, rank, world_size, options)
+        self.urls = expand_urls(urls)
+        self.skip_keys = skip_keys
+
+    def __repr__(self) -> str:
+        return f"WebDatasetSource({len(self.urls)} shards from {self.urls[0]!r})"
+
+    def _start_position(self) -> dict[str, int]:
+        return {"shard": 0, "offset": 0}
+
+    def _shard_plan(self, epoch: int, consumer: Consumer) -> tuple[list[int], bool]:
+        """This consumer's shards in reading order, and whether it must keep every n-th sample."""
+        order = list(range(len(self.urls)))
+        if self.config.shuffle_buffer > 0:
+            random.Random(f"{self.config.seed}:{epoch}").shuffle(order)
+        if len(order) >= consumer.count:
+            return order[consumer.index :: consumer.count], False
+        return order, True
+
+    def _records(self, state: dict, consumer: Consumer) -> Iterator[tuple[dict, Any]]:
+        shards, split_samples = self._shard_plan(state["epoch"], consumer)
+        first_shard, first_offset = state["shard"], state["offset"]  # state moves as we go
+        for shard_pos in range(first_shard, len(shards)):
+            start = first_offset if shard_pos == first_shard else 0
+            for slot, record in self._read_shard(self.urls[shards[shard_pos]], start):
+                # When splitting samples, each sample (or shard failure) belongs to one consumer;
+                # rotating by shard position balances consumers when shards are short.
+                if split_samples and (slot + shard_pos) % consumer.count != consumer.index:
+                    continue
+                if isinstance(record, dict) and self.skip_keys is not None and self.skip_keys(record["__key__"]):
+                    continue
+                yield {"shard": shard_pos, "offset": slot + 1}, record
+
+    def _read_shard(self, url: str, start: int) -> Iterator[tuple[int, dict | Outcome]]:
+        """Yield ``(slot, members)`` for the samples of a shard from slot ``start`` on (0-based);
+        a shard that fails to open or read yields a ``shard_error`` outcome in the next slot and ends."""
+        from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+        slot = 0
+        try:
+            with self._open(url) as stream:
+                files = ({**member, "__url__": url} for member in tar_file_iterator(stream))
+                for members in group_by_keys(files):
+                    if slot >= start:
+                        yield slot, members
+                    slot += 1
+        except (*NETWORK_ERRORS, EOFError, zlib.error, tarfile.TarError) as error:
+            logger.warning("%r: shard %s failed after %d samples: %s", self, url, slot, error)
+            yield slot, Outcome(url, reason="shard_error")
+
+    def _open(self, url: str):
+        if "://" in url:
+            config = self.config
+            return open_url(url, config.download_timeout_s, config.download_retries, config.download_backoff_s)
+        return open(url, "rb")
+
+    def _to_outcome(self, record: dict | Outcome) -> Outcome:
+        if isinstance(record, Outcome):
+            return record
+        key = record["__key__"]
+        text, reason = decode_caption(record.get("txt"))
+        if reason is not None:
+            return Outcome(key, reason=reason)
+        data = next((record[ext] for ext in IMAGE_EXTENSIONS if ext in record), None)
+        if data is None:
+            return Outcome(key, reason="missing_image")
+        return self._image_outcome(key, data, text, record.get(WORLD_LATENTS_EXT))
