@@ -62,3 +62,10 @@ def test_compiled_decoder_trains_like_the_eager_one(demo_dir, tmp_path):
         assert result.returncode == 0, result.stderr[-4000:]
         runs[compiled] = read_losses(sorted(root.glob("logs/version_*/metrics.csv"))[-1])
     assert runs["true"] == pytest.approx(runs["false"], rel=1e-3)
+
+
+def test_the_demo_without_its_assets_says_how_to_write_them(tmp_path):
+    result = theworld("fit", "--config", REPO / "configs/demo.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"demo_assets/, which is not in {tmp_path}" in result.stderr
+    assert "`python -m theworld.testing.demo_assets`" in result.stderr and "Traceback" not in result.stderr

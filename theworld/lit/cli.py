@@ -150,6 +150,13 @@ class TheWorldCLI(LightningCLI):
         """``--ckpt_path`` and ``--model.init_from`` exist; predict has images; validate/predict say when the
         model they run has not been trained."""
         ckpt_path, init_from = config.get("ckpt_path"), config.model.get("init_from")
+        bases = (config.model.gemma_model_name, config.model.cosmos_model_name)
+        if any(name.startswith(f"{DEMO_ASSETS}/") for name in bases) and not Path(DEMO_ASSETS).is_dir():
+            raise UserError(
+                f"This config reads the demo's models and data from {DEMO_ASSETS}/, which is not in {Path.cwd()}. "
+                f"Write them with `python -m theworld.testing.demo_assets` (tiny models and synthetic shards, about "
+                f"half a minute), or run from the folder that holds {DEMO_ASSETS}/."
+            )
         if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).is_dir():
             raise UserError(
                 f"--ckpt_path {ckpt_path}: there is no such checkpoint folder (relative paths start from {Path.cwd()}). "
@@ -232,6 +239,9 @@ class TheWorldCLI(LightningCLI):
         if self.subcommand == "fit" and hub.push_to_hub:
             callbacks.append(HubSyncCallback(hub, token=self.hub_token, api=self.hub_api, run_config=self.run_config))
         return super().instantiate_trainer(**kwargs, callbacks=callbacks)
+
+
+DEMO_ASSETS = "demo_assets"  # where configs/demo.yaml reads its models and data (theworld.testing.demo_assets)
 
 
 def _is_hub_repo_id(name: str) -> bool:
