@@ -52,6 +52,7 @@ class Faults:
 
     error_rate: float = 0.0  # fraction of requests answered with `error_status` before being handled
     error_status: int = 503  # 503: the one status every client version retries
+    retry_after_s: float | None = None  # sent as Retry-After with the injected errors (429: rate limited)
     latency_s: float = 0.0  # sleep before answering
     bandwidth_bps: float | None = None  # bytes/s cap on request-body reads and response writes
     drop_rate: float = 0.0  # fraction of requests whose connection is closed without any response
@@ -379,6 +380,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             ("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
             ("GET", _API + r"/refs", "refs"),
             ("POST", _API + r"/tag/(?P<rev>[^/]+)", "tag"),
+            ("POST", _API + r"/branch/(?P<rev>[^/]+)", "branch"),
             ("POST", _GIT + r"\.git/info/lfs/objects/batch", "lfs_batch"),
             ("PUT", r"/lfs-upload/(?P<ticket>[0-9a-f]+)", "lfs_put"),
             ("GET", _GIT + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
@@ -413,7 +415,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         try:
             if error:
-                raise _HubError(faults.error_status, "Injected server error")
+                after = {"Retry-After": f"{faults.retry_after_s:g}"} if faults.retry_after_s is not None else None
+                raise _HubError(faults.error_status, "Injected server error", headers=after)
             self._dispatch()
         except _HubError as e:
             self._error(e)
@@ -769,6 +772,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 raise _HubError(409, f"Tag {tag} already exists")
             r.tags[tag] = commit.oid
         self._json({"name": tag, "commit": commit.oid})
+
+    def _branch(self, repo: str, rev: str) -> None:
+        start = self._payload().get("startingPoint") or "main"
+        hub = self.server.hub
+        with hub._lock:
+            r = hub._writable(self.user, self.repo_type, repo)
+            if rev in r.branches:
+                raise _HubError(409, f"Reference refs/heads/{rev} already exists")
+            commit = self._resolve_or_404(r, start)
+            r.branches[rev] = commit.oid
+        self._json({"name": rev, "ref": f"refs/heads/{rev}", "targetCommit": commit.oid})
 
     def _resolve(self, repo: str, rev: str, path: str) -> None:
         hub = self.server.hub

@@ -1,5 +1,7 @@
 """`theworld fit` with the Hub, as a user runs it: subprocesses against the local Hub (HF_ENDPOINT)."""
 
+import json
+import re
 import socket
 import sys
 from pathlib import Path
@@ -7,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from safetensors.torch import load_file
 from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir
 
@@ -16,6 +18,7 @@ SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "-
 ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json"}
 FINAL = {"final/model.safetensors", "final/config.json"}
 LAST = {f"last-checkpoint/{n}" for n in ("model.safetensors", "config.json", "training_state.pt")}
+REPORT = ("loss_curve.png", "samples/", "runs/")  # what the card shows, replaced at each push
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +34,13 @@ def hf_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pushed(demo_dir, hub, hf_home, tmp_path_factory):
-    """6 steps, a checkpoint at step 4, pushed with hub_strategy=checkpoint to a private repo; token via
-    --hf_token; W&B (offline) as the logger."""
+    """6 steps, a checkpoint at step 4, validations at steps 3 and 6, pushed with hub_strategy=checkpoint and
+    TensorBoard logs to a private repo; token via --hf_token; W&B (offline) as the logger."""
     cwd = workdir(demo_dir, tmp_path_factory.mktemp("pushed"))
-    result = run(cwd, hub.url, hf_home, *SHORT, "--hf_token", SECRET, "--hub.push_to_hub", "true",
+    result = run(cwd, hub.url, hf_home, *SHORT, "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1",
+                 "--model.val_captions", "8", "--hf_token", SECRET, "--hub.push_to_hub", "true",
                  "--hub.hub_model_id", "alice/run", "--hub.hub_strategy", "checkpoint", "--hub.hub_private_repo",
-                 "true", "--hub.hub_tag", "v1.0-final",
+                 "true", "--hub.hub_tag", "v1.0-final", "--hub.push_logs", "true",
                  "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
                  "--trainer.logger.init_args.project", "theworld-test", "--trainer.logger.init_args.offline", "true",
                  "--trainer.logger.init_args.save_dir", cwd / "wandb_out")
@@ -47,7 +51,7 @@ def pushed(demo_dir, hub, hf_home, tmp_path_factory):
 def test_push_lands_the_checkpoint_layout_in_a_private_repo(pushed, hub):
     cwd, _ = pushed
     files = hub.files("alice/run")
-    assert set(files) == ROOT | FINAL | LAST
+    assert {f for f in files if not f.startswith(REPORT)} == ROOT | FINAL | LAST
     assert hub.is_private("alice/run")
     local = cwd / "runs/demo/checkpoints"
     assert files["final/model.safetensors"] == (local / "final/model.safetensors").read_bytes()
@@ -60,6 +64,31 @@ def test_push_lands_the_checkpoint_layout_in_a_private_repo(pushed, hub):
     assert args["hub"]["hub_strategy"] == "checkpoint" and args["hf_token"] is None and args["hub"]["hf_token"] is None
     assert args["model"]["world_image_size"] == 64 and args["trainer"]["max_steps"] == 6
     assert args["data"]["max_caption_tokens"] == 32  # a "token" in a name is not a secret
+
+
+def test_the_card_shows_the_results_the_loss_curve_and_held_out_samples(pushed, hub):
+    cwd, _ = pushed
+    files = hub.files("alice/run")
+    text = files["README.md"].decode()
+    card = ModelCard(text)  # the Hub's own parser: the YAML and its model-index load
+    metrics = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert set(metrics) >= {"val/loss", "val/caption_exact", "val/caption_shape_colour"}
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|", text, re.M)
+    assert [(int(step), int(samples)) for step, samples, *_ in rows] == [(3, 24), (6, 48)]
+    assert float(rows[-1][3]) == pytest.approx(metrics["val/loss"], abs=1e-4)
+    assert files["loss_curve.png"].startswith(b"\x89PNG") and "![Loss curve](loss_curve.png)" in text
+    samples = json.loads(files["samples/captions.json"])
+    assert 4 <= len(samples) <= 8 and sorted(f for f in files if f.endswith(".png") and "samples/" in f) == sorted(
+        s["image"] for s in samples)
+    for sample in samples:
+        assert files[sample["image"]].startswith(b"\x89PNG") and f"]({sample['image']})" in text
+        assert sample["reference"] in text
+    assert any(f.startswith("runs/") and "tfevents" in f for f in files)
+    config = json.loads(files["config.json"])
+    assert "### Framework versions" in text and f"- torch {torch.__version__}" in text
+    assert f"`{config['gemma_model_name']}`" in text and "| effective batch | 8 |" in text
+    # The same gallery went to W&B as a table.
+    assert list((cwd / "wandb_out").rglob("media/table/val/gallery_*.table.json"))
 
 
 def test_cli_token_is_in_no_written_file_wandb_log_or_upload(pushed, hub):

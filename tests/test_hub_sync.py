@@ -2,8 +2,10 @@
 
 import csv
 import json
+import logging
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from support.hub_standin import (
 )
 
 from theworld.callbacks import HubSyncCallback, TrainableCheckpoint
-from theworld.hub import HubError
+from theworld.hub import HubError, HubToken, download_resume_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -177,3 +179,53 @@ def test_upload_overlap_bench_runs_and_prints_its_summary():
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines[-1].keys() == {"step_s_uploading", "step_s_idle", "ratio"}
     assert lines[-2]["upload_steps"] > 0 and lines[-2]["hub/pushes_done"] >= 2
+
+
+class FirstStep(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.step = trainer.global_step
+
+
+def test_a_run_on_its_own_branch_leaves_main_alone_and_resumes_from_the_branch(hub, tmp_path):
+    api = HfApi(endpoint=hub.url, token=ALICE)
+    api.create_repo(REPO)
+    api.upload_file(path_or_fileobj=b"the released model\n", path_in_repo="README.md", repo_id=REPO)
+    main = hub.files(REPO)
+    fit(tmp_path / "run", hub, hub_strategy="checkpoint", hub_revision="run-1", max_steps=6)
+    assert hub.files(REPO) == main, "main is untouched until the user merges"
+    branch = hub.files(REPO, revision="run-1")
+    assert ROOT | FINAL | resumable("last-checkpoint") <= set(branch)
+    assert branch["last-checkpoint/training_state.pt"] == (tmp_path / "run/checkpoints/checkpoint-6/training_state.pt"
+                                                          ).read_bytes()
+
+    checkpoint = download_resume_checkpoint(f"hf://{REPO}@run-1", HubToken(ALICE, "test"), endpoint=hub.url)
+    assert checkpoint.resumable
+    first = FirstStep()
+    trainer = L.Trainer(max_steps=8, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path / "resumed",
+                        callbacks=[TrainableCheckpoint(every_n_train_steps=2), first])
+    module = StandIn()
+    module.strict_loading = False  # a checkpoint holds the trainable weights only, as TheWorldModule loads it
+    trainer.fit(module, ckpt_path=str(checkpoint.path))
+    assert first.step == 6 and trainer.global_step == 8
+
+
+class RateLimitedAtTheEnd(L.Callback):
+    def __init__(self, hub):
+        self.hub = hub
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == trainer.max_steps:  # before the final push is queued
+            self.hub.faults = Faults(error_rate=1.0, error_status=429, retry_after_s=1, paths=r"/commit/")
+            threading.Timer(0.3, lambda: setattr(self.hub, "faults", Faults())).start()
+
+
+def test_a_rate_limited_push_waits_as_retry_after_says(hub, tmp_path, caplog):
+    """The Hub answers 429 with Retry-After: 1 to every commit for 0.3 s: the push waits the second it was told (not
+    the callback's 0.01 s backoff) and then lands."""
+    with caplog.at_level(logging.WARNING):
+        _, sync = fit(tmp_path, hub, hub_strategy="end", max_steps=2, callbacks=[RateLimitedAtTheEnd(hub)])
+    assert messages(hub) == ["End of training"] and sync.metrics["hub/pushes_failed"] == 0
+    waits = [r.message for r in caplog.records if "Retry-After" in r.message]
+    assert waits and "answered 429 and asks to wait 1 s (Retry-After)" in waits[0]
+    assert sync.metrics["hub/last_push_seconds"] >= 1.0

@@ -3,6 +3,7 @@ downloads), on top of the few retries huggingface_hub makes of single requests."
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import socket
 import time
@@ -23,6 +24,26 @@ def http_status(err: BaseException | None) -> int | None:
             return err.response.status_code
         if isinstance(err, HTTPError):
             return err.code
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def retry_after(err: BaseException | None) -> float | None:
+    """Seconds a rate-limited (429) or overloaded (503) server asked us to wait in its ``Retry-After`` header
+    (delay-seconds or an HTTP date); None when it did not say."""
+    while err is not None:
+        response = getattr(err, "response", None)
+        headers = getattr(response, "headers", None) if response is not None else getattr(err, "headers", None)
+        value = headers.get("Retry-After") if headers is not None else None
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                try:
+                    when = email.utils.parsedate_to_datetime(value)
+                except (TypeError, ValueError):
+                    return None
+                return max(0.0, when.timestamp() - time.time())
         err = err.__cause__ or err.__context__
     return None
 
@@ -51,7 +72,8 @@ def describe_error(err: BaseException) -> str:
 def with_retries(fn: Callable[[], T], *, what: str, retries: int, wait_s: float, max_wait_s: float = 60.0,
                  sleep: Callable[[float], bool | None] = time.sleep, quiet: bool = False) -> T:
     """Calls ``fn``, retrying transient errors with exponential backoff (``wait_s``, doubling, at most
-    ``max_wait_s``). ``sleep(delay)`` returning True means "give up now" (the uploader's stop signal).
+    ``max_wait_s``); a server that says how long to wait (429/503 with ``Retry-After``) is waited out as it says.
+    ``sleep(delay)`` returning True means "give up now" (the uploader's stop signal).
     ``quiet``: no log line per retry (for image downloads, whose failures are counted instead)."""
     attempt = 0
     while True:
@@ -60,9 +82,13 @@ def with_retries(fn: Callable[[], T], *, what: str, retries: int, wait_s: float,
         except Exception as err:
             if not is_transient(err) or attempt >= retries:
                 raise
-            delay = min(max_wait_s, wait_s * 2**attempt)
+            delay, asked = min(max_wait_s, wait_s * 2**attempt), retry_after(err)
             attempt += 1
-            if not quiet:
+            if asked is not None:
+                delay = asked
+                log.warning("%s: the server answered %s and asks to wait %.0f s (Retry-After); retry %d/%d then",
+                            what, http_status(err) or "busy", delay, attempt, retries)
+            elif not quiet:
                 log.warning("%s failed (%s); retry %d/%d in %.1f s", what, describe_error(err), attempt, retries, delay)
             if sleep(delay):
                 raise

@@ -3,11 +3,15 @@
 Repo layout, per ``hub_strategy`` (every push is one commit: adds and deletes together)::
 
     model.safetensors, config.json      latest trainable weights + config          every push
-    README.md                           model card with the run's real numbers     every push
+    README.md                           model card: results, curve, samples        every push
+    loss_curve.png, samples/            loss curve; held-out images + captions     every push (replaced)
+    runs/                               TensorBoard events (hub.push_logs)         every push (replaced)
     training_args.json                  the resolved run config, secrets removed   every push
     last-checkpoint/                    full resumable state, replaced each push   checkpoint, all_checkpoints
     checkpoint-{step}/                  each local checkpoint, pruned like local   all_checkpoints
     final/model.safetensors, config.json                                           end of training, always
+
+With ``hub_revision`` every commit goes to that branch instead of main.
 
 :class:`~theworld.callbacks.TrainableCheckpoint` announces each complete folder as a
 :class:`~theworld.callbacks.checkpoint.SavedCheckpoint`; its files are hardlinked into a private staging folder
@@ -42,6 +46,7 @@ from theworld.hub.config import HubConfig
 from theworld.hub.errors import HubError, HubUnreachableError, explain
 from theworld.hub.preflight import preflight
 from theworld.hub.refs import validate_repo_id
+from theworld.hub.report import RUNS_DIR, SAMPLES_DIR, report_files
 from theworld.hub.tokens import HubToken, redact, resolve_token
 from theworld.hub.uploader import Push, Uploader, duration
 from theworld.layout import FINAL_DIR, LAST_CHECKPOINT, RESUME_FILES, TRAINING_STATE_NAME, WEIGHT_FILES, WEIGHTS_NAME
@@ -135,7 +140,8 @@ class HubSyncCallback(Callback):
 
     @property
     def repo_url(self) -> str:
-        return f"{self.endpoint}/{self.config.hub_model_id}"
+        branch = self.config.hub_revision
+        return f"{self.endpoint}/{self.config.hub_model_id}" + (f"/tree/{branch}" if branch else "")
 
     # ------------------------------------------------------------------------------------ hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -242,11 +248,12 @@ class HubSyncCallback(Callback):
             log.info("Final weights pushed to %s (commit %s)", self.repo_url, commit[:8])
             return
         final_dir = self._final_dir.resolve()
+        branch = f" --revision {self.config.hub_revision}" if self.config.hub_revision else ""
         raise HubError(
             f"The final push to the Hub ({self.repo_url}) failed: {error.rstrip('.')}. Training itself finished and "
             f"the local final weights are intact in {final_dir}. Push them when the Hub is reachable with "
-            f"`hf upload {self.config.hub_model_id} {final_dir} {FINAL_DIR}` (and "
-            f"`hf upload {self.config.hub_model_id} {final_dir} .` for the root copy)."
+            f"`hf upload {self.config.hub_model_id} {final_dir} {FINAL_DIR}{branch}` (and "
+            f"`hf upload {self.config.hub_model_id} {final_dir} .{branch}` for the root copy)."
         )
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -283,14 +290,15 @@ class HubSyncCallback(Callback):
             if self._closed:
                 raise HubError("the Hub sync has shut down")
             files = self._repo_files(saved)
-            texts = {"README.md": card_from_summary(trainer.lightning_module.run_summary(saved.step, saved.final),
-                                                    self.config.hub_model_id),
-                     "training_args.json": self._training_args(trainer)}
-            folder = self._stage(saved.path.parent, files, texts)
+            summary = trainer.lightning_module.run_summary(saved.step, saved.final)
+            written = {"README.md": card_from_summary(summary, self.config.hub_model_id).encode(),
+                       "training_args.json": self._training_args(trainer).encode(),
+                       **report_files(summary, push_logs=self.config.push_logs)}
+            folder = self._stage(saved.path.parent, files, written)
             size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
             push = Push(step=saved.step, folder=folder, final=saved.final, size=size)
             self._uploader.submit(push)
-        log.info("Queued Hub push: %s (%d files)", push.message, len(files) + len(texts))
+        log.info("Queued Hub push: %s (%d files)", push.message, len(files) + len(written))
         return push
 
     def _repo_files(self, saved: SavedCheckpoint) -> dict[str, Path]:
@@ -306,7 +314,8 @@ class HubSyncCallback(Callback):
                 files.update({f"{folder.name}/{name}": folder / name for name in RESUME_FILES})
         return files
 
-    def _stage(self, checkpoints: Path, files: dict[str, Path], texts: dict[str, str]) -> Path:
+    def _stage(self, checkpoints: Path, files: dict[str, Path], written: dict[str, bytes]) -> Path:
+        """A push's folder: checkpoint files hardlinked, the card and report files written."""
         if self._staging is None:
             for stale in checkpoints.glob(".hub-staging-*"):  # left by a killed run (hardlinks hold disk space)
                 shutil.rmtree(stale, ignore_errors=True)
@@ -320,8 +329,9 @@ class HubSyncCallback(Callback):
                     os.link(source, target)  # same bytes, no copy; survives the checkpoint's deletion
                 except OSError:
                     shutil.copy2(source, target)  # another filesystem, or no hardlinks there
-            for rel, text in texts.items():
-                (folder / rel).write_text(text)
+            for rel, data in written.items():
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                (folder / rel).write_bytes(data)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -377,8 +387,8 @@ class HubSyncCallback(Callback):
         commit), nothing differs any more and huggingface_hub skips the empty commit instead of duplicating it.
         A final push whose weights are already the repo's ``final/`` (a finished run started again) makes none.
         """
-        api, repo_id = self._api, self.config.hub_model_id
-        info = api.repo_info(repo_id, files_metadata=push.final)
+        api, repo_id, branch = self._api, self.config.hub_model_id, self.config.hub_revision
+        info = api.repo_info(repo_id, revision=branch, files_metadata=push.final)
         if push.final and _same_lfs_file(info, f"{FINAL_DIR}/{WEIGHTS_NAME}", push.folder / FINAL_DIR / WEIGHTS_NAME):
             log.info("%s/%s already holds these final weights: nothing to push.", self.repo_url, FINAL_DIR)
             return info.sha
@@ -391,19 +401,23 @@ class HubSyncCallback(Callback):
         operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in staged.items()
                       if rel.split("/")[0] not in on_hub]
         operations += [CommitOperationDelete(path_in_repo=rel, is_folder=False) for rel in stale]
-        commit = api.create_commit(repo_id, operations, commit_message=push.message, parent_commit=info.sha)
+        commit = api.create_commit(repo_id, operations, commit_message=push.message, parent_commit=info.sha,
+                                   revision=branch)
         if commit.oid == info.sha:
             log.info("'%s' was already on the Hub (an earlier attempt landed): no new commit", push.message)
         return commit.oid
 
     def _stale(self, remote: set[str], staged: dict[str, Path]) -> list[str]:
-        """Remote files this push replaces or prunes: an outdated ``last-checkpoint/``, pruned checkpoints."""
+        """Remote files this push replaces or prunes: an outdated ``last-checkpoint/``, pruned checkpoints, the
+        previous gallery and event files."""
         staged_folders = {rel.split("/")[0] for rel in staged if "/" in rel}
 
         def managed(path: str) -> bool:
             folder, sep, _ = path.partition("/")
             if not sep or folder == FINAL_DIR:
                 return False
+            if folder in (SAMPLES_DIR, RUNS_DIR):
+                return True
             if folder == LAST_CHECKPOINT:
                 return folder in staged_folders
             return self.strategy.all_checkpoints and f"{folder}/{TRAINING_STATE_NAME}" in remote

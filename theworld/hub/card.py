@@ -20,10 +20,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import fields
+from importlib.metadata import PackageNotFoundError, version
 
-from huggingface_hub import ModelCardData
+from huggingface_hub import EvalResult, ModelCardData
 
 from theworld.config import TheWorldConfig
+from theworld.hub.report import LOSS_CURVE, gallery
 from theworld.run_summary import RunSummary
 from theworld.world import world_token_count
 
@@ -106,13 +108,16 @@ model = TheWorld.from_pretrained("{repo_id}")
 
 def generate_model_card(gemma_model_name: str, cosmos_model_name: str, dataset_name: str | None, num_samples: int,
                         trainable_params: int, total_params: int, learning_rate: float, batch_size: int,
-                        num_epochs: int, **extra) -> str:
+                        num_epochs: int, *, results: str = "", eval_results: list[EvalResult] | None = None,
+                        **extra) -> str:
     """README.md text for a TheWorld repo: metadata, architecture, training setup, usage, citations.
 
     ``batch_size`` is the effective batch size (per device x devices x gradient accumulation).
     ``extra`` may hold: ``hub_model_id`` (used in the usage example), ``global_step``, ``max_steps``,
     ``final`` (training finished), ``model_config`` (a TheWorldConfig dict) or individual TheWorldConfig
     options such as ``freeze_gemma_language=False``; any other key is listed under "Other settings".
+    ``results`` (Markdown) goes in a "Results" section and ``eval_results`` into the ``model-index`` metadata
+    (:func:`card_from_summary` fills both from a run).
     """
     model_config = {**TheWorldConfig().to_dict(), **extra.pop("model_config", {})}
     model_config.update({k: extra.pop(k) for k in list(extra) if k in _CONFIG_FIELDS})
@@ -133,6 +138,8 @@ def generate_model_card(gemma_model_name: str, cosmos_model_name: str, dataset_n
         pipeline_tag="image-text-to-text",
         tags=["theworld", "gemma3", "cosmos", "world-model", "vision-language", "image-text-to-text"],
         datasets=datasets or None,
+        model_name=repo_id.split("/")[-1] if eval_results else None,
+        eval_results=eval_results or None,
     )
     frozen = {
         "Gemma 3 vision tower + multimodal projector": model_config["freeze_gemma_vision"],
@@ -189,7 +196,7 @@ Trainable parameters: {_count(trainable_params)} of {_count(total_params)} in to
 | epochs | {num_epochs} |
 | optimizer steps | {steps} |
 | samples seen | {num_samples:,} |
-{others}
+{others}{results}
 ## Dataset
 
 Image-caption pairs from {_link(dataset_name, "datasets/") if dataset_name else "a custom dataset"}{datacomp}.
@@ -210,7 +217,8 @@ Intermediate checkpoints (when pushed) are in `last-checkpoint/` and `checkpoint
 
 
 def card_from_summary(summary: RunSummary, repo_id: str) -> str:
-    """The card of a run, from its :class:`~theworld.run_summary.RunSummary` (what HubSyncCallback pushes)."""
+    """The card of a run, from its :class:`~theworld.run_summary.RunSummary` (what HubSyncCallback pushes): the
+    guide's card plus the results table, loss curve, gallery, ``model-index``, base commits and versions."""
     config = summary.model_config
     return generate_model_card(
         gemma_model_name=config.gemma_model_name,
@@ -228,7 +236,73 @@ def card_from_summary(summary: RunSummary, repo_id: str) -> str:
         final=summary.final,
         model_config=config.to_dict(),
         world_tokens=summary.world_tokens,
+        results=_results(summary),
+        eval_results=_eval_results(summary),
     )
+
+
+FRAMEWORKS = ("theworld", "torch", "transformers", "diffusers", "lightning", "huggingface_hub")
+
+
+def _results(summary: RunSummary) -> str:
+    """Markdown: the validation history, the latest figures, the pictures, base commits, wall time, versions."""
+    config = summary.model_config
+    lines = ["", "## Results", ""]
+    if summary.history:
+        attributes = sorted({name for r in summary.history for name in r.captions})
+        lines += ["| step | samples seen | train loss | val loss |" + "".join(f" caption {a} |" for a in attributes),
+                  "|---:|---:|---:|---:|" + "---:|" * len(attributes)]
+        for r in summary.history:
+            lines.append(f"| {r.step:,} | {r.samples:,} | {_number(r.train_loss)} | {_number(r.val_loss)} |"
+                         + "".join(f" {r.captions[a]:.0%} |" if a in r.captions else " |" for a in attributes))
+        last = summary.history[-1]
+        figures = [f"val loss {_number(last.val_loss)}"] + [f"caption {a} {v:.0%}" for a, v in last.captions.items()]
+        lines += ["", f"Latest validation (step {last.step:,}): " + ", ".join(figures) + "."]
+    else:
+        lines.append("No validation has run yet.")
+    if summary.train_losses or summary.history:
+        lines += ["", f"![Loss curve]({LOSS_CURVE})"]
+    shown = gallery(summary)
+    if shown:
+        lines += ["", f"### Held-out samples (step {summary.history[-1].step if summary.history else summary.step:,})",
+                  "", "| image | generated | reference |", "|---|---|---|"]
+        lines += [f"| ![{s.key}]({path}) | {_cell(s.generated)} | {_cell(s.reference)} |"
+                  for path, s in shown]
+    hours = summary.wall_seconds / 3600
+    lines += ["", "### Run", "", "| | |", "|---|---|",
+              f"| effective batch | {summary.effective_batch} |",
+              f"| wall time | {summary.wall_seconds:,.0f} s ({hours:.2f} h) |",
+              f"| Gemma base | `{config.gemma_model_name}` @ `{config.gemma_revision or 'local folder'}` |",
+              f"| Cosmos base | `{config.cosmos_model_name}` @ `{config.cosmos_revision or 'local folder'}` |"]
+    lines += ["", "### Framework versions", ""] + [f"- {name} {_version(name)}" for name in FRAMEWORKS]
+    return "\n".join(lines) + "\n"
+
+
+def _eval_results(summary: RunSummary) -> list[EvalResult]:
+    """``model-index`` entries: the latest validation's loss and caption scores."""
+    if not summary.history:
+        return []
+    last, dataset = summary.history[-1], summary.dataset or "held-out data"
+    metrics = ([("loss", "val/loss", last.val_loss)] if last.val_loss is not None else [])
+    metrics += [("accuracy", f"val/caption_{name}", value) for name, value in last.captions.items()]
+    return [EvalResult(task_type="image-to-text", dataset_type=dataset, dataset_name=dataset, metric_type=kind,
+                       metric_name=name, metric_value=round(float(value), 6)) for kind, name, value in metrics]
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ").strip() or "(empty)"
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def _link(name: str, kind: str = "") -> str:

@@ -20,6 +20,10 @@ class HubConfig:
         hub_private_repo: Create the repo private (a public repo of that name is refused).
         hf_token: A token with write access; prefer the HF_TOKEN environment variable or `hf auth login`.
         hub_tag: Tag the final commit with this name (it must not exist yet).
+        hub_revision: Push every commit of the run to this branch (created from main if missing), leaving main
+            untouched until you merge; resume from it with --ckpt_path hf://user/repo@<branch>.
+        push_logs: Also push TensorBoard event files of the losses and validations under runs/ (the Hub's
+            training metrics tab shows them).
         hub_final_push_timeout: Seconds the end of training (or an interrupted run) waits for its last push; past
             it the run fails, and the local checkpoint stays.
 
@@ -31,6 +35,8 @@ class HubConfig:
           hub_strategy: every_save     # every_save | checkpoint | all_checkpoints | end
           hub_private_repo: false
           hub_tag: v1.0-final          # optional: tag on the final commit
+          hub_revision: run-lr1e-4     # optional: a branch for this run; main stays as it is
+          push_logs: true              # optional: TensorBoard curves under runs/
     """
 
     push_to_hub: bool = False
@@ -40,3 +46,5 @@ class HubConfig:
     hf_token: str | None = None
     hub_tag: str | None = None
     hub_final_push_timeout: float = 3600.0
+    hub_revision: str | None = None
+    push_logs: bool = False

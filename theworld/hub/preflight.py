@@ -42,8 +42,9 @@ def _check_write_access(me: dict, repo_id: str, token: HubToken, endpoint: str) 
 
 def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = None, retries: int = 2,
               wait_s: float = 1.0, resuming: bool = False) -> HfApi:
-    """Checks that pushes will work: token valid (whoami), repo created (private as configured), writable, and
-    ``hub_tag`` free (a resumed run may find its own tag there already).
+    """Checks that pushes will work: token valid (whoami), repo created (private as configured), writable, the
+    ``hub_revision`` branch there (created from main), and ``hub_tag`` free (a resumed run may find its own tag
+    there already).
 
     Raises HubError (bad token, malformed id, no write access, a public repo when private was asked) or
     HubUnreachableError (the Hub did not answer: the caller may go on and retry later).
@@ -73,6 +74,8 @@ def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = 
             f"hub.hub_private_repo is true but {endpoint}/{repo_id} already exists and is public: its checkpoints "
             f"would be public. Make the repo private in its settings, or choose another hub.hub_model_id."
         )
+    if config.hub_revision:
+        call(lambda: api.create_branch(repo_id, branch=config.hub_revision, exist_ok=True), "Hub create_branch")
     if config.hub_tag:
         tags = {ref.name: ref.target_commit for ref in call(lambda: api.list_repo_refs(repo_id), "Hub refs").tags}
         if config.hub_tag in tags and not resuming:
@@ -84,6 +87,6 @@ def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = 
         if config.hub_tag in tags:
             log.warning("hub.hub_tag=%r already exists on %s (commit %s); it stays where it is unless this run's final "
                         "commit is that one.", config.hub_tag, repo_id, tags[config.hub_tag][:8])
-    log.info("Hub preflight ok: %s can push to %s/%s (token from %s)", me.get("name"), endpoint, repo_id,
-             token.source)
+    log.info("Hub preflight ok: %s can push to %s/%s%s (token from %s)", me.get("name"), endpoint, repo_id,
+             f" on branch {config.hub_revision}" if config.hub_revision else "", token.source)
     return api

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
 from theworld.data.decode import SKIP_REASONS
+from theworld.hub.report import GALLERY_SIZE
 from theworld.model import TheWorld
 from theworld.run_summary import RunSummary, ValidationRecord
 
@@ -245,6 +247,18 @@ class TheWorldModule(L.LightningModule):
         self._history.append(ValidationRecord(self.global_step, summary.samples_seen, summary.train_loss,
                                               float(metrics["val/loss"]) if "val/loss" in metrics else None, captions))
         self._gallery = list(self.caption_samples)
+        self._log_gallery()
+
+    def _log_gallery(self) -> None:
+        """The held-out images beside their generated and reference captions, as a W&B table when W&B logs."""
+        rows = [s for s in self._gallery if s.image is not None][:GALLERY_SIZE]
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger) and rows:
+                import wandb
+
+                logger.log_table("val/gallery", columns=["image", "generated", "reference"],
+                                 data=[[wandb.Image(s.image), s.generated, s.reference] for s in rows],
+                                 step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         if not self.caption_samples:
