@@ -152,7 +152,7 @@ def test_token_from_yaml_stays_out_of_every_file_and_init_from_hf(pushed, demo_d
                  "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval", "100",
                  "--model.init_from", "hf://alice/run/final")
     assert result.returncode == 0, result.stderr[-4000:]
-    assert set(hub.files("alice/from-yaml")) == ROOT | FINAL
+    assert set(hub.files("alice/from-yaml")) == ROOT | FINAL | {"loss_curve.png"}
     init_from = Path(yaml.safe_load(next(cwd.rglob("hparams.yaml")).read_text())["init_from"])
     assert (init_from / "model.safetensors").read_bytes() == hub.files("alice/run")["final/model.safetensors"]
     assert_secret_nowhere(result, cwd, hub, "alice/from-yaml")
