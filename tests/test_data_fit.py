@@ -2,10 +2,12 @@
 and the loader's uint8 pixels."""
 
 import csv
+import json
 import logging
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 from support.cli_runs import fit
@@ -87,6 +89,14 @@ def test_bad_samples_and_urls_are_skipped_and_the_logged_counts_match_what_was_p
                "--data.download_timeout_s", "0.5", "--data.download_retries", "1")
     assert max(int(r["step"]) for r in rows) == 3, "the epoch ended after 4 steps (32 good samples)"
     assert last_logged(rows, "data/skipped_") == planted.expected
+    # The run's yield summary, img2dataset-style: what was trained on and each reason, as counts and rates.
+    (summary,) = (tmp_path / "run").glob("logs/version_*/data_yield.json")
+    figures = json.loads(summary.read_text())
+    skips = {reason: n for reason, n in planted.expected.items() if reason != "converted_mode"}
+    assert figures["skipped"] == skips and figures["trained"] == 32
+    assert figures["records"] == 32 + sum(skips.values())
+    assert figures["yield"] == pytest.approx(32 / figures["records"], abs=1e-6)
+    assert figures["skipped_rates"]["http_error"] == pytest.approx(skips["http_error"] / figures["records"], abs=1e-6)
 
 
 def test_bad_sample_counts_carry_over_a_resume(demo_dir, tmp_path):

@@ -15,7 +15,7 @@ from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir
 
 SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100",
          "--data.batch_size", "8"]
-ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json"}
+ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json", "data_yield.json"}
 FINAL = {"final/model.safetensors", "final/config.json"}
 LAST = {f"last-checkpoint/{n}" for n in ("model.safetensors", "config.json", "training_state.pt")}
 REPORT = ("loss_curve.png", "samples/", "runs/")  # what the card shows, replaced at each push

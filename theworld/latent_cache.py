@@ -51,10 +51,14 @@ class _WorldInput:
         self.pixels = world_pixel_input(image_size)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        image = sample["image"]
-        # PIL keeps the decoded file's format on images it did not have to convert to RGB.
-        image_format = image.format or Image.open(io.BytesIO(sample["image_bytes"])).format
-        return {"key": sample["key"], "text": sample["text"], "image_bytes": sample["image_bytes"],
+        image, data = sample["image"], sample["image_bytes"]
+        if data is None:  # the source changed the image (blurred faces): keep what training sees
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            data, image_format = buffer.getvalue(), "PNG"
+        else:  # PIL keeps the decoded file's format on images it did not have to convert to RGB.
+            image_format = image.format or Image.open(io.BytesIO(data)).format
+        return {"key": sample["key"], "text": sample["text"], "image_bytes": data,
                 "image_ext": _IMAGE_EXTENSIONS.get(image_format, "png"), "world_pixels": self.pixels.resize(image)}
 
 

@@ -29,7 +29,8 @@ class RunSummary:
 
     ``samples_seen`` counts every device's samples; ``effective_batch`` is per device x devices x accumulation.
     ``train_losses`` are (step, loss) pairs at logging steps, for the loss curve; ``gallery`` holds the latest
-    validation's held-out images with their generated and reference captions.
+    validation's held-out images with their generated and reference captions. ``skipped`` counts the records the
+    data sources skipped, by reason (summed over ranks), as last reported.
     """
 
     model_config: TheWorldConfig
@@ -48,7 +49,25 @@ class RunSummary:
     train_losses: tuple[tuple[int, float], ...] = ()
     history: tuple[ValidationRecord, ...] = ()
     gallery: tuple[CaptionSample, ...] = ()
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def train_loss(self) -> float | None:
         return self.train_losses[-1][1] if self.train_losses else None
+
+    def data_yield(self) -> dict:
+        """img2dataset-style yield: of the records read, how many were trained on and how many each reason
+        skipped, as counts and rates (``converted_mode`` samples were trained on, converted)."""
+        skipped = {reason: n for reason, n in sorted(self.skipped.items()) if reason != "converted_mode"}
+        records = self.samples_seen + sum(skipped.values())
+        rate = (lambda n: round(n / records, 6)) if records else (lambda n: 0.0)
+        return {"records": records, "trained": self.samples_seen, "yield": rate(self.samples_seen),
+                "skipped": skipped, "skipped_rates": {reason: rate(n) for reason, n in skipped.items()},
+                "converted_mode": self.skipped.get("converted_mode", 0)}
+
+    def data_yield_line(self) -> str:
+        """One sentence: ``data yield 91.2% of 1,000 records (http_error 6.1%, timeout 2.7%)``."""
+        figures = self.data_yield()
+        reasons = ", ".join(f"{reason} {rate:.1%}" for reason, rate in figures["skipped_rates"].items())
+        return f"data yield {figures['yield']:.1%} of {figures['records']:,} records" + (f" ({reasons})" if reasons
+                                                                                         else "")

@@ -3,17 +3,18 @@ import tarfile
 from collections import Counter
 from urllib.error import HTTPError
 
+import numpy as np
 import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from theworld.data.decode import decode_image
+from theworld.data.decode import blur_faces, decode_image
 from theworld.data.parquet import ParquetURLSource
 from theworld.data.webdataset import WebDatasetSource, expand_urls
 from theworld.retry import with_retries
 from theworld.testing.bad_samples import write_bad_samples
-from theworld.testing.synthetic import encode_image, make_key, write_webdataset_shards
+from theworld.testing.synthetic import encode_image, good_row, make_key, write_rows, write_webdataset_shards
 
 
 def collate_keys(batch):
@@ -332,3 +333,47 @@ def test_truncated_shard_keeps_the_samples_before_the_break(tmp_path):
     assert [item["key"] for item in items] == [make_key(i) for i in range(len(items))]
     # The failure comes after the last sample, so it has no item to ride on: it is only logged.
     assert all(item["skipped"] == {} for item in items)
+
+
+# -- DataComp's own rules: face blurring, hash checks ---------------------------------------------
+
+
+def test_a_face_box_blurs_exactly_its_region():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (100, 200, 3), dtype=np.uint8))  # noise: any blur changes it
+    blurred = np.asarray(blur_faces(image, [[0.25, 0.2, 0.5, 0.6]]))  # x 50..100, y 20..60
+    before = np.asarray(image)
+    inside = np.zeros(before.shape[:2], dtype=bool)
+    inside[20:60, 50:100] = True
+    assert np.array_equal(blurred[~inside], before[~inside]), "pixels outside the box are untouched"
+    changed = np.abs(blurred[inside].astype(int) - before[inside]).mean()
+    assert changed > 30, f"the face region is blurred (mean change {changed:.1f})"
+    assert blurred[inside].std() < before[inside].std() / 3
+
+
+def test_face_boxes_of_the_metadata_are_blurred_unless_opted_out(tmp_path, serve):
+    url = serve(tmp_path / "images")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    rows = [good_row(0, i, 64, url, tmp_path / "images") | ({"face_bboxes": [[0.0, 0.0, 0.5, 0.5]]} if i else {})
+            for i in range(2)]
+    write_rows(rows, tmp_path / "meta.parquet")
+    original = {r["uid"]: np.asarray(Image.open(tmp_path / "images" / f"{r['uid']}.jpg").convert("RGB")) for r in rows}
+    for blur in (True, False):
+        samples = {s["key"]: np.asarray(s["image"]) for s in ParquetURLSource(str(tmp_path / "meta.parquet"),
+                                                                              blur_faces=blur)}
+        assert np.array_equal(samples[rows[0]["uid"]], original[rows[0]["uid"]]), "no face: untouched"
+        face = samples[rows[1]["uid"]]
+        assert np.array_equal(face[32:, :], original[rows[1]["uid"]][32:, :])
+        assert np.array_equal(face[:32, :32], original[rows[1]["uid"]][:32, :32]) != blur
+
+
+def test_bytes_that_differ_from_the_metadata_sha256_are_a_hash_mismatch(tmp_path, serve):
+    url = serve(tmp_path / "images")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    rows = [good_row(0, i, 64, url, tmp_path / "images") for i in range(4)]
+    rows[2]["sha256"] = rows[1]["sha256"]  # as if the server now sends another image than the one listed
+    write_rows(rows, tmp_path / "meta.parquet")
+    keys, skipped = keys_and_skips(ParquetURLSource(str(tmp_path / "meta.parquet"), verify_sha256=True))
+    assert keys == [rows[i]["uid"] for i in (0, 1, 3)] and skipped == {"hash_mismatch": 1}
+    keys, skipped = keys_and_skips(ParquetURLSource(str(tmp_path / "meta.parquet")))
+    assert len(keys) == 4 and skipped == {}, "verify_sha256 is opt-in"

@@ -13,7 +13,7 @@ from theworld.config import TheWorldConfig
 from theworld.run_summary import RunSummary
 
 REPO = "alice/theworld-test"
-ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json"}
+ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json", "data_yield.json"}
 FINAL = {"final/model.safetensors", "final/config.json"}
 OUR_MESSAGES = ("Training in progress, step ", "End of training")
 

@@ -32,6 +32,9 @@ class DataConfig:
         num_samples: Cap each epoch at this many samples (split evenly over devices).
         min_image_size: Images with a shorter side are skipped (too_small).
         clip_score_threshold: Source hf: skip rows whose clip_b32_similarity_score is lower.
+        blur_faces: Source hf: blur the metadata's face_bboxes in each image before any resize, as DataComp's
+            downloader does (webdataset shards made by that downloader are blurred already).
+        verify_sha256: Source hf: skip images whose bytes differ from the metadata's sha256 (hash_mismatch).
         download_timeout_s: Seconds allowed per image download or shard request.
         download_retries: Retries of a download after a timeout, 408/429/5xx or a dropped connection.
         download_backoff_s: First wait before a retry; it doubles each time.
@@ -57,6 +60,8 @@ class DataConfig:
     num_samples: int | None = None
     min_image_size: int = 32
     clip_score_threshold: float | None = None
+    blur_faces: bool = True
+    verify_sha256: bool = False
     download_timeout_s: float = 10.0
     download_retries: int = 2
     download_backoff_s: float = 0.5

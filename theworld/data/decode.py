@@ -13,6 +13,7 @@ Every record a source reads ends as an :class:`Outcome`. Reasons, as counted in 
 ``empty_caption``       caption is only whitespace
 ``bad_utf8``            caption bytes are not valid UTF-8
 ``low_clip_score``      below ``clip_score_threshold`` (parquet)
+``hash_mismatch``       downloaded bytes differ from the metadata's ``sha256`` (``verify_sha256``)
 ``missing_image``       tar sample without an image member (webdataset)
 ``shard_error``         a shard could not be opened or read to the end (webdataset)
 ``converted_mode``      not a skip: the yielded sample was L/CMYK/P/RGBA/... converted to RGB
@@ -23,15 +24,16 @@ Every record a source reads ends as an :class:`Outcome`. Reasons, as counted in 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, ImageFilter
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 # Every reason a ``skipped`` counter can hold (the table above), in a fixed order for reductions across ranks.
 SKIP_REASONS = (
     "http_error", "timeout", "corrupt", "truncated", "decompression_bomb", "too_small", "missing_caption",
-    "empty_caption", "bad_utf8", "low_clip_score", "missing_image", "shard_error", "converted_mode",
+    "empty_caption", "bad_utf8", "low_clip_score", "missing_image", "shard_error", "converted_mode", "hash_mismatch",
 )
 
 
@@ -89,6 +91,25 @@ def decode_image(
     if image.mode == "RGB":
         return image, None, False
     return _to_rgb(image), None, True
+
+
+def blur_faces(image: Image.Image, boxes: Sequence[Sequence[float]]) -> Image.Image:
+    """Blurs each face box (DataComp's ``face_bboxes``: normalised ``x0, y0, x1, y1``) of the full-size image, as
+    DataComp's own downloader does before any resize; pixels outside the boxes are left exactly as they were.
+
+    The blur radius grows with the box (a tenth of its longer side, at least 2 px), so a face stays unreadable
+    whatever its size.
+    """
+    width, height = image.size
+    blurred = image.copy()
+    for x0, y0, x1, y1 in boxes:
+        box = (max(0, int(x0 * width)), max(0, int(y0 * height)),
+               min(width, -int(-x1 * width)), min(height, -int(-y1 * height)))  # outward to whole pixels
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        radius = max(2.0, 0.1 * max(box[2] - box[0], box[3] - box[1]))
+        blurred.paste(blurred.crop(box).filter(ImageFilter.GaussianBlur(radius)), box[:2])
+    return blurred
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import deque
@@ -11,7 +12,7 @@ from glob import glob
 from typing import Any
 
 from theworld.data.config import DataConfig
-from theworld.data.decode import Outcome, decode_caption
+from theworld.data.decode import Outcome, blur_faces, decode_caption
 from theworld.data.http import NETWORK_ERRORS, download, failure_reason
 from theworld.data.stream import Consumer, StreamSource
 
@@ -41,7 +42,8 @@ class ParquetURLSource(StreamSource):
                  dataset_name: str | None = None, split: str = "train", skip_first: int = 0,
                  take_first: int | None = None, rank: int | None = None, world_size: int | None = None,
                  url_column: str = "url", text_column: str = "text", key_column: str = "uid",
-                 clip_score_column: str = "clip_b32_similarity_score", metadata_batch_size: int = 1024, **options):
+                 clip_score_column: str = "clip_b32_similarity_score", face_bboxes_column: str = "face_bboxes",
+                 sha256_column: str = "sha256", metadata_batch_size: int = 1024, **options):
         super().__init__(config, transform, rank, world_size, options)
         if (data_files is None) == (dataset_name is None):
             raise ValueError("pass exactly one of data_files and dataset_name")
@@ -54,6 +56,8 @@ class ParquetURLSource(StreamSource):
         self.text_column = text_column
         self.key_column = key_column
         self.clip_score_column = clip_score_column
+        self.face_bboxes_column = face_bboxes_column
+        self.sha256_column = sha256_column
         self.skip_first = skip_first
         self.take_first = take_first
         self.metadata_batch_size = metadata_batch_size
@@ -83,10 +87,12 @@ class ParquetURLSource(StreamSource):
         required = {self.url_column, self.text_column}
         if self.config.clip_score_threshold is not None:
             required.add(self.clip_score_column)
+        if self.config.verify_sha256:
+            required.add(self.sha256_column)
         missing = required - set(dataset.column_names)
         if missing:
             raise ValueError(f"{self!r}: columns {sorted(missing)} not in {dataset.column_names}")
-        wanted = required | {self.key_column}
+        wanted = required | {self.key_column, self.face_bboxes_column}
         return dataset.select_columns([c for c in dataset.column_names if c in wanted])
 
     def _records(self, state: dict, consumer: Consumer) -> Iterator[tuple[dict, Any]]:
@@ -138,7 +144,14 @@ class ParquetURLSource(StreamSource):
         except NETWORK_ERRORS as error:
             logger.debug("%r: %s failed: %s", self, url, error)
             return Outcome(key, reason=failure_reason(error))
-        return self._image_outcome(key, data, text)
+        if self.config.verify_sha256 and hashlib.sha256(data).hexdigest() != values[self.sha256_column]:
+            return Outcome(key, reason="hash_mismatch")
+        outcome = self._image_outcome(key, data, text)
+        faces = values.get(self.face_bboxes_column) if self.config.blur_faces else None
+        if outcome.image is not None and faces:
+            outcome.image = blur_faces(outcome.image, faces)
+            outcome.image_bytes = None  # the stored bytes show the faces: a latent cache re-encodes the blurred image
+        return outcome
 
 
 def check_local_files(data_files: str | Sequence[str] | dict) -> None:

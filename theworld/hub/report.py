@@ -21,6 +21,7 @@ from theworld.run_summary import RunSummary
 LOSS_CURVE = "loss_curve.png"
 SAMPLES_DIR = "samples"
 RUNS_DIR = "runs"
+DATA_YIELD_NAME = "data_yield.json"  # img2dataset-style success/failure counts and rates of the data read
 EVENTS_NAME = "events.out.tfevents.theworld"  # TensorBoard (and the Hub's metrics tab) read any *tfevents* file
 GALLERY_SIZE = 8  # images pushed per validation: a glance, not a dataset
 GALLERY_PIXELS = 192  # longest side of a pushed sample image
@@ -35,7 +36,7 @@ def gallery(summary: RunSummary) -> list[tuple[str, CaptionSample]]:
 def report_files(summary: RunSummary, push_logs: bool = False) -> dict[str, bytes]:
     """Repo path -> bytes: the loss curve (once a loss is logged), the gallery with ``samples/captions.json``, and
     with ``push_logs`` the TensorBoard events under ``runs/``."""
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes] = {DATA_YIELD_NAME: (json.dumps(summary.data_yield(), indent=2) + "\n").encode()}
     if summary.train_losses or any(r.val_loss is not None for r in summary.history):
         files[LOSS_CURVE] = loss_curve_png(summary)
     captions = []

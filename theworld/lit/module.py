@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
 from theworld.data.decode import SKIP_REASONS
-from theworld.hub.report import GALLERY_SIZE
+from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE
 from theworld.model import TheWorld
 from theworld.run_summary import RunSummary, ValidationRecord
 
@@ -83,6 +84,7 @@ class TheWorldModule(L.LightningModule):
         self.model: TheWorld | None = None
         self._trainable_keys: set[str] | None = None  # set in configure_model, with _decay_groups
         self.skipped_samples: Counter[str] = Counter()
+        self._skipped_reported: dict[str, int] = {}  # the last totals over ranks: what the run summary shows
         self.caption_samples: list[CaptionSample] = []  # this validation's, on this rank
         self.caption_scores: CaptionScores | None = None  # the latest validation's
         # For the run summary; carried in checkpoints, so a resumed run reports the whole run.
@@ -131,12 +133,19 @@ class TheWorldModule(L.LightningModule):
         # One line a person reads at the end of a run: how long, how fast, where the loss ended.
         start, first_step = self._fit_started
         seconds, steps = time.perf_counter() - start, self.global_step - first_step
-        loss = self.run_summary().train_loss
+        self._skipped_totals()  # every rank is here: the reduce is safe
+        summary = self.run_summary()
+        loss = summary.train_loss
         rank_zero_info(
             f"theworld: trained {steps} steps in {seconds:.1f} s ({seconds / max(steps, 1):.3f} s/step)"
             + (f", last train/loss {loss:.4f}" if loss is not None else "")
             + (f"; held-out: {self.caption_scores}" if self.caption_scores else "")
+            + f"; {summary.data_yield_line()}"
         )
+        if self.trainer.is_global_zero:
+            out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / DATA_YIELD_NAME
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(summary.data_yield(), indent=2) + "\n")
 
     def run_summary(self, step: int | None = None, final: bool = False) -> RunSummary:
         """The run so far, as of ``step`` (default: now); safe to call from the checkpoint writer thread."""
@@ -165,6 +174,7 @@ class TheWorldModule(L.LightningModule):
             train_losses=tuple(self._train_losses),
             history=tuple(self._history),
             gallery=tuple(self._gallery),
+            skipped=dict(self._skipped_reported),
         )
 
     def on_train_epoch_start(self) -> None:
@@ -283,10 +293,12 @@ class TheWorldModule(L.LightningModule):
     def _skipped_totals(self) -> dict[str, int]:
         """Skip counts by reason since the run began, summed over ranks (each rank reads its own share)."""
         if self.trainer.world_size == 1:
-            return dict(self.skipped_samples)
-        counts = torch.tensor([self.skipped_samples[reason] for reason in SKIP_REASONS], device=self.device)
-        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-        return {reason: count for reason, count in zip(SKIP_REASONS, counts.tolist()) if count}
+            self._skipped_reported = dict(self.skipped_samples)
+        else:
+            counts = torch.tensor([self.skipped_samples[reason] for reason in SKIP_REASONS], device=self.device)
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+            self._skipped_reported = {reason: n for reason, n in zip(SKIP_REASONS, counts.tolist()) if n}
+        return self._skipped_reported
 
     # ------------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
