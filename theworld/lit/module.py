@@ -142,8 +142,9 @@ class TheWorldModule(L.LightningModule):
             + (f"; held-out: {self.caption_scores}" if self.caption_scores else "")
             + f"; {summary.data_yield_line()}"
         )
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank asks
         if self.trainer.is_global_zero:
-            out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / DATA_YIELD_NAME
+            out = Path(log_dir or self.trainer.default_root_dir) / DATA_YIELD_NAME
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(summary.data_yield(), indent=2) + "\n")
 
