@@ -13,6 +13,9 @@ world tokens at world_patch_size 2). Timed in one run:
 - ``cached_samples_per_s_per_worker``: the same per-worker rate from latent-cache shards of the same
   samples (``theworld.latent_cache``, made here with a tiny VAE of the real Wan layout: 784 tokens x
   64 channels in bf16), where each sample's world tokens are read instead of its 448-px VAE input made.
+- ``url_samples_per_s_per_worker_rules_off`` / ``_on``: DataComp's parquet source (``--url-samples`` rows,
+  images downloaded from a local HTTP server, one face box each) with ``data.blur_faces`` and
+  ``data.verify_sha256`` off, then on: what DataComp's own rules cost a worker.
 
 The loader's pixels are uint8; ``TheWorldDataModule.on_after_batch_transfer`` turns them into the
 model's float inputs on the GPU, which is not timed here.
@@ -36,11 +39,13 @@ from pathlib import Path
 import torch
 
 from theworld.config import TheWorldConfig
+from theworld.data.parquet import ParquetURLSource
 from theworld.data.processing import TheWorldProcessor, load_gemma_processor
 from theworld.data.webdataset import WebDatasetSource
 from theworld.latent_cache import write_latent_cache
 from theworld.lit.datamodule import SampleTransform, TheWorldDataModule
-from theworld.testing.synthetic import write_webdataset_shards
+from theworld.testing.http import serve_directory
+from theworld.testing.synthetic import good_row, write_rows, write_webdataset_shards
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma
 
 SIGLIP_SIZE, SIGLIP_PATCH, IMAGE_TOKENS = 896, 14, 256  # Gemma 3 4B
@@ -64,6 +69,29 @@ def per_worker_throughput(loader) -> tuple[float, float]:
     return count / worker_cpu, count / wall
 
 
+def datacomp_rules(tmp: Path, samples: int, rounds: int, batch_size: int, processor, config) -> dict[str, float]:
+    """Samples per worker CPU-second of the DataComp source (parquet rows, 256 px images over HTTP on
+    127.0.0.1, one face box each) with ``blur_faces`` and ``verify_sha256`` off and on, alternating, best of
+    ``rounds``."""
+    images = tmp / "url-images"
+    images.mkdir()
+    url, stop = serve_directory(images)
+    rows = [good_row(1, i, 256, url, images) | {"face_bboxes": [[0.3, 0.25, 0.6, 0.65]]} for i in range(samples)]
+    write_rows(rows, tmp / "meta.parquet")
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        for _ in range(rounds):
+            for name, on in (("off", False), ("on", True)):
+                source = ParquetURLSource(str(tmp / "meta.parquet"), transform=SampleTransform(processor, config),
+                                          blur_faces=on, verify_sha256=on, download_threads=4)
+                datamodule = TheWorldDataModule(batch_size=batch_size, num_workers=1)
+                datamodule.processor = processor
+                rates[name].append(per_worker_throughput(datamodule._loader(source, batch_size))[0])
+    finally:
+        stop()
+    return {name: round(max(values), 1) for name, values in rates.items()}
+
+
 def main_process_wait(loader, steps: int, warmup: int, step_s: float) -> list[float]:
     """Seconds the consumer waits in ``next(loader)`` for each step after ``warmup`` steps."""
     waits = []
@@ -83,6 +111,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--step-s", type=float, default=0.25, help="simulated training step")
     parser.add_argument("--steps", type=int, default=40, help="steps timed with the 2-worker loader")
+    parser.add_argument("--url-samples", type=int, default=256,
+                        help="DataComp rows (images over HTTP) timed with face blurring + sha256 checks off and on")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating off/on rounds of that comparison")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,6 +147,9 @@ def main() -> None:
         cached, _ = per_worker_throughput(loader(1, args.samples, data=str(cache)))
         print(json.dumps({"cached_samples_per_s_per_worker": round(cached, 1)}))
 
+        rules = datacomp_rules(tmp, args.url_samples, args.rounds, args.batch_size, processor, config)
+        print(json.dumps({"datacomp_rules": rules}))
+
         waits = main_process_wait(loader(2), args.steps, WARMUP_STEPS, args.step_s)
         print(json.dumps({"main_process_waits_s": [round(w, 4) for w in waits]}))
         print(json.dumps({
@@ -123,6 +157,8 @@ def main() -> None:
             "wall_samples_per_s_one_worker": round(per_worker_wall, 1),
             "main_process_data_s_per_step": round(statistics.mean(waits), 4),
             "cached_samples_per_s_per_worker": round(cached, 1),
+            "url_samples_per_s_per_worker_rules_off": rules["off"],
+            "url_samples_per_s_per_worker_rules_on": rules["on"],
             "batch_size": args.batch_size, "step_s": args.step_s, "workers": 2,
             "siglip_px": SIGLIP_SIZE, "world_px": WORLD_IMAGE_SIZE,
         }))
