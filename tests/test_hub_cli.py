@@ -37,8 +37,12 @@ def pushed(demo_dir, hub, hf_home, tmp_path_factory):
     """6 steps, a checkpoint at step 4, validations at steps 3 and 6, pushed with hub_strategy=checkpoint and
     TensorBoard logs to a private repo; token via --hf_token; W&B (offline) as the logger."""
     cwd = workdir(demo_dir, tmp_path_factory.mktemp("pushed"))
+    # Known bug, open: loader workers forked while a push is in flight can deadlock in huggingface_hub's at-fork
+    # hook (it closes the shared HTTP client, whose pool lock the uploader thread holds). The validation at step 6
+    # starts its workers during the step-4 push, so this run reads in the main process until that is fixed.
     result = run(cwd, hub.url, hf_home, *SHORT, "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1",
-                 "--model.val_captions", "8", "--hf_token", SECRET, "--hub.push_to_hub", "true",
+                 "--model.val_captions", "8", "--data.num_workers", "0",  # see the note below
+                 "--hf_token", SECRET, "--hub.push_to_hub", "true",
                  "--hub.hub_model_id", "alice/run", "--hub.hub_strategy", "checkpoint", "--hub.hub_private_repo",
                  "true", "--hub.hub_tag", "v1.0-final", "--hub.push_logs", "true",
                  "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
@@ -132,7 +136,9 @@ print("LOADED OK")
 def test_resume_from_hf_reproduces_the_straight_run(pushed, demo_dir, hub, hf_home, tmp_path):
     cwd, _ = pushed
     resumed = workdir(demo_dir, tmp_path / "resumed")
-    result = run(resumed, hub.url, hf_home, *SHORT, "--ckpt_path", "hf://alice/run@main", "--hf_token", SECRET)
+    # The same worker count as the pushed run: the data position of each worker is resumed.
+    result = run(resumed, hub.url, hf_home, *SHORT, "--data.num_workers", "0", "--ckpt_path", "hf://alice/run@main",
+                 "--hf_token", SECRET)
     assert result.returncode == 0, result.stderr[-4000:]
     straight = load_file(cwd / "runs/demo/checkpoints/final/model.safetensors")
     again = load_file(resumed / "runs/demo/checkpoints/final/model.safetensors")

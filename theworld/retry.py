@@ -7,7 +7,7 @@ import email.utils
 import logging
 import socket
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 from urllib.error import HTTPError, URLError
 
 from huggingface_hub.errors import HfHubHTTPError
@@ -17,35 +17,43 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling, outermost first."""
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def http_status(err: BaseException | None) -> int | None:
     """The HTTP status behind ``err`` (also when it was wrapped in another exception)."""
-    while err is not None:
-        if isinstance(err, HfHubHTTPError) and getattr(err, "response", None) is not None:
-            return err.response.status_code
-        if isinstance(err, HTTPError):
-            return err.code
-        err = err.__cause__ or err.__context__
+    for cause in _chain(err):
+        if isinstance(cause, HfHubHTTPError) and getattr(cause, "response", None) is not None:
+            return cause.response.status_code
+        if isinstance(cause, HTTPError):
+            return cause.code
     return None
 
 
 def retry_after(err: BaseException | None) -> float | None:
     """Seconds a rate-limited (429) or overloaded (503) server asked us to wait in its ``Retry-After`` header
     (delay-seconds or an HTTP date); None when it did not say."""
-    while err is not None:
-        response = getattr(err, "response", None)
-        headers = getattr(response, "headers", None) if response is not None else getattr(err, "headers", None)
+    for cause in _chain(err):
+        response = getattr(cause, "response", None)
+        headers = getattr(response, "headers", None) if response is not None else getattr(cause, "headers", None)
         value = headers.get("Retry-After") if headers is not None else None
         if value:
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                try:
-                    when = email.utils.parsedate_to_datetime(value)
-                except (TypeError, ValueError):
-                    return None
-                return max(0.0, when.timestamp() - time.time())
-        err = err.__cause__ or err.__context__
+            return _seconds_from_retry_after(value)
     return None
+
+
+def _seconds_from_retry_after(value: str) -> float | None:
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def is_transient(err: BaseException) -> bool:

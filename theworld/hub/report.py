@@ -36,7 +36,7 @@ def gallery(summary: RunSummary) -> list[tuple[str, CaptionSample]]:
 def report_files(summary: RunSummary, push_logs: bool = False) -> dict[str, bytes]:
     """Repo path -> bytes: the loss curve (once a loss is logged), the gallery with ``samples/captions.json``, and
     with ``push_logs`` the TensorBoard events under ``runs/``."""
-    files: dict[str, bytes] = {DATA_YIELD_NAME: (json.dumps(summary.data_yield(), indent=2) + "\n").encode()}
+    files: dict[str, bytes] = {DATA_YIELD_NAME: data_yield_json(summary)}
     if summary.train_losses or any(r.val_loss is not None for r in summary.history):
         files[LOSS_CURVE] = loss_curve_png(summary)
     captions = []
@@ -53,6 +53,11 @@ def report_files(summary: RunSummary, push_logs: bool = False) -> dict[str, byte
     if push_logs:
         files[f"{RUNS_DIR}/{EVENTS_NAME}"] = tensorboard_events(summary)
     return files
+
+
+def data_yield_json(summary: RunSummary) -> bytes:
+    """``data_yield.json``: the run's img2dataset-style yield (:meth:`RunSummary.data_yield`)."""
+    return (json.dumps(summary.data_yield(), indent=2) + "\n").encode()
 
 
 def loss_curve_png(summary: RunSummary) -> bytes:

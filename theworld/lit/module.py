@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
 from theworld.data.decode import SKIP_REASONS
-from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE
+from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE, data_yield_json
 from theworld.model import TheWorld
 from theworld.run_summary import RunSummary, ValidationRecord
 
@@ -146,7 +145,7 @@ class TheWorldModule(L.LightningModule):
         if self.trainer.is_global_zero:
             out = Path(log_dir or self.trainer.default_root_dir) / DATA_YIELD_NAME
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(summary.data_yield(), indent=2) + "\n")
+            out.write_bytes(data_yield_json(summary))
 
     def run_summary(self, step: int | None = None, final: bool = False) -> RunSummary:
         """The run so far, as of ``step`` (default: now); safe to call from the checkpoint writer thread."""
