@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from support.cli_runs import REPO, SHORT, assert_resumed, assert_same_weights, fit, theworld
+from support.cli_runs import REPO, SHORT, assert_resumed, assert_same_weights, fit, provenance, theworld
 
 from theworld import TheWorld
 from theworld.checkpoint import save_pretrained
@@ -20,7 +20,13 @@ from theworld.checkpoint import save_pretrained
 
 def test_checkpoint_folder_holds_trainable_tensors_and_training_state(straight_run, tiny_models):
     ckpt = straight_run / "checkpoints/checkpoint-4"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors", "training_state.pt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors", "provenance.parquet",
+                                                      "training_state.pt"]
+    # The samples of steps 0-3 (8 a step, none twice), as the shards' keys; final/ has all 8 steps'.
+    rows = provenance(ckpt)
+    assert [step for step, _, _ in rows] == [s for s in range(4) for _ in range(8)] and {r for _, r, _ in rows} == {0}
+    assert len({key for _, _, key in rows}) == 32 and all(key.isdigit() for _, _, key in rows)
+    assert provenance(straight_run / "checkpoints/final")[:32] == rows
     config = json.loads((ckpt / "config.json").read_text())
     assert config["world_image_size"] == 64 and config["freeze_gemma_language"] is False
     state = torch.load(ckpt / "training_state.pt", weights_only=False)

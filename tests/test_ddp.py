@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from support.accounts import SECRET
-from support.cli_runs import CLI, theworld
+from support.cli_runs import CLI, provenance, theworld
 
 from theworld import TheWorld
 from theworld.testing.synthetic import write_webdataset_shards
@@ -141,6 +141,13 @@ def test_ddp_matches_one_process_with_the_same_global_batch(one_process, two_ran
     assert losses(two_ranks) == pytest.approx(losses(one_process), abs=1e-5)
     # Step by step the two ranks together train on the samples of the one process, none twice.
     assert keys_by_step(two_ranks) == keys_by_step(one_process)
+    # The provenance files say the same: each row names the step and the rank that trained the sample.
+    rows = provenance(two_ranks / "checkpoints/final")
+    for rank in (0, 1):
+        recorded = [json.loads(line) for line in (two_ranks / f"keys/keys-rank{rank}.jsonl").read_text().splitlines()]
+        assert [(step, key) for step, r, key in rows if r == rank] == [
+            (record["step"], key) for record in recorded for key in record["keys"]]
+    assert [row[0] for row in provenance(two_ranks / "checkpoints/checkpoint-4")] == [0] * 8 + [1] * 8 + [2] * 8 + [3] * 8
     seen = [key for keys in keys_by_step(two_ranks).values() for key in keys]
     assert len(seen) == len(set(seen)) == 64
     # One writer: rank 0 alone wrote the checkpoints and the logs.
@@ -165,6 +172,7 @@ def test_resume_on_two_slurm_nodes_continues_exactly(two_ranks, demo_dir, shard,
     assert_same_weights(two_ranks / "checkpoints/final", tmp_path / "checkpoints/final", atol=1e-6)
     straight = keys_by_step(two_ranks)
     assert keys_by_step(tmp_path) == {step: straight[step] for step in range(4, 8)}
+    assert provenance(tmp_path / "checkpoints/final") == provenance(two_ranks / "checkpoints/final")
     assert losses(tmp_path) == pytest.approx({s: v for s, v in losses(two_ranks).items() if s >= 4}, abs=1e-6)
 
 
@@ -206,6 +214,8 @@ def test_two_ranks_push_once_and_resume_from_the_hub(hub, two_ranks, demo_dir, s
     assert_same_weights(two_ranks / "checkpoints/final", resumed / "checkpoints/final", atol=1e-6)
     straight = keys_by_step(two_ranks)
     assert keys_by_step(resumed) == {step: straight[step] for step in range(4, 8)}
+    # The first 4 steps' rows came down from the Hub with the checkpoint.
+    assert provenance(resumed / "checkpoints/final") == provenance(two_ranks / "checkpoints/final")
 
 
 def test_a_final_push_slower_than_the_collective_timeout_ends_cleanly_on_every_rank(hub, demo_dir, shard, tmp_path):

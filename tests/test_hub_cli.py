@@ -15,9 +15,10 @@ from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir
 
 SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100",
          "--data.batch_size", "8"]
-ROOT = {"model.safetensors", "config.json", "README.md", "training_args.json", "data_yield.json"}
-FINAL = {"final/model.safetensors", "final/config.json"}
-LAST = {f"last-checkpoint/{n}" for n in ("model.safetensors", "config.json", "training_state.pt")}
+WEIGHTS = ("model.safetensors", "config.json", "provenance.parquet")
+ROOT = {*WEIGHTS, "README.md", "training_args.json", "data_yield.json"}
+FINAL = {f"final/{n}" for n in WEIGHTS}
+LAST = {f"last-checkpoint/{n}" for n in (*WEIGHTS, "training_state.pt")}
 REPORT = ("loss_curve.png", "samples/", "runs/")  # what the card shows, replaced at each push
 
 
@@ -37,11 +38,9 @@ def pushed(demo_dir, hub, hf_home, tmp_path_factory):
     """6 steps, a checkpoint at step 4, validations at steps 3 and 6, pushed with hub_strategy=checkpoint and
     TensorBoard logs to a private repo; token via --hf_token; W&B (offline) as the logger."""
     cwd = workdir(demo_dir, tmp_path_factory.mktemp("pushed"))
-    # Known bug, open: loader workers forked while a push is in flight can deadlock in huggingface_hub's at-fork
-    # hook (it closes the shared HTTP client, whose pool lock the uploader thread holds). The validation at step 6
-    # starts its workers during the step-4 push, so this run reads in the main process until that is fixed.
+    # The validation at step 6 forks its loader workers while the step-4 push is uploading.
     result = run(cwd, hub.url, hf_home, *SHORT, "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1",
-                 "--model.val_captions", "8", "--data.num_workers", "0",  # see the note below
+                 "--model.val_captions", "8",
                  "--hf_token", SECRET, "--hub.push_to_hub", "true",
                  "--hub.hub_model_id", "alice/run", "--hub.hub_strategy", "checkpoint", "--hub.hub_private_repo",
                  "true", "--hub.hub_tag", "v1.0-final", "--hub.push_logs", "true",
@@ -136,9 +135,7 @@ print("LOADED OK")
 def test_resume_from_hf_reproduces_the_straight_run(pushed, demo_dir, hub, hf_home, tmp_path):
     cwd, _ = pushed
     resumed = workdir(demo_dir, tmp_path / "resumed")
-    # The same worker count as the pushed run: the data position of each worker is resumed.
-    result = run(resumed, hub.url, hf_home, *SHORT, "--data.num_workers", "0", "--ckpt_path", "hf://alice/run@main",
-                 "--hf_token", SECRET)
+    result = run(resumed, hub.url, hf_home, *SHORT, "--ckpt_path", "hf://alice/run@main", "--hf_token", SECRET)
     assert result.returncode == 0, result.stderr[-4000:]
     straight = load_file(cwd / "runs/demo/checkpoints/final/model.safetensors")
     again = load_file(resumed / "runs/demo/checkpoints/final/model.safetensors")
@@ -197,8 +194,9 @@ def test_hub_down_for_the_whole_run_finishes_locally_and_exits_nonzero(demo_dir,
     assert "final weights are intact" in result.stderr
     local = cwd / "runs/demo/checkpoints"
     assert sorted(p.name for p in (local / "checkpoint-2").iterdir()) == ["config.json", "model.safetensors",
-                                                                          "training_state.pt"]
-    assert sorted(p.name for p in (local / "final").iterdir()) == ["config.json", "model.safetensors"]
+                                                                          "provenance.parquet", "training_state.pt"]
+    assert sorted(p.name for p in (local / "final").iterdir()) == ["config.json", "model.safetensors",
+                                                                   "provenance.parquet"]
     assert "Traceback" not in result.stderr.split("theworld: error:")[-1]
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit, logged_losses
+from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit, logged_losses, provenance
 
 LOGGERS = {
     "csv": [],  # configs/demo.yaml's own
@@ -117,6 +117,7 @@ def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_resumed(tmp_path, straight_run, from_step=3)
     assert_same_weights(straight_run / "checkpoints/final", tmp_path / "checkpoints/final")
+    assert provenance(tmp_path / "checkpoints/final") == provenance(straight_run / "checkpoints/final")
 
 
 def test_resuming_with_another_max_steps_says_how_the_schedule_changes(straight_run, demo_dir, tmp_path):

@@ -1,4 +1,5 @@
 import io
+import itertools
 import tarfile
 from collections import Counter
 from urllib.error import HTTPError
@@ -153,6 +154,31 @@ def test_parquet_resume_mid_epoch(parquet_data):
     pattern, uids = parquet_data
     before, after = _resume_round_trip(lambda: ParquetURLSource(pattern, download_threads=2), 3)
     assert sorted(before + after) == sorted(uids)
+
+
+def test_resampled_shards_are_drawn_whole_with_replacement_seeded_and_without_end(shards):
+    def drawn(epoch=0, seed=0, n=120):
+        source = wds(shards, resampled=True, seed=seed)
+        source.set_epoch(epoch)
+        return list(itertools.islice((item["key"] for item in source), n))
+
+    keys = drawn()
+    assert len(keys) == 120 > 2 * len(shards.keys), "the stream does not end with the shard list"
+    shard_of = [int(key) // shards.per_shard for key in keys]
+    runs = [shard_of[i : i + shards.per_shard] for i in range(0, len(keys), shards.per_shard)]
+    assert all(len(set(run)) == 1 for run in runs), "whole shards, one after another"
+    drawn_shards = [run[0] for run in runs]
+    assert len(set(drawn_shards)) < len(drawn_shards), "with replacement"
+    assert keys == drawn() and keys != drawn(epoch=1) and keys != drawn(seed=1)
+
+
+def test_resampled_resume_continues_the_draws_exactly(shards):
+    def source():
+        return wds(shards, resampled=True, num_samples=60)  # 30 a worker, then the epoch ends
+
+    straight = keys_from(source(), num_workers=2, batch_size=3)
+    before, after = _resume_round_trip(source, 7)
+    assert len(straight) == 60 and before + after == straight
 
 
 def test_resume_in_process_and_epoch_comes_from_state(shards):

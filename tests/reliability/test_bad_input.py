@@ -51,6 +51,8 @@ CASES = {
                               ['"hub.hub_strategy"', "every_save", "all_checkpoints", "Got value: every-save"], 2),
     "negative-max-steps": Case(["--trainer.max_steps", "-5"], ["trainer.max_steps=-5", "-1 for no limit"], 2),
     "batch-size-zero": Case(["--data.batch_size", "0"], ["data.batch_size=0", "at least 1"], 2),
+    "resampled-rows": Case(["--data.source", "hf", "--data.resampled", "true"],
+                           ["data.resampled draws webdataset shards", "Set data.source: webdataset"], 2),
     "missing-model-folder": Case(["--model.gemma_model_name", "./nope"],
                                  ["model.gemma_model_name='./nope'", "there is no folder", "Fix the path"]),
     # Looks like a Hub id, but demo_assets/ is a folder here: a path with a typo, not something to download.

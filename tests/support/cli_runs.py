@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
 
@@ -47,6 +48,12 @@ def assert_same_weights(a: Path, b: Path):
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.allclose(wa[key], wb[key], atol=1e-6), key
+
+
+def provenance(folder: Path) -> list[tuple[int, int, str]]:
+    """The (step, rank, key) rows of a checkpoint folder's provenance.parquet, in file order."""
+    table = pq.read_table(Path(folder) / "provenance.parquet")
+    return list(zip(*(table[column].to_pylist() for column in ("step", "rank", "key"))))
 
 
 def logged_losses(run_dir: Path) -> dict[int, float]:

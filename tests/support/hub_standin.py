@@ -23,7 +23,11 @@ def resumable(folder):
 
 
 class StandInSummary:
-    """``run_summary`` as TheWorldModule hands it to the Hub sync, for a stand-in with ``model`` and ``world_config``."""
+    """``run_summary`` as TheWorldModule hands it to the Hub sync, for a stand-in with ``model`` and ``world_config``;
+    ``provenance`` as TheWorldModule hands it to TrainableCheckpoint, for samples without keys."""
+
+    def provenance(self):
+        return None
 
     def run_summary(self, step=None, final=False):
         step = self.global_step if step is None else step

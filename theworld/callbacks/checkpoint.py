@@ -38,6 +38,7 @@ from theworld.checkpoint import UnsafeCheckpointError, atomic_directory, remove_
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
 from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
+from theworld.provenance import PROVENANCE_KEY, read_provenance, write_provenance
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,11 @@ class TrainableCheckpointIO(CheckpointIO):
         state = dict(checkpoint)
         weights = {k.removeprefix(_MODEL_PREFIX): v for k, v in state.pop("state_dict").items()}
         config = TheWorldConfig.from_dict(state.pop("theworld_config"))
+        provenance = state.pop(PROVENANCE_KEY, None)
         with atomic_directory(path) as tmp:
             save_weights(weights, config, tmp)
+            if provenance is not None:
+                write_provenance(provenance, tmp)
             torch.save(state, tmp / TRAINING_STATE_NAME)
         if self.on_saved is not None:
             path = Path(path)
@@ -150,6 +154,7 @@ class TrainableCheckpointIO(CheckpointIO):
             ) from None
         weights = load_file(path / WEIGHTS_NAME)
         state["state_dict"] = {_MODEL_PREFIX + k: v for k, v in weights.items()}
+        state[PROVENANCE_KEY] = read_provenance(path)
         return state
 
     def remove_checkpoint(self, path) -> None:
@@ -407,11 +412,14 @@ class TrainableCheckpoint(ModelCheckpoint):
                      keep_existing: bool = False) -> None:
         """Writes ``final/`` (``keep_existing``: only if missing) and announces it, e.g. for the last Hub push."""
         weights = pl_module.trainable_state_dict()  # on every rank: FSDP gathers the shards here
+        provenance = pl_module.provenance()  # on every rank: an all-gather
         if trainer.is_global_zero:
             trainer.strategy.checkpoint_io.wait()
             if not (keep_existing and (self.final_dir / WEIGHTS_NAME).is_file()):
                 with atomic_directory(self.final_dir) as tmp:
                     save_weights(weights, pl_module.world_config, tmp)
+                    if provenance is not None:
+                        write_provenance(provenance, tmp)
             rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")
             kept = tuple(resumable_folders(self.final_dir.parent))
             self._announce(trainer, SavedCheckpoint(step, self.final_dir, True, kept))

@@ -27,10 +27,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
+import warnings
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -47,9 +49,18 @@ from theworld.hub.errors import HubError, HubUnreachableError, explain
 from theworld.hub.preflight import preflight
 from theworld.hub.refs import validate_repo_id
 from theworld.hub.report import RUNS_DIR, SAMPLES_DIR, report_files
+from theworld.hub.session import make_hub_session_fork_safe
 from theworld.hub.tokens import HubToken, redact, resolve_token
 from theworld.hub.uploader import Push, Uploader, duration
-from theworld.layout import FINAL_DIR, LAST_CHECKPOINT, RESUME_FILES, TRAINING_STATE_NAME, WEIGHT_FILES, WEIGHTS_NAME
+from theworld.layout import (
+    FINAL_DIR,
+    LAST_CHECKPOINT,
+    PROVENANCE_NAME,
+    RESUME_FILES,
+    TRAINING_STATE_NAME,
+    WEIGHT_FILES,
+    WEIGHTS_NAME,
+)
 from theworld.retry import describe_error, http_status, with_retries
 
 log = logging.getLogger(__name__)
@@ -161,6 +172,9 @@ class HubSyncCallback(Callback):
             raise HubError(message)
 
     def _start(self, resuming: bool) -> None:
+        make_hub_session_fork_safe()  # loader workers are forked while pushes run
+        # huggingface_hub warns at every commit of a .parquet file to a model repo; this one belongs there.
+        warnings.filterwarnings("ignore", rf"It seems that you are about to commit a data file \(.*{re.escape(PROVENANCE_NAME)}\)")
         self._uploader = Uploader(self._upload)
         self._closed = False
         if self._preflighted:
@@ -303,15 +317,20 @@ class HubSyncCallback(Callback):
 
     def _repo_files(self, saved: SavedCheckpoint) -> dict[str, Path]:
         """Path in the repo -> local file, for this save and this strategy."""
-        files = {name: saved.path / name for name in WEIGHT_FILES}
+        def folder_files(folder: Path, names: tuple[str, ...], prefix: str = "") -> dict[str, Path]:
+            # provenance.parquet travels with the weights it describes (folders from older versions lack it).
+            names += (PROVENANCE_NAME,) if (folder / PROVENANCE_NAME).is_file() else ()
+            return {f"{prefix}{name}": folder / name for name in names}
+
+        files = folder_files(saved.path, WEIGHT_FILES)
         if saved.final:
-            files.update({f"{FINAL_DIR}/{name}": saved.path / name for name in WEIGHT_FILES})
+            files.update(folder_files(saved.path, WEIGHT_FILES, f"{FINAL_DIR}/"))
         latest = saved.newest_resumable if saved.final else saved.path
         if self.strategy.last_checkpoint and latest is not None:
-            files.update({f"{LAST_CHECKPOINT}/{name}": latest / name for name in RESUME_FILES})
+            files.update(folder_files(latest, RESUME_FILES, f"{LAST_CHECKPOINT}/"))
         if self.strategy.all_checkpoints:
             for folder in saved.kept:
-                files.update({f"{folder.name}/{name}": folder / name for name in RESUME_FILES})
+                files.update(folder_files(folder, RESUME_FILES, f"{folder.name}/"))
         return files
 
     def _stage(self, checkpoints: Path, files: dict[str, Path], written: dict[str, bytes]) -> Path:

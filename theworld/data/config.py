@@ -29,6 +29,10 @@ class DataConfig:
         max_caption_tokens: Captions are cut to this many tokens.
         shuffle_buffer: Samples shuffled in each worker (0: read in order; resume is exact only with 0).
         seed: Seed of the shard order and shuffle buffers.
+        resampled: Source webdataset: each loader worker draws shards at random with replacement, without end
+            (open_clip's --dataset-resampled), for very long shard lists and runs of many passes. The draws are
+            seeded by seed, the epoch and the worker, so a resume continues them exactly; an epoch ends at
+            num_samples, a run at trainer.max_steps.
         num_samples: Cap each epoch at this many samples (split evenly over devices).
         min_image_size: Images with a shorter side are skipped (too_small).
         clip_score_threshold: Source hf: skip rows whose clip_b32_similarity_score is lower.
@@ -57,6 +61,7 @@ class DataConfig:
     max_caption_tokens: int = 64
     shuffle_buffer: int = 0
     seed: int = 0
+    resampled: bool = False
     num_samples: int | None = None
     min_image_size: int = 32
     clip_score_threshold: float | None = None
@@ -75,6 +80,9 @@ class DataConfig:
             value, smallest = getattr(self, field.name), _SMALLEST.get(field.name)
             if smallest is not None and value is not None and value < smallest:
                 raise ConfigError(f"data.{field.name}={value}: it must be at least {smallest}.")
+        if self.resampled and self.source != "webdataset":
+            raise ConfigError("data.resampled draws webdataset shards at random; the hf source streams rows in "
+                              "order. Set data.source: webdataset, or drop data.resampled.")
 
 
 # The settings that are counts (or seconds): the smallest value each can take.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from glob import glob
 from typing import Any
 
@@ -62,7 +63,8 @@ class WebDatasetSource(StreamSource):
     Shards are dealt round-robin to the ranks × workers consumers; with fewer shards than
     consumers every consumer reads every shard and keeps every n-th sample. ``shuffle_buffer >
     0`` also permutes the shard order each epoch (seeded by ``seed`` and the epoch, so ranks
-    agree); ``shuffle_buffer=0`` reads in the given order. Hold out validation data with a
+    agree); ``shuffle_buffer=0`` reads in the given order. ``resampled=True`` has each consumer draw
+    shards at random with replacement instead, without end (seeded by ``seed``, the epoch and the consumer). Hold out validation data with a
     separate shard list, or with ``skip_keys`` (a predicate on keys, e.g. the complement for the
     validation source). ``num_samples`` caps each epoch at ``num_samples // world_size`` per
     rank and gives the dataset a length.
@@ -85,8 +87,12 @@ class WebDatasetSource(StreamSource):
     def _start_position(self) -> dict[str, int]:
         return {"shard": 0, "offset": 0}
 
-    def _shard_plan(self, epoch: int, consumer: Consumer) -> tuple[list[int], bool]:
-        """This consumer's shards in reading order, and whether it must keep every n-th sample."""
+    def _shard_plan(self, epoch: int, consumer: Consumer) -> tuple[Iterable[int], bool]:
+        """This consumer's shards in reading order (endless when resampled), and whether it must keep every n-th
+        sample."""
+        if self.config.resampled:  # every consumer draws on its own, whole shards
+            draws = random.Random(f"{self.config.seed}:{epoch}:{consumer.index}")
+            return (draws.randrange(len(self.urls)) for _ in itertools.count()), False
         order = list(range(len(self.urls)))
         if self.config.shuffle_buffer > 0:
             random.Random(f"{self.config.seed}:{epoch}").shuffle(order)
@@ -97,9 +103,11 @@ class WebDatasetSource(StreamSource):
     def _records(self, state: dict, consumer: Consumer) -> Iterator[tuple[dict, Any]]:
         shards, split_samples = self._shard_plan(state["epoch"], consumer)
         first_shard, first_offset = state["shard"], state["offset"]  # state moves as we go
-        for shard_pos in range(first_shard, len(shards)):
+        for shard_pos, shard in enumerate(shards):
+            if shard_pos < first_shard:  # read before a resume (drawn again: the draws are the same)
+                continue
             start = first_offset if shard_pos == first_shard else 0
-            for slot, record in self._read_shard(self.urls[shards[shard_pos]], start):
+            for slot, record in self._read_shard(self.urls[shard], start):
                 # When splitting samples, each sample (or shard failure) belongs to one consumer;
                 # rotating by shard position balances consumers when shards are short.
                 if split_samples and (slot + shard_pos) % consumer.count != consumer.index:

@@ -13,7 +13,7 @@ from theworld.config import CONFIG_NAME
 from theworld.hub.errors import HubError, explain
 from theworld.hub.refs import is_hf_ref, parse_hf_ref, validate_repo_id
 from theworld.hub.tokens import HubToken, resolve_token
-from theworld.layout import LAST_CHECKPOINT, RESUME_FILES, WEIGHTS_NAME
+from theworld.layout import LAST_CHECKPOINT, PROVENANCE_NAME, RESUME_FILES, WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,9 @@ def download_resume_checkpoint(ref: str, token: HubToken | None, endpoint: str |
         for folder in (subfolder, f"{base}{LAST_CHECKPOINT}"):
             prefix = f"{folder}/" if folder else ""
             if all(f"{prefix}{name}" in files for name in RESUME_FILES):
+                names = RESUME_FILES + ((PROVENANCE_NAME,) if f"{prefix}{PROVENANCE_NAME}" in files else ())
                 paths = [hf_hub_download(repo_id, name, subfolder=folder, revision=info.sha, token=value,
-                                         endpoint=endpoint) for name in RESUME_FILES]
+                                         endpoint=endpoint) for name in names]
                 log.info("Resuming from %s (commit %s, folder %s/)", ref, info.sha[:8], folder or ".")
                 return HubCheckpoint(Path(paths[0]).parent, resumable=True, ref=ref)
         if all(f"{base}{name}" in files for name in (WEIGHTS_NAME, CONFIG_NAME)):

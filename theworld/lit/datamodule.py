@@ -203,13 +203,16 @@ class TheWorldDataModule(L.LightningDataModule):
         # and the host-to-device copy); they become the model's float inputs here, on the device.
         return self.processor.normalize(batch)
 
-    def raw_source(self, *, train: bool, transform=None, rank: int = 0, world_size: int = 1):
+    def raw_source(self, *, train: bool, transform=None, rank: int = 0, world_size: int = 1, one_pass: bool = False):
         """The training (``train=True``) or validation source as configured, for ``rank`` of ``world_size``;
-        ``transform`` runs on each sample in the loader workers."""
+        ``transform`` runs on each sample in the loader workers. ``one_pass``: every sample once, never resampled
+        (as validation always reads)."""
         config = self.config
         data = config.train_data if train or config.val_data is None else config.val_data
         if data is None and config.dataset_name is None:
             raise DataConfigError("data: set train_data (shards or parquet files) or dataset_name (a Hub dataset).")
+        if one_pass or not train:
+            config = dataclasses.replace(config, resampled=False)
         if not train:  # validation reads in order, all of it
             config = dataclasses.replace(config, shuffle_buffer=0, num_samples=None)
         # Each rank reads its own share; the sources split further across loader workers.

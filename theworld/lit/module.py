@@ -19,6 +19,7 @@ from theworld.config import TheWorldConfig
 from theworld.data.decode import SKIP_REASONS
 from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE, data_yield_json
 from theworld.model import TheWorld
+from theworld.provenance import PROVENANCE_KEY, TrainedSamples
 from theworld.run_summary import RunSummary, ValidationRecord
 
 # Checkpoint key of the per-rank loader states (index = global rank) of a multi-process run.
@@ -91,6 +92,7 @@ class TheWorldModule(L.LightningModule):
         self._history: list[ValidationRecord] = []
         self._gallery: list[CaptionSample] = []
         self._seconds_before = 0.0  # wall time of the sessions before a resume
+        self.trained_samples = TrainedSamples()  # the key of every sample trained on, written with each checkpoint
         # Checkpoints hold trainable tensors only, so loading must not demand the frozen ones.
         self.strict_loading = False
 
@@ -209,6 +211,7 @@ class TheWorldModule(L.LightningModule):
         """Adds the batch to the running counters (host-side ints: no sync); on logging steps logs the rates since
         the previous logging step, the learning rate and the bad-sample totals."""
         self._window[1] += len(batch["input_ids"])
+        self.trained_samples.add(self.global_step, batch["key"])
         self._window[2] += batch.get("tokens", 0)
         for counts in batch.get("skipped") or ():
             self.skipped_samples.update(counts or {})
@@ -390,6 +393,13 @@ class TheWorldModule(L.LightningModule):
             torch.distributed.all_gather_object(positions, fit_state.get("combined_loader"))
             checkpoint[DATA_POSITIONS] = positions
         checkpoint["skipped_samples"] = self._skipped_totals()  # every rank runs this hook: the reduce is safe
+        rows = self.provenance()
+        if rows is not None:
+            checkpoint[PROVENANCE_KEY] = rows
+
+    def provenance(self):
+        """Every trained sample's row (a pyarrow Table) on rank 0, ``None`` elsewhere; call it on every rank."""
+        return self.trained_samples.gather(self.global_rank, self.trainer.world_size)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._explain_schedule_change(checkpoint.get("schedule_max_steps"), checkpoint.get("global_step", 0))
@@ -407,5 +417,7 @@ class TheWorldModule(L.LightningModule):
                     "the data stream exactly, or start a new run from its weights with --model.init_from."
                 )
             checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] = positions[self.global_rank]
+        # Rank 0 gathers the rows of every rank, so it alone carries the checkpoint's rows on.
+        self.trained_samples = TrainedSamples(checkpoint.get(PROVENANCE_KEY) if self.global_rank == 0 else None)
         # The saved counts are the sum over ranks: one rank carries them on, so the sum stays right.
         self.skipped_samples = Counter(checkpoint.get("skipped_samples", {}) if self.global_rank == 0 else {})

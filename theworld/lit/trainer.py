@@ -102,7 +102,7 @@ class TheWorldTrainer(Trainer):
         rank, world_size = self.global_rank, self.world_size
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        source = datamodule.raw_source(train=split == "train", rank=rank, world_size=world_size)
+        source = datamodule.raw_source(train=split == "train", rank=rank, world_size=world_size, one_pass=True)
         summary = write_latent_cache(
             config, source, output_dir, batch_size=batch_size,
             num_workers=datamodule.config.num_workers if num_workers is None else num_workers,
