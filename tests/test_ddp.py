@@ -147,7 +147,8 @@ def test_ddp_matches_one_process_with_the_same_global_batch(one_process, two_ran
         recorded = [json.loads(line) for line in (two_ranks / f"keys/keys-rank{rank}.jsonl").read_text().splitlines()]
         assert [(step, key) for step, r, key in rows if r == rank] == [
             (record["step"], key) for record in recorded for key in record["keys"]]
-    assert [row[0] for row in provenance(two_ranks / "checkpoints/checkpoint-4")] == [0] * 8 + [1] * 8 + [2] * 8 + [3] * 8
+    steps = [row[0] for row in provenance(two_ranks / "checkpoints/checkpoint-4")]
+    assert steps == [step for step in range(4) for _ in range(8)]
     seen = [key for keys in keys_by_step(two_ranks).values() for key in keys]
     assert len(seen) == len(set(seen)) == 64
     # One writer: rank 0 alone wrote the checkpoints and the logs.

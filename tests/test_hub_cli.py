@@ -1,11 +1,13 @@
 """`theworld fit` with the Hub, as a user runs it: subprocesses against the local Hub (HF_ENDPOINT)."""
 
+import io
 import json
 import re
 import socket
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -90,6 +92,9 @@ def test_the_card_shows_the_results_the_loss_curve_and_held_out_samples(pushed, 
     config = json.loads(files["config.json"])
     assert "### Framework versions" in text and f"- torch {torch.__version__}" in text
     assert f"`{config['gemma_model_name']}`" in text and "| effective batch | 8 |" in text
+    # Every trained sample's key, pushed beside the weights and named by the card.
+    assert pq.read_table(io.BytesIO(files["provenance.parquet"])).num_rows == 48
+    assert "`provenance.parquet` (48 rows)" in text
     # The same gallery went to W&B as a table.
     assert list((cwd / "wandb_out").rglob("media/table/val/gallery_*.table.json"))
 

@@ -174,7 +174,8 @@ class HubSyncCallback(Callback):
     def _start(self, resuming: bool) -> None:
         make_hub_session_fork_safe()  # loader workers are forked while pushes run
         # huggingface_hub warns at every commit of a .parquet file to a model repo; this one belongs there.
-        warnings.filterwarnings("ignore", rf"It seems that you are about to commit a data file \(.*{re.escape(PROVENANCE_NAME)}\)")
+        warnings.filterwarnings("ignore", rf"It seems that you are about to commit a data file \(.*"
+                                          rf"{re.escape(PROVENANCE_NAME)}\)")
         self._uploader = Uploader(self._upload)
         self._closed = False
         if self._preflighted:

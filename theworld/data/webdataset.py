@@ -63,10 +63,10 @@ class WebDatasetSource(StreamSource):
     Shards are dealt round-robin to the ranks × workers consumers; with fewer shards than
     consumers every consumer reads every shard and keeps every n-th sample. ``shuffle_buffer >
     0`` also permutes the shard order each epoch (seeded by ``seed`` and the epoch, so ranks
-    agree); ``shuffle_buffer=0`` reads in the given order. ``resampled=True`` has each consumer draw
-    shards at random with replacement instead, without end (seeded by ``seed``, the epoch and the consumer). Hold out validation data with a
-    separate shard list, or with ``skip_keys`` (a predicate on keys, e.g. the complement for the
-    validation source). ``num_samples`` caps each epoch at ``num_samples // world_size`` per
+    agree); ``shuffle_buffer=0`` reads in the given order. ``resampled=True`` has each consumer
+    draw whole shards at random with replacement instead, without end (seeded by ``seed``, the
+    epoch and the consumer). Hold out validation data with a separate shard list, or with
+    ``skip_keys`` (a predicate on keys, e.g. the complement for the validation source). ``num_samples`` caps each epoch at ``num_samples // world_size`` per
     rank and gives the dataset a length.
 
     >>> source = WebDatasetSource("data/shard-{00000..00007}.tar", shuffle_buffer=1000)  # doctest: +SKIP
