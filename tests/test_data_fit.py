@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from support.cli_runs import fit
+from support.cli_runs import assert_same_weights, fit, provenance
 
 from theworld.data.decode import SKIP_REASONS
 from theworld.data.processing import TheWorldProcessor, load_gemma_processor
@@ -108,6 +108,17 @@ def test_bad_sample_counts_carry_over_a_resume(demo_dir, tmp_path):
     rows = fit_metrics(demo_dir, tmp_path / "resumed", *args, "--ckpt_path", tmp_path / "straight/checkpoints/checkpoint-2")
     assert sorted({int(r["step"]) for r in rows}) == [2, 3], "steps 3 and 4 only"
     assert last_logged(rows, "data/skipped_") == planted.expected
+
+
+def test_resampled_shards_train_and_resume_exactly(demo_dir, tmp_path):
+    args = [*TINY, "--data.val_data", "null", "--data.num_workers", "2", "--data.resampled", "true",
+            "--checkpoint.every_n_train_steps", "2"]
+    fit_metrics(demo_dir, tmp_path / "straight", *args)
+    rows = fit_metrics(demo_dir, tmp_path / "resumed", *args, "--ckpt_path", tmp_path / "straight/checkpoints/checkpoint-2")
+    assert sorted({int(r["step"]) for r in rows if r.get("train/loss")}) == [2, 3], "steps 3 and 4 only"
+    trained = provenance(tmp_path / "straight/checkpoints/final")
+    assert len(trained) == 32 and provenance(tmp_path / "resumed/checkpoints/final") == trained
+    assert_same_weights(tmp_path / "straight/checkpoints/final", tmp_path / "resumed/checkpoints/final")
 
 
 def test_loader_pixels_are_uint8_and_normalised_on_the_device(tiny_models):
