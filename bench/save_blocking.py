@@ -57,6 +57,9 @@ class BenchModule(L.LightningModule):
     def trainable_state_dict(self):  # TrainableCheckpoint writes final/ from it
         return self.model.trainable_state_dict()
 
+    def provenance(self):  # and final/provenance.parquet from this: these samples have no keys
+        return None
+
     def on_save_checkpoint(self, checkpoint):
         checkpoint["state_dict"] = {f"model.{k}": v for k, v in self.trainable_state_dict().items()}
         checkpoint["theworld_config"] = self.world_config.to_dict()

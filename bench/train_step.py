@@ -101,7 +101,8 @@ def make_batches(processor: TheWorldProcessor, batch_size: int, target_tokens: i
     processor.max_caption_tokens = caption_tokens
     caption = " ".join(["a red circle on a blue background"] * (caption_tokens // 4 + 1))
     batch = processor.collate([processor(image, caption=caption) for _ in range(batch_size)])
-    return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    keys = [f"bench-{i}" for i in range(batch_size)]  # what the provenance records, as from the loader
+    return {**{k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, "key": keys}
 
 
 class StepTimer(L.Callback):
