@@ -66,8 +66,9 @@ class WebDatasetSource(StreamSource):
     agree); ``shuffle_buffer=0`` reads in the given order. ``resampled=True`` has each consumer
     draw whole shards at random with replacement instead, without end (seeded by ``seed``, the
     epoch and the consumer). Hold out validation data with a separate shard list, or with
-    ``skip_keys`` (a predicate on keys, e.g. the complement for the validation source). ``num_samples`` caps each epoch at ``num_samples // world_size`` per
-    rank and gives the dataset a length.
+    ``skip_keys`` (a predicate on keys, e.g. the complement for the validation source).
+    ``num_samples`` caps each epoch at ``num_samples // world_size`` per rank and gives the
+    dataset a length.
 
     >>> source = WebDatasetSource("data/shard-{00000..00007}.tar", shuffle_buffer=1000)  # doctest: +SKIP
     >>> loader = StatefulDataLoader(source, batch_size=32, num_workers=4, collate_fn=collate)  # doctest: +SKIP
