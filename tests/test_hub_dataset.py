@@ -20,15 +20,15 @@ ROWS_PER_FILE, FILES = 40, 2
 
 @pytest.fixture(scope="module")
 def hub_dataset(module_hub, tmp_path_factory):
-    """A public dataset repo of DataComp-schema parquet (data/train-*.parquet) whose image URLs a local server
-    answers; returns the environment a process needs to stream it."""
+    """A private dataset repo of DataComp-schema parquet (data/train-*.parquet) whose image URLs a local server
+    answers; returns the environment a process needs to find it (the token comes separately)."""
     root = tmp_path_factory.mktemp("hub_dataset")
     url, stop = serve_directory(root / "images")
     for part in range(FILES):
         write_parquet(root / f"repo/data/train-{part:05d}-of-{FILES:05d}.parquet", ROWS_PER_FILE, url,
                       image_dir=root / "images", start_index=part * ROWS_PER_FILE)
     api = HfApi(endpoint=module_hub.url, token=ALICE)
-    api.create_repo(DATASET, repo_type="dataset")
+    api.create_repo(DATASET, repo_type="dataset", private=True)
     api.upload_folder(folder_path=root / "repo", repo_id=DATASET, repo_type="dataset")
     yield {"HF_ENDPOINT": module_hub.url, "HF_HOME": str(root / "hf_home")}
     stop()
@@ -50,7 +50,7 @@ print(json.dumps(keys))
 
 def test_ranks_and_workers_split_the_hub_dataset_with_no_row_twice(hub_dataset):
     result = subprocess.run([sys.executable, "-c", SHARDING, DATASET], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, **hub_dataset})
+                            env={**os.environ, **hub_dataset, "HF_TOKEN": ALICE})
     assert result.returncode == 0, result.stderr[-4000:]
     keys = json.loads(result.stdout)
     every = [key for rank_keys in keys.values() for key in rank_keys]
@@ -63,7 +63,8 @@ def test_training_streams_from_the_hub_and_resumes_exactly(hub_dataset, demo_dir
     args = ["--trainer.max_steps", "4", "--checkpoint.every_n_train_steps", "2", "--checkpoint.save_top_k", "-1",
             "--trainer.limit_val_batches", "0", "--data.batch_size", "8", "--data.num_workers", "2",
             "--data.source", "hf", "--data.train_data", "null", "--data.val_data", "null",
-            "--data.dataset_name", DATASET, "--data.verify_sha256", "true"]
+            "--data.dataset_name", DATASET, "--data.verify_sha256", "true",
+            "--hf_token", ALICE]  # private: the loader workers read it with the run's token
 
     def run(root, *more):
         result = fit(demo_dir, *args, "--trainer.default_root_dir", root, "--trainer.logger.init_args.save_dir", root,

@@ -51,6 +51,12 @@ CASES = {
                               ['"hub.hub_strategy"', "every_save", "all_checkpoints", "Got value: every-save"], 2),
     "negative-max-steps": Case(["--trainer.max_steps", "-5"], ["trainer.max_steps=-5", "-1 for no limit"], 2),
     "batch-size-zero": Case(["--data.batch_size", "0"], ["data.batch_size=0", "at least 1"], 2),
+    "dataset-not-readable": Case(["--data.source", "hf", "--data.dataset_name", "alice/no-such-dataset",
+                                  "--data.train_data", "null", "--data.val_data", "null"], [
+        "data.dataset_name='alice/no-such-dataset'", "Repository not found", "/datasets/alice/no-such-dataset",
+        "your token (from the HF_TOKEN environment variable)"], env={"HF_TOKEN": SECRET}),
+    "shards-for-the-hf-source": Case(["--data.source", "hf"], [
+        "data.train_data='demo_assets/data/train-*.tar'", "matches .tar shards", "data.source: webdataset"]),
     "resampled-rows": Case(["--data.source", "hf", "--data.resampled", "true"],
                            ["data.resampled draws webdataset shards", "Set data.source: webdataset"], 2),
     "missing-model-folder": Case(["--model.gemma_model_name", "./nope"],

@@ -161,5 +161,11 @@ def check_local_files(data_files: str | Sequence[str] | dict) -> None:
     else:
         patterns = [data_files] if isinstance(data_files, str) else list(data_files)
     for pattern in patterns:
-        if "://" not in pattern and not glob(os.path.expanduser(pattern)):
+        if "://" in pattern:
+            continue
+        matches = glob(os.path.expanduser(pattern))
+        if not matches:
             raise FileNotFoundError(f"No parquet files match {pattern!r}")
+        if any(match.endswith(".tar") for match in matches):
+            raise ValueError(f"{pattern!r} matches .tar shards, which the webdataset source reads (data.source: "
+                             "webdataset), not parquet metadata")

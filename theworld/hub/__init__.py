@@ -4,7 +4,8 @@
 - :mod:`~theworld.hub.tokens`: the token (one :class:`HubToken` end to end) and keeping it out of files
 - :mod:`~theworld.hub.refs`: repo ids and ``hf://user/repo[@revision][/folder]``
 - :mod:`~theworld.hub.errors`: Hub failures as one paragraph that says what to do
-- :mod:`~theworld.hub.preflight`: token, repo and write access checked before any weight loads
+- :mod:`~theworld.hub.preflight`: token, repo and write access (and a streamed dataset) checked before any weight
+  loads
 - :mod:`~theworld.hub.bases`: the base models found and pinned to a commit
 - :mod:`~theworld.hub.downloads`: checkpoints downloaded for loading and resuming
 - :mod:`~theworld.hub.card`: the model card (README.md)
@@ -24,12 +25,12 @@ from theworld.hub.bases import ModelSourceError, pin_base, pin_bases
 from theworld.hub.config import HubConfig, HubStrategy
 from theworld.hub.downloads import HubCheckpoint, download_files, download_resume_checkpoint
 from theworld.hub.errors import HubError, HubUnreachableError, explain
-from theworld.hub.preflight import preflight
+from theworld.hub.preflight import check_dataset, preflight
 from theworld.hub.refs import is_hf_ref, parse_hf_ref, validate_repo_id
 from theworld.hub.tokens import HubToken, is_secret_key, redact, resolve_token
 
 __all__ = [
     "HubCheckpoint", "HubConfig", "HubError", "HubStrategy", "HubToken", "HubUnreachableError", "ModelSourceError",
-    "download_files", "download_resume_checkpoint", "explain", "is_hf_ref", "is_secret_key", "parse_hf_ref",
+    "check_dataset", "download_files", "download_resume_checkpoint", "explain", "is_hf_ref", "is_secret_key", "parse_hf_ref",
     "pin_base", "pin_bases", "preflight", "redact", "resolve_token", "validate_repo_id",
 ]

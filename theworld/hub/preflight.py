@@ -7,7 +7,7 @@ import logging
 from huggingface_hub import HfApi, constants
 
 from theworld.hub.config import HubConfig
-from theworld.hub.errors import HubError, explain, settings_url
+from theworld.hub.errors import HubError, HubUnreachableError, explain, settings_url
 from theworld.hub.refs import validate_repo_id
 from theworld.hub.tokens import HubToken
 from theworld.retry import with_retries
@@ -90,3 +90,23 @@ def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = 
     log.info("Hub preflight ok: %s can push to %s/%s%s (token from %s)", me.get("name"), endpoint, repo_id,
              f" on branch {config.hub_revision}" if config.hub_revision else "", token.source)
     return api
+
+
+def check_dataset(dataset_name: str, token: HubToken | None, endpoint: str | None = None) -> None:
+    """The Hub dataset a run streams exists and the token can read it, asked once before any weight loads (its
+    rows are read by every loader worker, where a refusal would come late and as a worker's traceback).
+
+    Offline (``HF_HUB_OFFLINE``) or with the Hub not answering, the check is left to ``datasets`` (it may have the
+    dataset cached, and retries its own reads).
+    """
+    if constants.HF_HUB_OFFLINE:
+        return
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    try:
+        HfApi(endpoint=endpoint, token=token.value if token else None).dataset_info(dataset_name)
+    except Exception as err:
+        problem = explain(err, f"datasets/{dataset_name}", token, endpoint)
+        if isinstance(problem, HubUnreachableError):
+            log.warning("%s data.dataset_name is read when training starts.", problem)
+            return
+        raise HubError(f"data.dataset_name={dataset_name!r}: {problem}") from None

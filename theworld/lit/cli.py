@@ -33,6 +33,7 @@ from theworld.errors import ConfigError, UserError
 from theworld.hub import (
     HubConfig,
     HubUnreachableError,
+    check_dataset,
     download_files,
     download_resume_checkpoint,
     is_hf_ref,
@@ -172,6 +173,10 @@ class TheWorldCLI(LightningCLI):
         if self.subcommand == "predict" and not config.data.get("predict_data"):
             raise UserError("theworld predict needs the images to caption: add --data.predict_data with a folder, a "
                               "glob (my_images/*.jpg) or a list of paths.")
+        data = config.data
+        if self.subcommand in ("fit", "validate") and data.source == "hf" and data.dataset_name and (
+                data.train_data is None or data.val_data is None):
+            check_dataset(data.dataset_name, self.hub_token)
         if self.subcommand in ("validate", "predict") and not ckpt_path and not init_from:
             log.warning("theworld %s: neither --ckpt_path nor --model.init_from is given, so the model's trainable "
                         "weights (the world projector) are untrained: expect random captions.", self.subcommand)
