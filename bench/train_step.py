@@ -155,6 +155,7 @@ def time_theworld(name, gemma, vae, processor_dir, *, image_size, patch, batch_s
     loader = torch.utils.data.DataLoader([batch] * steps, batch_size=None, pin_memory=device.type == "cuda")
     timer = StepTimer(args.warmup)
     trainer = L.Trainer(
+        default_root_dir=Path(processor_dir).parent,  # the run's data_yield.json goes to the temporary folder
         accelerator=device.type, devices=1, precision="bf16-mixed" if device.type == "cuda" else "32-true",
         max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[timer],

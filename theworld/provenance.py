@@ -38,29 +38,28 @@ class TrainedSamples:
 
     def __init__(self, rows: pa.Table | None = None):
         self._chunks: list[pa.Table] = [rows] if rows is not None else []
-        self._steps: list[int] = []
-        self._keys: list[str] = []
+        self._batches: list[tuple[int, Sequence[str]]] = []  # (step, keys) since the last gather
 
     def add(self, step: int, keys: Sequence[str]) -> None:
-        self._steps += [step] * len(keys)
-        self._keys += keys
+        self._batches.append((step, keys))
 
     def gather(self, rank: int, world_size: int) -> pa.Table | None:
         """Every row so far on rank 0, ``None`` elsewhere. Under DDP every rank must call it (an all-gather)."""
-        mine = (self._steps, self._keys)
-        self._steps, self._keys = [], []
-        parts = [mine]
+        parts, self._batches = [self._batches], []
         if world_size > 1:
-            parts = [None] * world_size
+            mine, parts = parts[0], [None] * world_size
             torch.distributed.all_gather_object(parts, mine)
         if rank != 0:
             return None
-        new = pa.concat_tables([
-            pa.table({"step": steps, "rank": [r] * len(steps), "key": keys}, schema=PROVENANCE_SCHEMA)
-            for r, (steps, keys) in enumerate(parts)
-        ])
+        columns: dict[str, list] = {"step": [], "rank": [], "key": []}
+        for r, batches in enumerate(parts):
+            for step, keys in batches:
+                columns["step"] += [step] * len(keys)
+                columns["rank"] += [r] * len(keys)
+                columns["key"] += keys
+        new = pa.table(columns, schema=PROVENANCE_SCHEMA)
         self._chunks.append(new.sort_by([("step", "ascending"), ("rank", "ascending")]))  # a stable sort
-        return pa.concat_tables(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        return pa.concat_tables(self._chunks)
 
 
 def write_provenance(rows: pa.Table, folder: Path) -> None:

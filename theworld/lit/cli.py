@@ -174,8 +174,8 @@ class TheWorldCLI(LightningCLI):
             raise UserError("theworld predict needs the images to caption: add --data.predict_data with a folder, a "
                               "glob (my_images/*.jpg) or a list of paths.")
         data = config.data
-        if self.subcommand in ("fit", "validate") and data.source == "hf" and data.dataset_name and (
-                data.train_data is None or data.val_data is None):
+        # Only without train_data does the hf source stream dataset_name (for training and the held-out rows).
+        if self.subcommand in ("fit", "validate") and data.source == "hf" and data.dataset_name and not data.train_data:
             check_dataset(data.dataset_name, self.hub_token)
         if self.subcommand in ("validate", "predict") and not ckpt_path and not init_from:
             log.warning("theworld %s: neither --ckpt_path nor --model.init_from is given, so the model's trainable "
