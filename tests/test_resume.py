@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit, logged_losses, provenance
+from support.cli_runs import (SHORT, assert_ended, assert_resumed, assert_same_weights, fit, loader_workers,
+                               logged_losses, provenance)
 
 LOGGERS = {
     "csv": [],  # configs/demo.yaml's own
@@ -86,10 +87,12 @@ def test_a_new_run_refuses_a_folder_with_another_runs_checkpoints(straight_run, 
     assert "theworld: training steps 0 -> 4" in output(overwritten)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_dir, tmp_path, signum):
-    """SIGINT goes to the whole process group (Ctrl-C in a terminal), SIGTERM to the main process (kill, Kubernetes).
-    The run is held inside step 3 until the signal is in, so it stops after step 3: not on the save schedule."""
+@pytest.mark.parametrize("signum, target", [(signal.SIGINT, "group"), (signal.SIGTERM, "main"),
+                                            (signal.SIGTERM, "group")])
+def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_dir, tmp_path, signum, target):
+    """Ctrl-C in a terminal, SLURM, ``timeout`` and most supervisors signal the whole process group (the loader
+    workers too); ``kill`` and Kubernetes signal the main process. The run is held inside step 3 until the signal is
+    in, so it stops after step 3: not on the save schedule. Its loader workers are alive when the signal comes."""
     root = ["--trainer.default_root_dir", tmp_path, "--trainer.logger.init_args.save_dir", tmp_path]
     marker, release = tmp_path / "in-step-3", tmp_path / "go-on"
     with open(tmp_path / "interrupted.log", "w") as log:
@@ -101,17 +104,21 @@ def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_
         while not marker.exists():
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "interrupted.log").read_text()
             time.sleep(0.05)
-        if signum == signal.SIGINT:
+        workers = loader_workers(proc.pid)
+        assert workers, "the run has loader workers to signal"
+        if target == "group":
             os.killpg(proc.pid, signum)
         else:
             os.kill(proc.pid, signum)
         time.sleep(0.5)
         release.touch()
-        assert proc.wait(timeout=300) == 128 + signum
+        assert proc.wait(timeout=300) == 128 + signum, (tmp_path / "interrupted.log").read_text()[-3000:]
     text = (tmp_path / "interrupted.log").read_text()
     assert f"theworld: stopped by {signal.Signals(signum).name} after step 3" in text and "--ckpt_path last" in text
+    assert "Traceback" not in text, text[-3000:]
     assert (tmp_path / "checkpoints/last").resolve().name == "checkpoint-3"
     assert not (tmp_path / "checkpoints/final").exists()
+    assert_ended(workers)
 
     resumed = fit(demo_dir, *SHORT, *root, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

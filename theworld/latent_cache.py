@@ -35,6 +35,7 @@ from theworld.config import TheWorldConfig
 from theworld.data.latents import WORLD_LATENTS_EXT, LatentCacheError, layout, pack_world_latents
 from theworld.data.processing import world_pixel_input
 from theworld.data.webdataset import shard_writer
+from theworld.data.workers import worker_options
 from theworld.world import WorldEncoder, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
     world_input = _WorldInput(config.world_image_size)
     source.transform = world_input
     loader = StatefulDataLoader(source, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
-                                pin_memory=device.type == "cuda")
+                                pin_memory=device.type == "cuda", **worker_options(num_workers))
     if state["loader"] is not None:
         loader.load_state_dict(state["loader"])
     writer = _ShardWriter(output_dir, shard_prefix, state["shards"])

@@ -70,3 +70,28 @@ def assert_resumed(run_dir: Path, straight_run: Path, from_step: int, to_step: i
     assert sorted(resumed) == list(range(from_step, to_step)), f"trained steps {sorted(resumed)}"
     for step, loss in resumed.items():
         assert abs(loss - straight[step]) <= 1e-5, (step, loss, straight[step])
+
+
+def loader_workers(pid: int) -> list[int]:
+    """The PIDs of the processes in ``pid``'s session other than ``pid`` itself (its loader workers, and whatever
+    starts them), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == pid and int(stat.parent.name) != pid:  # field 6 of stat: the session id
+            found.append(int(stat.parent.name))
+    return found
+
+
+def assert_ended(pids: list[int], wait_s: float = 30) -> None:
+    """Every process in ``pids`` ends within ``wait_s`` (a bound for a busy machine, not a speed target): the
+    workers of a run end with it, also when it stopped for a signal they ignored."""
+    deadline = time.monotonic() + wait_s
+    while (alive := [pid for pid in pids if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    commands = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                for pid in alive if Path(f"/proc/{pid}").exists()]
+    assert not commands, f"processes outlived the run: {commands}"

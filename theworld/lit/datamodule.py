@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import signal
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from theworld.data.latents import unpack_world_latents
 from theworld.data.parquet import ParquetURLSource, check_local_files
 from theworld.data.processing import TheWorldProcessor
 from theworld.data.webdataset import WebDatasetSource, expand_urls
+from theworld.data.workers import worker_options
 from theworld.errors import UserError
 from theworld.hub import pin_bases
 
@@ -50,13 +50,6 @@ class ConsumedStateDataLoader(StatefulDataLoader):
     def state_dict(self) -> dict[str, Any]:
         consumed = getattr(self, "_consumed_state", None)
         return consumed if consumed is not None else super().state_dict()
-
-
-def _leave_signals_to_the_trainer(worker_id: int) -> None:
-    """Ctrl-C reaches every process of the terminal's group; a worker that died of it would fail the batch the
-    trainer fetches before it saves and stops. Workers end with the main process instead (which stops them with
-    SIGTERM, so that one keeps its default)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class DataConfigError(UserError):
@@ -196,6 +189,7 @@ class TheWorldDataModule(L.LightningDataModule):
             batch_size=self.config.val_batch_size or self.config.batch_size,
             num_workers=self.config.num_workers,
             collate_fn=partial(self.processor.collate, padding_side="left", normalize=False),
+            **worker_options(self.config.num_workers),
         )
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
@@ -234,7 +228,7 @@ class TheWorldDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,
             prefetch_factor=4 if workers else None,
-            worker_init_fn=_leave_signals_to_the_trainer,
+            **worker_options(workers),
         )
 
     def _source(self, *, train: bool):
