@@ -1,7 +1,5 @@
 import os
 
-# Read by huggingface_hub at import time: uploads to the local Hub must take the LFS path, not Xet.
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "0")
@@ -11,6 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # gain nothing from more threads (test_resume + test_data_fit: 186 s with torch's default, 140 s with one).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import contextlib  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -28,24 +27,34 @@ from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma  # noqa: E
 def _isolated_hub_env(monkeypatch, tmp_path):
     """No test sees the machine's Hub login, token or cache; huggingface_hub may have been imported before
     the environment above was set."""
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-token"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
 
 
+@contextlib.contextmanager
+def lfs_uploads():
+    """Uploads by the LFS protocol, in this process and the runs it starts: the local Hub has no Xet storage, and
+    huggingface_hub uploads through Xet whenever hf_xet is installed (production does; test_xet_upload.py walks
+    that path with hf_xet's part stood in)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_DISABLE_XET", "1")
+        patch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        yield
+
+
 @pytest.fixture
 def hub():
     """A fresh local Hub (tests/hub_server.py) for one test, knowing the accounts of support/accounts.py."""
-    with HubServer(TOKENS) as server:
+    with HubServer(TOKENS) as server, lfs_uploads():
         yield server
 
 
 @pytest.fixture(scope="module")
 def module_hub():
     """One local Hub shared by a module's tests, for module-scoped runs that push to it."""
-    with HubServer(TOKENS) as server:
+    with HubServer(TOKENS) as server, lfs_uploads():
         yield server
 
 

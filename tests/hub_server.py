@@ -13,7 +13,8 @@ RepoNotFound) to anyone but their owner, writes need the owner's token with role
 gated repos answer downloads with 403 GatedRepo to anyone but the owner.
 
 Faults (``server.faults``, mutable at runtime) simulate a flaky Hub: 5xx errors, dropped connections,
-latency, bandwidth limits, and commits that are applied but answered with a 500.
+latency, bandwidth limits, commits that are applied but answered with a 500, and stalled connections (a
+request read and never answered, the socket left open).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Faults:
     bandwidth_bps: float | None = None  # bytes/s cap on request-body reads and response writes
     drop_rate: float = 0.0  # fraction of requests whose connection is closed without any response
     commit_500_after_apply: int = 0  # next N commits are applied, then answered 500 (True == once)
+    stall_next: int = 0  # next N requests are read and never answered (a black hole), until the server stops
     paths: str | None = None
     seed: int = 0
 
@@ -147,6 +149,7 @@ class HubServer:
         self._rng = random.Random(0)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()  # releases stalled requests
         self._port = port
 
     # ----------------------------------------------------------------- lifecycle
@@ -154,6 +157,7 @@ class HubServer:
     def start(self) -> HubServer:
         """Serve in a daemon thread. After a stop() it rebinds the same port, keeping all state."""
         if self._httpd is None:
+            self._stopped.clear()
             self._httpd = _Server(("127.0.0.1", self._port), _Handler, self)
             self._port = self._httpd.server_address[1]
             self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
@@ -163,6 +167,7 @@ class HubServer:
     def stop(self) -> None:
         """Stop listening and cut open connections: clients get "connection refused" until start()."""
         httpd, self._httpd = self._httpd, None
+        self._stopped.set()
         if httpd is not None:
             httpd.shutdown()
             httpd.close_connections()
@@ -216,6 +221,14 @@ class HubServer:
             self._new_repo(repo_type, repo_id, private)
         return self._repo_url(repo_type, repo_id)
 
+    def store_lfs(self, repo_id: str, data: bytes, repo_type: str = "model") -> str:
+        """Stores ``data`` as an LFS object of the repo without HTTP, as the Hub's Xet storage does for the bytes
+        hf_xet uploads; returns its sha256, which a commit then names."""
+        sha = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            self._repo(repo_type, repo_id).lfs[sha] = data
+        return sha
+
     # ---------------------------------------------------------------- inspection
 
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
@@ -239,7 +252,8 @@ class HubServer:
 
     @property
     def request_log(self) -> list[tuple[str, str, int]]:
-        """(method, url path, status) per request, in order; status 0 means the connection was dropped."""
+        """(method, url path, status) per request, in order; status 0 means the connection was dropped, -1 that the
+        request was stalled."""
         with self._lock:
             return list(self._log)
 
@@ -310,6 +324,13 @@ class HubServer:
                 return None, False, False
             drop, error = self._rng.random(), self._rng.random()
         return faults, drop < faults.drop_rate, error < faults.error_rate
+
+    def _take_stall(self, faults: Faults | None) -> bool:
+        with self._lock:
+            if faults is None or faults.stall_next <= 0:
+                return False
+            faults.stall_next -= 1
+            return True
 
     def _take_commit_fault(self, faults: Faults | None) -> bool:
         with self._lock:
@@ -412,6 +433,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if drop:
             self.close_connection = True  # the socket closes with no response at all
             hub._record(self.command, self.url_path, 0)
+            return
+        if hub._take_stall(faults):
+            hub._record(self.command, self.url_path, -1)
+            hub._stopped.wait()  # no byte, no close: what a proxy that swallows a connection does
+            self.close_connection = True
             return
         try:
             if error:

@@ -49,7 +49,7 @@ from theworld.hub.errors import HubError, HubUnreachableError, explain
 from theworld.hub.preflight import preflight
 from theworld.hub.refs import validate_repo_id
 from theworld.hub.report import RUNS_DIR, SAMPLES_DIR, report_files
-from theworld.hub.session import make_hub_session_fork_safe
+from theworld.hub.session import bound_hub_requests
 from theworld.hub.tokens import HubToken, redact, resolve_token
 from theworld.hub.uploader import Push, Uploader, duration
 from theworld.layout import (
@@ -172,11 +172,11 @@ class HubSyncCallback(Callback):
             raise HubError(message)
 
     def _start(self, resuming: bool) -> None:
-        make_hub_session_fork_safe()  # loader workers are forked while pushes run
+        bound_hub_requests(self.config.hub_request_timeout)
         # huggingface_hub warns at every commit of a .parquet file to a model repo; this one belongs there.
         warnings.filterwarnings("ignore", rf"It seems that you are about to commit a data file \(.*"
                                           rf"{re.escape(PROVENANCE_NAME)}\)")
-        self._uploader = Uploader(self._upload)
+        self._uploader = Uploader(self._upload, on_stopped=self._remove_staging)
         self._closed = False
         if self._preflighted:
             return
@@ -228,11 +228,11 @@ class HubSyncCallback(Callback):
         log.info("Waiting for %s to %s until %s (at most %s)", what, self.repo_url,
                  time.strftime("%H:%M:%S", time.localtime(time.time() + timeout)), duration(timeout))
         while True:
-            left = deadline - time.monotonic()
             try:
-                return done(max(0.0, min(self.STATUS_EVERY_S, left)))
+                return done(max(0.0, min(self.STATUS_EVERY_S, deadline - time.monotonic())))
             except FutureTimeout:
-                if left <= self.STATUS_EVERY_S:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise
                 log.info("%s; waiting %s more", self._uploader.status() or "Hub push queued", duration(left))
 
@@ -252,8 +252,9 @@ class HubSyncCallback(Callback):
             commit = self._wait(lambda seconds: self._final.result(timeout=seconds), timeout, "the final push")
         except FutureTimeout:
             error = f"it did not finish within hub_final_push_timeout={timeout:g} s"
-            if self._uploader.last_error:
-                error += f" (last error: {self._uploader.last_error})"
+            stuck = self._uploader.status()  # the push in flight (maybe an earlier one), since when, its last error
+            if stuck:
+                error += f"; {stuck}"
         except Exception as err:
             error = str(err) if isinstance(err, HubError) else describe_error(err)
         self._shutdown()
@@ -372,7 +373,10 @@ class HubSyncCallback(Callback):
         with self._lock:
             self._closed = True
             if self._uploader is not None:
-                self._uploader.stop()
+                self._uploader.stop()  # its thread removes the staging folder once no push reads from it
+
+    def _remove_staging(self) -> None:
+        with self._lock:
             if self._staging is not None:
                 shutil.rmtree(self._staging, ignore_errors=True)
                 self._staging = None
@@ -384,6 +388,11 @@ class HubSyncCallback(Callback):
                 if self._api is None:  # the Hub was unreachable at setup: check (and create the repo) now
                     self._api = preflight(self.config, self._token, self.endpoint, retries=0)
                 return self._commit(push)
+            except KeyboardInterrupt as err:
+                # hf_xet saw the process's SIGINT and huggingface_hub re-raised it here, in the uploading thread;
+                # the main thread handles the signal (save, stop), this push is tried again.
+                self._uploader.last_error = "the Xet upload was interrupted by SIGINT"
+                raise PushInterrupted(self._uploader.last_error) from err
             except Exception as err:
                 self._uploader.last_error = describe_error(err)
                 raise
@@ -455,6 +464,12 @@ class HubSyncCallback(Callback):
             log.warning("Tag %r already exists on %s and was left where it is.", tag, self.repo_url)
         else:
             log.info("Tagged the final commit %s as %r", revision[:8], tag)
+
+
+class PushInterrupted(Exception):
+    """A push cut short by a ``KeyboardInterrupt`` raised in the uploader thread: worth another try."""
+
+    transient = True
 
 
 def _same_lfs_file(info, path_in_repo: str, local: Path) -> bool:

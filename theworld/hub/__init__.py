@@ -10,7 +10,7 @@
 - :mod:`~theworld.hub.downloads`: checkpoints downloaded for loading and resuming
 - :mod:`~theworld.hub.card`: the model card (README.md)
 - :mod:`~theworld.hub.uploader`: the background uploader behind :class:`~theworld.callbacks.HubSyncCallback`
-- :mod:`~theworld.hub.session`: huggingface_hub's HTTP client made safe to fork while the uploader uses it
+- :mod:`~theworld.hub.session`: every request of huggingface_hub's HTTP client bounded in time
 
 ``HF_ENDPOINT`` (a private Hub) is honoured through huggingface_hub; functions also take ``endpoint=``.
 

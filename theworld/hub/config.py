@@ -26,6 +26,9 @@ class HubConfig:
             training metrics tab shows them).
         hub_final_push_timeout: Seconds the end of training (or an interrupted run) waits for its last push; past
             it the run fails, and the local checkpoint stays.
+        hub_request_timeout: Seconds any one Hub request may go without progress (connecting, sending, waiting for
+            the answer) before it counts as a dropped connection and is retried; a stalled connection cannot hold
+            a push, or the pushes queued behind it.
 
     Example (YAML)::
 
@@ -46,5 +49,6 @@ class HubConfig:
     hf_token: str | None = None
     hub_tag: str | None = None
     hub_final_push_timeout: float = 3600.0
+    hub_request_timeout: float = 120.0
     hub_revision: str | None = None
     push_logs: bool = False

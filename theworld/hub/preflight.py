@@ -9,6 +9,7 @@ from huggingface_hub import HfApi, constants
 from theworld.hub.config import HubConfig
 from theworld.hub.errors import HubError, HubUnreachableError, explain, settings_url
 from theworld.hub.refs import validate_repo_id
+from theworld.hub.session import bound_hub_requests
 from theworld.hub.tokens import HubToken
 from theworld.retry import with_retries
 
@@ -57,6 +58,7 @@ def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = 
             f"{settings_url(endpoint)} and pass it with --hf_token, hub.hf_token, the HF_TOKEN environment "
             "variable, or run `hf auth login`."
         )
+    bound_hub_requests(config.hub_request_timeout)
     api = HfApi(endpoint=endpoint, token=token.value)
 
     def call(fn, what):

@@ -1,41 +1,42 @@
-"""huggingface_hub's shared HTTP client, made safe to fork while the uploader thread uses it.
+"""Every request of huggingface_hub's shared HTTP client bounded in time.
 
-huggingface_hub closes its shared client in every forked child (``os.register_at_fork``). Closing takes the
-client's connection-pool lock; a DataLoader worker forked while the uploader thread held that lock inherits
-it locked and waits forever. The client made here is closed only by the process that made it: a forked child
-just drops its copy (closing it there could also end the parent's TLS sessions, which share the sockets) and
-opens a client of its own if it needs one. Whatever client factory was set before (a proxy, certificates) still
-makes the client.
+huggingface_hub builds its client without a timeout, and many calls pass ``timeout=None`` (repo_info, commits,
+uploads): a connection that a proxy swallows, or a Hub that stops answering mid-request, would hold a push, and
+every later push queued behind it, until the run ends. Here each request made by the client (built by whatever
+factory was set: a proxy, certificates) gets at most ``timeout_s`` for each phase: connecting, sending a chunk,
+waiting for the next bytes of the answer, waiting for a pooled connection. A stalled request then fails as a
+timeout, which the push retries like any dropped connection.
 
 Example::
 
-    make_hub_session_fork_safe()  # once, before a thread starts pushing
+    bound_hub_requests(120)  # before the first Hub call
 """
 
 from __future__ import annotations
 
-import os
-
 from huggingface_hub import set_client_factory
-from huggingface_hub.utils import _http  # the factory in use has no public getter
+from huggingface_hub.utils import _http  # the factory in use has no public getter (tests/test_hub_utils.py checks)
+
+_PHASES = ("connect", "read", "write", "pool")
 
 
-def make_hub_session_fork_safe() -> None:
-    """Make huggingface_hub's shared client one that forked children drop instead of closing; idempotent."""
+def bound_hub_requests(timeout_s: float) -> None:
+    """Makes huggingface_hub's shared client bound every phase of every request by ``timeout_s``; idempotent."""
     factory = _http._GLOBAL_CLIENT_FACTORY
-    if getattr(factory, "fork_safe", False):
+    if getattr(factory, "timeout_s", None) == timeout_s:
         return
+    unbounded = getattr(factory, "unbounded", factory)
 
-    def fork_safe_client():
-        client = factory()
-        owner, close = os.getpid(), client.close
+    def bound(request) -> None:
+        asked = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            phase: timeout_s if asked.get(phase) is None else min(asked[phase], timeout_s) for phase in _PHASES
+        }
 
-        def close_in_owner() -> None:
-            if os.getpid() == owner:
-                close()
-
-        client.close = close_in_owner
+    def bounded_client():
+        client = unbounded()
+        client.event_hooks = {**client.event_hooks, "request": [*client.event_hooks["request"], bound]}
         return client
 
-    fork_safe_client.fork_safe = True
-    set_client_factory(fork_safe_client)  # closes the current client: the next request makes a fork-safe one
+    bounded_client.timeout_s, bounded_client.unbounded = timeout_s, unbounded
+    set_client_factory(bounded_client)  # closes the current client: the next request makes a bounded one

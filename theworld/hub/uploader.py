@@ -3,7 +3,9 @@
 
 While a push runs, a newer one replaces the queued one (the push in flight gives up its retries for it); the
 final push is never replaced, since nothing is queued after it. What a push does is the caller's ``push``
-function; this module only schedules, counts and reports.
+function; this module only schedules, counts and reports. No exception of a push ends the thread: not even a
+``KeyboardInterrupt``, which huggingface_hub re-raises in the thread that uploads when hf_xet sees the process's
+SIGINT.
 """
 
 from __future__ import annotations
@@ -49,8 +51,12 @@ class Uploader:
     The final job is never replaced (nothing is queued after it). Counters are read by the main thread.
     """
 
-    def __init__(self, push: Callable[[Push, Callable[[float], bool]], Any]):
+    def __init__(self, push: Callable[[Push, Callable[[float], bool]], Any],
+                 on_stopped: Callable[[], Any] = lambda: None):
+        """``push(job, sleep)`` makes the commit; ``on_stopped`` runs on the thread once it has stopped (after the
+        push in flight, however long that takes), e.g. to remove the staging folder the pushes read from."""
         self._push = push
+        self._on_stopped = on_stopped
         self._cond = threading.Condition()
         self._queued: Push | None = None
         self._running: Push | None = None
@@ -88,13 +94,15 @@ class Uploader:
             return self._running_since if self._running_since is not None else time.monotonic()
 
     def status(self) -> str | None:
-        """One line about the push in flight (None when idle): which, for how long, how much, the last error."""
+        """One line about the push in flight (None when idle): which, since when, how much, the last error."""
         with self._cond:
             job, since = self._running, self._running_since
         if job is None or since is None:
             return None
-        line = (f"Hub push '{job.message}' running for {duration(time.monotonic() - since)} "
-                f"({job.size / 1e6:.1f} MB to send)")
+        seconds = time.monotonic() - since
+        started = time.strftime("%H:%M:%S", time.localtime(time.time() - seconds))
+        line = (f"Hub push '{job.message}' running since {started} ({duration(seconds)}; {job.size / 1e6:.1f} MB to "
+                f"send)")
         return f"{line}; last error: {self.last_error}" if self.last_error else line
 
     def stop(self) -> None:
@@ -124,6 +132,12 @@ class Uploader:
         return sleep
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._on_stopped()
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopped or self._queued is not None)
@@ -133,7 +147,7 @@ class Uploader:
                 self._running_since = start = time.monotonic()
             try:
                 outcome = self._push(job, self._backoff(job))
-            except Exception as err:
+            except BaseException as err:  # the thread outlives any push: the next one, the final one, still runs
                 with self._cond:
                     superseded = self._give_up(job) and not self._stopped
                     self.superseded += superseded
