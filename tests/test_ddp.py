@@ -9,9 +9,11 @@ deals the shard's samples alternately to the two ranks. Launchers covered: Light
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from support.accounts import SECRET
-from support.cli_runs import CLI, provenance, theworld
+from support.cli_runs import CLI, assert_ended, loader_workers, provenance, theworld
 
 from theworld import TheWorld
 from theworld.testing.synthetic import write_webdataset_shards
@@ -175,6 +177,42 @@ def test_resume_on_two_slurm_nodes_continues_exactly(two_ranks, demo_dir, shard,
     assert keys_by_step(tmp_path) == {step: straight[step] for step in range(4, 8)}
     assert provenance(tmp_path / "checkpoints/final") == provenance(two_ranks / "checkpoints/final")
     assert losses(tmp_path) == pytest.approx({s: v for s, v in losses(two_ranks).items() if s >= 4}, abs=1e-6)
+
+
+def test_sigterm_to_the_whole_job_saves_the_step_and_resumes_exactly(two_ranks, demo_dir, shard, tmp_path):
+    """SLURM and ``timeout`` signal every process of the job: both ranks, their loader workers and what starts
+    those. Held inside step 3 until the signal is in, the run saves one checkpoint of step 3 (off the save
+    schedule) on both ranks, exits 143 with the resume command, and leaves no process behind; ``--ckpt_path last``
+    trains steps 3-7 only, with the uninterrupted run's losses and weights (one loader worker per rank reads what
+    the uninterrupted run read without workers)."""
+    marker, release, log = tmp_path / "in-step-3", tmp_path / "go-on", tmp_path / "interrupted.log"
+    args = run_args(tmp_path, shard, *DDP, "--data.batch_size", "4", "--data.num_workers", "1")
+    pause = ["--trainer.callbacks+=kill_points.PauseInStep", "--trainer.callbacks.init_args.at_step", "2",
+             "--trainer.callbacks.init_args.marker", marker, "--trainer.callbacks.init_args.release", release]
+    with open(log, "w") as out:
+        proc = theworld("fit", *args, *pause, cwd=demo_dir, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+                        start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.05)
+        others = loader_workers(proc.pid)  # rank 1, the loader workers, the forkservers
+        assert len(others) >= 3, others
+        os.killpg(proc.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        release.touch()
+        assert proc.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-4000:]
+    text = log.read_text()
+    assert "theworld: stopped by SIGTERM after step 3" in text and "--ckpt_path last" in text
+    assert "Traceback" not in text, text[-4000:]
+    assert (tmp_path / "checkpoints/last").resolve().name == "checkpoint-3"
+    assert_ended(others)
+
+    fit(demo_dir, [*args, "--ckpt_path", "last"])
+    assert sorted(losses(tmp_path)) == list(range(3, 8)), "the resume starts at the checkpoint's step"
+    assert losses(tmp_path) == pytest.approx({s: v for s, v in losses(two_ranks).items() if s >= 3}, abs=1e-6)
+    assert_same_weights(two_ranks / "checkpoints/final", tmp_path / "checkpoints/final", atol=1e-6)
+    assert provenance(tmp_path / "checkpoints/final") == provenance(two_ranks / "checkpoints/final")
 
 
 def test_fsdp_saves_the_single_device_format_and_resumes(two_ranks, demo_dir, shard, tmp_path, tmp_path_factory):
