@@ -22,11 +22,12 @@ CLI = [sys.executable, "-m", "theworld.lit.cli"]
 def theworld(*args, cwd, env=None, program=CLI, timeout=600, **popen):
     """`theworld <args>` in ``cwd`` as its own process, the one way every test starts the CLI.
 
-    ``env`` is laid over this process's environment (a None value removes the variable); tests/support is
-    importable (test callbacks: ``--trainer.callbacks+=module.Class``). ``program`` replaces
+    ``env`` is laid over this process's environment (a None value removes the variable); theworld is imported from
+    this checkout, and tests/support is importable (test callbacks: ``--trainer.callbacks+=module.Class``). ``program`` replaces
     ``python -m theworld.lit.cli`` (torchrun, the weight spy). With ``popen`` keywords (``stdout=``...) returns
     the running Popen, otherwise the finished run with its ``.seconds``."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO / "tests/support")}
+    # theworld from this checkout (whatever is installed), and the test callbacks
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests/support"), str(REPO)])}
     for name, value in (env or {}).items():
         full_env.pop(name, None) if value is None else full_env.__setitem__(name, str(value))
     cmd = [*map(str, program), *map(str, args)]
