@@ -20,6 +20,7 @@ import pickle
 import re
 import shutil
 import signal
+import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -30,6 +31,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 from lightning_utilities.core.apply_func import apply_to_collection
 from safetensors.torch import load_file
@@ -182,18 +184,45 @@ def _replace_with_symlink(target: str, link: str) -> None:
 
 
 class TrainingInterrupted(SystemExit):
-    """Raised by :class:`TrainableCheckpoint` after SIGINT/SIGTERM once the current step is checkpointed.
+    """Raised by :class:`TrainableCheckpoint` after SIGINT/SIGTERM (or SLURM's requeue signal) once the current
+    step is checkpointed. ``requeued``: the SLURM job id that was requeued, which then resumes by itself.
 
     The exit status is the shell's for that signal (130 for SIGINT, 143 for SIGTERM).
     """
 
-    def __init__(self, signum: int, step: int, path: Path):
+    def __init__(self, signum: int, step: int, path: Path, requeued: str | None = None):
         super().__init__(128 + signum)
-        self.signum, self.step, self.path = signum, step, path
+        self.signum, self.step, self.path, self.requeued = signum, step, path, requeued
 
     @property
     def signal_name(self) -> str:
         return signal.Signals(self.signum).name
+
+
+def slurm_requeue_signal(trainer: L.Trainer) -> int | None:
+    """The signal on which Lightning's SLURM auto-requeue requeues the job (SIGUSR1 unless configured), or None
+    when the run is not a SLURM batch job with auto-requeue on."""
+    # Lightning's own signal handling reads the cluster environment from here too.
+    environment = trainer._accelerator_connector.cluster_environment
+    if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+        return environment.requeue_signal
+    return None
+
+
+def requeue_slurm_job() -> str | None:
+    """``scontrol requeue`` of this job (of this array task); returns the job id, or None (with a warning) when
+    SLURM refused. A requeued job ends and its batch script runs again, and its ``--ckpt_path last`` resumes."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    except FileNotFoundError:
+        result = subprocess.CompletedProcess([], 127, stderr="scontrol is not on PATH")
+    if result.returncode == 0:
+        return job
+    log.warning("theworld: `scontrol requeue %s` failed (%s): resubmit the job to resume.", job,
+                result.stderr.strip() or f"exit {result.returncode}")
+    return None
 
 
 class UsedCheckpointFolder(UserError):
@@ -206,7 +235,8 @@ class TrainableCheckpoint(ModelCheckpoint):
     ``--ckpt_path last`` resumes from ``<dirpath>/last`` (or the newest complete ``checkpoint-N``). A run started
     without ``--ckpt_path`` refuses a folder that already holds checkpoints, unless ``overwrite``. SIGINT (Ctrl-C)
     and SIGTERM (SLURM preemption, ``scancel``, Kubernetes) finish the current step, save it like any other
-    checkpoint and stop the run with :class:`TrainingInterrupted`; a second Ctrl-C stops at once.
+    checkpoint and stop the run with :class:`TrainingInterrupted`; a second Ctrl-C stops at once. Under SLURM with
+    Lightning's auto-requeue (``#SBATCH --signal=USR1@90``) its signal does the same, then requeues the job.
 
     Example (YAML)::
 
@@ -268,6 +298,7 @@ class TrainableCheckpoint(ModelCheckpoint):
             enable_version_counter=False,
         )
         self._signal: int | None = None
+        self._requeue_signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._resumed_step: int | None = None
 
@@ -363,8 +394,10 @@ class TrainableCheckpoint(ModelCheckpoint):
         self._resumed_step = checkpoint.get("global_step")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._requeue_signal = slurm_requeue_signal(trainer)
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            # SLURM's requeue signal replaces Lightning's handler, which would save a mid-step checkpoint.
+            for signum in {signal.SIGINT, signal.SIGTERM, self._requeue_signal} - {None}:
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame) -> None:
@@ -398,7 +431,10 @@ class TrainableCheckpoint(ModelCheckpoint):
         path = path.resolve() if path.exists() else Path(self.last_model_path or self.best_model_path)
         rank_zero_info(f"theworld: checkpoint of step {trainer.global_step} written to {path}.")
         self._restore_signal_handlers()
-        raise TrainingInterrupted(signum, trainer.global_step, path)
+        requeued = None
+        if signum == self._requeue_signal:
+            requeued = trainer.strategy.broadcast(requeue_slurm_job() if trainer.is_global_zero else None, src=0)
+        raise TrainingInterrupted(signum, trainer.global_step, path, requeued)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_signal_handlers()

@@ -6,10 +6,12 @@ lock, a connection pool's lock) at the instant a worker is forked; a forked chil
 thread it does not have, and waits forever. Workers are forked instead by multiprocessing's forkserver, a
 single-threaded process started once (by exec, not fork) that has already imported what workers need
 (:mod:`theworld.data.forkserver_preload`), so a worker starts in milliseconds plus the unpickling of its dataset.
+The forkserver and multiprocessing's resource tracker are started with the job's signals blocked, so a signal
+sent to the whole job does not end them either.
 
 **Deaf to the job's signals, not to their loader.** SLURM, ``timeout``, systemd and Ctrl-C signal every process of
 the job; a worker that died of it would fail the batch the trainer fetches before it saves and stops. A worker
-blocks SIGINT and SIGTERM and a thread of its own reads them with ``sigwaitinfo``, which names the sender: the
+blocks SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 and a thread of its own reads them with ``sigwaitinfo``, which names the sender: the
 trainer's own SIGTERM (the loader's ``terminate()`` of a worker that did not stop in time) ends the worker at once;
 anyone else's is ignored. Workers still end with the loader (its shutdown message) and with the trainer (PyTorch's
 worker watchdog sees the forkserver, their parent, exit when the trainer's end closes its pipe).
@@ -22,13 +24,16 @@ Example::
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import threading
 from functools import partial
 from typing import Any
 
-JOB_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# Ctrl-C, preemption and time limits, and the signals SLURM sends before the limit (``--signal=USR1@90``): their
+# default action ends a process.
+JOB_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
 # What the forkserver imports before it forks a worker (`__main__` keeps multiprocessing's default).
 PRELOAD = ["__main__", "theworld.data.forkserver_preload"]
 
@@ -39,11 +44,19 @@ def worker_options(num_workers: int | None = None) -> dict[str, Any]:
         return {}
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
+    # Started (if not yet) with the job's signals blocked: the forkserver and multiprocessing's resource tracker,
+    # both started by exec, and the workers forked from the forkserver keep that mask, so no signal meant for the
+    # job ends them. A signal that comes meanwhile waits, blocked in this thread, until the mask is restored.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, JOB_SIGNALS)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     return {"multiprocessing_context": context, "worker_init_fn": partial(obey_only_the_trainer, os.getpid())}
 
 
 def obey_only_the_trainer(trainer_pid: int, worker_id: int) -> None:
-    """``worker_init_fn``: from now on, SIGINT/SIGTERM end this worker only when ``trainer_pid`` sent them."""
+    """``worker_init_fn``: from now on, the job's signals end this worker only when ``trainer_pid`` sent them."""
     if not hasattr(signal, "sigwaitinfo"):  # macOS: no sender to read; ignore Ctrl-C at least, as before
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         return

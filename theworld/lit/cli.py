@@ -138,6 +138,10 @@ class TheWorldCLI(LightningCLI):
             os.environ["HF_TOKEN"] = self.hub_token.value
         dumped = self._parser(self.subcommand).dump(config, format="json", skip_none=False)
         self.run_config = json.loads(dumped)
+        if self.subcommand == "fit" and not config.get("ckpt_path") and int(os.environ.get("SLURM_RESTART_COUNT", 0)):
+            config.ckpt_path = "last"  # SLURM requeued this job (preemption, auto-requeue): it goes on where it was
+            log.info("theworld: SLURM restarted this job (SLURM_RESTART_COUNT=%s): resuming with --ckpt_path last.",
+                     os.environ["SLURM_RESTART_COUNT"])
         self._resolve_hf_refs(config)
         # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
         self._check_weight_sources(config)
@@ -346,8 +350,10 @@ def main(args: list[str] | None = None) -> None:
         sys.stderr.write(f"theworld: error: {_user_message(err)}\n")
         sys.exit(err.exit_code)
     except TrainingInterrupted as stop:
+        then = (f"SLURM requeued job {stop.requeued}: it resumes from there when it starts again.\n" if stop.requeued
+                else f"Resume with:\n  {_resume_command(argv)}\n")
         sys.stderr.write(f"theworld: stopped by {stop.signal_name} after step {stop.step}; the checkpoint is "
-                         f"{stop.path}. Resume with:\n  {_resume_command(argv)}\n")
+                         f"{stop.path}. {then}")
         sys.exit(stop.code)
 
 
