@@ -19,8 +19,9 @@ from PIL import Image
 from support.blur_figures import blur_figures
 from support.cli_runs import fit
 
-from theworld.data.decode import blur_faces
+from theworld.data.decode import blur_faces, datacomp_resize
 from theworld.data.webdataset import WebDatasetSource
+from theworld.testing.http import serve_directory
 from theworld.testing.synthetic import encode_image, good_row, uid_of, write_rows
 
 SUPPORT = Path(__file__).parent / "support"
@@ -66,7 +67,7 @@ def _plant(root: Path, url: str) -> tuple[Path, dict]:
     (img2dataset's status, or our loader's reason for a sample img2dataset kept).
     """
     images = root / "images"
-    images.mkdir()
+    images.mkdir(exist_ok=True)
     rows, fate = [], {}
 
     def add(index: int, data: bytes | None, ext: str = "jpg", **fields) -> None:
@@ -105,13 +106,18 @@ def _plant(root: Path, url: str) -> tuple[Path, dict]:
     return metadata, fate
 
 
-@pytest.fixture
-def downloaded(img2dataset_python, tmp_path, serve) -> tuple[Path, Path, dict]:
+@pytest.fixture(scope="module")
+def downloaded(img2dataset_python, tmp_path_factory) -> tuple[Path, Path, dict]:
     """img2dataset 1.40.0's downloads of the planted metadata: (metadata, output folder, fate by uid)."""
-    metadata, fate = _plant(tmp_path, serve(tmp_path / "images"))
-    out = tmp_path / "out"
-    run = subprocess.run([img2dataset_python, SUPPORT / "img2dataset_run.py", metadata.parent, out],
-                         capture_output=True, text=True, timeout=300)
+    root = tmp_path_factory.mktemp("datacomp")
+    url, stop = serve_directory(root / "images")
+    try:
+        metadata, fate = _plant(root, url)
+        out = root / "out"
+        run = subprocess.run([img2dataset_python, SUPPORT / "img2dataset_run.py", metadata.parent, out],
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        stop()
     assert run.returncode == 0, run.stderr[-4000:]
     return metadata, out, fate
 
@@ -159,9 +165,12 @@ def test_our_face_blur_covers_datacomps_and_leaves_no_more_detail(downloaded):
     metadata, out, fate = downloaded
     boxes = {row["uid"]: row["face_bboxes"] for row in pq.read_table(metadata).to_pylist() if row["face_bboxes"]}
     assert len(boxes) == len(FACES)
-    # On img2dataset's own resize, losslessly: our blur_faces beside its blurrer.
+    # On img2dataset's own resize, losslessly: our blur_faces beside its blurrer. datacomp_resize gives the same
+    # pixels as that resize (two of the images are shrunk, one is kept).
     for uid, faces in boxes.items():
         resized = Image.open(out / "reference" / f"{uid}-resized.png").convert("RGB")
+        original = Image.open(metadata.parents[1] / "images" / f"{uid}.jpg").convert("RGB")
+        assert np.array_equal(np.asarray(datacomp_resize(original)), np.asarray(resized))
         theirs = _rgb(out / "reference" / f"{uid}-blurred.png")
         figures = blur_figures(np.asarray(resized), theirs, np.asarray(blur_faces(resized, faces)), faces)
         print(json.dumps({"uid": uid, "size": resized.size, **figures}))

@@ -103,7 +103,8 @@ DATACOMP_IMAGE_SIZE = 512
 
 def datacomp_resize(image: Image.Image) -> Image.Image:
     """Shrinks ``image`` to at most 512 px on its longer side, keeping the ratio and never enlarging, as DataComp's
-    download does before it blurs (``resize_mode=keep_ratio_largest, resize_only_if_bigger=True``, area filter).
+    download does before it blurs (``resize_mode=keep_ratio_largest, resize_only_if_bigger=True``, OpenCV's
+    ``INTER_AREA``, sizes rounded as albumentations rounds them): the same pixels.
 
     >>> datacomp_resize(Image.new("RGB", (1024, 600))).size
     (512, 300)
@@ -112,8 +113,21 @@ def datacomp_resize(image: Image.Image) -> Image.Image:
     scale = DATACOMP_IMAGE_SIZE / max(width, height)
     if scale >= 1:
         return image
-    # Python's round, as albumentations sizes it; PIL's box filter averages areas as OpenCV's INTER_AREA does.
-    return image.resize((round(width * scale), round(height * scale)), Image.Resampling.BOX)
+    pixels = _area_average(np.asarray(image, np.float64), round(height * scale), axis=0)
+    return Image.fromarray(np.rint(_area_average(pixels, round(width * scale), axis=1)).astype(np.uint8))
+
+
+def _area_average(values: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """``values`` shrunk along ``axis`` to ``size`` cells, each the mean of the input over the cell's exact span,
+    fractions of pixels included (what ``INTER_AREA`` does; PIL's box filter takes whole pixels only)."""
+    length = values.shape[axis]
+    edges = np.arange(size + 1) * (length / size)  # the cells' edges, in input pixels
+    whole = np.minimum(edges.astype(int), length - 1)
+    fraction = (edges - whole).reshape([-1 if a == axis else 1 for a in range(values.ndim)])
+    running = np.cumsum(values, axis=axis)  # the input's integral up to each pixel's far edge
+    before = np.take(running, whole, axis=axis) - np.take(values, whole, axis=axis)  # ... up to its near edge
+    integral = before + np.take(values, whole, axis=axis) * fraction
+    return np.diff(integral, axis=axis) / (length / size)
 
 
 def blur_faces(image: Image.Image, boxes: Sequence[Sequence[float]]) -> Image.Image:
