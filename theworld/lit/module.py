@@ -412,8 +412,9 @@ class TheWorldModule(L.LightningModule):
             checkpoint[PROVENANCE_KEY] = rows
 
     def provenance(self):
-        """Every trained sample's row (a pyarrow Table) on rank 0, ``None`` elsewhere; call it on every rank after
-        ``_data_totals`` (which gathers the kinds of key)."""
+        """Every trained sample's row (a pyarrow Table, labelled with the kinds of key) on rank 0, ``None`` elsewhere;
+        call it on every rank (a reduce and an all-gather)."""
+        self._data_totals()  # gathers the kinds of key
         rows = self.trained_samples.gather(self.global_rank, self.trainer.world_size)
         return with_key_kinds(rows, self.key_kinds) if rows is not None else None
 
