@@ -82,8 +82,9 @@ def _plant(root: Path, url: str) -> tuple[Path, dict]:
         add(i, None)
         fate[uid_of(i)] = "trained"
     base = _texture((96, 80), 1)
-    for i, (image, fmt, ext) in enumerate([(base.convert("L"), "JPEG", "jpg"), (base.convert("RGBA"), "PNG", "png"),
-                                           (base.convert("P"), "PNG", "png"), (_texture((700, 500), 2), "JPEG", "jpg")]):
+    modes = [(base.convert("L"), "JPEG", "jpg"), (base.convert("RGBA"), "PNG", "png"),
+             (base.convert("P"), "PNG", "png"), (_texture((700, 500), 2), "JPEG", "jpg")]
+    for i, (image, fmt, ext) in enumerate(modes):
         add(20 + i, encode_image(image, fmt), ext)
         fate[uid_of(20 + i)] = "trained"
     for i, (size, boxes) in enumerate(FACES):

@@ -4,8 +4,8 @@ Each checkpoint folder, ``final/`` included, holds ``provenance.parquet``: one r
 (the optimizer step it went into, from 0), ``rank`` (the process that read it) and ``key`` (DataComp's ``uid``
 wherever the data carries one: the metadata's for parquet/Hub data, the ``.json``'s for img2dataset shards; else the
 shard's ``__key__`` or the metadata row), ordered by step, then rank, then as read. The schema metadata ``key_kind``
-says which (:data:`KEY_KINDS`, comma-separated when mixed). A resumed run carries its checkpoint's rows on, so an exact resume ends with the same file as a run that
-never stopped. DataComp's 32-character uids take about 17.5 bytes a sample on disk (zstd), 48 in memory (Arrow).
+says which (:data:`KEY_KINDS`, comma-separated when mixed). A resumed run carries its checkpoint's rows on, so an
+exact resume ends with the same file as a run that never stopped. DataComp's 32-character uids take about 17.5 bytes a sample on disk (zstd), 48 in memory (Arrow).
 
 Example::
 

@@ -25,7 +25,8 @@ def blur_figures(before, theirs, ours, boxes) -> dict:
     """``before``: the image unblurred; ``theirs`` and ``ours``: blurred (uint8 H x W x 3 arrays of one size).
 
     ``contrast_left``: per box, the share of contrast each left; ``changed_outside``: pixels changed by more than 2
-    levels outside the boxes (img2dataset's float round trip moves others by 1; JPEG noise by 1-2); ``covered``: of the pixels ``theirs`` changed by more than 2 levels, the share ``ours`` changed too;
+    levels outside the boxes (img2dataset truncates blended pixels; JPEG noise moves them by 1-2); ``covered``: of
+    the pixels ``theirs`` changed by more than 2 levels, the share ``ours`` changed too;
     ``psnr_in_boxes``: ``ours`` against ``theirs`` inside the boxes, in dB.
     """
     height, width = before.shape[:2]
