@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -77,24 +78,31 @@ def test_parquet_urls_train_with_the_first_rows_held_out_for_validation(demo_dir
 SPARSE_LOGS = ["--data.val_data", "null", "--trainer.log_every_n_steps", "3"]
 
 
-def test_bad_samples_and_urls_are_skipped_and_the_logged_counts_match_what_was_planted(demo_dir, tmp_path, serve):
+def test_bad_samples_and_urls_are_skipped_and_the_counts_match_what_was_planted(demo_dir, tmp_path, serve):
     delays = {}
     url = serve(tmp_path / "images", delay_s=delays)
     planted = write_bad_samples(tmp_path, "parquet", image_url_base=url)
     delays.update({path: 60 for path in planted.slow_paths})  # hangs far past the download timeout
     assert {"http_error", "timeout", "decompression_bomb", "bad_utf8"} <= set(planted.expected) <= set(SKIP_REASONS)
-    # To the end of the data: one whole epoch.
+    assert len(planted.good_keys) == 32 and planted.expected["too_small"] == 2, "one of them after the last good row"
+    # To the end of the data: one whole epoch, in batches of 5: each of the 2 workers ends on a partial batch, so
+    # steps x batch (40) is not what was trained.
     rows = fit_metrics(demo_dir, tmp_path / "run", *TINY, *SPARSE_LOGS, "--trainer.max_steps", "-1", "--trainer.max_epochs",
                "1", "--data.source", "hf", "--data.train_data", planted.path, "--data.clip_score_threshold", "0.2",
-               "--data.download_timeout_s", "0.5", "--data.download_retries", "1")
-    assert max(int(r["step"]) for r in rows) == 3, "the epoch ended after 4 steps (32 good samples)"
+               "--data.download_timeout_s", "0.5", "--data.download_retries", "1", "--data.batch_size", "5")
+    assert max(int(r["step"]) for r in rows) == 7, "the epoch ended after 8 steps (2 workers x 16 good samples)"
     assert last_logged(rows, "data/skipped_") == planted.expected
+    # Provenance holds every good row once, by its DataComp uid, and says so.
+    final = tmp_path / "run/checkpoints/final"
+    assert sorted(key for _, _, key in provenance(final)) == sorted(planted.good_keys)
+    assert pq.read_schema(final / "provenance.parquet").metadata[b"key_kind"] == b"uid"
     # The run's yield summary, img2dataset-style: what was trained on and each reason, as counts and rates.
     (summary,) = (tmp_path / "run").glob("logs/version_*/data_yield.json")
     figures = json.loads(summary.read_text())
     skips = {reason: n for reason, n in planted.expected.items() if reason != "converted_mode"}
     assert figures["skipped"] == skips and figures["trained"] == 32
-    assert figures["records"] == 32 + sum(skips.values())
+    assert figures["records"] == 32 + sum(skips.values()) == len(pq.read_table(planted.path))
+    assert figures["converted_mode"] == planted.expected["converted_mode"]
     assert figures["yield"] == pytest.approx(32 / figures["records"], abs=1e-6)
     assert figures["skipped_rates"]["http_error"] == pytest.approx(skips["http_error"] / figures["records"], abs=1e-6)
 

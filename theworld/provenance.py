@@ -1,10 +1,11 @@
 """Provenance: the key of every sample a checkpoint was trained on (DataComp asks which uids went in).
 
 Each checkpoint folder, ``final/`` included, holds ``provenance.parquet``: one row per trained sample, ``step``
-(the optimizer step it went into, from 0), ``rank`` (the process that read it) and ``key`` (the metadata's
-``uid`` for parquet/Hub data, the shard's ``__key__`` for webdataset shards), ordered by step, then rank, then as
-read. A resumed run carries its checkpoint's rows on, so an exact resume ends with the same file as a run that
-never stopped. DataComp's 32-character uids take about 17.5 bytes a sample on disk (zstd), 48 in memory (Arrow).
+(the optimizer step it went into, from 0), ``rank`` (the process that read it) and ``key`` (DataComp's ``uid``
+wherever the data carries one: the metadata's for parquet/Hub data, the ``.json``'s for img2dataset shards; else the
+shard's ``__key__`` or the metadata row), ordered by step, then rank, then as read. The schema metadata ``key_kind``
+says which (:data:`KEY_KINDS`, comma-separated when mixed). A resumed run carries its checkpoint's rows on, so an
+exact resume ends with the same file as a run that never stopped. DataComp's 32-character uids take about 17.5 bytes a sample on disk (zstd), 48 in memory (Arrow).
 
 Example::
 
@@ -25,6 +26,14 @@ from theworld.layout import PROVENANCE_NAME
 
 PROVENANCE_KEY = "provenance"  # the rows' key in a Lightning checkpoint dict, written as provenance.parquet
 PROVENANCE_SCHEMA = pa.schema([("step", pa.int64()), ("rank", pa.int32()), ("key", pa.string())])
+# What a key can be: DataComp's uid, a webdataset shard's __key__ (img2dataset's: unique within one download only),
+# or the metadata row's number (metadata without uids).
+KEY_KINDS = ("uid", "shard_key", "row")
+
+
+def with_key_kinds(rows: pa.Table, kinds: set[str]) -> pa.Table:
+    """``rows`` labelled with the kinds of key they hold (``pq.read_schema(path).metadata[b"key_kind"]``)."""
+    return rows.replace_schema_metadata({"key_kind": ",".join(sorted(kinds))})
 
 
 class TrainedSamples:

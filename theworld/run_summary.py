@@ -30,7 +30,8 @@ class RunSummary:
     ``samples_seen`` counts every device's samples; ``effective_batch`` is per device x devices x accumulation.
     ``train_losses`` are (step, loss) pairs at logging steps, for the loss curve; ``gallery`` holds the latest
     validation's held-out images with their generated and reference captions. ``skipped`` counts the records the
-    data sources skipped, by reason (summed over ranks), as last reported.
+    data sources skipped, by reason, and ``samples_trained`` the samples that went into a step (each a provenance
+    row; a partial last batch counts what it held), both summed over ranks as last reported.
     """
 
     model_config: TheWorldConfig
@@ -50,6 +51,7 @@ class RunSummary:
     history: tuple[ValidationRecord, ...] = ()
     gallery: tuple[CaptionSample, ...] = ()
     skipped: dict[str, int] = field(default_factory=dict)
+    samples_trained: int = 0
 
     @property
     def train_loss(self) -> float | None:
@@ -59,9 +61,9 @@ class RunSummary:
         """img2dataset-style yield: of the records read, how many were trained on and how many each reason
         skipped, as counts and rates (``converted_mode`` samples were trained on, converted)."""
         skipped = {reason: n for reason, n in sorted(self.skipped.items()) if reason != "converted_mode"}
-        records = self.samples_seen + sum(skipped.values())
+        records = self.samples_trained + sum(skipped.values())
         rate = (lambda n: round(n / records, 6)) if records else (lambda n: 0.0)
-        return {"records": records, "trained": self.samples_seen, "yield": rate(self.samples_seen),
+        return {"records": records, "trained": self.samples_trained, "yield": rate(self.samples_trained),
                 "skipped": skipped, "skipped_rates": {reason: rate(n) for reason, n in skipped.items()},
                 "converted_mode": self.skipped.get("converted_mode", 0)}
 

@@ -36,8 +36,11 @@ class DataConfig:
         num_samples: Cap each epoch at this many samples (split evenly over devices).
         min_image_size: Images with a shorter side are skipped (too_small).
         clip_score_threshold: Source hf: skip rows whose clip_b32_similarity_score is lower.
-        blur_faces: Source hf: blur the metadata's face_bboxes in each image before any resize, as DataComp's
-            downloader does (webdataset shards made by that downloader are blurred already).
+        blur_faces: Blur the face_bboxes of the metadata (source hf) or of each shard sample's .json (source
+            webdataset), never weaker than DataComp's downloader, img2dataset 1.40.0 (see the README's "DataComp's
+            rules" table). Shards that downloader made are blurred already; false keeps their pixels exactly.
+        datacomp_resize: Shrink each image to at most 512 px on its longer side (keeping the ratio, never
+            enlarging) before the blur, as DataComp's download does, so hf-source pixels match its shards.
         verify_sha256: Source hf: skip images whose bytes differ from the metadata's sha256 (hash_mismatch).
         download_timeout_s: Seconds allowed per image download or shard request.
         download_retries: Retries of a download after a timeout, 408/429/5xx or a dropped connection.
@@ -66,6 +69,7 @@ class DataConfig:
     min_image_size: int = 32
     clip_score_threshold: float | None = None
     blur_faces: bool = True
+    datacomp_resize: bool = False
     verify_sha256: bool = False
     download_timeout_s: float = 10.0
     download_retries: int = 2

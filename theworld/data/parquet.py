@@ -12,7 +12,7 @@ from glob import glob
 from typing import Any
 
 from theworld.data.config import DataConfig
-from theworld.data.decode import Outcome, blur_faces, decode_caption
+from theworld.data.decode import Outcome, decode_caption
 from theworld.data.http import NETWORK_ERRORS, download, failure_reason
 from theworld.data.stream import Consumer, StreamSource
 
@@ -129,29 +129,25 @@ class ParquetURLSource(StreamSource):
 
     def _to_outcome(self, record: tuple[int, dict]) -> Outcome:
         row, values = record
-        key = str(values.get(self.key_column) or f"{row:09d}")
+        uid = values.get(self.key_column)
+        key, key_kind = (str(uid), "uid") if uid else (f"{row:09d}", "row")
         text, reason = decode_caption(values[self.text_column])
         if reason is not None:
-            return Outcome(key, reason=reason)
+            return Outcome(key, reason=reason, key_kind=key_kind)
         if self.config.clip_score_threshold is not None:
             score = values[self.clip_score_column]
             if score is None or score < self.config.clip_score_threshold:
-                return Outcome(key, reason="low_clip_score")
+                return Outcome(key, reason="low_clip_score", key_kind=key_kind)
         url = values[self.url_column] or ""  # a missing URL fails like a malformed one
         try:
             config = self.config
             data = download(url, config.download_timeout_s, config.download_retries, config.download_backoff_s)
         except NETWORK_ERRORS as error:
             logger.debug("%r: %s failed: %s", self, url, error)
-            return Outcome(key, reason=failure_reason(error))
+            return Outcome(key, reason=failure_reason(error), key_kind=key_kind)
         if self.config.verify_sha256 and hashlib.sha256(data).hexdigest() != values[self.sha256_column]:
-            return Outcome(key, reason="hash_mismatch")
-        outcome = self._image_outcome(key, data, text)
-        faces = values.get(self.face_bboxes_column) if self.config.blur_faces else None
-        if outcome.image is not None and faces:
-            outcome.image = blur_faces(outcome.image, faces)
-            outcome.image_bytes = None  # the stored bytes show the faces: a latent cache re-encodes the blurred image
-        return outcome
+            return Outcome(key, reason="hash_mismatch", key_kind=key_kind)
+        return self._image_outcome(key, data, text, faces=values.get(self.face_bboxes_column), key_kind=key_kind)
 
 
 def check_local_files(data_files: str | Sequence[str] | dict) -> None:

@@ -9,9 +9,10 @@ usable sample::
 
 ``image_bytes`` are the image as stored or downloaded (what a latent cache keeps); a sample of a latent cache
 also carries its ``world_latents``. ``skipped`` holds the records dropped since the previous yielded item, by
-reason (:mod:`theworld.data.decode`), so the main process can sum them across workers. Counts of records
-skipped after the last item of an epoch have no item to ride on; they are logged instead. With ``transform``,
-the item is ``transform({"key", "image", "text", ...})`` with ``skipped`` added.
+reason (:mod:`theworld.data.decode`), so the main process can sum them across workers; each item is held until
+the next usable record is read, so the records skipped after a worker's last item ride on that item. ``key_kind``
+says what ``key`` is (``uid``: DataComp's uid; else the position in the data, see :mod:`theworld.provenance`).
+With ``transform``, the item is ``transform({"key", "image", "text", ...})`` with ``skipped`` added.
 
 Resume: ``state_dict()`` / ``load_state_dict()`` give the current worker's position in its stream (torchdata's
 ``StatefulDataLoader`` calls them inside each worker). Resuming needs the same ranks x workers layout. Without
@@ -35,7 +36,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from theworld.data.config import DataConfig
-from theworld.data.decode import Outcome, decode_image
+from theworld.data.decode import Outcome, blur_faces, datacomp_resize, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -172,11 +173,21 @@ class StreamSource(IterableDataset):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _image_outcome(self, key: str, data: bytes, text: str, world_latents: bytes | None = None) -> Outcome:
-        """Decodes an image (its size limits checked on the header first) into the record's outcome."""
-        image, reason, converted = decode_image(data, self.config.min_image_size, self.config.max_image_pixels)
-        return Outcome(key, image=image, text=text, reason=reason, converted=converted, image_bytes=data,
-                       world_latents=world_latents)
+    def _image_outcome(self, key: str, data: bytes, text: str, world_latents: bytes | None = None,
+                       faces: list | None = None, key_kind: str = "uid") -> Outcome:
+        """Decodes an image (its size limits checked on the header first) into the record's outcome, resized as
+        DataComp's download does (``datacomp_resize``) and its ``faces`` blurred (``blur_faces``) if asked."""
+        config = self.config
+        image, reason, converted = decode_image(data, config.min_image_size, config.max_image_pixels)
+        outcome = Outcome(key, image=image, text=text, reason=reason, converted=converted, image_bytes=data,
+                          world_latents=world_latents, key_kind=key_kind)
+        if image is not None and config.datacomp_resize:
+            outcome.image = datacomp_resize(image)
+        if image is not None and config.blur_faces and faces:
+            outcome.image = blur_faces(outcome.image, faces)
+        if outcome.image is not image:
+            outcome.image_bytes = None  # the stored bytes are not what was trained: a latent cache re-encodes the image
+        return outcome
 
     def _fresh_state(self, consumer: Consumer) -> dict[str, int]:
         return {
@@ -214,12 +225,14 @@ class StreamSource(IterableDataset):
         quota = self._quota(consumer)
         if quota is not None and state["yielded"] >= quota:
             return
-        pending: Counter[str] = Counter()  # reasons since the last yielded item: ride on the next
+        pending: Counter[str] = Counter()  # reasons since the last usable record: ride on the next
         totals: Counter[str] = Counter()
         consecutive_bad = 0
+        # The latest usable sample is held until the next one is read (or the stream ends), so that records
+        # skipped after a worker's last sample ride on that sample instead of going uncounted.
+        held: tuple[dict, dict] | None = None  # (position after it, sample)
+        position: dict = {}
         for position, outcome in outcomes:
-            # Updated before yielding: StatefulDataLoader snapshots while we are suspended.
-            state.update(position)
             if outcome.reason is not None:
                 pending[outcome.reason] += 1
                 totals[outcome.reason] += 1
@@ -234,24 +247,22 @@ class StreamSource(IterableDataset):
             if outcome.converted:
                 pending["converted_mode"] += 1
                 totals["converted_mode"] += 1
-            sample = {"key": outcome.key, "image": outcome.image, "text": outcome.text,
-                      "image_bytes": outcome.image_bytes}
-            if outcome.world_latents is not None:
-                sample["world_latents"] = outcome.world_latents
-            if self.transform is not None:
-                sample = self.transform(sample)
-            sample["skipped"] = dict(pending)
-            pending.clear()
-            state["yielded"] += 1
-            yield sample
-            if quota is not None and state["yielded"] >= quota:
+            if held is not None:
+                yield self._release(held, state)
+            held = (position, self._sample(outcome, pending))
+            pending = Counter()
+            if quota is not None and state["yielded"] + 1 >= quota:
+                yield self._release(held, state)
                 return
+        if held is not None:
+            skipped = held[1]["skipped"]  # the tail: skipped after this worker's last sample
+            for reason, count in pending.items():
+                skipped[reason] = skipped.get(reason, 0) + count
+            yield self._release((position, held[1]), state)
         if state["yielded"] == 0:
             raise RuntimeError(self._no_usable_message(consumer, "the end of its stream", totals))
         if quota is not None:
             logger.warning("%r (%s): data ran out after %d of %d samples", self, consumer, state["yielded"], quota)
-        if pending:
-            logger.info("%r (%s): skipped after the last sample of the epoch: %s", self, consumer, dict(pending))
         # Worth a line only when something was skipped (the counts are logged as data/skipped_* too).
         logger.log(
             logging.INFO if totals else logging.DEBUG,
@@ -262,6 +273,26 @@ class StreamSource(IterableDataset):
             state["yielded"],
             dict(totals),
         )
+
+    def _sample(self, outcome: Outcome, skipped: Counter[str]) -> dict:
+        """The item a usable record becomes, carrying the counts of the records skipped before it."""
+        sample = {"key": outcome.key, "image": outcome.image, "text": outcome.text, "image_bytes": outcome.image_bytes,
+                  "key_kind": outcome.key_kind}
+        if outcome.world_latents is not None:
+            sample["world_latents"] = outcome.world_latents
+        if self.transform is not None:
+            sample = self.transform(sample)
+        sample["skipped"] = dict(skipped)
+        return sample
+
+    @staticmethod
+    def _release(held: tuple[dict, dict], state: dict) -> dict:
+        """Hands a held sample on: the position saved with it is the one after it (StatefulDataLoader snapshots
+        ``state`` while the generator is suspended at the yield), so a resume re-reads what came after it."""
+        position, sample = held
+        state.update(position)
+        state["yielded"] += 1
+        return sample
 
     def _no_usable_message(self, consumer: Consumer, when: str, totals: Counter) -> str:
         return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import random
@@ -58,7 +59,11 @@ def shard_writer(path: str) -> Any:
 
 
 class WebDatasetSource(StreamSource):
-    """img2dataset-style WebDataset shards (``{key}.jpg|png|webp``, ``{key}.txt``) as raw samples.
+    """img2dataset-style WebDataset shards (``{key}.jpg|png|webp``, ``{key}.txt``, ``{key}.json``) as raw samples.
+
+    A sample's key is DataComp's ``uid`` from its ``.json`` when there is one (img2dataset's
+    ``save_additional_columns=["uid"]``), else the shard's ``__key__``; the ``.json``'s ``face_bboxes`` are
+    blurred with ``blur_faces``.
 
     Shards are dealt round-robin to the ranks × workers consumers; with fewer shards than
     consumers every consumer reads every shard and keeps every n-th sample. ``shuffle_buffer >
@@ -143,11 +148,23 @@ class WebDatasetSource(StreamSource):
     def _to_outcome(self, record: dict | Outcome) -> Outcome:
         if isinstance(record, Outcome):
             return record
-        key = record["__key__"]
+        meta = self._metadata(record)
+        key, key_kind = (str(meta["uid"]), "uid") if meta.get("uid") else (record["__key__"], "shard_key")
         text, reason = decode_caption(record.get("txt"))
         if reason is not None:
-            return Outcome(key, reason=reason)
+            return Outcome(key, reason=reason, key_kind=key_kind)
         data = next((record[ext] for ext in IMAGE_EXTENSIONS if ext in record), None)
         if data is None:
-            return Outcome(key, reason="missing_image")
-        return self._image_outcome(key, data, text, record.get(WORLD_LATENTS_EXT))
+            return Outcome(key, reason="missing_image", key_kind=key_kind)
+        return self._image_outcome(key, data, text, record.get(WORLD_LATENTS_EXT), meta.get("face_bboxes"), key_kind)
+
+    def _metadata(self, record: dict) -> dict:
+        """The sample's ``.json`` (img2dataset writes the metadata's columns there: DataComp's ``uid`` and
+        ``face_bboxes``), or ``{}`` when it has none or it is not a JSON object."""
+        try:
+            meta = json.loads(record["json"]) if "json" in record else {}
+        except ValueError:  # UnicodeDecodeError included
+            logger.warning("%r: %s: its .json is not JSON; reading it without uid and face boxes", self,
+                           record["__key__"])
+            return {}
+        return meta if isinstance(meta, dict) else {}

@@ -75,6 +75,7 @@ class SampleTransform:
             latents = None
         example = self.processor(sample["image"], caption=sample["text"], world_latents=latents)
         example["key"] = sample["key"]
+        example["key_kind"] = sample["key_kind"]
         example["caption"] = sample["text"]
         return example
 

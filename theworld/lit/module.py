@@ -19,7 +19,7 @@ from theworld.config import TheWorldConfig
 from theworld.data.decode import SKIP_REASONS
 from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE, data_yield_json
 from theworld.model import TheWorld
-from theworld.provenance import PROVENANCE_KEY, TrainedSamples
+from theworld.provenance import KEY_KINDS, PROVENANCE_KEY, TrainedSamples, with_key_kinds
 from theworld.run_summary import RunSummary, ValidationRecord
 
 # Checkpoint key of the per-rank loader states (index = global rank) of a multi-process run.
@@ -84,7 +84,11 @@ class TheWorldModule(L.LightningModule):
         self.model: TheWorld | None = None
         self._trainable_keys: set[str] | None = None  # set in configure_model, with _decay_groups
         self.skipped_samples: Counter[str] = Counter()
-        self._skipped_reported: dict[str, int] = {}  # the last totals over ranks: what the run summary shows
+        self.samples_trained = 0  # on this rank (with a resumed run's earlier total on rank 0)
+        self.key_kinds: set[str] = set()  # what the trained samples' keys are (theworld.provenance.KEY_KINDS)
+        # The last totals over ranks: what the run summary shows.
+        self._skipped_reported: dict[str, int] = {}
+        self._trained_reported = 0
         self.caption_samples: list[CaptionSample] = []  # this validation's, on this rank
         self.caption_scores: CaptionScores | None = None  # the latest validation's
         # For the run summary; carried in checkpoints, so a resumed run reports the whole run.
@@ -134,7 +138,7 @@ class TheWorldModule(L.LightningModule):
         # One line a person reads at the end of a run: how long, how fast, where the loss ended.
         start, first_step = self._fit_started
         seconds, steps = time.perf_counter() - start, self.global_step - first_step
-        self._skipped_totals()  # every rank is here: the reduce is safe
+        self._data_totals()  # every rank is here: the reduce is safe
         summary = self.run_summary()
         loss = summary.train_loss
         rank_zero_info(
@@ -177,6 +181,7 @@ class TheWorldModule(L.LightningModule):
             history=tuple(self._history),
             gallery=tuple(self._gallery),
             skipped=dict(self._skipped_reported),
+            samples_trained=self._trained_reported,
         )
 
     def on_train_epoch_start(self) -> None:
@@ -212,6 +217,8 @@ class TheWorldModule(L.LightningModule):
         the previous logging step, the learning rate and the bad-sample totals."""
         self._window[1] += len(batch["input_ids"])
         self.trained_samples.add(self.global_step, batch["key"])
+        self.samples_trained += len(batch["key"])
+        self.key_kinds.update(batch.get("key_kind") or ())
         self._window[2] += batch.get("tokens", 0)
         for counts in batch.get("skipped") or ():
             self.skipped_samples.update(counts or {})
@@ -226,7 +233,7 @@ class TheWorldModule(L.LightningModule):
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], rank_zero_only=True)
         self._window = [time.perf_counter(), 0, 0]
         self._train_losses.append((self.global_step, float(loss)))  # read on logging steps only, as loggers do
-        for reason, count in self._skipped_totals().items():
+        for reason, count in self._data_totals().items():
             self.log(f"data/skipped_{reason}", float(count))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -290,17 +297,22 @@ class TheWorldModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         # Step values reach the loggers only every log_every_n_steps, so the last steps' counts would be
         # lost; logging the totals again here makes each reason's last logged value its total.
-        for reason, count in self._skipped_totals().items():
+        for reason, count in self._data_totals().items():
             self.log(f"data/skipped_{reason}", float(count))
 
-    def _skipped_totals(self) -> dict[str, int]:
-        """Skip counts by reason since the run began, summed over ranks (each rank reads its own share)."""
+    def _data_totals(self) -> dict[str, int]:
+        """Skip counts by reason since the run began, summed over ranks (each rank reads its own share); the
+        samples trained and the kinds of their keys are summed with them, for the run summary and provenance."""
         if self.trainer.world_size == 1:
             self._skipped_reported = dict(self.skipped_samples)
-        else:
-            counts = torch.tensor([self.skipped_samples[reason] for reason in SKIP_REASONS], device=self.device)
-            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-            self._skipped_reported = {reason: n for reason, n in zip(SKIP_REASONS, counts.tolist()) if n}
+            self._trained_reported = self.samples_trained
+            return self._skipped_reported
+        counts = torch.tensor([self.skipped_samples[reason] for reason in SKIP_REASONS] + [self.samples_trained]
+                              + [kind in self.key_kinds for kind in KEY_KINDS], device=self.device)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
+        self._skipped_reported = {reason: n for reason, n in zip(SKIP_REASONS, counts) if n}
+        self._trained_reported = counts[len(SKIP_REASONS)]
+        self.key_kinds = {kind for kind, n in zip(KEY_KINDS, counts[len(SKIP_REASONS) + 1:]) if n}
         return self._skipped_reported
 
     # ------------------------------------------------------------------------ optimisation
@@ -392,14 +404,19 @@ class TheWorldModule(L.LightningModule):
             fit_state = checkpoint["loops"]["fit_loop"]["state_dict"]
             torch.distributed.all_gather_object(positions, fit_state.get("combined_loader"))
             checkpoint[DATA_POSITIONS] = positions
-        checkpoint["skipped_samples"] = self._skipped_totals()  # every rank runs this hook: the reduce is safe
+        checkpoint["skipped_samples"] = self._data_totals()  # every rank runs this hook: the reduce is safe
+        checkpoint["samples_trained"] = self._trained_reported
+        checkpoint["key_kinds"] = sorted(self.key_kinds)
         rows = self.provenance()
         if rows is not None:
             checkpoint[PROVENANCE_KEY] = rows
 
     def provenance(self):
-        """Every trained sample's row (a pyarrow Table) on rank 0, ``None`` elsewhere; call it on every rank."""
-        return self.trained_samples.gather(self.global_rank, self.trainer.world_size)
+        """Every trained sample's row (a pyarrow Table, labelled with the kinds of key) on rank 0, ``None`` elsewhere;
+        call it on every rank (a reduce and an all-gather)."""
+        self._data_totals()  # gathers the kinds of key
+        rows = self.trained_samples.gather(self.global_rank, self.trainer.world_size)
+        return with_key_kinds(rows, self.key_kinds) if rows is not None else None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._explain_schedule_change(checkpoint.get("schedule_max_steps"), checkpoint.get("global_step", 0))
@@ -421,3 +438,5 @@ class TheWorldModule(L.LightningModule):
         self.trained_samples = TrainedSamples(checkpoint.get(PROVENANCE_KEY) if self.global_rank == 0 else None)
         # The saved counts are the sum over ranks: one rank carries them on, so the sum stays right.
         self.skipped_samples = Counter(checkpoint.get("skipped_samples", {}) if self.global_rank == 0 else {})
+        self.samples_trained = checkpoint.get("samples_trained", 0) if self.global_rank == 0 else 0
+        self.key_kinds = set(checkpoint.get("key_kinds", ()))

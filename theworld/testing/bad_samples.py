@@ -94,7 +94,8 @@ def write_bad_samples(
     seed: int = 0,
     image_size: int = 64,
 ) -> PlantedSamples:
-    """Plant one sample of every bad kind, each followed by two good samples.
+    """Plant one sample of every bad kind, each followed by two good samples, and one more bad (``too_small``) after
+    the last good one.
 
     ``fmt="webdataset"`` writes ``out_dir/bad-00000.tar``; ``fmt="parquet"`` writes
     ``out_dir/bad.parquet`` with its images in ``out_dir/images`` (served at ``image_url_base``),
@@ -103,8 +104,8 @@ def write_bad_samples(
     planted low-score row needs ``clip_score_threshold`` between ``LOW_CLIP_SCORE`` and
     ``GOOD_CLIP_SCORE_RANGE[0]``.
 
-    Each bad sample is followed by two good ones so that the last sample is good (trailing skip
-    counts have no item to ride on) and every consumer of a two-way row split gets good samples.
+    Each bad sample is followed by two good ones so that every consumer of a two-way row split gets good
+    samples; the bad one after them is skipped after a worker's last sample (a tail skip, which must be counted too).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,13 +118,13 @@ def write_bad_samples(
     raise ValueError(f"fmt must be 'webdataset' or 'parquet', got {fmt!r}")
 
 
-def _interleave(bad: list) -> list[tuple[int, object | None]]:
-    """``(index, item)`` for each bad item, each followed by two good slots ``(index, None)``."""
+def _interleave(bad: list, tail: object) -> list[tuple[int, object | None]]:
+    """``(index, item)`` for each bad item, each followed by two good slots ``(index, None)``, then ``tail``."""
     entries: list[tuple[int, object | None]] = []
     for item in bad:
         base = len(entries)
         entries += [(base, item), (base + 1, None), (base + 2, None)]
-    return entries
+    return [*entries, (len(entries), tail)]
 
 
 def _write_bad_tar(path: Path, seed: int, image_size: int) -> PlantedSamples:
@@ -139,11 +140,12 @@ def _write_bad_tar(path: Path, seed: int, image_size: int) -> PlantedSamples:
     ]
     bad.append(("missing_image", {"txt": caption}))
     bad += [("converted_mode", {ext: data, "txt": caption}) for data, ext in _converted_images(rng, image_size)]
+    too_small, ext = _bad_images(rng, image_size)["too_small"]
 
     expected: dict[str, int] = {}
     good_keys = []
     with shard_writer(str(path)) as writer:
-        for index, item in _interleave(bad):
+        for index, item in _interleave(bad, ("too_small", {ext: too_small, "txt": caption})):
             key = make_key(index)
             if item is None:
                 writer.write({"__key__": key, **good_members(seed, index, image_size)})
@@ -173,8 +175,9 @@ def _write_bad_parquet(path: Path, image_dir: Path, base: str, seed: int, image_
     bad += [(reason, good_image, "jpg", text, ok_score) for reason, text in BAD_CAPTIONS.items()]
     bad += [("converted_mode", data, ext, caption, ok_score) for data, ext in _converted_images(rng, image_size)]
 
+    too_small, ext = _bad_images(rng, image_size)["too_small"]
     rows, expected, good_keys, slow_paths = [], {}, [], []
-    for index, item in _interleave(bad):
+    for index, item in _interleave(bad, ("too_small", too_small, ext, caption, ok_score)):
         if item is None:
             row = good_row(seed, index, image_size, base, image_dir)
             rows.append({**row, "text": row["text"].encode()})
