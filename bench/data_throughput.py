@@ -54,19 +54,34 @@ WORLD_TOKENS = (WORLD_IMAGE_SIZE // 8 // WORLD_PATCH) ** 2  # the Wan VAE downsa
 WARMUP_STEPS = 4
 
 
+def worker_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far (/proc; 0 for one already gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def per_worker_throughput(loader) -> tuple[float, float]:
     """``(samples per CPU-second of the worker, samples per wall-second)`` of a one-worker loader drained to its end.
 
-    The worker's CPU time (read once it has exited and been joined) says what one dedicated core
-    delivers, however busy the machine is; the wall-clock rate also counts time the worker waited for a core.
+    The worker's CPU time (read from /proc after each batch: workers are the forkserver's children, not ours)
+    says what one dedicated core delivers, however busy the machine is; the wall-clock rate also counts time the
+    worker waited for a core.
     """
-    before = os.times()
     start = time.perf_counter()
-    count = sum(len(batch["key"]) for batch in loader)  # the loader joins its worker at the end
+    batches = iter(loader)
+    pids = [worker.pid for worker in batches._workers]
+    count, cpu = 0, 0.0
+    for batch in batches:
+        count += len(batch["key"])
+        cpu = max(cpu, worker_cpu_seconds(pids))
     wall = time.perf_counter() - start
-    after = os.times()
-    worker_cpu = after.children_user + after.children_system - before.children_user - before.children_system
-    return count / worker_cpu, count / wall
+    return count / cpu, count / wall
 
 
 def datacomp_rules(tmp: Path, samples: int, rounds: int, batch_size: int, processor, config) -> dict[str, float]:
