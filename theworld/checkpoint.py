@@ -128,7 +128,7 @@ def damage(path: str | Path) -> str | None:
     """
     path = Path(path)
     if path.name == TRAINING_STATE_NAME:  # torch.save writes a zip archive: its directory is at the very end
-        return None if zipfile.is_zipfile(path) else "it is not the zip archive torch.save writes (cut short or overwritten)"
+        return None if zipfile.is_zipfile(path) else "it is not the zip archive torch.save writes"
     try:
         _weights_header(path)
     except ValueError as err:
