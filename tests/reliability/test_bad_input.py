@@ -96,7 +96,7 @@ CASES = {
     # A token typed where no option takes it is quoted by the parser: masked, with the option meant.
     "token-flag-with-a-dash": Case(["--hf-token", SECRET], ["--hf-token hf_***", "Did you mean --hf_token?"], 2),
     "token-flag-token": Case(["--token", SECRET], ["--token hf_***", "Did you mean --hf_token?"], 2),
-    "token-flag-hub-token": Case(["--hub.token", SECRET], ["'hub.token'", "Did you mean --hub.hf_token?"], 2),
+    "token-flag-hub-token": Case(["--hub.token", SECRET], ["--hub.token hf_***", "Did you mean --hub.hf_token?"], 2),
     "token-key-in-yaml": Case(["--config", "{user}/hub-token.yaml"], ["'hub.token'", "Did you mean --hub.hf_token?"],
                               2),
     "token-as-a-stray-value": Case([SECRET], ["unrecognized arguments: hf_***"], 2),
