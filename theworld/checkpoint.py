@@ -171,7 +171,8 @@ _OTHER_LAYOUT = ("the checkpoint was trained with other options, which its confi
 
 
 def _reshaped(state: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> list[str]:
-    return [f"{key} {tuple(weights[key].shape)} vs {tuple(state[key].shape)}" for key in sorted(set(weights) & set(state))
+    shared = sorted(set(weights) & set(state))
+    return [f"{key} {tuple(weights[key].shape)} vs {tuple(state[key].shape)}" for key in shared
             if weights[key].shape != state[key].shape]
 
 

@@ -54,8 +54,8 @@ _TOKEN_FLAGS = ("--hf_token", "--hub.hf_token")
 _CONFIG_FLAGS = ("-c", "--config")
 _CONFIG_FILE_TOKEN = "hf_token in the config file"  # a top-level `hf_token:` (the flag's name, set in YAML)
 # What people type for --hf_token: --hf-token, --token, --hub.token, --hub_token, --huggingface-token, --auth_token...
-_TOKEN_TYPO = re.compile(r"((hub|hf|hugging[-_]?face([-_]hub)?)[-_.])*(hf[-_]?|auth[-_]|access[-_]|use[-_]auth[-_])?token",
-                         re.IGNORECASE)
+_TOKEN_TYPO = re.compile(
+    r"((hub|hf|hugging[-_]?face([-_]hub)?)[-_.])*(hf[-_]?|auth[-_]|access[-_]|use[-_]auth[-_])?token", re.IGNORECASE)
 
 
 class TheWorldArgumentParser(LightningArgumentParser):

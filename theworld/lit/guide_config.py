@@ -151,7 +151,8 @@ def translate(data: dict, name: str) -> tuple[dict, list[str]]:
         else:
             known = [*RENAMED, *CONVERTED, *NO_EQUIVALENT]
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
-            refused.append(f"{key}: not a key of the guide's configs" + (f" (did you mean {close[0]}?)" if close else ""))
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            refused.append(f"{key}: not a key of the guide's configs{hint}")
     if refused:
         raise ConfigError(redact(
             f"--config {name} is a config of the Hub upload guide, and {len(refused)} of its keys have no place in "
