@@ -78,9 +78,9 @@ class TheWorldArgumentParser(LightningArgumentParser):
         # A mistyped token flag, or a token given as a stray value, is quoted in the message: masked here.
         text = redact(text)
         if re.search(r'"subcommand" .* not provided', text):  # `theworld` alone: nothing to fix in a YAML
-            sys.stderr.write(f"theworld: error: say what to do: `theworld fit --config configs/demo.yaml` trains the "
-                             f"demo (after `python -m theworld.testing.demo_assets`), and validate, predict and "
-                             f"cache_latents take the same --config; `theworld --help` lists them.\n")
+            sys.stderr.write("theworld: error: no subcommand was given. `theworld fit --config configs/demo.yaml` trains "
+                             "the demo (after `python -m theworld.testing.demo_assets`); validate, predict and "
+                             "cache_latents take the same --config; `theworld --help` lists them.\n")
             sys.exit(2)
         sys.stderr.write(f"theworld: error: {text}.{_did_you_mean(text, parser)} Fix it in the YAML config or on "
                          f"the command line; `{command} --help` lists every option and its type.\n")
@@ -125,7 +125,7 @@ class TheWorldCLI(LightningCLI):
         # Always on: the `checkpoint:` group configures the trainable-only checkpoint callback.
         parser.add_lightning_class_args(TrainableCheckpoint, "checkpoint")
         parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
-        parser.add_class_arguments(HubConfig, "hub")
+        parser.add_dataclass_arguments(HubConfig, "hub")
         parser.add_argument(
             "--hf_token",
             type=str | None,

@@ -176,9 +176,10 @@ def translate_arguments(argv: list[str]) -> list[str]:
     for arg in argv:
         flag, equals, value = arg.partition("=")
         if take_path or (equals and flag in ("-c", "--config")):
-            path = arg if take_path else value
-            text = _translated_file(path)
-            translated.append(text if take_path else f"{flag}={text}") if text else translated.append(arg)
+            text = _translated_file(arg if take_path else value)
+            if text is not None:
+                arg = text if take_path else f"{flag}={text}"
+            translated.append(arg)
             take_path = False
             continue
         take_path = arg in ("-c", "--config")
