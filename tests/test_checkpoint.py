@@ -124,6 +124,16 @@ def test_from_pretrained_names_mismatched_keys(tiny_models, tmp_path):
         TheWorld.from_pretrained(str(tmp_path / "ckpt"))
 
 
+def test_the_recipe_with_another_layout_names_the_options_not_a_size_mismatch_dump(tiny_models, tmp_path):
+    trained = TheWorld(*tiny_models, world_image_size=64, projector_hidden_dim=48)
+    save_pretrained(trained, tmp_path / "final")
+    model = TheWorld(*tiny_models, world_image_size=64)  # the default projector_hidden_dim
+    with pytest.raises(ValueError, match=r"projector\.net\.0\.weight \(48, \d+\) vs .*config\.json.*"
+                                         r"projector_hidden_dim.*TheWorld\.from_pretrained"):
+        model.load_state_dict(load_file(str(tmp_path / "final/model.safetensors")), strict=False)
+    assert TheWorld.from_pretrained(str(tmp_path / "final")).config.projector_hidden_dim == 48
+
+
 def test_init_from_loads_weights_only_for_a_new_stage(straight_run, tiny_models):
     from theworld.lit.module import TheWorldModule
 

@@ -60,7 +60,8 @@ def test_push_lands_the_checkpoint_layout_in_a_private_repo(pushed, hub):
     assert hub.is_private("alice/run")
     local = cwd / "runs/demo/checkpoints"
     assert files["final/model.safetensors"] == (local / "final/model.safetensors").read_bytes()
-    assert files["last-checkpoint/training_state.pt"] == (local / "checkpoint-4/training_state.pt").read_bytes()
+    # The last step, saved at the end although the schedule (every 4) did not ask for it: resumable, and finished.
+    assert files["last-checkpoint/training_state.pt"] == (local / "checkpoint-6/training_state.pt").read_bytes()
     messages = [c["message"] for c in hub.commits("alice/run")]
     assert messages[-1] == "End of training" and "Training in progress, step 4" in messages
     refs = HfApi(endpoint=hub.url, token=SECRET).list_repo_refs("alice/run")
@@ -140,7 +141,9 @@ print("LOADED OK")
 def test_resume_from_hf_reproduces_the_straight_run(pushed, demo_dir, hub, hf_home, tmp_path):
     cwd, _ = pushed
     resumed = workdir(demo_dir, tmp_path / "resumed")
-    result = run(resumed, hub.url, hf_home, *SHORT, "--ckpt_path", "hf://alice/run@main", "--hf_token", SECRET)
+    # main's last-checkpoint/ is the finished step 6: resume from the commit of step 4.
+    step_4 = next(c["oid"] for c in hub.commits("alice/run") if c["message"] == "Training in progress, step 4")
+    result = run(resumed, hub.url, hf_home, *SHORT, "--ckpt_path", f"hf://alice/run@{step_4}", "--hf_token", SECRET)
     assert result.returncode == 0, result.stderr[-4000:]
     straight = load_file(cwd / "runs/demo/checkpoints/final/model.safetensors")
     again = load_file(resumed / "runs/demo/checkpoints/final/model.safetensors")

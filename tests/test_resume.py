@@ -10,8 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-from support.cli_runs import (SHORT, assert_ended, assert_resumed, assert_same_weights, fit, loader_workers,
-                               logged_losses, provenance)
+from support.cli_runs import (
+    REPO,
+    SHORT,
+    assert_ended,
+    assert_resumed,
+    assert_same_weights,
+    fit,
+    loader_workers,
+    logged_losses,
+    provenance,
+    theworld,
+)
 
 LOGGERS = {
     "csv": [],  # configs/demo.yaml's own
@@ -177,3 +187,23 @@ def test_a_finished_run_started_again_says_it_is_done(straight_run, demo_dir, tm
     assert "already finished at step 8 (trainer.max_steps=8): nothing to train" in output(result)
     assert "TrainableCheckpoint" not in output(result) and "theworld: training steps" not in output(result)
     assert snapshot(tmp_path / "checkpoints") == before
+
+
+def test_a_run_whose_schedule_missed_its_last_step_is_finished_too(demo_dir, tmp_path):
+    """Checkpoints every 4 of 6 steps: the end of training still leaves step 6 resumable, so `--ckpt_path last` says
+    the run is done instead of training steps 4 -> 6 again, and validate reports the final weights' step."""
+    root = ["--trainer.default_root_dir", tmp_path, "--trainer.logger.init_args.save_dir", tmp_path]
+    first = fit(demo_dir, *SHORT, "--trainer.max_steps", "6", *root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (tmp_path / "checkpoints/last").resolve().name == "checkpoint-6"
+
+    again = fit(demo_dir, *SHORT, "--trainer.max_steps", "6", *root, "--ckpt_path", "last")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished at step 6 (trainer.max_steps=6): nothing to train" in output(again)
+    assert "theworld: training steps" not in output(again)
+
+    validated = theworld("validate", "--config", REPO / "configs/demo.yaml", *root, "--model.init_from",
+                         tmp_path / "checkpoints/final", "--trainer.limit_val_batches", "1", "--model.val_captions",
+                         "4", cwd=demo_dir)
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    assert "theworld: step 6: " in output(validated)

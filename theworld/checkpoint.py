@@ -7,10 +7,13 @@ leaves a half-written checkpoint under a name that loading or resuming would pic
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
+import struct
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from theworld.config import CONFIG_NAME, TheWorldConfig
 from theworld.errors import UserError
 from theworld.hub.downloads import download_files
-from theworld.layout import TMP_MARKER, WEIGHTS_NAME
+from theworld.layout import TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +80,70 @@ def remove_stale_temporaries(directory: str | Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def save_weights(weights: dict[str, torch.Tensor], config: TheWorldConfig, directory: str | Path) -> None:
+def save_weights(weights: dict[str, torch.Tensor], config: TheWorldConfig, directory: str | Path,
+                 step: int | None = None) -> None:
     """Writes ``model.safetensors`` (the given trainable tensors) and ``config.json`` into ``directory``.
 
     The safetensors header names the base models and their commits too, so the weights alone say what they
-    belong on. Files get the mode of any other new file (safetensors creates them readable by the owner only).
+    belong on, and the optimizer ``step`` they were trained to (read back by :func:`saved_step`). Files get the
+    mode of any other new file (safetensors creates them readable by the owner only).
     """
     directory = Path(directory)
     tensors = {name: t.detach().contiguous().cpu() for name, t in weights.items()}
     bases = {key: value for key in ("gemma_model_name", "gemma_revision", "cosmos_model_name", "cosmos_revision")
              if (value := getattr(config, key)) is not None}
+    if step is not None:
+        bases["step"] = str(step)
     save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt", **bases})
     os.chmod(directory / WEIGHTS_NAME, _NEW_FILE_MODE)
     config.save(directory)
+
+
+def _weights_header(path: Path) -> dict:
+    """The JSON header of a safetensors file, checked against the file's length (no tensor is read: safetensors'
+    own reader would map the file). Raises ValueError saying what is wrong."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        prefix = fh.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"it is {size} bytes long, shorter than any safetensors header")
+        (length,) = struct.unpack("<Q", prefix)
+        if 8 + length > size:
+            raise ValueError(f"its header announces {length:,} bytes of metadata but the file is {size:,} bytes long")
+        try:
+            header = json.loads(fh.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("its header is not the JSON a safetensors file starts with") from None
+    end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+    if 8 + length + end > size:
+        raise ValueError(f"it ends after {size:,} bytes, before the {8 + length + end:,} its header announces")
+    return header
+
+
+def damage(path: str | Path) -> str | None:
+    """Why a checkpoint's ``model.safetensors`` or ``training_state.pt`` cannot be read (cut short by a full disk or a
+    copy that stopped, or overwritten), or None when it looks whole. Reads headers only, no weights::
+
+        damage("runs/demo/checkpoints/checkpoint-800/model.safetensors")  # "it ends after 2,048 bytes, before ..."
+    """
+    path = Path(path)
+    if path.name == TRAINING_STATE_NAME:  # torch.save writes a zip archive: its directory is at the very end
+        return None if zipfile.is_zipfile(path) else "it is not the zip archive torch.save writes"
+    try:
+        _weights_header(path)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def saved_step(path: str | Path) -> int | None:
+    """The optimizer step a ``model.safetensors`` was saved at (``None``: written before TheWorld recorded it, or not
+    a local file)."""
+    try:
+        step = _weights_header(Path(path)).get("__metadata__", {}).get("step")
+    except (OSError, ValueError):
+        return None
+    return int(step) if step is not None else None
 
 
 def save_pretrained(model, directory: str | Path) -> Path:
@@ -111,6 +165,25 @@ def resolve_files(path_or_repo: str, filenames: list[str], revision: str | None 
     return download_files(path_or_repo, filenames, revision=revision, token=token, subfolder=subfolder)
 
 
+_OTHER_LAYOUT = ("the checkpoint was trained with other options, which its config.json (beside model.safetensors) "
+                 "lists (projector_hidden_dim, world_patch_size, world_image_size, ...): build TheWorld with the same "
+                 "ones, or load it with TheWorld.from_pretrained(folder), which reads them")
+
+
+def _reshaped(state: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> list[str]:
+    shared = sorted(set(weights) & set(state))
+    return [f"{key} {tuple(weights[key].shape)} vs {tuple(state[key].shape)}" for key in shared
+            if weights[key].shape != state[key].shape]
+
+
+def check_shapes(model, weights: dict[str, torch.Tensor]) -> None:
+    """Refuses tensors of another shape than the model's, saying which options decide them (not torch's dump)."""
+    reshaped = _reshaped(model.state_dict(), weights)
+    if reshaped:
+        raise CheckpointMismatch(f"Checkpoint does not match the model: tensors of another shape, checkpoint vs model: "
+                                 f"{reshaped}; {_OTHER_LAYOUT}.")
+
+
 def check_keys(model, weights: dict[str, torch.Tensor], *, require_all_trainable: bool) -> None:
     """Refuses keys the model does not have as trainable (or at all), and tensors of another shape, naming them."""
     trainable = set(model.trainable_state_dict())
@@ -120,11 +193,9 @@ def check_keys(model, weights: dict[str, torch.Tensor], *, require_all_trainable
     unknown = sorted(set(weights) - known)
     if unknown:
         problems.append(f"unexpected keys (not in the model): {unknown}")
-    reshaped = [f"{key} {tuple(weights[key].shape)} vs {tuple(state[key].shape)}" for key in sorted(set(weights) & known)
-                if weights[key].shape != state[key].shape]
+    reshaped = _reshaped(state, weights)
     if reshaped:
-        problems.append(f"tensors of another shape, checkpoint vs model (the checkpoint's config.json has the "
-                        f"projector and world settings it was trained with: use the same): {reshaped}")
+        problems.append(f"tensors of another shape, checkpoint vs model ({_OTHER_LAYOUT}): {reshaped}")
     if require_all_trainable:
         not_trainable = sorted(set(weights) & known - trainable)
         missing = sorted(trainable - set(weights))

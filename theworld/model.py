@@ -145,6 +145,17 @@ class TheWorld(nn.Module):
 
         return load_pretrained(cls, path_or_repo, revision=revision, token=token, subfolder=subfolder, **overrides)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """torch's, except that tensors shaped for another layout (``projector_hidden_dim``, ``world_patch_size``)
+        are refused with the options to use, not torch's size-mismatch dump. Trainable weights only::
+
+            model.load_state_dict(load_file("runs/demo/checkpoints/final/model.safetensors"), strict=False)
+        """
+        from theworld.checkpoint import check_shapes
+
+        check_shapes(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def _text_embeddings(self) -> nn.Module:
         return self.gemma.get_input_embeddings()
 

@@ -3,6 +3,8 @@ records nothing), with one `theworld: error:` paragraph that names the field and
 the config parser refuses and 1 for the rest, and no traceback; no token shows up in the output or in any file
 the run wrote. How long each takes is bench/cli_startup.py's figure, not an assertion here."""
 
+import json
+import os
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -10,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hub_server import HubServer
 from support.cli_runs import REPO
+from safetensors.torch import save_file
 from support.hub_cli import SECRET, run, token_leaks, workdir
 
 from theworld.hub import ModelSourceError, pin_base
@@ -33,7 +37,9 @@ class Case:
     expect: list[str]  # all in the error paragraph
     exit_code: int = 1
     env: dict = field(default_factory=dict)
-    command: str = "fit"
+    command: str = "fit"  # "": `theworld` alone
+    config: bool = True  # run with --config configs/demo.yaml
+    absent: list[str] = field(default_factory=list)  # none in the error paragraph
 
 
 # {user} is a folder outside the run's own, like a user's config directory.
@@ -85,7 +91,65 @@ CASES = {
                            ["Authentication failed", "token from hub.hf_token is invalid or expired"]),
     "bad-token-environment": Case(PUSH, ["the HF_TOKEN environment variable is invalid or expired"],
                                   env={"HF_TOKEN": BAD_TOKEN}),
+    "bad-token-yaml-top-level": Case(["--config", "{user}/top-level-token.yaml"],
+                                     ["token from hf_token in the config file is invalid or expired"]),
+    # A token typed where no option takes it is quoted by the parser: masked, with the option meant.
+    "token-flag-with-a-dash": Case(["--hf-token", SECRET], ["--hf-token hf_***", "Did you mean --hf_token?"], 2),
+    "token-flag-token": Case(["--token", SECRET], ["--token hf_***", "Did you mean --hf_token?"], 2),
+    "token-flag-hub-token": Case(["--hub.token", SECRET], ["--hub.token hf_***", "Did you mean --hub.hf_token?"], 2),
+    "token-key-in-yaml": Case(["--config", "{user}/hub-token.yaml"], ["'hub.token'", "Did you mean --hub.hf_token?"],
+                              2),
+    "token-as-a-stray-value": Case([SECRET], ["unrecognized arguments: hf_***"], 2),
+    # {user}/run/checkpoints: checkpoint-4 whole; 8, 12 and 16 damaged (weights cut short, state cut short, state
+    # overwritten with random bytes): the error names the damaged file and checkpoint-4.
+    "truncated-weights-resume": Case(["--ckpt_path", "{user}/run/checkpoints/checkpoint-8"], [
+        "checkpoint-8/model.safetensors is damaged", "before the", "previous complete checkpoint is",
+        "use --ckpt_path {user}/run/checkpoints/checkpoint-4"]),
+    "truncated-weights-validate": Case(["--model.init_from", "{user}/run/checkpoints/checkpoint-8"], [
+        "checkpoint-8/model.safetensors is damaged", "use --model.init_from {user}/run/checkpoints/checkpoint-4"],
+        command="validate"),
+    "truncated-training-state": Case(["--ckpt_path", "{user}/run/checkpoints/checkpoint-12"], [
+        "checkpoint-12/training_state.pt is damaged", "use --ckpt_path {user}/run/checkpoints/checkpoint-4"]),
+    "random-bytes-training-state": Case(["--ckpt_path", "{user}/run/checkpoints/checkpoint-16"], [
+        "checkpoint-16/training_state.pt is damaged", "use --ckpt_path {user}/run/checkpoints/checkpoint-4"],
+        absent=["weights_only", "pickled"]),
+    "damaged-last": Case(["--checkpoint.dirpath", "{user}/run/checkpoints", "--ckpt_path", "last"], [
+        "checkpoint-16/training_state.pt is damaged", "use --ckpt_path {user}/run/checkpoints/checkpoint-4"]),
+    # The guide's "download model.safetensors to ./checkpoints/from_hub, then resume from it", three ways.
+    "weights-only-resume": Case(["--ckpt_path", "{user}/from_hub"], [
+        "--ckpt_path {user}/from_hub holds trainable weights", "--model.init_from {user}/from_hub"]),
+    "weights-only-resume-from": Case(["--resume_from", "{user}/from_hub"], [
+        "--ckpt_path {user}/from_hub holds trainable weights", "--model.init_from {user}/from_hub"]),
+    "weights-only-guide-config": Case(["--config", "{user}/guide-resume.json"], [
+        "--ckpt_path {user}/from_hub holds trainable weights", "--model.init_from {user}/from_hub"]),
+    "guide-keys-without-equivalent": Case(["--config", "{user}/guide-extra.json"], [
+        "3 of its keys have no place", "log_to_tensorboard: no equivalent", "hub.push_logs",
+        "eval_strategy: no equivalent", "trainer.val_check_interval", "hf_tokn: not a key of the guide's configs "
+        "(did you mean hf_token?)"], 2),
+    "no-config": Case([], ["no config was given", "theworld fit --config configs/demo.yaml",
+                           "theworld fit --config configs/datacomp.yaml"], 2, config=False),
+    "no-subcommand": Case([], ["theworld fit --config configs/demo.yaml", "theworld --help"], 2, command="",
+                          config=False, absent=["YAML"]),
+    **({} if torch.cuda.is_available() else {"no-gpu": Case(["--trainer.accelerator", "gpu"], [
+        "trainer.accelerator=gpu", "torch sees no GPU", "--trainer.accelerator cpu", "--trainer.accelerator auto"])}),
 }
+
+
+def write_damaged_checkpoints(folder: Path) -> None:
+    """checkpoint-4 whole, then 8 (weights cut in half), 12 (training state cut in half) and 16 (training state
+    overwritten with random bytes), written in that order; tiny tensors: the checks read headers only."""
+    for age, step in enumerate((4, 8, 12, 16)):
+        checkpoint = folder / f"checkpoint-{step}"
+        checkpoint.mkdir(parents=True)
+        save_file({"projector.proj.weight": torch.zeros(64, 64)}, checkpoint / "model.safetensors")
+        torch.save({"global_step": step}, checkpoint / "training_state.pt")
+        os.utime(checkpoint / "training_state.pt", (1e9 + age, 1e9 + age))
+    for step, name in ((8, "model.safetensors"), (12, "training_state.pt")):
+        path = folder / f"checkpoint-{step}" / name
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    state = folder / "checkpoint-16/training_state.pt"
+    state.write_bytes(os.urandom(state.stat().st_size))
+    (folder / "last").symlink_to("checkpoint-16")
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +160,17 @@ def outcomes(demo_dir, tmp_path_factory):
     (user / "typo.yaml").write_text("trainer:\n  max_stepz: 3\n")
     (user / "token.yaml").write_text(yaml.safe_dump({"hub": {"push_to_hub": True, "hub_model_id": "alice/x",
                                                              "hf_token": BAD_TOKEN}}))
+    (user / "top-level-token.yaml").write_text(yaml.safe_dump({"hf_token": BAD_TOKEN, "hub": {
+        "push_to_hub": True, "hub_model_id": "alice/x"}}))
+    (user / "hub-token.yaml").write_text(yaml.safe_dump({"hub": {"token": SECRET}}))
+    write_damaged_checkpoints(user / "run/checkpoints")
+    (user / "from_hub").mkdir()
+    save_file({"projector.proj.weight": torch.zeros(64, 64)}, user / "from_hub/model.safetensors")
+    (user / "guide-resume.json").write_text(json.dumps({"resume_from_checkpoint": str(user / "from_hub"),
+                                                        "push_to_hub": False}))
+    (user / "guide-extra.json").write_text(json.dumps({"_comment": "the guide's keys", "batch_size": 4,
+                                                       "log_to_tensorboard": True, "eval_strategy": "steps",
+                                                       "hf_tokn": SECRET}))
     hf_home = tmp_path_factory.mktemp("hf_home")
     with HubServer({SECRET: {"user": "alice", "role": "write"}}) as hub:
         hub.create_repo(GATED)
@@ -103,25 +178,29 @@ def outcomes(demo_dir, tmp_path_factory):
 
         def attempt(name):
             cwd = workdir(demo_dir, tmp_path_factory.mktemp(name))
-            args = [arg.format(user=user) for arg in CASES[name].args]
-            env = {**CASES[name].env, "THEWORLD_WEIGHT_LOG": str(cwd / "weight-loads.log")}
-            return name, (run(cwd, hub.url, hf_home, CASES[name].command, "--config", REPO / "configs/demo.yaml",
-                              *args, env=env, program=[sys.executable, SPY]), cwd)
+            case = CASES[name]
+            args = [*([case.command] if case.command else []),
+                    *(["--config", REPO / "configs/demo.yaml"] if case.config else []),
+                    *(arg.format(user=user) for arg in case.args)]
+            env = {**case.env, "THEWORLD_WEIGHT_LOG": str(cwd / "weight-loads.log")}
+            return name, (run(cwd, hub.url, hf_home, *args, env=env, program=[sys.executable, SPY]), cwd)
 
         with ThreadPoolExecutor(2) as pool:
-            yield dict(pool.map(attempt, CASES))
+            yield {**dict(pool.map(attempt, CASES)), "user": user}
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_bad_input_fails_fast_with_one_clear_paragraph(outcomes, name, figures):
-    result, cwd = outcomes[name]
+    (result, cwd), user = outcomes[name], outcomes["user"]
     errors = [line for line in result.stderr.splitlines() if line.startswith("theworld: error: ")]
     figures.record("bad_input", case=name, exit_code=result.returncode, seconds=round(result.seconds, 1),
                    error=errors[0] if errors else None)
     assert result.returncode == CASES[name].exit_code, result.stderr[-3000:]
     assert len(errors) == 1, result.stderr[-3000:]
     for text in CASES[name].expect:
-        assert text in errors[0]
+        assert text.format(user=user) in errors[0]
+    for text in CASES[name].absent:
+        assert text not in errors[0]
     assert "Traceback" not in result.stderr
     assert not (cwd / "weight-loads.log").exists(), (cwd / "weight-loads.log").read_text()
     assert not (cwd / "runs/demo/checkpoints").exists()

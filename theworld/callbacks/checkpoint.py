@@ -36,7 +36,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_utilities.core.apply_func import apply_to_collection
 from safetensors.torch import load_file
 
-from theworld.checkpoint import UnsafeCheckpointError, atomic_directory, remove_stale_temporaries, save_weights
+from theworld.checkpoint import (
+    UnsafeCheckpointError,
+    atomic_directory,
+    damage,
+    remove_stale_temporaries,
+    save_weights,
+)
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
 from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
@@ -74,6 +80,41 @@ def resumable_folders(folder: Path) -> list[Path]:
              if p.is_dir() and not p.is_symlink() and p.name not in (LAST_LINK, FINAL_DIR)
              and not p.name.startswith(".") and TMP_MARKER not in p.name and (p / TRAINING_STATE_NAME).is_file()]
     return sorted(found, key=lambda p: ((p / TRAINING_STATE_NAME).stat().st_mtime, p.name))
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint file that cannot be read: cut short (a full disk, a copy that stopped) or overwritten."""
+
+
+def check_intact(folder: str | Path, flag: str) -> None:
+    """Raises :class:`DamagedCheckpoint` if the weights or training state in ``folder`` are damaged, naming the file
+    and the newest intact ``checkpoint-N/`` before it to give ``flag`` (``--ckpt_path``, ``--model.init_from``)."""
+    folder = Path(folder)
+    for name in (WEIGHTS_NAME, TRAINING_STATE_NAME):
+        reason = damage(folder / name) if (folder / name).is_file() else None
+        if reason is None:
+            continue
+        real = folder.resolve()
+        kept = resumable_folders(real.parent)
+        earlier = kept[:kept.index(real)] if real in kept else kept  # final/ comes after every checkpoint-N/
+        intact = [p for p in earlier if not any(damage(p / n) for n in (WEIGHTS_NAME, TRAINING_STATE_NAME))]
+        fix = (f"The previous complete checkpoint is {intact[-1]}/: use {flag} {intact[-1]}" if intact
+               else f"There is no earlier complete checkpoint-N/ in {real.parent}: start again without it")
+        raise DamagedCheckpoint(
+            f"{flag} {folder}: {real / name} is damaged ({reason}); the file was cut short or overwritten (a full "
+            f"disk, a copy or download that stopped), so it cannot be loaded. {fix}. Move the damaged folder away so "
+            f"that `--ckpt_path last` does not pick it again."
+        )
+
+
+def newest_checkpoint(folder: str | Path) -> Path | None:
+    """What ``--ckpt_path last`` resumes from in ``folder``: ``last`` when it points at a resumable folder, else the
+    newest complete ``checkpoint-N/`` (``save_last: false``); None when there is none."""
+    folder = Path(folder)
+    if (folder / LAST_LINK / TRAINING_STATE_NAME).is_file():
+        return folder / LAST_LINK
+    complete = resumable_folders(folder)
+    return complete[-1] if complete else None
 
 
 class TrainableCheckpointIO(CheckpointIO):
@@ -121,7 +162,7 @@ class TrainableCheckpointIO(CheckpointIO):
         config = TheWorldConfig.from_dict(state.pop("theworld_config"))
         provenance = state.pop(PROVENANCE_KEY, None)
         with atomic_directory(path) as tmp:
-            save_weights(weights, config, tmp)
+            save_weights(weights, config, tmp, step=state["global_step"])
             if provenance is not None:
                 write_provenance(provenance, tmp)
             torch.save(state, tmp / TRAINING_STATE_NAME)
@@ -141,6 +182,7 @@ class TrainableCheckpointIO(CheckpointIO):
                 f"{path} is not a resumable TheWorld checkpoint (no {TRAINING_STATE_NAME}). Pass a "
                 f"checkpoint-N/ or last/ folder, or use --model.init_from to start from its weights only."
             )
+        check_intact(path, "--ckpt_path")
         # weights_only: a checkpoint may come from the Hub, and a full unpickler would run its code. Only an
         # explicit `--weights_only false` (Lightning's flag: the user trusts this file) lifts it.
         try:
@@ -314,12 +356,9 @@ class TrainableCheckpoint(ModelCheckpoint):
     def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
         # Lightning asks this for `--ckpt_path last` before `setup` runs.
         folder = self.resolve_dirpath(trainer)
-        last = folder / self.CHECKPOINT_NAME_LAST
-        if (last / TRAINING_STATE_NAME).is_file():
-            return {str(last)}
-        complete = [p for p in resumable_folders(folder)]
-        if complete:  # no `last` (save_last: false): the newest complete checkpoint
-            return {str(max(complete, key=lambda p: (p / TRAINING_STATE_NAME).stat().st_mtime))}
+        newest = newest_checkpoint(folder)
+        if newest is not None:
+            return {str(newest)}
         rank_zero_info(f"theworld: --ckpt_path last: no checkpoint in {folder.resolve()}; training starts from step 0.")
         return set()
 
@@ -442,7 +481,16 @@ class TrainableCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_signal_handlers()
         super().on_train_end(trainer, pl_module)
+        self._save_last_step(trainer)
         self._write_final(trainer, pl_module, trainer.global_step)
+
+    def _save_last_step(self, trainer: L.Trainer) -> None:
+        """The last step as a resumable ``checkpoint-N/`` (and ``last``) when the schedule did not save it, so that
+        ``--ckpt_path last`` on a finished run finds it finished instead of training its last steps again."""
+        if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
 
     def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
                      keep_existing: bool = False) -> None:
@@ -453,7 +501,7 @@ class TrainableCheckpoint(ModelCheckpoint):
             trainer.strategy.checkpoint_io.wait()
             if not (keep_existing and (self.final_dir / WEIGHTS_NAME).is_file()):
                 with atomic_directory(self.final_dir) as tmp:
-                    save_weights(weights, pl_module.world_config, tmp)
+                    save_weights(weights, pl_module.world_config, tmp, step=step)
                     if provenance is not None:
                         write_provenance(provenance, tmp)
             rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")

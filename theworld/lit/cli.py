@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainingInterrupted
+from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainingInterrupted, check_intact, newest_checkpoint
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.callbacks.progress import TrainingProgress
@@ -42,8 +42,9 @@ from theworld.hub import (
     redact,
     resolve_token,
 )
-from theworld.layout import WEIGHTS_NAME
+from theworld.layout import TRAINING_STATE_NAME, WEIGHTS_NAME
 from theworld.lit.datamodule import TheWorldDataModule
+from theworld.lit.guide_config import translate_arguments
 from theworld.lit.module import TheWorldModule
 from theworld.lit.trainer import TheWorldTrainer
 
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 
 _TOKEN_FLAGS = ("--hf_token", "--hub.hf_token")
 _CONFIG_FLAGS = ("-c", "--config")
+_CONFIG_FILE_TOKEN = "hf_token in the config file"  # a top-level `hf_token:` (the flag's name, set in YAML)
+# What people type for --hf_token: --hf-token, --token, --hub.token, --hub_token, --huggingface-token, --auth_token...
+_TOKEN_TYPO = re.compile(
+    r"((hub|hf|hugging[-_]?face([-_]hub)?)[-_.])*(hf[-_]?|auth[-_]|access[-_]|use[-_]auth[-_])?token", re.IGNORECASE)
 
 
 class TheWorldArgumentParser(LightningArgumentParser):
@@ -70,6 +75,13 @@ class TheWorldArgumentParser(LightningArgumentParser):
         # Python reprs of the expected type, in words: "Expected a <class 'int'>" -> "Expected int".
         text = re.sub(r"a <class '(?:\w+\.)*(\w+)'>", r"\1", text)
         text = re.sub(r"a typing\.Literal\[(.*?)\]", r"one of \1", text)
+        # A mistyped token flag, or a token given as a stray value, is quoted in the message: masked here.
+        text = redact(text)
+        if re.search(r'"subcommand" .* not provided', text):  # `theworld` alone: nothing to fix in a YAML
+            sys.stderr.write("theworld: error: no subcommand was given. `theworld fit --config configs/demo.yaml` trains "
+                             "the demo (after `python -m theworld.testing.demo_assets`); validate, predict and "
+                             "cache_latents take the same --config; `theworld --help` lists them.\n")
+            sys.exit(2)
         sys.stderr.write(f"theworld: error: {text}.{_did_you_mean(text, parser)} Fix it in the YAML config or on "
                          f"the command line; `{command} --help` lists every option and its type.\n")
         sys.exit(2)
@@ -81,11 +93,13 @@ class TheWorldArgumentParser(LightningArgumentParser):
 
 
 def _did_you_mean(message: str, parser) -> str:
-    """`` Did you mean --trainer.max_steps?`` for each unknown key the message names that is close to a real one."""
-    unknown = re.findall(r"(?<![\w.-])--([\w.]+)", message.partition("unrecognized arguments:")[2])
-    unknown += re.findall(r"does not accept option '([\w.]+)'", message)
+    """`` Did you mean --trainer.max_steps?`` for each unknown key the message names that is close to a real one;
+    ``--hf_token`` for the usual spellings of a token option (``--hf-token``, ``--token``, ``hub.token``...)."""
+    unknown = re.findall(r"(?<![\w.-])--([\w.-]+)", message.partition("unrecognized arguments:")[2])
+    unknown += re.findall(r"does not accept (?:option|nested key) '([\w.-]+)'", message)
     known = [flag[2:] for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
-    matches = [difflib.get_close_matches(key, known, n=1, cutoff=0.75) for key in unknown]
+    matches = [difflib.get_close_matches(key, known, n=1, cutoff=0.75) or (["hf_token"] if _TOKEN_TYPO.fullmatch(key)
+                                                                           else []) for key in unknown]
     return "".join(f" Did you mean --{match[0]}?" for match in matches if match)
 
 
@@ -119,20 +133,31 @@ class TheWorldCLI(LightningCLI):
             help="Hugging Face token; wins over hub.hf_token, $HF_TOKEN and the cached `hf auth login` token.",
         )
 
+    def parse_arguments(self, parser, args) -> None:
+        self.command_line = list(sys.argv[1:] if args is None else args)  # to tell the flags from the config files
+        super().parse_arguments(parser, args)
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
+        self._refuse_missing_config(config)
+        self._check_accelerator(config)
         max_steps = config.trainer.get("max_steps")
         if max_steps is not None and max_steps < -1:
             raise ConfigError(
                 f"trainer.max_steps={max_steps}: give the number of optimizer steps to train (a positive number; it "
                 f"is also the length of the LR schedule), or -1 for no limit with trainer.max_epochs set instead."
             )
-        self.hub_token = resolve_token(cli_token=config.get("hf_token"), config_token=config.hub.hf_token)
+        top_level = config.get("hf_token")
+        if top_level and not any(arg.partition("=")[0] == "--hf_token" for arg in self.command_line):
+            # `hf_token:` at the top of a config file, as the guide's configs have it
+            self.hub_token = resolve_token(config_token=top_level, config_source=_CONFIG_FILE_TOKEN)
+        else:
+            self.hub_token = resolve_token(cli_token=top_level, config_token=config.hub.hf_token)
         # From here on the token lives only in `hub_token`: config.yaml, hparams and training_args.json are
         # written from this config, and W&B records sys.argv.
         config.hf_token = config.hub.hf_token = None
         _hide_token_flags(sys.argv)
-        if self.hub_token is not None and self.hub_token.source in ("--hf_token", "hub.hf_token"):
+        if self.hub_token is not None and self.hub_token.source in ("--hf_token", "hub.hf_token", _CONFIG_FILE_TOKEN):
             # Every Hub call of the run uses it (gated base-model downloads too), and so do DDP
             # workers re-launched from the scrubbed sys.argv.
             os.environ["HF_TOKEN"] = self.hub_token.value
@@ -151,9 +176,33 @@ class TheWorldCLI(LightningCLI):
             TrainableCheckpoint.refuse_used_folder(
                 TrainableCheckpoint.folder_for(config.checkpoint.dirpath, config.trainer.get("default_root_dir")))
 
+    def _refuse_missing_config(self, config) -> None:
+        """``theworld fit`` with neither ``--config`` nor base models would load the production defaults (a GPU
+        and a Hub token needed): more likely a forgotten ``--config``."""
+        given = self.config.get("config") or config.get("config")
+        if not given and not any(arg.startswith("--model.gemma_model_name") for arg in self.command_line):
+            raise ConfigError(
+                f"theworld {self.subcommand}: no config was given (--config), so every setting would be a default, "
+                f"down to the production base models ({TheWorldConfig.gemma_model_name}, a GPU and a Hub token "
+                f"needed). The demo (tiny models, CPU, about two minutes): `python -m theworld.testing.demo_assets "
+                f"&& theworld {self.subcommand} --config configs/demo.yaml`. DataComp: `theworld {self.subcommand} "
+                f"--config configs/datacomp.yaml`."
+            )
+
+    @staticmethod
+    def _check_accelerator(config) -> None:
+        accelerator = config.trainer.get("accelerator")
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise UserError(
+                f"trainer.accelerator={accelerator}, but torch sees no GPU on this machine (torch {torch.__version__}, "
+                f"CUDA {torch.version.cuda or 'not built in'}). Run on the CPU with --trainer.accelerator cpu (the "
+                f"demo's tiny models train there; the production ones are slow), or --trainer.accelerator auto to use "
+                f"a GPU wherever there is one. On a GPU machine, install the torch build for its CUDA."
+            )
+
     def _check_weight_sources(self, config) -> None:
-        """``--ckpt_path`` and ``--model.init_from`` exist; predict has images; validate/predict say when the
-        model they run has not been trained."""
+        """``--ckpt_path`` and ``--model.init_from`` exist and are whole; ``--ckpt_path`` can resume; predict has
+        images; validate/predict say when the model they run has not been trained."""
         ckpt_path, init_from = config.get("ckpt_path"), config.model.get("init_from")
         bases = (config.model.gemma_model_name, config.model.cosmos_model_name)
         if any(name.startswith(f"{DEMO_ASSETS}/") for name in bases) and not Path(DEMO_ASSETS).is_dir():
@@ -168,12 +217,28 @@ class TheWorldCLI(LightningCLI):
                 f"Give a checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
                 f"hf://user/repo[@revision][/folder]."
             )
+        if ckpt_path and ckpt_path != "last" and not (Path(ckpt_path) / TRAINING_STATE_NAME).is_file():
+            if (Path(ckpt_path) / WEIGHTS_NAME).is_file():
+                raise UserError(
+                    f"--ckpt_path {ckpt_path} holds trainable weights ({WEIGHTS_NAME}) but no {TRAINING_STATE_NAME}, "
+                    f"so it cannot resume a run. Start a new run from its weights with --model.init_from {ckpt_path} "
+                    f"in place of --ckpt_path (optimizer, LR schedule, step count and data position start fresh)."
+                )
+            raise UserError(f"--ckpt_path {ckpt_path} is not a TheWorld checkpoint folder (no {WEIGHTS_NAME} and no "
+                            f"{TRAINING_STATE_NAME}). Give a checkpoint-N/ or last/ folder, `last`, or "
+                            f"hf://user/repo[@revision][/folder].")
         if init_from and not Path(init_from).is_dir() and not _is_hub_repo_id(init_from):
             raise UserError(
                 f"--model.init_from {init_from}: there is no such folder (relative paths start from {Path.cwd()}). Give "
                 f"a checkpoint folder holding model.safetensors (checkpoint-N/, final/), a Hub repo id, or "
                 f"hf://user/repo[@revision][/folder]."
             )
+        if ckpt_path == "last":
+            ckpt_path = newest_checkpoint(TrainableCheckpoint.folder_for(config.checkpoint.dirpath,
+                                                                         config.trainer.get("default_root_dir")))
+        for flag, folder in (("--ckpt_path", ckpt_path), ("--model.init_from", init_from)):
+            if folder and Path(folder).is_dir():
+                check_intact(folder, flag)
         if self.subcommand == "predict" and not config.data.get("predict_data"):
             raise UserError("theworld predict needs the images to caption: add --data.predict_data with a folder, a "
                               "glob (my_images/*.jpg) or a list of paths.")
@@ -285,12 +350,19 @@ def _user_message(err: UserError) -> str:
     return text
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Masks any Hub token a log line quotes (a value the user typed where a path or an id belongs)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def _log_to_stderr() -> None:
     """Shows TheWorld's INFO logs (Hub pushes, checkpoints) like Lightning's own, unless logging is configured."""
     logger = logging.getLogger("theworld")
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
@@ -308,6 +380,16 @@ def _check_yaml_syntax(args: list[str]) -> None:
         except yaml.YAMLError as err:
             raise ConfigError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}. Fix the syntax "
                               f"there (indentation, a missing ':', an unclosed bracket or quote).") from None
+
+
+def _redact_warnings() -> None:
+    """Masks any Hub token a warning quotes, whoever warns."""
+    show = warnings.showwarning
+
+    def show_redacted(message, category, filename, lineno, file=None, line=None):
+        show(redact(str(message)), category, filename, lineno, file, line)
+
+    warnings.showwarning = show_redacted
 
 
 def _quiet_known_noise() -> None:
@@ -330,11 +412,18 @@ def _quiet_known_noise() -> None:
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else args
     _log_to_stderr()
+    _redact_warnings()
     _quiet_known_noise()
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     try:
         _check_yaml_syntax(argv)
+        translated = translate_arguments(argv)
+        if translated != argv:
+            # The guide's config as YAML: given as args (Lightning's warning about args beside sys.argv would print
+            # it), while sys.argv keeps the user's command line for W&B and the resume command.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            args = translated
         TheWorldCLI(
             TheWorldModule,
             TheWorldDataModule,
@@ -347,7 +436,7 @@ def main(args: list[str] | None = None) -> None:
     except UserError as err:
         # A problem the user can fix (a config value, a base model id, the Hub token or access, the final push,
         # an unsafe checkpoint): the message, not a traceback.
-        sys.stderr.write(f"theworld: error: {_user_message(err)}\n")
+        sys.stderr.write(f"theworld: error: {redact(_user_message(err))}\n")
         sys.exit(err.exit_code)
     except TrainingInterrupted as stop:
         then = (f"SLURM requeued job {stop.requeued}: it resumes from there when it starts again.\n" if stop.requeued
@@ -365,9 +454,9 @@ def _resume_command(argv: list[str]) -> str:
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--ckpt_path":
+        elif arg in ("--ckpt_path", "--resume_from"):
             skip = True
-        elif not arg.startswith("--ckpt_path="):
+        elif not arg.startswith(("--ckpt_path=", "--resume_from=")):
             kept.append(arg)
     return shlex.join(["theworld", *kept, "--ckpt_path", "last"])
 

@@ -18,6 +18,7 @@ from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
 from theworld.data.decode import SKIP_REASONS
 from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE, data_yield_json
+from theworld.layout import WEIGHTS_NAME
 from theworld.model import TheWorld
 from theworld.provenance import KEY_KINDS, PROVENANCE_KEY, TrainedSamples, with_key_kinds
 from theworld.run_summary import RunSummary, ValidationRecord
@@ -97,6 +98,7 @@ class TheWorldModule(L.LightningModule):
         self._gallery: list[CaptionSample] = []
         self._seconds_before = 0.0  # wall time of the sessions before a resume
         self.trained_samples = TrainedSamples()  # the key of every sample trained on, written with each checkpoint
+        self.weights_step = 0  # the step the loaded weights were trained to: what validate and predict report
         # Checkpoints hold trainable tensors only, so loading must not demand the frozen ones.
         self.strict_loading = False
 
@@ -105,9 +107,10 @@ class TheWorldModule(L.LightningModule):
             self.model = TheWorld.from_config(self.world_config)
             self.world_config = self.model.config  # with the bases pinned to what was loaded
             if self.hparams.init_from:
-                from theworld.checkpoint import load_trainable_weights
+                from theworld.checkpoint import load_trainable_weights, saved_step
 
                 load_trainable_weights(self.model, self.hparams.init_from)
+                self.weights_step = saved_step(Path(self.hparams.init_from) / WEIGHTS_NAME) or 0
         if self.hparams.compile:
             # In place, layer by layer: parameter names (and so checkpoint keys) stay unchanged.
             for layer in self.model.gemma.model.language_model.layers:
@@ -194,7 +197,7 @@ class TheWorldModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.model(**batch)
         loss, tokens = out["loss"], out["num_tokens"].float()
-        logged_loss = loss
+        logged_loss = loss.detach()  # a number for the logs and the run summary, outside the autograd graph
         world_size = self.trainer.world_size
         if world_size > 1:
             # DDP/FSDP average the ranks' gradients, so per-rank token means would weight a token by
@@ -288,7 +291,8 @@ class TheWorldModule(L.LightningModule):
         for name, value in self.caption_scores.metrics().items():
             self.log(name, value, rank_zero_only=True)
         if not self.trainer.sanity_checking:
-            rank_zero_info(f"theworld: step {self.global_step}: {self.caption_scores}")
+            step = self.global_step if self.trainer.state.fn == "fit" else self.weights_step
+            rank_zero_info(f"theworld: step {step}: {self.caption_scores}")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         texts = self.model.generate_from_batch(batch, max_new_tokens=self.hparams.max_new_tokens)
@@ -419,6 +423,7 @@ class TheWorldModule(L.LightningModule):
         return with_key_kinds(rows, self.key_kinds) if rows is not None else None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.weights_step = checkpoint.get("global_step", 0)
         self._explain_schedule_change(checkpoint.get("schedule_max_steps"), checkpoint.get("global_step", 0))
         carried = checkpoint.get("run_summary", {})
         self._seconds_before = carried.get("wall_seconds", 0.0)
