@@ -30,7 +30,8 @@ class RunSummary:
     ``samples_seen`` counts every device's samples; ``effective_batch`` is per device x devices x accumulation.
     ``train_losses`` are (step, loss) pairs at logging steps, for the loss curve; ``gallery`` holds the latest
     validation's held-out images with their generated and reference captions. ``skipped`` counts the records the
-    data sources skipped, by reason (summed over ranks), as last reported.
+    data sources skipped, by reason (summed over ranks), as last reported. ``provenance_rows``: the rows of the
+    pushed checkpoint's provenance (``None``: it has none).
     """
 
     model_config: TheWorldConfig
@@ -50,6 +51,7 @@ class RunSummary:
     history: tuple[ValidationRecord, ...] = ()
     gallery: tuple[CaptionSample, ...] = ()
     skipped: dict[str, int] = field(default_factory=dict)
+    provenance_rows: int | None = None
 
     @property
     def train_loss(self) -> float | None:

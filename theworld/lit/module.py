@@ -104,6 +104,9 @@ class TheWorldModule(L.LightningModule):
                 from theworld.checkpoint import load_trainable_weights
 
                 load_trainable_weights(self.model, self.hparams.init_from)
+                # A resumed run replaces this with its checkpoint's history (which carries the same stages).
+                self.trained_samples, carried = TrainedSamples.next_stage(self.hparams.init_from)
+                rank_zero_info(f"theworld: {carried}")
         if self.hparams.compile:
             # In place, layer by layer: parameter names (and so checkpoint keys) stay unchanged.
             for layer in self.model.gemma.model.language_model.layers:
@@ -393,13 +396,14 @@ class TheWorldModule(L.LightningModule):
             torch.distributed.all_gather_object(positions, fit_state.get("combined_loader"))
             checkpoint[DATA_POSITIONS] = positions
         checkpoint["skipped_samples"] = self._skipped_totals()  # every rank runs this hook: the reduce is safe
-        rows = self.provenance()
-        if rows is not None:
-            checkpoint[PROVENANCE_KEY] = rows
+        save = self.provenance()
+        if save is not None:
+            checkpoint[PROVENANCE_KEY] = save
 
     def provenance(self):
-        """Every trained sample's row (a pyarrow Table) on rank 0, ``None`` elsewhere; call it on every rank."""
-        return self.trained_samples.gather(self.global_rank, self.trainer.world_size)
+        """The rows trained since the last save with the history they extend (a ProvenanceSave) on rank 0, ``None``
+        elsewhere; call it on every rank."""
+        return self.trained_samples.save(self.global_rank, self.trainer.world_size, self.global_step)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._explain_schedule_change(checkpoint.get("schedule_max_steps"), checkpoint.get("global_step", 0))
@@ -417,7 +421,7 @@ class TheWorldModule(L.LightningModule):
                     "the data stream exactly, or start a new run from its weights with --model.init_from."
                 )
             checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] = positions[self.global_rank]
-        # Rank 0 gathers the rows of every rank, so it alone carries the checkpoint's rows on.
-        self.trained_samples = TrainedSamples(checkpoint.get(PROVENANCE_KEY) if self.global_rank == 0 else None)
+        # The checkpoint's history (its provenance.json, not its rows): rank 0 continues it at the next save.
+        self.trained_samples = checkpoint.get(PROVENANCE_KEY) or TrainedSamples()
         # The saved counts are the sum over ranks: one rank carries them on, so the sum stays right.
         self.skipped_samples = Counter(checkpoint.get("skipped_samples", {}) if self.global_rank == 0 else {})
