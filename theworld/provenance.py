@@ -165,7 +165,8 @@ class TrainedSamples:
             f"{earlier.stage} from {folder}; its own rows are stage {history.stage}.")
 
     def add(self, step: int, keys: Sequence[str]) -> None:
-        self._batches.append((step, keys))
+        # As Arrow at once: 36 bytes a 32-character uid instead of a Python string's 90.
+        self._batches.append((step, pa.array(keys, pa.string())))
 
     def save(self, rank: int, world_size: int, step: int) -> ProvenanceSave | None:
         """The rows since the previous save as the delta of a checkpoint at ``step``, on rank 0 (``None``
@@ -176,16 +177,17 @@ class TrainedSamples:
             torch.distributed.all_gather_object(parts, mine)
         if rank != 0:
             return None
-        columns: dict[str, list] = {"step": [], "rank": [], "key": []}
-        for r, batches in enumerate(parts):
-            for batch_step, keys in batches:
-                columns["step"] += [batch_step] * len(keys)
-                columns["rank"] += [r] * len(keys)
-                columns["key"] += keys
         stage = self.history.stage
-        columns["stage"] = np.full(len(columns["key"]), stage, dtype=np.int16)
-        rows = pa.table(columns, schema=PROVENANCE_SCHEMA).sort_by([("step", "ascending"), ("rank", "ascending")])
-        del columns, parts  # the Python strings; the Arrow table holds the keys now
+
+        def column(value: int, like: pa.Array, dtype) -> pa.Array:
+            return pa.array(np.full(len(like), value, dtype=dtype))
+
+        rows = pa.Table.from_batches(
+            [pa.record_batch([column(batch_step, keys, np.int64), column(r, keys, np.int32), keys,
+                              column(stage, keys, np.int16)], schema=PROVENANCE_SCHEMA)
+             for r, batches in enumerate(parts) for batch_step, keys in batches], schema=PROVENANCE_SCHEMA)
+        if world_size > 1:  # one rank's rows are in step order already
+            rows = rows.sort_by([("step", "ascending"), ("rank", "ascending")])  # a stable sort
         if rows.num_rows == 0:
             return ProvenanceSave(None, self.history, self.source)
         first, last = self.history.step, step - 1

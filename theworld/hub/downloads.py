@@ -150,5 +150,10 @@ def _download_provenance(files: set[str], folder: str | None, download) -> None:
     own = f"{prefix}{PROVENANCE_DIR}/"  # the rule of theworld.provenance.delta_folder, on the repo's paths
     parent = folder.rpartition("/")[0] if folder else ""
     where = own if any(f.startswith(own) for f in files) else f"{parent}/{PROVENANCE_DIR}/".lstrip("/")
+    missing = [delta.name for delta in history.deltas if where + delta.name not in files]
+    if missing:
+        log.warning("%s%s names %d provenance files that the repo lacks (%s...): the history carried on lacks their "
+                    "rows.", prefix, PROVENANCE_NAME, len(missing), missing[0])
     for delta in history.deltas:
-        download(where + delta.name)
+        if delta.name not in missing:
+            download(where + delta.name)
