@@ -96,6 +96,12 @@ class TheWorldModule(L.LightningModule):
         # Checkpoints hold trainable tensors only, so loading must not demand the frozen ones.
         self.strict_loading = False
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.init_from:
+            # A resumed run replaces this with its checkpoint's history (which carries the same stages).
+            self.trained_samples, carried = TrainedSamples.next_stage(self.hparams.init_from)
+            rank_zero_info(f"theworld: {carried}")
+
     def configure_model(self) -> None:
         if self.model is None:
             self.model = TheWorld.from_config(self.world_config)
@@ -104,9 +110,6 @@ class TheWorldModule(L.LightningModule):
                 from theworld.checkpoint import load_trainable_weights
 
                 load_trainable_weights(self.model, self.hparams.init_from)
-                # A resumed run replaces this with its checkpoint's history (which carries the same stages).
-                self.trained_samples, carried = TrainedSamples.next_stage(self.hparams.init_from)
-                rank_zero_info(f"theworld: {carried}")
         if self.hparams.compile:
             # In place, layer by layer: parameter names (and so checkpoint keys) stay unchanged.
             for layer in self.model.gemma.model.language_model.layers:
