@@ -224,7 +224,8 @@ def write_provenance(save: ProvenanceSave, folder: Path) -> None:
 def _link_or_copy(source: Path, target: Path) -> None:
     tmp = target.with_name(f"{TMP_MARKER}{target.name}")
     try:
-        os.link(source, tmp)  # the same bytes, no copy
+        os.link(source.resolve(), tmp)  # the same bytes, no copy (resolved: Linux links a symlink itself, and the
+        # Hugging Face cache holds symlinks to its blobs)
     except OSError:
         shutil.copyfile(source, tmp)  # another filesystem, or no hardlinks there
     os.replace(tmp, target)
