@@ -1,8 +1,9 @@
-"""Downloads for loading and resuming: trainable weights, config and training state, never a base model."""
+"""Downloads for loading and resuming: trainable weights, config, training state and provenance, never a base model."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,20 +97,22 @@ def download_resume_checkpoint(ref: str, token: HubToken | None, endpoint: str |
     try:
         info = HfApi(endpoint=endpoint, token=value).repo_info(repo_id, revision=revision)
         files = {s.rfilename for s in info.siblings or []}
+
+        def fetch(path: str) -> str:
+            return hf_hub_download(repo_id, path, revision=info.sha, token=value, endpoint=endpoint)
+
         for folder in (subfolder, f"{base}{LAST_CHECKPOINT}"):
             prefix = f"{folder}/" if folder else ""
             if all(f"{prefix}{name}" in files for name in RESUME_FILES):
                 paths = [hf_hub_download(repo_id, name, subfolder=folder, revision=info.sha, token=value,
                                          endpoint=endpoint) for name in RESUME_FILES]
-                _download_provenance(files, folder, lambda path: hf_hub_download(
-                    repo_id, path, revision=info.sha, token=value, endpoint=endpoint))
+                _download_provenance(files, folder, fetch)
                 log.info("Resuming from %s (commit %s, folder %s/)", ref, info.sha[:8], folder or ".")
                 return HubCheckpoint(Path(paths[0]).parent, resumable=True, ref=ref)
         if all(f"{base}{name}" in files for name in (WEIGHTS_NAME, CONFIG_NAME)):
             paths = [hf_hub_download(repo_id, name, subfolder=subfolder, revision=info.sha, token=value,
                                      endpoint=endpoint) for name in (WEIGHTS_NAME, CONFIG_NAME)]
-            _download_provenance(files, subfolder, lambda path: hf_hub_download(
-                repo_id, path, revision=info.sha, token=value, endpoint=endpoint))
+            _download_provenance(files, subfolder, fetch)
             return HubCheckpoint(Path(paths[0]).parent, resumable=False, ref=ref)
     except Exception as err:
         raise explain(err, repo_id, token, endpoint) from err
@@ -140,7 +143,7 @@ def download_provenance(ref: str, token: str | None = None, endpoint: str | None
     return info.sha
 
 
-def _download_provenance(files: set[str], folder: str | None, download) -> None:
+def _download_provenance(files: set[str], folder: str | None, download: Callable[[str], str]) -> None:
     """Downloads ``folder``'s provenance.json (if the repo ``files`` hold one) and the deltas it names, to disk
     only: the history's rows are never read into memory here."""
     prefix = f"{folder}/" if folder else ""
