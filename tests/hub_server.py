@@ -144,6 +144,7 @@ class HubServer:
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._uploads: dict[str, tuple[tuple[str, str], str, int]] = {}  # ticket -> (repo key, sha256, size)
         self._log: list[tuple[str, str, int]] = []
+        self._offered: list[list[str]] = []  # the paths of each preupload request (what a client hashed to commit)
         self._counter = itertools.count()
         self._faults = Faults()
         self._rng = random.Random(0)
@@ -256,6 +257,14 @@ class HubServer:
         request was stalled."""
         with self._lock:
             return list(self._log)
+
+    @property
+    def offered(self) -> list[list[str]]:
+        """The file paths each preupload request offered, in order: what a client hashed and meant to send for a
+        commit (huggingface_hub drops unchanged files only after this, so a re-offered file cost the client a
+        read of its bytes)."""
+        with self._lock:
+            return [list(paths) for paths in self._offered]
 
     # ------------------------------------------------------------------ internals
 
@@ -627,6 +636,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         hub = self.server.hub
         with hub._lock:
             tree = self._resolve_or_404(hub._writable(self.user, self.repo_type, repo), rev).tree
+            hub._offered.append([f["path"] for f in files])
         answer = []
         for f in files:
             lfs = f["size"] >= LFS_THRESHOLD or b"\0" in base64.b64decode(f.get("sample", ""))

@@ -20,7 +20,7 @@ from theworld.checkpoint import save_pretrained
 
 def test_checkpoint_folder_holds_trainable_tensors_and_training_state(straight_run, tiny_models):
     ckpt = straight_run / "checkpoints/checkpoint-4"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors", "provenance.parquet",
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors", "provenance.json",
                                                       "training_state.pt"]
     # The samples of steps 0-3 (8 a step, none twice), as the shards' keys; final/ has all 8 steps'.
     rows = provenance(ckpt)

@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from support.blur_figures import blur_figures
-from support.cli_runs import fit
+from support.cli_runs import fit, provenance
 
 from theworld.data.decode import blur_faces, datacomp_resize
 from theworld.data.webdataset import WebDatasetSource
+from theworld.provenance import key_kinds
 from theworld.testing.http import serve_directory
 from theworld.testing.synthetic import encode_image, good_row, uid_of, write_rows
 
@@ -153,9 +154,9 @@ def test_datacomp_shards_train_with_their_uids_and_the_counts_of_its_stats(downl
     assert figures["trained"] == stats["successes"] - sum(ours.values())
     # Provenance: DataComp's uids, as the metadata has them.
     final = run / "checkpoints/final"
-    trained = pq.read_table(final / "provenance.parquet")["key"].to_pylist()
+    trained = [key for _, _, key in provenance(final)]
     assert sorted(trained) == sorted(uid for uid, f in fate.items() if f == "trained")
-    assert pq.read_schema(final / "provenance.parquet").metadata[b"key_kind"] == b"uid"
+    assert key_kinds(final) == {"uid"}
 
 
 def _rgb(path: Path) -> np.ndarray:

@@ -1,23 +1,22 @@
 """`theworld fit` with the Hub, as a user runs it: subprocesses against the local Hub (HF_ENDPOINT)."""
 
-import io
 import json
 import re
 import socket
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from safetensors.torch import load_file
+from support.cli_runs import provenance
 from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir
 
 SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100",
          "--data.batch_size", "8"]
-WEIGHTS = ("model.safetensors", "config.json", "provenance.parquet")
+WEIGHTS = ("model.safetensors", "config.json", "provenance.json")
 ROOT = {*WEIGHTS, "README.md", "training_args.json", "data_yield.json"}
 FINAL = {f"final/{n}" for n in WEIGHTS}
 LAST = {f"last-checkpoint/{n}" for n in (*WEIGHTS, "training_state.pt")}
@@ -56,7 +55,8 @@ def pushed(demo_dir, hub, hf_home, tmp_path_factory):
 def test_push_lands_the_checkpoint_layout_in_a_private_repo(pushed, hub):
     cwd, _ = pushed
     files = hub.files("alice/run")
-    assert {f for f in files if not f.startswith(REPORT)} == ROOT | FINAL | LAST
+    deltas = {f"provenance/{p.name}" for p in (cwd / "runs/demo/checkpoints/provenance").iterdir()}
+    assert len(deltas) == 2 and {f for f in files if not f.startswith(REPORT)} == ROOT | FINAL | LAST | deltas
     assert hub.is_private("alice/run")
     local = cwd / "runs/demo/checkpoints"
     assert files["final/model.safetensors"] == (local / "final/model.safetensors").read_bytes()
@@ -94,8 +94,8 @@ def test_the_card_shows_the_results_the_loss_curve_and_held_out_samples(pushed, 
     assert "### Framework versions" in text and f"- torch {torch.__version__}" in text
     assert f"`{config['gemma_model_name']}`" in text and "| effective batch | 8 |" in text
     # Every trained sample's key, pushed beside the weights and named by the card.
-    assert pq.read_table(io.BytesIO(files["provenance.parquet"])).num_rows == 48
-    assert "`provenance.parquet` (48 rows)" in text
+    assert json.loads(files["provenance.json"])["rows"] == 48
+    assert "| provenance | each trained sample's key: `provenance/`, the files `provenance.json` names (48 rows)" in text
     # The same gallery went to W&B as a table.
     assert list((cwd / "wandb_out").rglob("media/table/val/gallery_*.table.json"))
 
@@ -151,6 +151,8 @@ def test_resume_from_hf_reproduces_the_straight_run(pushed, demo_dir, hub, hf_ho
     for key in straight:
         assert torch.allclose(straight[key], again[key], atol=1e-6), key
     assert not (resumed / "runs/demo/checkpoints/checkpoint-4").exists(), "it resumed after step 4"
+    # The rows before step 4 came from the Hub's provenance/ files; those after, from this run.
+    assert provenance(resumed / "runs/demo/checkpoints/final") == provenance(cwd / "runs/demo/checkpoints/final")
 
 
 def test_token_from_yaml_stays_out_of_every_file_and_init_from_hf(pushed, demo_dir, hub, hf_home, tmp_path):
@@ -163,7 +165,12 @@ def test_token_from_yaml_stays_out_of_every_file_and_init_from_hf(pushed, demo_d
                  "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval", "100",
                  "--model.init_from", "hf://alice/run/final")
     assert result.returncode == 0, result.stderr[-4000:]
-    assert set(hub.files("alice/from-yaml")) == ROOT | FINAL | {"loss_curve.png"}
+    files = hub.files("alice/from-yaml")
+    # The provenance of the pushed run's final/ (stage 0) went on with the new stage's rows.
+    deltas = {f for f in files if f.startswith("provenance/")}
+    assert set(files) == ROOT | FINAL | {"loss_curve.png"} | deltas and len(deltas) == 3
+    history = json.loads(files["final/provenance.json"])
+    assert history["stage"] == 1 and sum(d["rows"] for d in history["deltas"] if d["stage"] == 0) == 48
     init_from = Path(yaml.safe_load(next(cwd.rglob("hparams.yaml")).read_text())["init_from"])
     assert (init_from / "model.safetensors").read_bytes() == hub.files("alice/run")["final/model.safetensors"]
     assert_secret_nowhere(result, cwd, hub, "alice/from-yaml")
@@ -202,9 +209,9 @@ def test_hub_down_for_the_whole_run_finishes_locally_and_exits_nonzero(demo_dir,
     assert "final weights are intact" in result.stderr
     local = cwd / "runs/demo/checkpoints"
     assert sorted(p.name for p in (local / "checkpoint-2").iterdir()) == ["config.json", "model.safetensors",
-                                                                          "provenance.parquet", "training_state.pt"]
+                                                                          "provenance.json", "training_state.pt"]
     assert sorted(p.name for p in (local / "final").iterdir()) == ["config.json", "model.safetensors",
-                                                                   "provenance.parquet"]
+                                                                   "provenance.json"]
     assert "Traceback" not in result.stderr.split("theworld: error:")[-1]
 
 

@@ -14,7 +14,6 @@ import pytest
 from hub_server import Faults
 from huggingface_hub import HfApi
 from lightning.pytorch.loggers import CSVLogger
-from support.cli_runs import theworld
 from support.hub_standin import (
     ALICE,
     FINAL,

@@ -5,7 +5,10 @@ A checkpoint folder (``checkpoint-{step}/``, ``last``, ``final/``, the Hub's ``l
     model.safetensors    trainable tensors only, keys as in TheWorld.state_dict()
     config.json          what rebuilds the model (TheWorldConfig)
     training_state.pt    optimizer, LR scheduler, loop counters, data position (not in final/)
-    provenance.parquet   the key of every sample trained on (theworld.provenance)
+    provenance.json      which files of provenance/ hold the key of every sample trained on (theworld.provenance)
+
+Beside the checkpoint folders (locally, and at the Hub repo's root), ``provenance/`` holds those files: one per save,
+with the rows trained since the previous save.
 """
 
 from theworld.config import CONFIG_NAME
@@ -14,7 +17,8 @@ WEIGHTS_NAME = "model.safetensors"
 TRAINING_STATE_NAME = "training_state.pt"
 RESUME_FILES = (WEIGHTS_NAME, CONFIG_NAME, TRAINING_STATE_NAME)
 WEIGHT_FILES = (WEIGHTS_NAME, CONFIG_NAME)
-PROVENANCE_NAME = "provenance.parquet"  # in every folder written since it was added; optional when reading
+PROVENANCE_NAME = "provenance.json"  # in every checkpoint folder written since it was added; optional when reading
+PROVENANCE_DIR = "provenance"  # the deltas, beside the checkpoint folders
 LAST_LINK = "last"  # local: links to the newest checkpoint folder
 FINAL_DIR = "final"  # local and on the Hub: the final weights
 LAST_CHECKPOINT = "last-checkpoint"  # on the Hub: the newest resumable folder

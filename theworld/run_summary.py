@@ -31,7 +31,8 @@ class RunSummary:
     ``train_losses`` are (step, loss) pairs at logging steps, for the loss curve; ``gallery`` holds the latest
     validation's held-out images with their generated and reference captions. ``skipped`` counts the records the
     data sources skipped, by reason, and ``samples_trained`` the samples that went into a step (each a provenance
-    row; a partial last batch counts what it held), both summed over ranks as last reported.
+    row; a partial last batch counts what it held), both summed over ranks as last reported. ``provenance_rows``:
+    the rows of the pushed checkpoint's provenance (``None``: it has none).
     """
 
     model_config: TheWorldConfig
@@ -52,6 +53,7 @@ class RunSummary:
     gallery: tuple[CaptionSample, ...] = ()
     skipped: dict[str, int] = field(default_factory=dict)
     samples_trained: int = 0
+    provenance_rows: int | None = None
 
     @property
     def train_loss(self) -> float | None:

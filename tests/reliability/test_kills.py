@@ -18,7 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 from hub_server import Faults
-from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit
+from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit, provenance
 from support.hub_cli import SECRET, hub_env
 
 from theworld import TheWorld
@@ -182,6 +182,8 @@ def kill_and_resume(kills: int, seed: int, demo_dir, straight_run, hub, tmp_path
     assert hub_final_equal
     assert_same_weights(straight_run / "checkpoints/final", root / "checkpoints/final")
     figures.record("final_weights", equal=True, kills=kills)
+    # Every resume continued the provenance files where its checkpoint's provenance.json ended.
+    assert provenance(root / "checkpoints/final") == provenance(straight_run / "checkpoints/final")
 
 
 def test_three_kills_in_a_row_lose_nothing(demo_dir, straight_run, hub, tmp_path, figures, monkeypatch):

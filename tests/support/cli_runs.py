@@ -7,9 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
+
+from theworld.provenance import provenance_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval",
@@ -52,8 +53,8 @@ def assert_same_weights(a: Path, b: Path):
 
 
 def provenance(folder: Path) -> list[tuple[int, int, str]]:
-    """The (step, rank, key) rows of a checkpoint folder's provenance.parquet, in file order."""
-    table = pq.read_table(Path(folder) / "provenance.parquet")
+    """The (step, rank, key) rows of a checkpoint folder's provenance, as the README's reader reads them."""
+    table = provenance_dataset(folder).to_table()
     return list(zip(*(table[column].to_pylist() for column in ("step", "rank", "key"))))
 
 

@@ -46,7 +46,7 @@ from theworld.checkpoint import (
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
 from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
-from theworld.provenance import PROVENANCE_KEY, read_provenance, write_provenance
+from theworld.provenance import PROVENANCE_KEY, TrainedSamples, write_provenance
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class TrainableCheckpointIO(CheckpointIO):
             ) from None
         weights = load_file(path / WEIGHTS_NAME)
         state["state_dict"] = {_MODEL_PREFIX + k: v for k, v in weights.items()}
-        state[PROVENANCE_KEY] = read_provenance(path)
+        state[PROVENANCE_KEY] = TrainedSamples.resume(path, state.get("global_step", 0))  # provenance.json only
         return state
 
     def remove_checkpoint(self, path) -> None:

@@ -10,6 +10,8 @@ Repo layout, per ``hub_strategy`` (every push is one commit: adds and deletes to
     last-checkpoint/                    full resumable state, replaced each push   checkpoint, all_checkpoints
     checkpoint-{step}/                  each local checkpoint, pruned like local   all_checkpoints
     final/model.safetensors, config.json                                           end of training, always
+    provenance/                         the deltas the pushed provenance.json files name: those the Hub
+                                        lacks are sent, none is deleted (theworld.provenance)
 
 With ``hub_revision`` every commit goes to that branch instead of main.
 
@@ -55,12 +57,14 @@ from theworld.hub.uploader import Push, Uploader, duration
 from theworld.layout import (
     FINAL_DIR,
     LAST_CHECKPOINT,
+    PROVENANCE_DIR,
     PROVENANCE_NAME,
     RESUME_FILES,
     TRAINING_STATE_NAME,
     WEIGHT_FILES,
     WEIGHTS_NAME,
 )
+from theworld.provenance import read_history, repo_deltas
 from theworld.retry import describe_error, http_status, with_retries
 
 log = logging.getLogger(__name__)
@@ -174,8 +178,8 @@ class HubSyncCallback(Callback):
     def _start(self, resuming: bool) -> None:
         bound_hub_requests(self.config.hub_request_timeout)
         # huggingface_hub warns at every commit of a .parquet file to a model repo; this one belongs there.
-        warnings.filterwarnings("ignore", rf"It seems that you are about to commit a data file \(.*"
-                                          rf"{re.escape(PROVENANCE_NAME)}\)")
+        warnings.filterwarnings("ignore", rf"It seems that you are about to commit a data file \("
+                                          rf"{re.escape(PROVENANCE_DIR)}/.*\.parquet\)")
         self._uploader = Uploader(self._upload, on_stopped=self._remove_staging)
         self._closed = False
         if self._preflighted:
@@ -307,6 +311,8 @@ class HubSyncCallback(Callback):
                 raise HubError("the Hub sync has shut down")
             files = self._repo_files(saved)
             summary = trainer.lightning_module.run_summary(saved.step, saved.final)
+            history = read_history(saved.path)  # the card counts the rows, not steps x batch
+            summary = dataclasses.replace(summary, provenance_rows=history.rows if history else None)
             written = {"README.md": card_from_summary(summary, self.config.hub_model_id).encode(),
                        "training_args.json": self._training_args(trainer).encode(),
                        **report_files(summary, push_logs=self.config.push_logs)}
@@ -320,7 +326,7 @@ class HubSyncCallback(Callback):
     def _repo_files(self, saved: SavedCheckpoint) -> dict[str, Path]:
         """Path in the repo -> local file, for this save and this strategy."""
         def folder_files(folder: Path, names: tuple[str, ...], prefix: str = "") -> dict[str, Path]:
-            # provenance.parquet travels with the weights it describes (folders from older versions lack it).
+            # provenance.json travels with the weights it describes (folders from older versions lack it).
             names += (PROVENANCE_NAME,) if (folder / PROVENANCE_NAME).is_file() else ()
             return {f"{prefix}{name}": folder / name for name in names}
 
@@ -333,7 +339,7 @@ class HubSyncCallback(Callback):
         if self.strategy.all_checkpoints:
             for folder in saved.kept:
                 files.update(folder_files(folder, RESUME_FILES, f"{folder.name}/"))
-        return files
+        return {**files, **repo_deltas(path for rel, path in files.items() if rel.endswith(PROVENANCE_NAME))}
 
     def _stage(self, checkpoints: Path, files: dict[str, Path], written: dict[str, bytes]) -> Path:
         """A push's folder: checkpoint files hardlinked, the card and report files written."""
@@ -424,11 +430,13 @@ class HubSyncCallback(Callback):
         remote = {sibling.rfilename for sibling in info.siblings or []}
         staged = {p.relative_to(push.folder).as_posix(): p for p in sorted(push.folder.rglob("*")) if p.is_file()}
         stale = self._stale(remote, staged)
-        # checkpoint-N/ folders never change once written: one already on the Hub is not hashed or sent again.
+        # checkpoint-N/ folders and provenance deltas never change once written: one already on the Hub is not
+        # hashed or sent again.
         folders = {rel.split("/")[0] for rel in staged if "/" in rel} - {LAST_CHECKPOINT, FINAL_DIR}
         on_hub = {f for f in folders if all(f"{f}/{name}" in remote for name in RESUME_FILES)}
+        on_hub |= {rel for rel in staged if rel.startswith(f"{PROVENANCE_DIR}/") and rel in remote}
         operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in staged.items()
-                      if rel.split("/")[0] not in on_hub]
+                      if rel.split("/")[0] not in on_hub and rel not in on_hub]
         operations += [CommitOperationDelete(path_in_repo=rel, is_folder=False) for rel in stale]
         commit = api.create_commit(repo_id, operations, commit_message=push.message, parent_commit=info.sha,
                                    revision=branch)

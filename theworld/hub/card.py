@@ -26,7 +26,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from theworld.config import TheWorldConfig
 from theworld.hub.report import DATA_YIELD_NAME, LOSS_CURVE, gallery
-from theworld.layout import PROVENANCE_NAME
+from theworld.layout import PROVENANCE_DIR, PROVENANCE_NAME
 from theworld.run_summary import RunSummary
 from theworld.world import world_token_count
 
@@ -273,7 +273,8 @@ def _results(summary: RunSummary) -> str:
     lines += ["", "### Run", "", "| | |", "|---|---|",
               f"| effective batch | {summary.effective_batch} |",
               f"| data | {summary.data_yield_line()} (`{DATA_YIELD_NAME}`) |",
-              f"| provenance | each trained sample's key: `{PROVENANCE_NAME}` ({summary.samples_seen:,} rows) |",
+              *([f"| provenance | each trained sample's key: `{PROVENANCE_DIR}/`, the files `{PROVENANCE_NAME}` names "
+                 f"({summary.provenance_rows:,} rows) |"] if summary.provenance_rows is not None else []),
               f"| wall time | {summary.wall_seconds:,.0f} s ({hours:.2f} h) |",
               f"| Gemma base | `{config.gemma_model_name}` @ `{config.gemma_revision or 'local folder'}` |",
               f"| Cosmos base | `{config.cosmos_model_name}` @ `{config.cosmos_revision or 'local folder'}` |"]

@@ -1,8 +1,9 @@
-"""Downloads for loading and resuming: trainable weights, config and training state, never a base model."""
+"""Downloads for loading and resuming: trainable weights, config, training state and provenance, never a base model."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from theworld.config import CONFIG_NAME
 from theworld.hub.errors import HubError, explain
 from theworld.hub.refs import is_hf_ref, parse_hf_ref, validate_repo_id
 from theworld.hub.tokens import HubToken, resolve_token
-from theworld.layout import LAST_CHECKPOINT, PROVENANCE_NAME, RESUME_FILES, WEIGHTS_NAME
+from theworld.layout import LAST_CHECKPOINT, PROVENANCE_DIR, PROVENANCE_NAME, RESUME_FILES, WEIGHTS_NAME
+from theworld.provenance import History
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +97,22 @@ def download_resume_checkpoint(ref: str, token: HubToken | None, endpoint: str |
     try:
         info = HfApi(endpoint=endpoint, token=value).repo_info(repo_id, revision=revision)
         files = {s.rfilename for s in info.siblings or []}
+
+        def fetch(path: str) -> str:
+            return hf_hub_download(repo_id, path, revision=info.sha, token=value, endpoint=endpoint)
+
         for folder in (subfolder, f"{base}{LAST_CHECKPOINT}"):
             prefix = f"{folder}/" if folder else ""
             if all(f"{prefix}{name}" in files for name in RESUME_FILES):
-                names = RESUME_FILES + ((PROVENANCE_NAME,) if f"{prefix}{PROVENANCE_NAME}" in files else ())
                 paths = [hf_hub_download(repo_id, name, subfolder=folder, revision=info.sha, token=value,
-                                         endpoint=endpoint) for name in names]
+                                         endpoint=endpoint) for name in RESUME_FILES]
+                _download_provenance(files, folder, fetch)
                 log.info("Resuming from %s (commit %s, folder %s/)", ref, info.sha[:8], folder or ".")
                 return HubCheckpoint(Path(paths[0]).parent, resumable=True, ref=ref)
         if all(f"{base}{name}" in files for name in (WEIGHTS_NAME, CONFIG_NAME)):
             paths = [hf_hub_download(repo_id, name, subfolder=subfolder, revision=info.sha, token=value,
                                      endpoint=endpoint) for name in (WEIGHTS_NAME, CONFIG_NAME)]
+            _download_provenance(files, subfolder, fetch)
             return HubCheckpoint(Path(paths[0]).parent, resumable=False, ref=ref)
     except Exception as err:
         raise explain(err, repo_id, token, endpoint) from err
@@ -113,3 +120,43 @@ def download_resume_checkpoint(ref: str, token: HubToken | None, endpoint: str |
         f"{ref} holds no TheWorld checkpoint: neither {base}{LAST_CHECKPOINT}/ (training_state.pt, model.safetensors, "
         f"config.json) nor {base}model.safetensors + config.json. Check the repo id, @revision and subfolder."
     )
+
+
+def download_provenance(ref: str, token: str | None = None, endpoint: str | None = None) -> str:
+    """Downloads the provenance of ``hf://user/repo[@rev][/folder]`` into the Hugging Face cache, where
+    ``theworld.provenance`` reads it beside the folder's weights; returns the commit it came from (download the
+    weights from the same one). A folder without provenance downloads nothing.
+
+    Example:
+        >>> revision = download_provenance("hf://alice/theworld/final")
+        >>> download_files("hf://alice/theworld/final", ["model.safetensors"], revision=revision)
+    """
+    repo_id, revision, subfolder = parse_hf_ref(ref)
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    try:
+        info = HfApi(endpoint=endpoint, token=token).repo_info(repo_id, revision=revision)
+        _download_provenance({s.rfilename for s in info.siblings or []}, subfolder, lambda path: hf_hub_download(
+            repo_id, path, revision=info.sha, token=token, endpoint=endpoint))
+    except Exception as err:
+        raise explain(err, repo_id, HubToken(token, "the token argument") if token else resolve_token(),
+                      endpoint) from err
+    return info.sha
+
+
+def _download_provenance(files: set[str], folder: str | None, download: Callable[[str], str]) -> None:
+    """Downloads ``folder``'s provenance.json (if the repo ``files`` hold one) and the deltas it names, to disk
+    only: the history's rows are never read into memory here."""
+    prefix = f"{folder}/" if folder else ""
+    if f"{prefix}{PROVENANCE_NAME}" not in files:
+        return
+    history = History.from_json(Path(download(f"{prefix}{PROVENANCE_NAME}")).read_text())
+    own = f"{prefix}{PROVENANCE_DIR}/"  # the rule of theworld.provenance.delta_folder, on the repo's paths
+    parent = folder.rpartition("/")[0] if folder else ""
+    where = own if any(f.startswith(own) for f in files) else f"{parent}/{PROVENANCE_DIR}/".lstrip("/")
+    missing = [delta.name for delta in history.deltas if where + delta.name not in files]
+    if missing:
+        log.warning("%s%s names %d provenance files that the repo lacks (%s...): the history carried on lacks their "
+                    "rows.", prefix, PROVENANCE_NAME, len(missing), missing[0])
+    for delta in history.deltas:
+        if delta.name not in missing:
+            download(where + delta.name)

@@ -35,6 +35,7 @@ from theworld.hub import (
     HubUnreachableError,
     check_dataset,
     download_files,
+    download_provenance,
     download_resume_checkpoint,
     is_hf_ref,
     pin_base,
@@ -299,7 +300,9 @@ class TheWorldCLI(LightningCLI):
                 config.model.init_from = str(checkpoint.path)
         init_from = config.model.get("init_from")
         if is_hf_ref(init_from):
-            files = download_files(init_from, [WEIGHTS_NAME], token=self.hub_token.value if self.hub_token else None)
+            token = self.hub_token.value if self.hub_token else None
+            revision = download_provenance(init_from, token)  # the weights' history; the weights from that commit
+            files = download_files(init_from, [WEIGHTS_NAME], revision=revision, token=token)
             config.model.init_from = str(files[WEIGHTS_NAME].parent)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:

@@ -156,7 +156,7 @@ def translate(data: dict, name: str) -> tuple[dict, list[str]]:
     if refused:
         raise ConfigError(redact(
             f"--config {name} is a config of the Hub upload guide, and {len(refused)} of its keys have no place in "
-            f"TheWorld's config: " + "; ".join(refused) + ". Remove them (or set the option named) and run again; "
+            "TheWorld's config: " + "; ".join(refused) + ". Remove them (or set the option named) and run again; "
             f"every other key is translated (the table is in README.md, 'Configs from the Hub upload guide')."
         ))
     nested: dict[str, Any] = {}

@@ -102,6 +102,12 @@ class TheWorldModule(L.LightningModule):
         # Checkpoints hold trainable tensors only, so loading must not demand the frozen ones.
         self.strict_loading = False
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.init_from:
+            # A resumed run replaces this with its checkpoint's history (which carries the same stages).
+            self.trained_samples, carried = TrainedSamples.next_stage(self.hparams.init_from)
+            rank_zero_info(f"theworld: {carried}")
+
     def configure_model(self) -> None:
         if self.model is None:
             self.model = TheWorld.from_config(self.world_config)
@@ -411,16 +417,18 @@ class TheWorldModule(L.LightningModule):
         checkpoint["skipped_samples"] = self._data_totals()  # every rank runs this hook: the reduce is safe
         checkpoint["samples_trained"] = self._trained_reported
         checkpoint["key_kinds"] = sorted(self.key_kinds)
-        rows = self.provenance()
-        if rows is not None:
-            checkpoint[PROVENANCE_KEY] = rows
+        save = self.provenance()
+        if save is not None:
+            checkpoint[PROVENANCE_KEY] = save
 
     def provenance(self):
-        """Every trained sample's row (a pyarrow Table, labelled with the kinds of key) on rank 0, ``None`` elsewhere;
-        call it on every rank (a reduce and an all-gather)."""
+        """The rows trained since the last save (labelled with the kinds of key) with the history they extend (a
+        ProvenanceSave) on rank 0, ``None`` elsewhere; call it on every rank (a reduce and a gather)."""
         self._data_totals()  # gathers the kinds of key
-        rows = self.trained_samples.gather(self.global_rank, self.trainer.world_size)
-        return with_key_kinds(rows, self.key_kinds) if rows is not None else None
+        save = self.trained_samples.save(self.global_rank, self.trainer.world_size, self.global_step)
+        if save is not None and save.rows is not None:
+            save.rows = with_key_kinds(save.rows, self.key_kinds)
+        return save
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.weights_step = checkpoint.get("global_step", 0)
@@ -439,8 +447,8 @@ class TheWorldModule(L.LightningModule):
                     "the data stream exactly, or start a new run from its weights with --model.init_from."
                 )
             checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] = positions[self.global_rank]
-        # Rank 0 gathers the rows of every rank, so it alone carries the checkpoint's rows on.
-        self.trained_samples = TrainedSamples(checkpoint.get(PROVENANCE_KEY) if self.global_rank == 0 else None)
+        # The checkpoint's history (its provenance.json, not its rows): rank 0 continues it at the next save.
+        self.trained_samples = checkpoint.get(PROVENANCE_KEY) or TrainedSamples()
         # The saved counts are the sum over ranks: one rank carries them on, so the sum stays right.
         self.skipped_samples = Counter(checkpoint.get("skipped_samples", {}) if self.global_rank == 0 else {})
         self.samples_trained = checkpoint.get("samples_trained", 0) if self.global_rank == 0 else 0
