@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -183,15 +184,21 @@ class _WeightlessWorld:
                 vae.decoder = vae.post_quant_conv = None  # as WorldEncoder.from_pretrained does
                 encoder = WorldEncoder(vae.to(dtype), config.world_patch_size)
             world = Weightless.from_modules(config, gemma, encoder)
+        fakes: dict[int, torch.Tensor] = {}  # one fake per meta tensor: tied weights (Gemma's head) stay tied
+
+        def fake(tensor: torch.Tensor) -> torch.Tensor:
+            if id(tensor) not in fakes:
+                empty = torch.empty(tensor.shape, dtype=tensor.dtype)
+                is_param = isinstance(tensor, torch.nn.Parameter)
+                fakes[id(tensor)] = torch.nn.Parameter(empty, tensor.requires_grad) if is_param else empty
+            return fakes[id(tensor)]
+
         with fake_mode:
             for module in world.modules():
-                for name, param in module._parameters.items():
-                    if param is not None:
-                        module._parameters[name] = torch.nn.Parameter(
-                            torch.empty(param.shape, dtype=param.dtype), requires_grad=param.requires_grad)
-                for name, buffer in module._buffers.items():
-                    if buffer is not None:
-                        module._buffers[name] = torch.empty(buffer.shape, dtype=buffer.dtype)
+                for tensors in (module._parameters, module._buffers):
+                    for name, tensor in tensors.items():
+                        if tensor is not None:
+                            tensors[name] = fake(tensor)
         return world
 
 
@@ -276,8 +283,9 @@ def train_step(world, batch: dict, optimizer: torch.optim.Optimizer) -> None:
 
 
 def step_memory(world, fake_mode, shape: StepShape, checkpointing: bool) -> StepMemory:
+    """Bytes live at the step's peak; ``fake_mode=None`` runs a real step (the tests compare the two)."""
     _set_checkpointing(world, checkpointing)
-    with fake_mode:
+    with fake_mode or contextlib.nullcontext():
         optimizer = _optimizer(world)
         live = LiveBytes()
         for tensor in [*world.parameters(), *world.buffers()]:
@@ -298,7 +306,7 @@ def step_flops(world, fake_mode, shape: StepShape, checkpointing: bool) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     _set_checkpointing(world, checkpointing)
-    with fake_mode:
+    with fake_mode or contextlib.nullcontext():
         optimizer = _optimizer(world)
         batch = fake_batch(world, shape)
         # Counted apart from the memory: its module tracker keeps recomputed activations alive.
@@ -475,3 +483,25 @@ def format_table(est: Estimate) -> str:
     lines = [f"{label:<{width}}  {value}\n{'':<{width}}    ({source})" for label, value, source in rows]
     lines.append("assumed: " + "; ".join(est.assumed))
     return "\n".join(lines)
+
+
+def with_json_values(argv: list[str]) -> list[str]:
+    """``--json`` without a value means ``--json true`` (the parser wants one for a bool)."""
+    values = ("true", "false")
+    return [f"{arg}=true" if arg == "--json" and (i + 1 == len(argv) or argv[i + 1].lower() not in values) else arg
+            for i, arg in enumerate(argv)]
+
+
+def print_estimate(config) -> None:
+    """``theworld estimate``: the parsed ``model:``, ``data:``, ``trainer:`` and ``hub:`` settings to a table."""
+    import json
+    from dataclasses import fields
+
+    model = config.model
+    world_config = TheWorldConfig(**{f.name: model[f.name] for f in fields(TheWorldConfig) if f.name in model})
+    data = DataConfig(**{f.name: config.data[f.name] for f in fields(DataConfig) if f.name in config.data})
+    devices, nodes = config.trainer.get("devices"), config.trainer.get("num_nodes") or 1
+    gpus = config.gpus or (devices * nodes if isinstance(devices, int) and devices > 0 else 1)
+    est = estimate_run(world_config, data, gpu=config.gpu, gpus=gpus, samples=config.samples, mfu=config.mfu,
+                       hub_strategy=config.hub.hub_strategy)
+    print(json.dumps(est.to_dict(), indent=2) if config.json else format_table(est))

@@ -30,6 +30,7 @@ from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.callbacks.progress import TrainingProgress
 from theworld.config import CONFIG_NAME, TheWorldConfig
 from theworld.errors import ConfigError, UserError
+from theworld.estimate import print_estimate, with_json_values
 from theworld.hub import (
     HubConfig,
     HubUnreachableError,
@@ -105,6 +106,7 @@ class TheWorldCLI(LightningCLI):
             "validate": {"model", "dataloaders", "datamodule"},
             "predict": {"model", "dataloaders", "datamodule"},
             "cache_latents": {"model", "datamodule"},
+            "estimate": {"model", "datamodule"},
         }
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -121,6 +123,9 @@ class TheWorldCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
+        if self.subcommand == "estimate":  # loads no weight, reads no data, asks no Hub: prints, then stops
+            print_estimate(config)
+            sys.exit(0)
         max_steps = config.trainer.get("max_steps")
         if max_steps is not None and max_steps < -1:
             raise ConfigError(
@@ -329,6 +334,8 @@ def main(args: list[str] | None = None) -> None:
     _quiet_known_noise()
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
+    if argv[:1] == ["estimate"]:
+        args = with_json_values(argv)  # `--json` alone, as scripts write it
     try:
         _check_yaml_syntax(argv)
         TheWorldCLI(

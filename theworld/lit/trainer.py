@@ -12,6 +12,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from theworld.data.latents import LatentCacheError
+from theworld.estimate import Estimate, estimate_run
 from theworld.latent_cache import write_latent_cache
 
 _CKPT_PATH = ("A checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
@@ -112,6 +113,26 @@ class TheWorldTrainer(Trainer):
         rank_zero_info(f"theworld: cached {summary['samples']} samples in {len(summary['shards'])} shards under "
                        f"{os.path.abspath(output_dir)}: {json.dumps(summary['skipped'])} skipped")
         return summary
+
+    def estimate(self, model: LightningModule, datamodule: LightningDataModule, gpu: str = "h100-80gb",
+                 gpus: int | None = None, samples: int | None = None, mfu: float | None = None,
+                 json: bool = False) -> Estimate:
+        """Predict a run's memory per GPU, FLOPs, step time, hours and loader workers, without loading weights.
+
+        One training step of the configured model and batch runs under fake tensors on the CPU (see
+        ``theworld.estimate``); ``theworld estimate --config X.yaml`` prints it as a table.
+
+        Args:
+            model: The model settings.
+            datamodule: The data settings (batch size, caption length, source).
+            gpu: The GPU to plan for: h100-80gb, h100-pcie, h200, a100-80gb, a100-40gb or l40s.
+            gpus: GPUs in all (default: trainer.devices x trainer.num_nodes).
+            samples: Samples to train on, for the run's hours and GPU-hours.
+            mfu: Share of the GPU's bf16 peak reached (default: the best measured in bench/RESULTS.md).
+            json: Print JSON instead of the table.
+        """
+        return estimate_run(model.world_config, datamodule.config, gpu=gpu, gpus=gpus or self.world_size,
+                            samples=samples, mfu=mfu)
 
 
 for _method in (TheWorldTrainer.fit, TheWorldTrainer.validate, TheWorldTrainer.predict):
