@@ -106,7 +106,7 @@ class LiveBytes(TorchDispatchMode):
 
     def _free(self, key: int, size: int) -> None:
         self._live.discard(key)
-        pass  # BROKEN: never freed
+        self.current -= size
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
