@@ -420,7 +420,9 @@ def estimate_run(config: TheWorldConfig, data: DataConfig, *, gpu: str = "h100-8
             "DDP: one gradient bucket copy of the trainable weights; FSDP: the layers outside Gemma's and SigLIP's "
             "decoder blocks stay whole on every GPU, two blocks gathered at a time",
             "every batch is as long as the longest caption allows (max_caption_tokens)",
-        ],
+        ] + ([] if config.frozen_dtype == "float32" else [
+            "FSDP is figured at this frozen_dtype, but TheWorldFSDPStrategy needs model.frozen_dtype float32 "
+            "(configs/fsdp.yaml), which doubles the frozen weights"]),
     )
 
 
@@ -469,7 +471,7 @@ def format_table(est: Estimate) -> str:
                      f"activations {gib(layout.activations)} + {'buckets' if 'ddp' in key else 'gathered'} "
                      f"{gib(layout.extra)}", "computed: fake-tensor step"))
     rows.append(("largest batch per GPU", ", ".join(f"{k} {v}" for k, v in est.largest_batch.items()),
-                 f"computed; {CUDA_RESERVE_GIB} GiB reserve assumed"))
+                 f"computed: activations grow linearly with the batch; {CUDA_RESERVE_GIB} GiB reserve assumed"))
     rows.append(("MFU", f"{est.mfu.value:.3f}", f"measured: {est.mfu.source}"))
     rows.append(("step time", f"{est.step_s:.3f} s ({est.step_s_ckpt:.3f} s with checkpointing)",
                  "computed from FLOPs and MFU"))
@@ -483,7 +485,7 @@ def format_table(est: Estimate) -> str:
                  "computed"))
     width = max(len(r[0]) for r in rows)
     lines = [f"{label:<{width}}  {value}\n{'':<{width}}    ({source})" for label, value, source in rows]
-    lines.append("assumed: " + "; ".join(est.assumed))
+    lines += ["assumed:", *(f"  - {assumption}" for assumption in est.assumed)]
     return "\n".join(lines)
 
 

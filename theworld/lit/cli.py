@@ -334,8 +334,12 @@ def main(args: list[str] | None = None) -> None:
     _quiet_known_noise()
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
-    if argv[:1] == ["estimate"]:
-        args = with_json_values(argv)  # `--json` alone, as scripts write it
+    if argv[:1] == ["estimate"]:  # `--json` alone, as scripts write it
+        argv = with_json_values(argv)
+        if args is None:
+            sys.argv[1:] = argv
+        else:
+            args = argv
     try:
         _check_yaml_syntax(argv)
         TheWorldCLI(
