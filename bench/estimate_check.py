@@ -20,7 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from theworld import model as model_module
 from theworld.config import TheWorldConfig
-from theworld.estimate import GPUS, LiveBytes, StepShape, _WeightlessWorld, step_flops, step_memory
+from theworld.estimate import GPUS, LiveBytes, StepShape, build_weightless, step_flops, step_memory
 
 GiB = 2**30
 TEXT_TOKENS = 26 + 256  # the bench's prompt: the tiny tokenizer's chat template + Gemma's image block
@@ -44,7 +44,7 @@ def replay(name, size, patch, batch, seq_len, ckpt):
     world_tokens = (size // 8 // patch) ** 2 + 2
     shape = StepShape(batch, seq_len, seq_len - world_tokens - TEXT_TOKENS)
     fake_mode = FakeTensorMode()
-    world = _WeightlessWorld.build(TheWorldConfig(world_image_size=size, world_patch_size=patch), fake_mode)
+    world = build_weightless(TheWorldConfig(world_image_size=size, world_patch_size=patch), fake_mode)
     with mock.patch.object(model_module, "linear_cross_entropy", full_logits_head):
         memory = step_memory(world, fake_mode, shape, checkpointing=ckpt)
         flops = step_flops(world, fake_mode, StepShape(1, seq_len, shape.labelled), checkpointing=ckpt) * batch
@@ -54,7 +54,7 @@ def replay(name, size, patch, batch, seq_len, ckpt):
 def replay_bare(batch, seq_len, labelled):
     """bench/train_step.py's bare step: the language model to its input embeddings, logits at labelled rows."""
     fake_mode = FakeTensorMode()
-    gemma = _WeightlessWorld.build(TheWorldConfig(enable_world=False), fake_mode).gemma
+    gemma = build_weightless(TheWorldConfig(enable_world=False), fake_mode).gemma
     gemma.requires_grad_(False)
     gemma.gradient_checkpointing_disable()
     with fake_mode:

@@ -9,12 +9,15 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from theworld.config import TheWorldConfig
+from theworld.data.config import DataConfig
+from theworld.errors import ConfigError
 from theworld.estimate import (
     StepShape,
-    _optimizer,
-    _set_checkpointing,
-    _WeightlessWorld,
+    adamw_with_state,
+    build_weightless,
+    estimate_run,
     fake_batch,
+    set_checkpointing,
     step_flops,
     step_memory,
     train_step,
@@ -37,8 +40,8 @@ def cuda_block(tensor: torch.Tensor) -> int:
 
 def allocator_peak_of_step(world, shape: StepShape, checkpointing: bool) -> int:
     """Peak bytes above the start of one real CPU training step, from the CPU allocator's records (profiler)."""
-    _set_checkpointing(world, checkpointing)
-    optimizer, batch = _optimizer(world), fake_batch(world, shape)
+    set_checkpointing(world, checkpointing)
+    optimizer, batch = adamw_with_state(world), fake_batch(world, shape)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         train_step(world, batch, optimizer)
     records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
@@ -54,7 +57,7 @@ def test_fake_step_predicts_the_real_steps_peak_memory_and_flops(tiny_config, ch
     # Long enough that the CPU attention kernel's own fixed buffers (which no tensor accounts for) are noise.
     shape = StepShape(batch_size=4, seq_len=600, labelled=9)
     fake_mode = FakeTensorMode()
-    weightless = _WeightlessWorld.build(tiny_config, fake_mode)
+    weightless = build_weightless(tiny_config, fake_mode)
     predicted = step_memory(weightless, fake_mode, shape, checkpointing)
     predicted_flops = step_flops(weightless, fake_mode, shape, checkpointing)
 
@@ -75,3 +78,8 @@ def test_estimate_subcommand_prints_json_for_the_demo_config(demo_dir):
     assert estimate["gpus"] == 2 and estimate["gpu"] == "h200"
     assert estimate["memory"]["ddp+ckpt"]["total"] <= estimate["memory"]["ddp"]["total"]
     assert estimate["gpu_hours"] == pytest.approx(2 * estimate["hours"])
+
+
+def test_an_unknown_gpu_names_the_known_ones(tiny_config):
+    with pytest.raises(ConfigError, match="h100-80gb, h100-pcie, h200"):
+        estimate_run(tiny_config, DataConfig(), gpu="v100")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -158,48 +159,46 @@ def base_config_folder(name: str, subfolder: str | None = None) -> Path:
     )
 
 
-class _WeightlessWorld:
-    """Builds TheWorld on the meta device, then gives every weight a fake CPU tensor of its shape and dtype."""
+def build_weightless(config: TheWorldConfig, fake_mode) -> "torch.nn.Module":
+    """TheWorld built on the meta device, then every weight a fake CPU tensor of its shape and dtype."""
+    from diffusers import AutoencoderKLWan
+    from transformers import AutoConfig, Gemma3ForConditionalGeneration
 
-    @staticmethod
-    def build(config: TheWorldConfig, fake_mode) -> "torch.nn.Module":
-        from diffusers import AutoencoderKLWan
-        from transformers import AutoConfig, Gemma3ForConditionalGeneration
+    from theworld.model import TheWorld
 
-        from theworld.model import TheWorld
+    class Weightless(TheWorld):
+        def _text_embedding_rms(self) -> float:
+            return 1.0  # a value, which meta tensors have not; it only scales the projector's norm
 
-        class Weightless(TheWorld):
-            def _text_embedding_rms(self) -> float:
-                return 1.0  # a value, which meta tensors have not; it only scales the projector's norm
+    dtype = resolve_dtype(config.frozen_dtype if config.frozen_dtype != "auto" else "bfloat16")
+    with torch.device("meta"):
+        gemma = Gemma3ForConditionalGeneration._from_config(
+            AutoConfig.from_pretrained(base_config_folder(config.gemma_model_name)), dtype=dtype,
+            attn_implementation=config.attn_implementation)
+        encoder = None
+        if config.enable_world:
+            folder = base_config_folder(config.cosmos_model_name, config.cosmos_subfolder)
+            vae = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(folder, subfolder=config.cosmos_subfolder))
+            vae.decoder = vae.post_quant_conv = None  # as WorldEncoder.from_pretrained does
+            # nn.Module.to: diffusers' own .to warns about dtypes of a model that never runs here.
+            encoder = WorldEncoder(torch.nn.Module.to(vae, dtype), config.world_patch_size)
+        world = Weightless.from_modules(config, gemma, encoder)
+    fakes: dict[int, torch.Tensor] = {}  # one fake per meta tensor: tied weights (Gemma's head) stay tied
 
-        dtype = resolve_dtype(config.frozen_dtype if config.frozen_dtype != "auto" else "bfloat16")
-        with torch.device("meta"):
-            gemma = Gemma3ForConditionalGeneration._from_config(
-                AutoConfig.from_pretrained(base_config_folder(config.gemma_model_name)), dtype=dtype,
-                attn_implementation=config.attn_implementation)
-            encoder = None
-            if config.enable_world:
-                folder = base_config_folder(config.cosmos_model_name, config.cosmos_subfolder)
-                vae = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(folder, subfolder=config.cosmos_subfolder))
-                vae.decoder = vae.post_quant_conv = None  # as WorldEncoder.from_pretrained does
-                encoder = WorldEncoder(vae.to(dtype), config.world_patch_size)
-            world = Weightless.from_modules(config, gemma, encoder)
-        fakes: dict[int, torch.Tensor] = {}  # one fake per meta tensor: tied weights (Gemma's head) stay tied
+    def fake(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in fakes:
+            empty = torch.empty(tensor.shape, dtype=tensor.dtype)
+            is_param = isinstance(tensor, torch.nn.Parameter)
+            fakes[id(tensor)] = torch.nn.Parameter(empty, tensor.requires_grad) if is_param else empty
+        return fakes[id(tensor)]
 
-        def fake(tensor: torch.Tensor) -> torch.Tensor:
-            if id(tensor) not in fakes:
-                empty = torch.empty(tensor.shape, dtype=tensor.dtype)
-                is_param = isinstance(tensor, torch.nn.Parameter)
-                fakes[id(tensor)] = torch.nn.Parameter(empty, tensor.requires_grad) if is_param else empty
-            return fakes[id(tensor)]
-
-        with fake_mode:
-            for module in world.modules():
-                for tensors in (module._parameters, module._buffers):
-                    for name, tensor in tensors.items():
-                        if tensor is not None:
-                            tensors[name] = fake(tensor)
-        return world
+    with fake_mode:
+        for module in world.modules():
+            for tensors in (module._parameters, module._buffers):
+                for name, tensor in tensors.items():
+                    if tensor is not None:
+                        tensors[name] = fake(tensor)
+    return world
 
 
 @dataclass(frozen=True)
@@ -262,7 +261,7 @@ def fake_batch(world, shape: StepShape) -> dict[str, torch.Tensor]:
     return batch
 
 
-def _optimizer(world) -> torch.optim.Optimizer:
+def adamw_with_state(world) -> torch.optim.Optimizer:
     """AdamW with its state already made (as after the first step)."""
     trainable = [p for p in world.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
@@ -284,9 +283,9 @@ def train_step(world, batch: dict, optimizer: torch.optim.Optimizer) -> None:
 
 def step_memory(world, fake_mode, shape: StepShape, checkpointing: bool) -> StepMemory:
     """Bytes live at the step's peak; ``fake_mode=None`` runs a real step (the tests compare the two)."""
-    _set_checkpointing(world, checkpointing)
+    set_checkpointing(world, checkpointing)
     with fake_mode or contextlib.nullcontext():
-        optimizer = _optimizer(world)
+        optimizer = adamw_with_state(world)
         live = LiveBytes()
         for tensor in [*world.parameters(), *world.buffers()]:
             live.add(tensor)
@@ -307,9 +306,9 @@ def step_flops(world, fake_mode, shape: StepShape, checkpointing: bool) -> int:
     """FLOPs of one step as run (with checkpointing: the recomputed forward too)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    _set_checkpointing(world, checkpointing)
+    set_checkpointing(world, checkpointing)
     with fake_mode or contextlib.nullcontext():
-        optimizer = _optimizer(world)
+        optimizer = adamw_with_state(world)
         batch = fake_batch(world, shape)
         # Counted apart from the memory: its module tracker keeps recomputed activations alive.
         with FlopCounterMode(display=False, custom_mapping=_ATTENTION_FLOPS) as counter:
@@ -317,7 +316,7 @@ def step_flops(world, fake_mode, shape: StepShape, checkpointing: bool) -> int:
     return counter.get_total_flops()
 
 
-def _set_checkpointing(world, on: bool) -> None:
+def set_checkpointing(world, on: bool) -> None:
     if on:
         world.gemma.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
@@ -374,13 +373,20 @@ class Estimate:
 
 def estimate_run(config: TheWorldConfig, data: DataConfig, *, gpu: str = "h100-80gb", gpus: int = 1,
                  samples: int | None = None, mfu: float | None = None, hub_strategy: str = "every_save") -> Estimate:
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     if gpu not in GPUS:
         raise ConfigError(f"--gpu {gpu}: not a GPU this estimate knows; choose one of {', '.join(GPUS)}.")
     card = GPUS[gpu]
+    with warnings.catch_warnings():
+        # Deprecations and dtype notes from transformers and torch about a step that only runs on fake tensors.
+        warnings.simplefilter("ignore")
+        return _estimate(config, data, card, gpu, gpus, samples, mfu, hub_strategy)
+
+
+def _estimate(config, data, card, gpu, gpus, samples, mfu, hub_strategy) -> Estimate:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
     fake_mode = FakeTensorMode()
-    world = _WeightlessWorld.build(config, fake_mode)
+    world = build_weightless(config, fake_mode)
     shape, prompt_from = step_shape(config, data, world.gemma.config)
     one = StepShape(1, shape.seq_len, shape.labelled)
     flops_one = step_flops(world, fake_mode, one, checkpointing=False)
