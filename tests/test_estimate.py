@@ -82,4 +82,4 @@ def test_estimate_subcommand_prints_json_for_the_demo_config(demo_dir):
 
 def test_an_unknown_gpu_names_the_known_ones(tiny_config):
     with pytest.raises(ConfigError, match="h100-80gb, h100-pcie, h200"):
-        estimate_run(tiny_config, DataConfig(), gpu="v100")
+        estimate_run(tiny_config, DataConfig(), fsdp_units=set(), gpu="v100")

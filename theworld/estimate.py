@@ -8,7 +8,8 @@ number the step cannot give, the share of the GPU's peak FLOP/s that is reached 
 MFU measured on the H200 (``bench/RESULTS.md``, checked by ``bench/estimate_check.py``).
 
 Example:
-    >>> estimate = estimate_run(TheWorldConfig(), DataConfig(batch_size=8), gpu="h100-80gb", gpus=8)
+    >>> estimate = estimate_run(TheWorldConfig(), DataConfig(batch_size=8), fsdp_units=default_wrap_layers(),
+    ...                         gpu="h100-80gb", gpus=8)
     >>> print(format_table(estimate))
 """
 
@@ -371,18 +372,20 @@ class Estimate:
         return data
 
 
-def estimate_run(config: TheWorldConfig, data: DataConfig, *, gpu: str = "h100-80gb", gpus: int = 1,
-                 samples: int | None = None, mfu: float | None = None, hub_strategy: str = "every_save") -> Estimate:
+def estimate_run(config: TheWorldConfig, data: DataConfig, *, fsdp_units: set[type], gpu: str = "h100-80gb",
+                 gpus: int = 1, samples: int | None = None, mfu: float | None = None,
+                 hub_strategy: str = "every_save") -> Estimate:
+    """``fsdp_units``: the module types FSDP wraps one unit each (``theworld.lit.strategies.default_wrap_layers``)."""
     if gpu not in GPUS:
         raise ConfigError(f"--gpu {gpu}: not a GPU this estimate knows; choose one of {', '.join(GPUS)}.")
     card = GPUS[gpu]
     with warnings.catch_warnings():
         # Deprecations and dtype notes from transformers and torch about a step that only runs on fake tensors.
         warnings.simplefilter("ignore")
-        return _estimate(config, data, card, gpu, gpus, samples, mfu, hub_strategy)
+        return _estimate(config, data, fsdp_units, card, gpu, gpus, samples, mfu, hub_strategy)
 
 
-def _estimate(config, data, card, gpu, gpus, samples, mfu, hub_strategy) -> Estimate:
+def _estimate(config, data, fsdp_units, card, gpu, gpus, samples, mfu, hub_strategy) -> Estimate:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     fake_mode = FakeTensorMode()
@@ -401,7 +404,7 @@ def _estimate(config, data, card, gpu, gpus, samples, mfu, hub_strategy) -> Esti
         per_sample = step.activations / shape.batch_size
         suffix = "+ckpt" if ckpt else ""
         memory["ddp" + suffix] = Layout(step.weights, step.optimizer, step.activations, trainable_bytes)
-        fsdp_weights, gathered = _fsdp_weights(world, gpus)
+        fsdp_weights, gathered = _fsdp_weights(world, fsdp_units, gpus)
         memory["fsdp" + suffix] = Layout(fsdp_weights, step.optimizer // gpus, step.activations, gathered)
         for strategy in ("ddp", "fsdp"):
             layout = memory[strategy + suffix]
@@ -432,12 +435,9 @@ def _estimate(config, data, card, gpu, gpus, samples, mfu, hub_strategy) -> Esti
     )
 
 
-def _fsdp_weights(world, gpus: int) -> tuple[int, int]:
+def _fsdp_weights(world, unit_types: set[type], gpus: int) -> tuple[int, int]:
     """(sharded weights per GPU, bytes of two gathered blocks) with one FSDP unit per decoder block."""
-    from theworld.lit.strategies import default_wrap_layers
-
-    unit_types = tuple(default_wrap_layers())
-    units = [m for m in world.modules() if isinstance(m, unit_types)]
+    units = [m for m in world.modules() if isinstance(m, tuple(unit_types))]
     in_units = {id(p) for unit in units for p in unit.parameters()}
     nbytes = lambda params: sum(p.numel() * p.element_size() for p in params)  # noqa: E731
     whole = nbytes(p for p in world.parameters() if id(p) not in in_units)
@@ -502,7 +502,7 @@ def with_json_values(argv: list[str]) -> list[str]:
             for i, arg in enumerate(argv)]
 
 
-def print_estimate(config) -> None:
+def print_estimate(config, fsdp_units: set[type]) -> None:
     """``theworld estimate``: the parsed ``model:``, ``data:``, ``trainer:`` and ``hub:`` settings to a table."""
     import json
     from dataclasses import fields
@@ -512,6 +512,6 @@ def print_estimate(config) -> None:
     data = DataConfig(**{f.name: config.data[f.name] for f in fields(DataConfig) if f.name in config.data})
     devices, nodes = config.trainer.get("devices"), config.trainer.get("num_nodes") or 1
     gpus = config.gpus or (devices * nodes if isinstance(devices, int) and devices > 0 else 1)
-    est = estimate_run(world_config, data, gpu=config.gpu, gpus=gpus, samples=config.samples, mfu=config.mfu,
+    est = estimate_run(world_config, data, fsdp_units=fsdp_units, gpu=config.gpu, gpus=gpus, samples=config.samples, mfu=config.mfu,
                        hub_strategy=config.hub.hub_strategy)
     print(json.dumps(est.to_dict(), indent=2) if config.json else format_table(est))

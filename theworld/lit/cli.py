@@ -46,6 +46,7 @@ from theworld.hub import (
 from theworld.layout import WEIGHTS_NAME
 from theworld.lit.datamodule import TheWorldDataModule
 from theworld.lit.module import TheWorldModule
+from theworld.lit.strategies import default_wrap_layers
 from theworld.lit.trainer import TheWorldTrainer
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class TheWorldCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
         if self.subcommand == "estimate":  # loads no weight, reads no data, asks no Hub: prints, then stops
-            print_estimate(config)
+            print_estimate(config, fsdp_units=default_wrap_layers())
             sys.exit(0)
         max_steps = config.trainer.get("max_steps")
         if max_steps is not None and max_steps < -1:

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from theworld.data.latents import LatentCacheError
 from theworld.estimate import Estimate, estimate_run
 from theworld.latent_cache import write_latent_cache
+from theworld.lit.strategies import default_wrap_layers
 
 _CKPT_PATH = ("A checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
               "hf://user/repo[@revision][/folder] (its last-checkpoint/, downloaded)")
@@ -131,8 +132,8 @@ class TheWorldTrainer(Trainer):
             mfu: Share of the GPU's bf16 peak reached (default: the best measured in bench/RESULTS.md).
             json: Print JSON instead of the table.
         """
-        return estimate_run(model.world_config, datamodule.config, gpu=gpu, gpus=gpus or self.world_size,
-                            samples=samples, mfu=mfu)
+        return estimate_run(model.world_config, datamodule.config, fsdp_units=default_wrap_layers(), gpu=gpu,
+                            gpus=gpus or self.world_size, samples=samples, mfu=mfu)
 
 
 for _method in (TheWorldTrainer.fit, TheWorldTrainer.validate, TheWorldTrainer.predict):
