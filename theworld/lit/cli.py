@@ -101,7 +101,7 @@ class TheWorldCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """fit, validate, predict and cache_latents (no `test`: TheWorld's data has no test split)."""
+        """fit, validate, predict, cache_latents and estimate (no `test`: TheWorld's data has no test split)."""
         return {
             "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
             "validate": {"model", "dataloaders", "datamodule"},

@@ -1,5 +1,5 @@
-"""``TheWorldTrainer``: Lightning's Trainer plus ``cache_latents``, so it is a subcommand of ``theworld`` like
-``fit`` (same config files, overrides and typo errors)."""
+"""``TheWorldTrainer``: Lightning's Trainer plus ``cache_latents`` and ``estimate``, so each is a subcommand of
+``theworld`` like ``fit`` (same config files, overrides and typo errors)."""
 
 from __future__ import annotations
 
