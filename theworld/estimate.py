@@ -27,9 +27,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from theworld.config import TheWorldConfig
-from theworld.data.config import DEFAULT_PROMPT, DataConfig
+from theworld.data.config import DataConfig
 from theworld.errors import ConfigError
-from theworld.world import WorldEncoder, resolve_dtype, world_token_count
+from theworld.world import WorldEncoder, resolve_dtype
 
 GiB = 2**30
 BASE_CONFIGS = Path(__file__).parent / "base_configs"  # Gemma 3 4B and Cosmos VAE configs, as published
@@ -211,24 +211,25 @@ class StepShape:
     labelled: int
 
 
-def step_shape(config: TheWorldConfig, data: DataConfig, gemma_config) -> tuple[StepShape, str]:
+def step_shape(world, data: DataConfig) -> tuple[StepShape, str]:
     """The longest batch the data makes (captions at ``max_caption_tokens``) and how its prompt was counted."""
-    world = (world_token_count(8, config.world_image_size, config.world_patch_size) + 2) if config.enable_world else 0
-    image = gemma_config.mm_tokens_per_image if config.gemma_image_tokens else 0
+    config = world.config
+    world_block = world.num_world_tokens + 2 if config.enable_world else 0  # + <the_world_start>, <the_world_end>
+    image = world.gemma.config.mm_tokens_per_image if config.gemma_image_tokens else 0
     text, how = _prompt_text_tokens(config, data.prompt)
     caption = data.max_caption_tokens + 1  # + <end_of_turn>
-    return StepShape(data.batch_size, world + image + text + caption, caption), how
+    return StepShape(data.batch_size, world_block + image + text + caption, caption), how
 
 
 def _prompt_text_tokens(config: TheWorldConfig, prompt: str) -> tuple[int, str]:
     folder = Path(config.gemma_model_name).expanduser()
     if (folder / "tokenizer_config.json").is_file():
-        from theworld.data.processing import TheWorldProcessor, load_gemma_processor
+        from theworld.data.processing import SEG_TEXT, TheWorldProcessor, load_gemma_processor
 
         processor = TheWorldProcessor(load_gemma_processor(str(folder)), 0, config.world_image_size, prompt=prompt,
                                       gemma_image_tokens=config.gemma_image_tokens)
-        ids, segments = processor._build_prompt(prompt)
-        return sum(1 for s in segments if s == 0), "measured: the local tokenizer"
+        _, segments = processor._build_prompt(prompt)
+        return sum(1 for s in segments if s == SEG_TEXT), "measured: the local tokenizer"
     words = len(prompt.split())
     return TEMPLATE_TOKENS + round(TOKENS_PER_PROMPT_WORD * words), "assumed: Gemma 3 chat template, 1.3 tokens/word"
 
@@ -242,7 +243,7 @@ class StepMemory:
 
     @property
     def activations(self) -> int:
-        """Everything else live at the peak: activations kept for backward, gradients, temporaries."""
+        """Everything else live at the peak: the batch, activations kept for backward, gradients, temporaries."""
         return self.peak - self.weights - self.optimizer
 
 
@@ -390,7 +391,7 @@ def _estimate(config, data, fsdp_units, card, gpu, gpus, samples, mfu, hub_strat
 
     fake_mode = FakeTensorMode()
     world = build_weightless(config, fake_mode)
-    shape, prompt_from = step_shape(config, data, world.gemma.config)
+    shape, prompt_from = step_shape(world, data)
     one = StepShape(1, shape.seq_len, shape.labelled)
     flops_one = step_flops(world, fake_mode, one, checkpointing=False)
     recompute = step_flops(world, fake_mode, one, checkpointing=True) / flops_one
