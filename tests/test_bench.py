@@ -55,3 +55,12 @@ def test_data_throughput_prints_the_worker_rate_and_the_wait():
     assert summary["samples_per_s_per_worker"] > 0 and summary["main_process_data_s_per_step"] >= 0
     assert summary["url_samples_per_s_per_worker_rules_on"] > 0 and summary["url_samples_per_s_per_worker_rules_off"] > 0
     assert summary["cached_samples_per_s_per_worker"] > 0
+
+
+@pytest.mark.slow
+def test_estimate_predicts_the_measured_h200_rows_within_ten_percent():
+    """`theworld estimate`'s step replayed at each measured H200 shape (about 1 CPU-minute at real size)."""
+    summary = last_json_line(REPO / "bench/estimate_check.py")
+    for row in summary["rows"]:
+        assert 0.9 <= row["ratio"] <= 1.1, row
+        assert 0.9 <= row.get("time_ratio", 1.0) <= 1.1, row

@@ -30,6 +30,7 @@ from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.callbacks.progress import TrainingProgress
 from theworld.config import CONFIG_NAME, TheWorldConfig
 from theworld.errors import ConfigError, UserError
+from theworld.estimate import print_estimate, with_json_values
 from theworld.hub import (
     HubConfig,
     HubUnreachableError,
@@ -47,6 +48,7 @@ from theworld.layout import TRAINING_STATE_NAME, WEIGHTS_NAME
 from theworld.lit.datamodule import TheWorldDataModule
 from theworld.lit.guide_config import translate_arguments
 from theworld.lit.module import TheWorldModule
+from theworld.lit.strategies import default_wrap_layers
 from theworld.lit.trainer import TheWorldTrainer
 
 log = logging.getLogger(__name__)
@@ -114,12 +116,13 @@ class TheWorldCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """fit, validate, predict and cache_latents (no `test`: TheWorld's data has no test split)."""
+        """fit, validate, predict, cache_latents and estimate (no `test`: TheWorld's data has no test split)."""
         return {
             "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
             "validate": {"model", "dataloaders", "datamodule"},
             "predict": {"model", "dataloaders", "datamodule"},
             "cache_latents": {"model", "datamodule"},
+            "estimate": {"model", "datamodule"},
         }
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -141,6 +144,9 @@ class TheWorldCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
         self._refuse_missing_config(config)
+        if self.subcommand == "estimate":  # loads no weight, reads no data, asks no Hub: prints, then stops
+            print_estimate(config, fsdp_units=default_wrap_layers())
+            sys.exit(0)
         self._check_accelerator(config)
         max_steps = config.trainer.get("max_steps")
         if max_steps is not None and max_steps < -1:
@@ -419,6 +425,12 @@ def main(args: list[str] | None = None) -> None:
     _quiet_known_noise()
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
+    if argv[:1] == ["estimate"]:  # `--json` alone, as scripts write it
+        argv = with_json_values(argv)
+        if args is None:
+            sys.argv[1:] = argv
+        else:
+            args = argv
     try:
         _check_yaml_syntax(argv)
         translated = translate_arguments(argv)

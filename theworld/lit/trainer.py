@@ -1,5 +1,5 @@
-"""``TheWorldTrainer``: Lightning's Trainer plus ``cache_latents``, so it is a subcommand of ``theworld`` like
-``fit`` (same config files, overrides and typo errors)."""
+"""``TheWorldTrainer``: Lightning's Trainer plus ``cache_latents`` and ``estimate``, so each is a subcommand of
+``theworld`` like ``fit`` (same config files, overrides and typo errors)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from theworld.data.latents import LatentCacheError
+from theworld.estimate import Estimate, estimate_run
 from theworld.latent_cache import write_latent_cache
+from theworld.lit.strategies import default_wrap_layers
 
 _CKPT_PATH = ("A checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
               "hf://user/repo[@revision][/folder] (its last-checkpoint/, downloaded)")
@@ -112,6 +114,26 @@ class TheWorldTrainer(Trainer):
         rank_zero_info(f"theworld: cached {summary['samples']} samples in {len(summary['shards'])} shards under "
                        f"{os.path.abspath(output_dir)}: {json.dumps(summary['skipped'])} skipped")
         return summary
+
+    def estimate(self, model: LightningModule, datamodule: LightningDataModule, gpu: str = "h100-80gb",
+                 gpus: int | None = None, samples: int | None = None, mfu: float | None = None,
+                 json: bool = False) -> Estimate:
+        """Predict a run's memory per GPU, FLOPs, step time, hours and loader workers, without loading weights.
+
+        One training step of the configured model and batch runs under fake tensors on the CPU (see
+        ``theworld.estimate``); ``theworld estimate --config X.yaml`` prints it as a table.
+
+        Args:
+            model: The model settings.
+            datamodule: The data settings (batch size, caption length, source).
+            gpu: The GPU to plan for: h100-80gb, h100-pcie, h200, a100-80gb, a100-40gb or l40s.
+            gpus: GPUs in all (default: trainer.devices x trainer.num_nodes).
+            samples: Samples to train on, for the run's hours and GPU-hours.
+            mfu: Share of the GPU's bf16 peak reached (default: the best measured in bench/RESULTS.md).
+            json: Print JSON instead of the table.
+        """
+        return estimate_run(model.world_config, datamodule.config, fsdp_units=default_wrap_layers(), gpu=gpu,
+                            gpus=gpus or self.world_size, samples=samples, mfu=mfu)
 
 
 for _method in (TheWorldTrainer.fit, TheWorldTrainer.validate, TheWorldTrainer.predict):
