@@ -7,6 +7,7 @@ leaves a half-written checkpoint under a name that loading or resuming would pic
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -88,8 +89,25 @@ def save_weights(weights: dict[str, torch.Tensor], config: TheWorldConfig, direc
     bases = {key: value for key in ("gemma_model_name", "gemma_revision", "cosmos_model_name", "cosmos_revision")
              if (value := getattr(config, key)) is not None}
     save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt", **bases})
+    _sort_metadata(directory / WEIGHTS_NAME)
     os.chmod(directory / WEIGHTS_NAME, _NEW_FILE_MODE)
     config.save(directory)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrites the header of a safetensors file with its metadata keys sorted, in place: safetensors writes them
+    from a hash map, in a new order each time, and identical weights must give identical bytes (the Hub's
+    deduplication, any hash comparison). The same keys and values re-serialised take the same bytes (the header's
+    padding covers any difference), so the tensor data does not move."""
+    with open(path, "r+b") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:
+            raise ValueError(f"{path}: the sorted safetensors header is longer than the written one")
+        fh.seek(8)
+        fh.write(text.ljust(size))
 
 
 def save_pretrained(model, directory: str | Path) -> Path:
