@@ -56,6 +56,20 @@ def pushed(demo_dir, hub, hf_home, tmp_path_factory):
     return cwd, result
 
 
+def readme_hub_layout() -> list[str]:
+    """The paths the README's "path on the Hub" table lists (`checkpoint-{step}/` as written there)."""
+    lines = (REPO / "README.md").read_text().split("| path on the Hub |", 1)[1].split("\n\n", 1)[0].splitlines()
+    return [path for line in lines[2:] for path in re.findall(r"`([^`]+)`", line.split("|")[1])]
+
+
+def test_the_readme_hub_table_lists_every_pushed_file(pushed, hub):
+    listed = [re.escape(path).replace(r"\{step\}", r"\d+") + ("" if path.endswith("/") else "$")
+              for path in readme_hub_layout()]
+    pushed_files = set(hub.files("alice/run")) - {".gitattributes"}
+    unlisted = sorted(f for f in pushed_files if not any(re.match(pattern, f) for pattern in listed))
+    assert not unlisted, f"pushed but missing from the README's Hub layout table: {unlisted}"
+
+
 def test_push_lands_the_checkpoint_layout_in_a_private_repo(pushed, hub):
     cwd, _ = pushed
     files = hub.files("alice/run")

@@ -69,6 +69,11 @@ def test_each_strategy_leaves_its_repo_layout(hub, tmp_path, strategy, expected)
     assert "| optimizer steps | 6 of 6 |" in card and "| learning rate | 0.05 |" in card
     assert "| effective batch size | 4 |" in card and "| samples seen | 24 |" in card
     assert f'TheWorld.from_pretrained("{REPO}")' in card
+    # How to go on training from this repo, as far as what it holds allows.
+    exact = "last-checkpoint/training_state.pt" in files
+    assert (f"--ckpt_path hf://{REPO}`" in card) == exact, "an exact resume is offered only with a training state"
+    assert (f"--ckpt_path hf://{REPO}/checkpoint-" in card) == (strategy == "all_checkpoints")
+    assert exact or f"--model.init_from hf://{REPO}" in card
 
     with open(next((tmp_path / "logs").glob("version_*/metrics.csv"))) as fh:
         rows = list(csv.DictReader(fh))
