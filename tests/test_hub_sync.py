@@ -82,6 +82,20 @@ def test_each_strategy_leaves_its_repo_layout(hub, tmp_path, strategy, expected)
     assert not list(local.glob(".hub-staging*")), "staging is cleaned up"
 
 
+def test_all_checkpoints_prunes_the_hub_in_the_same_push_as_the_local_folder(hub, tmp_path):
+    """save_top_k=2, a save every step: the push of step N holds checkpoint-(N-1)/ and checkpoint-N/ and no older
+    folder (Lightning deletes the rotated-away folder right after the save of step N)."""
+    fit(tmp_path, hub, hub_strategy="all_checkpoints", every=1, top_k=2, max_steps=5, callbacks=[SlowSteps()])
+    pushed = {}
+    for commit in hub.commits(REPO):
+        if commit["message"].startswith("Training in progress, step "):
+            step = int(commit["message"].rsplit(" ", 1)[1])
+            tree = hub.files(REPO, revision=commit["oid"])
+            pushed[step] = sorted({path.split("/")[0] for path in tree if path.startswith("checkpoint-")})
+    assert pushed, "intermediate pushes landed"
+    assert pushed == {step: [f"checkpoint-{n}" for n in (step - 1, step) if n > 0] for step in pushed}
+
+
 class SlowSteps(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         time.sleep(0.1)  # leaves the uploader time to land intermediate pushes

@@ -50,8 +50,8 @@ class SavedCheckpoint:
     """A checkpoint folder complete on disk, as :class:`TrainableCheckpoint` announces it to the callbacks that
     implement ``on_checkpoint_saved(trainer, saved)`` (the Hub sync).
 
-    ``kept``: the resumable folders in the checkpoint folder at that moment, oldest first (this one included
-    unless it is ``final/``); a folder rotated away later is missing from the next record.
+    ``kept``: the resumable folders in the checkpoint folder once this save's rotation is done, oldest first (this
+    one included unless it is ``final/``); a folder rotated away later is missing from the next record.
     """
 
     step: int
@@ -79,14 +79,17 @@ class TrainableCheckpointIO(CheckpointIO):
 
     With ``async_save`` (the default) ``save_checkpoint`` only snapshots the tensors to CPU and
     returns; one writer thread writes, renames, links and removes folders in submission order, so
-    training is blocked for the copy alone. ``on_saved(saved)`` runs on that thread once a folder
-    is complete. ``wait()`` drains the queue and re-raises a failed write.
+    training is blocked for the copy alone. ``announce_saved()`` queues ``on_saved(saved)`` for the folders saved
+    since its last call, to run on that thread behind everything queued so far (the removals of the folders the
+    save rotated away included, so ``saved.kept`` never lists them). ``wait()`` announces what is left, drains the
+    queue and re-raises a failed write.
     """
 
     def __init__(self, async_save: bool = True, on_saved: Callable[[SavedCheckpoint], None] | None = None):
         self.on_saved = on_saved
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="theworld-ckpt") if async_save else None
         self._pending: list[Future] = []
+        self._unannounced: list[tuple[int, Path]] = []  # (step, folder) saved, not yet announced
 
     def _submit(self, fn: Callable, *args: Any) -> None:
         if self._executor is None:
@@ -103,6 +106,7 @@ class TrainableCheckpointIO(CheckpointIO):
 
     def wait(self) -> None:
         """Blocks until every queued write/link/remove is done; raises if one failed."""
+        self.announce_saved()
         for future in self._pending:
             future.exception()
         self._raise_failed()
@@ -112,6 +116,18 @@ class TrainableCheckpointIO(CheckpointIO):
         # The snapshot decouples the write from the next optimizer step mutating the tensors.
         snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().to("cpu", copy=True))
         self._submit(self._write, snapshot, str(path))
+        self._unannounced.append((checkpoint["global_step"], Path(path)))
+
+    def announce_saved(self) -> None:
+        """Queues the announcement of each folder saved since the last call, behind the removals queued so far."""
+        saved, self._unannounced = self._unannounced, []
+        if self.on_saved is not None:
+            for step, path in saved:
+                self._submit(self._report_saved, step, path)
+
+    def _report_saved(self, step: int, path: Path) -> None:
+        if path.is_dir():  # not already rotated away by a later save
+            self.on_saved(SavedCheckpoint(step, path, False, tuple(resumable_folders(path.parent))))
 
     def _write(self, checkpoint: dict[str, Any], path: str) -> None:
         state = dict(checkpoint)
@@ -123,9 +139,6 @@ class TrainableCheckpointIO(CheckpointIO):
             if provenance is not None:
                 write_provenance(provenance, tmp)
             torch.save(state, tmp / TRAINING_STATE_NAME)
-        if self.on_saved is not None:
-            path = Path(path)
-            self.on_saved(SavedCheckpoint(state["global_step"], path, False, tuple(resumable_folders(path.parent))))
 
     def link(self, target: str, link: str) -> None:
         """Points ``link`` at ``target`` once ``target`` is written (replacing ``link`` atomically)."""
@@ -323,6 +336,17 @@ class TrainableCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
             trainer.strategy.checkpoint_io.link(filepath, linkpath)
         trainer.strategy.barrier()
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        # Lightning queues the save, then the removal of the folder it rotates away: the record comes after both.
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+        if trainer.is_global_zero:
+            trainer.strategy.checkpoint_io.announce_saved()
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)  # a `last` copy (save_last: true) is a save too
+        if trainer.is_global_zero:
+            trainer.strategy.checkpoint_io.announce_saved()
 
     @staticmethod
     def _announce(trainer: L.Trainer, saved: SavedCheckpoint) -> None:
