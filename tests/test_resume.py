@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support.accounts import ALICE
 from support.cli_runs import SHORT, assert_resumed, assert_same_weights, fit, logged_losses, provenance
+from support.hub_cli import hub_env
 
 LOGGERS = {
     "csv": [],  # configs/demo.yaml's own
@@ -137,3 +139,32 @@ def test_a_finished_run_started_again_says_it_is_done(straight_run, demo_dir, tm
     assert "already finished at step 8 (trainer.max_steps=8): nothing to train" in output(result)
     assert "TrainableCheckpoint" not in output(result) and "theworld: training steps" not in output(result)
     assert snapshot(tmp_path / "checkpoints") == before
+
+
+def card_rows(hub, repo_id: str) -> list[str]:
+    """The rows of the results table (one per validation) of the card the run pushed."""
+    card = hub.files(repo_id)["README.md"].decode()
+    return [line for line in card.split("## Results", 1)[1].splitlines() if line[:3] in [f"| {d}" for d in "0123456789"]]
+
+
+def test_a_resume_keeps_the_validation_of_its_checkpoint_step_on_the_card(demo_dir, hub, tmp_path):
+    """Checkpoint and validation every 2 steps: the checkpoint of step 2 is written before step 2's validation.
+    Resumed from it, the run validates step 2 again before training on, and its card has the straight run's rows."""
+    args = ["--trainer.max_steps", "4", "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval", "2",
+            "--trainer.limit_val_batches", "1", "--data.batch_size", "8", "--hub.push_to_hub", "true",
+            "--hub.hub_strategy", "end"]
+    env = hub_env(hub.url, tmp_path / "hf_home", HF_TOKEN=ALICE)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    first = fit(demo_dir, *args, "--trainer.default_root_dir", straight, "--trainer.logger.init_args.save_dir",
+                straight, "--hub.hub_model_id", "alice/straight", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(straight / "checkpoints/checkpoint-2", resumed / "checkpoints/checkpoint-2")
+    again = fit(demo_dir, *args, "--trainer.default_root_dir", resumed, "--trainer.logger.init_args.save_dir",
+                resumed, "--hub.hub_model_id", "alice/resumed", "--ckpt_path", resumed / "checkpoints/checkpoint-2",
+                env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert_resumed(resumed, straight, from_step=2, to_step=4)
+    rows = card_rows(hub, "alice/straight")
+    assert [row.split("|")[1].strip() for row in rows] == ["2", "4"]
+    assert card_rows(hub, "alice/resumed") == rows
