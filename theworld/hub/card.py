@@ -226,8 +226,8 @@ def _continuing(repo_id: str, hub_strategy: str | None) -> str:
     texts = {
         "checkpoint": f"`last-checkpoint/` holds the newest resumable checkpoint (weights and training state). "
                       f"{final} {exact}.",
-        "all_checkpoints": f"Every kept checkpoint is in `checkpoint-{{step}}/`, the newest also in `last-checkpoint/`. "
-                           f"{final} {exact}, or from an earlier checkpoint with `--ckpt_path "
+        "all_checkpoints": f"Every kept checkpoint is in `checkpoint-{{step}}/`, the newest also in "
+                           f"`last-checkpoint/`. {final} {exact}, or from an earlier checkpoint with `--ckpt_path "
                            f"hf://{repo_id}/checkpoint-{{step}}`.",
         "every_save": f"This repository holds weights only, no training state: training cannot resume exactly from "
                       f"it. {final} {new_stage} (fresh optimizer and data position).",
