@@ -250,7 +250,7 @@ class TheWorldModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.caption_samples = []
         if self._revalidating_step is not None and not self.trainer.sanity_checking:
-            if self.global_step == self._revalidating_step:  # nothing trained since the resume: the step's validation
+            if self.trainer.state.fn == "fit" and self.global_step == self._revalidating_step:  # nothing trained yet
                 # Lightning counts this validation-only iteration as one more logged step: taken back here, so that
                 # every metric is logged at the step the uninterrupted run logged it at.
                 self.trainer.fit_loop.epoch_loop._batches_that_stepped -= 1
