@@ -13,6 +13,7 @@ complete folder to the other callbacks as a :class:`SavedCheckpoint` (the Hub sy
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -24,7 +25,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import lightning as L
 import torch
@@ -79,17 +80,17 @@ class TrainableCheckpointIO(CheckpointIO):
 
     With ``async_save`` (the default) ``save_checkpoint`` only snapshots the tensors to CPU and
     returns; one writer thread writes, renames, links and removes folders in submission order, so
-    training is blocked for the copy alone. ``announce_saved()`` queues ``on_saved(saved)`` for the folders saved
-    since its last call, to run on that thread behind everything queued so far (the removals of the folders the
-    save rotated away included, so ``saved.kept`` never lists them). ``wait()`` announces what is left, drains the
-    queue and re-raises a failed write.
+    training is blocked for the copy alone. ``on_saved(saved)`` runs on that thread once a folder is complete;
+    for the saves inside ``with announcing_after():`` only behind everything the block queued (the removals of the
+    folders a save rotated away, so ``saved.kept`` never lists them). ``wait()`` drains the queue and re-raises a
+    failed write.
     """
 
     def __init__(self, async_save: bool = True, on_saved: Callable[[SavedCheckpoint], None] | None = None):
         self.on_saved = on_saved
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="theworld-ckpt") if async_save else None
         self._pending: list[Future] = []
-        self._unannounced: list[tuple[int, Path]] = []  # (step, folder) saved, not yet announced
+        self._deferred: list[tuple[int, Path]] | None = None  # inside announcing_after(): (step, folder) saved
 
     def _submit(self, fn: Callable, *args: Any) -> None:
         if self._executor is None:
@@ -106,7 +107,6 @@ class TrainableCheckpointIO(CheckpointIO):
 
     def wait(self) -> None:
         """Blocks until every queued write/link/remove is done; raises if one failed."""
-        self.announce_saved()
         for future in self._pending:
             future.exception()
         self._raise_failed()
@@ -116,17 +116,25 @@ class TrainableCheckpointIO(CheckpointIO):
         # The snapshot decouples the write from the next optimizer step mutating the tensors.
         snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().to("cpu", copy=True))
         self._submit(self._write, snapshot, str(path))
-        self._unannounced.append((checkpoint["global_step"], Path(path)))
+        if self._deferred is not None:
+            self._deferred.append((checkpoint["global_step"], Path(path)))
+        elif self.on_saved is not None:
+            self._submit(self._report_saved, checkpoint["global_step"], Path(path))
 
-    def announce_saved(self) -> None:
-        """Queues the announcement of each folder saved since the last call, behind the removals queued so far."""
-        saved, self._unannounced = self._unannounced, []
-        if self.on_saved is not None:
-            for step, path in saved:
-                self._submit(self._report_saved, step, path)
+    @contextlib.contextmanager
+    def announcing_after(self) -> Iterator[None]:
+        """The saves inside are announced behind everything the block queues (Lightning's rotation deletes)."""
+        self._deferred = []
+        try:
+            yield
+        finally:
+            saved, self._deferred = self._deferred, None
+            if self.on_saved is not None:
+                for step, path in saved:
+                    self._submit(self._report_saved, step, path)
 
     def _report_saved(self, step: int, path: Path) -> None:
-        if path.is_dir():  # not already rotated away by a later save
+        if path.is_dir():  # not when its write failed (wait() raises that)
             self.on_saved(SavedCheckpoint(step, path, False, tuple(resumable_folders(path.parent))))
 
     def _write(self, checkpoint: dict[str, Any], path: str) -> None:
@@ -339,14 +347,8 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         # Lightning queues the save, then the removal of the folder it rotates away: the record comes after both.
-        super()._save_topk_checkpoint(trainer, monitor_candidates)
-        if trainer.is_global_zero:
-            trainer.strategy.checkpoint_io.announce_saved()
-
-    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)  # a `last` copy (save_last: true) is a save too
-        if trainer.is_global_zero:
-            trainer.strategy.checkpoint_io.announce_saved()
+        with trainer.strategy.checkpoint_io.announcing_after():
+            super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     @staticmethod
     def _announce(trainer: L.Trainer, saved: SavedCheckpoint) -> None:
