@@ -88,6 +88,15 @@ def test_projection_only_checkpoint_size_is_the_trainable_bytes(tiny_models, tmp
     assert path.stat().st_size == header + sum(t.numel() * t.element_size() for t in trainable.values())
 
 
+def test_identical_weights_give_byte_identical_safetensors(tiny_models, tmp_path):
+    """The Hub deduplicates by hash, and hash comparisons tell whether weights changed: the same weights must
+    give the same bytes (safetensors writes its metadata from a hash map, in a new order each time)."""
+    model = TheWorld(*tiny_models, world_image_size=64)
+    files = [(save_pretrained(model, tmp_path / f"ckpt-{i}") / "model.safetensors").read_bytes() for i in range(5)]
+    assert all(data == files[0] for data in files[1:])
+    assert set(load_file(tmp_path / "ckpt-0/model.safetensors")) == set(model.trainable_state_dict())
+
+
 def test_unfrozen_language_model_is_saved_but_not_the_vision_tower(tiny_models, tmp_path):
     model = TheWorld(*tiny_models, world_image_size=64, freeze_gemma_language=False)
     keys = set(load_file(save_pretrained(model, tmp_path / "ckpt") / "model.safetensors"))

@@ -11,8 +11,10 @@ import torch
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from safetensors.torch import load_file
-from support.cli_runs import provenance
+from support.cli_runs import REPO, provenance
 from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir
+
+SPY = REPO / "tests/support/weight_spy.py"
 
 SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100",
          "--data.batch_size", "8"]
@@ -50,6 +52,20 @@ def pushed(demo_dir, hub, hf_home, tmp_path_factory):
                  "--trainer.logger.init_args.save_dir", cwd / "wandb_out")
     assert result.returncode == 0, result.stderr[-4000:]
     return cwd, result
+
+
+def readme_hub_layout() -> list[str]:
+    """The paths the README's "path on the Hub" table lists (`checkpoint-{step}/` as written there)."""
+    lines = (REPO / "README.md").read_text().split("| path on the Hub |", 1)[1].split("\n\n", 1)[0].splitlines()
+    return [path for line in lines[2:] for path in re.findall(r"`([^`]+)`", line.split("|")[1])]
+
+
+def test_the_readme_hub_table_lists_every_pushed_file(pushed, hub):
+    listed = [re.escape(path).replace(r"\{step\}", r"\d+") + ("" if path.endswith("/") else "$")
+              for path in readme_hub_layout()]
+    pushed_files = set(hub.files("alice/run")) - {".gitattributes"}
+    unlisted = sorted(f for f in pushed_files if not any(re.match(pattern, f) for pattern in listed))
+    assert not unlisted, f"pushed but missing from the README's Hub layout table: {unlisted}"
 
 
 def test_push_lands_the_checkpoint_layout_in_a_private_repo(pushed, hub):
@@ -225,12 +241,14 @@ def test_hub_down_for_the_whole_run_finishes_locally_and_exits_nonzero(demo_dir,
     ],
     ids=["bad-token", "someone-elses-namespace", "malformed-id"],
 )
-def test_preflight_stops_the_run_in_seconds_before_weights_load(demo_dir, hub, hf_home, tmp_path, args, env, expected):
+def test_preflight_stops_the_run_before_weights_load(demo_dir, hub, hf_home, tmp_path, args, env, expected):
     cwd = workdir(demo_dir, tmp_path)
-    result = run(cwd, hub.url, hf_home, "--hub.push_to_hub", "true", *args, env=env)
-    print(f"preflight failure after {result.seconds:.1f} s (process wall time, imports included)")
+    weight_log = cwd / "weight-loads.log"
+    # Under the weight spy, which records every weight read: the error must come before the first one.
+    result = run(cwd, hub.url, hf_home, "fit", "--config", REPO / "configs/demo.yaml", "--hub.push_to_hub", "true",
+                 *args, env={**env, "THEWORLD_WEIGHT_LOG": weight_log}, program=[sys.executable, SPY])
     assert result.returncode == 1
     assert "theworld: error: " in result.stderr and expected in result.stderr
     assert "Traceback" not in result.stderr
+    assert not weight_log.exists(), weight_log.read_text()
     assert "Loading weights" not in result.stderr and not (cwd / "runs/demo/checkpoints").exists()
-    assert result.seconds < 15  # about 4 s of it is importing torch + transformers

@@ -68,12 +68,31 @@ def test_each_strategy_leaves_its_repo_layout(hub, tmp_path, strategy, expected)
     assert "| optimizer steps | 6 of 6 |" in card and "| learning rate | 0.05 |" in card
     assert "| effective batch size | 4 |" in card and "| samples seen | 24 |" in card
     assert f'TheWorld.from_pretrained("{REPO}")' in card
+    # How to go on training from this repo, as far as what it holds allows.
+    exact = "last-checkpoint/training_state.pt" in files
+    assert (f"--ckpt_path hf://{REPO}`" in card) == exact, "an exact resume is offered only with a training state"
+    assert (f"--ckpt_path hf://{REPO}/checkpoint-" in card) == (strategy == "all_checkpoints")
+    assert exact or f"--model.init_from hf://{REPO}" in card
 
     with open(next((tmp_path / "logs").glob("version_*/metrics.csv"))) as fh:
         rows = list(csv.DictReader(fh))
     assert {"hub/pushes_done", "hub/pushes_failed", "hub/pushes_pending"} <= rows[0].keys()
     assert float(rows[-1]["hub/pushes_done"]) == len(history) and float(rows[-1]["hub/pushes_failed"]) == 0
     assert not list(local.glob(".hub-staging*")), "staging is cleaned up"
+
+
+def test_all_checkpoints_prunes_the_hub_in_the_same_push_as_the_local_folder(hub, tmp_path):
+    """save_top_k=2, a save every step: the push of step N holds checkpoint-(N-1)/ and checkpoint-N/ and no older
+    folder (Lightning deletes the rotated-away folder right after the save of step N)."""
+    fit(tmp_path, hub, hub_strategy="all_checkpoints", every=1, top_k=2, max_steps=5, callbacks=[SlowSteps()])
+    pushed = {}
+    for commit in hub.commits(REPO):
+        if commit["message"].startswith("Training in progress, step "):
+            step = int(commit["message"].rsplit(" ", 1)[1])
+            tree = hub.files(REPO, revision=commit["oid"])
+            pushed[step] = sorted({path.split("/")[0] for path in tree if path.startswith("checkpoint-")})
+    assert pushed, "intermediate pushes landed"
+    assert pushed == {step: [f"checkpoint-{n}" for n in (step - 1, step) if n > 0] for step in pushed}
 
 
 class SlowSteps(L.Callback):
@@ -102,24 +121,34 @@ def test_a_commit_applied_but_answered_500_is_not_duplicated(hub, tmp_path):
     assert_every_commit_consistent(hub, tmp_path)
 
 
-class TrainTime(L.Callback):
-    def on_train_start(self, trainer, pl_module):
-        self.start = time.monotonic()
+class CommitsHeldUntilTrainingEnds(L.Callback):
+    """Holds every Hub commit until the training loop has ended, and notes which had landed by then: a loop that
+    waited for a push would stall on the held commit until ``HOLD_S`` ran out, and the commit would land first."""
+
+    HOLD_S = 20.0
+
+    def __init__(self, hub, monkeypatch):
+        self.hub, self.ended, self.landed_during_training = hub, threading.Event(), None
+        create_commit = HfApi.create_commit
+
+        def held(*args, **kwargs):
+            self.ended.wait(self.HOLD_S)
+            return create_commit(*args, **kwargs)
+
+        monkeypatch.setattr(HfApi, "create_commit", held)
 
     def on_train_end(self, trainer, pl_module):
-        self.seconds = time.monotonic() - self.start
+        self.landed_during_training = messages(self.hub)
+        self.ended.set()
 
 
-def test_training_never_waits_for_a_slow_hub_and_the_newest_save_wins(hub, tmp_path):
-    hub.faults = Faults(latency_s=1.5, paths=r"/commit/")
-    clock = TrainTime()
-    start = time.monotonic()
+def test_training_never_waits_for_a_slow_hub_and_the_newest_save_wins(hub, tmp_path, monkeypatch):
+    held = CommitsHeldUntilTrainingEnds(hub, monkeypatch)
     # save_top_k=1: each save deletes the previous folder while its push may still be in flight.
-    _, sync = fit(tmp_path, hub, hub_strategy="checkpoint", every=1, top_k=1, max_steps=8, callbacks=[clock])
-    assert clock.seconds < 1.2, "the training loop waited for the Hub (one commit takes 1.5 s)"
-    assert time.monotonic() - start > 3.0, "the final push, queued behind the first, was waited for"
+    _, sync = fit(tmp_path, hub, hub_strategy="checkpoint", every=1, top_k=1, max_steps=8, callbacks=[held])
+    assert held.landed_during_training == [], "the training loop waited for the Hub"
     history = messages(hub)
-    assert history[-1] == "End of training" and len(history) < 9
+    assert history[-1] == "End of training" and len(history) < 9, "fit returned after the final push landed"
     assert sync.metrics["hub/pushes_superseded"] >= 1 and sync.metrics["hub/pushes_failed"] == 0
     first = hub.files(REPO, revision=hub.commits(REPO)[1]["oid"])  # pushed after its local folder was rotated away
     assert first["model.safetensors"] == first["last-checkpoint/model.safetensors"]

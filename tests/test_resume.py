@@ -3,6 +3,7 @@ another run's checkpoints, Ctrl-C and SIGTERM, a changed schedule, a run that al
 checked by the steps it trains (from the checkpoint's step on, and only those), not only by its final weights."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.accounts import ALICE
 from support.cli_runs import (
     REPO,
     SHORT,
@@ -22,6 +24,7 @@ from support.cli_runs import (
     provenance,
     theworld,
 )
+from support.hub_cli import hub_env
 
 LOGGERS = {
     "csv": [],  # configs/demo.yaml's own
@@ -207,3 +210,32 @@ def test_a_run_whose_schedule_missed_its_last_step_is_finished_too(demo_dir, tmp
                          "4", cwd=demo_dir)
     assert validated.returncode == 0, validated.stderr[-3000:]
     assert "theworld: step 6: " in output(validated)
+
+
+def card_rows(hub, repo_id: str) -> list[str]:
+    """The rows of the results table (one per validation) of the card the run pushed."""
+    card = hub.files(repo_id)["README.md"].decode()
+    return [line for line in card.split("## Results", 1)[1].splitlines() if re.match(r"\| \d", line)]
+
+
+def test_a_resume_keeps_the_validation_of_its_checkpoint_step_on_the_card(demo_dir, hub, tmp_path):
+    """Checkpoint and validation every 2 steps: the checkpoint of step 2 is written before step 2's validation.
+    Resumed from it, the run validates step 2 again before training on, and its card has the straight run's rows."""
+    args = ["--trainer.max_steps", "4", "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval", "2",
+            "--trainer.limit_val_batches", "1", "--data.batch_size", "8", "--hub.push_to_hub", "true",
+            "--hub.hub_strategy", "end"]
+    env = hub_env(hub.url, tmp_path / "hf_home", HF_TOKEN=ALICE)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    first = fit(demo_dir, *args, "--trainer.default_root_dir", straight, "--trainer.logger.init_args.save_dir",
+                straight, "--hub.hub_model_id", "alice/straight", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(straight / "checkpoints/checkpoint-2", resumed / "checkpoints/checkpoint-2")
+    again = fit(demo_dir, *args, "--trainer.default_root_dir", resumed, "--trainer.logger.init_args.save_dir",
+                resumed, "--hub.hub_model_id", "alice/resumed", "--ckpt_path", resumed / "checkpoints/checkpoint-2",
+                env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert_resumed(resumed, straight, from_step=2, to_step=4)
+    rows = card_rows(hub, "alice/straight")
+    assert [row.split("|")[1].strip() for row in rows] == ["2", "4"]
+    assert card_rows(hub, "alice/resumed") == rows

@@ -95,6 +95,7 @@ def save_weights(weights: dict[str, torch.Tensor], config: TheWorldConfig, direc
     if step is not None:
         bases["step"] = str(step)
     save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt", **bases})
+    _sort_metadata(directory / WEIGHTS_NAME)
     os.chmod(directory / WEIGHTS_NAME, _NEW_FILE_MODE)
     config.save(directory)
 
@@ -144,6 +145,22 @@ def saved_step(path: str | Path) -> int | None:
     except (OSError, ValueError):
         return None
     return int(step) if step is not None else None
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrites the header of a safetensors file with its metadata keys sorted, in place: safetensors writes them
+    from a hash map, in a new order each time, and identical weights must give identical bytes (the Hub's
+    deduplication, any hash comparison). The same keys and values re-serialised take the same bytes (the header's
+    padding covers any difference), so the tensor data does not move."""
+    with open(path, "r+b") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:
+            raise ValueError(f"{path}: the sorted safetensors header is longer than the written one")
+        fh.seek(8)
+        fh.write(text.ljust(size))
 
 
 def save_pretrained(model, directory: str | Path) -> Path:

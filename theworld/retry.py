@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
+import re
 import socket
 import time
 from typing import Callable, Iterator, TypeVar
@@ -34,9 +36,14 @@ def http_status(err: BaseException | None) -> int | None:
     return None
 
 
+# A longer Retry-After is nonsense (a misconfigured or hostile server): it counts as absent.
+RETRY_AFTER_LIMIT_S = 7 * 24 * 3600.0
+
+
 def retry_after(err: BaseException | None) -> float | None:
     """Seconds a rate-limited (429) or overloaded (503) server asked us to wait in its ``Retry-After`` header
-    (delay-seconds or an HTTP date); None when it did not say."""
+    (delay-seconds or an HTTP date); None when it did not say, or said nonsense (unparseable, negative, not a
+    number, further away than ``RETRY_AFTER_LIMIT_S``)."""
     for cause in _chain(err):
         response = getattr(cause, "response", None)
         headers = getattr(response, "headers", None) if response is not None else getattr(cause, "headers", None)
@@ -47,13 +54,16 @@ def retry_after(err: BaseException | None) -> float | None:
 
 
 def _seconds_from_retry_after(value: str) -> float | None:
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    value = value.strip()
+    if re.fullmatch(r"[0-9]+", value):  # ASCII digits only: str.isdigit() also accepts "²", which float() refuses
+        seconds = float(value)
+    else:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        seconds = max(0.0, seconds)  # a date in the past: now
+    return seconds if math.isfinite(seconds) and seconds <= RETRY_AFTER_LIMIT_S else None
 
 
 def is_transient(err: BaseException) -> bool:
@@ -78,11 +88,13 @@ def describe_error(err: BaseException) -> str:
 
 
 def with_retries(fn: Callable[[], T], *, what: str, retries: int, wait_s: float, max_wait_s: float = 60.0,
-                 sleep: Callable[[float], bool | None] = time.sleep, quiet: bool = False) -> T:
+                 sleep: Callable[[float], bool | None] | None = None, quiet: bool = False) -> T:
     """Calls ``fn``, retrying transient errors with exponential backoff (``wait_s``, doubling, at most
-    ``max_wait_s``); a server that says how long to wait (429/503 with ``Retry-After``) is waited out as it says.
-    ``sleep(delay)`` returning True means "give up now" (the uploader's stop signal).
+    ``max_wait_s``); a server that says how long to wait (429/503 with ``Retry-After``) is waited out as it says,
+    up to ``max_wait_s`` too (a nonsense value counts as unsaid).
+    ``sleep(delay)`` (default ``time.sleep``) returning True means "give up now" (the uploader's stop signal).
     ``quiet``: no log line per retry (for image downloads, whose failures are counted instead)."""
+    sleep = sleep or time.sleep
     attempt = 0
     while True:
         try:
@@ -93,9 +105,10 @@ def with_retries(fn: Callable[[], T], *, what: str, retries: int, wait_s: float,
             delay, asked = min(max_wait_s, wait_s * 2**attempt), retry_after(err)
             attempt += 1
             if asked is not None:
-                delay = asked
-                log.warning("%s: the server answered %s and asks to wait %.0f s (Retry-After); retry %d/%d then",
-                            what, http_status(err) or "busy", delay, attempt, retries)
+                delay = min(asked, max_wait_s)
+                if not quiet:
+                    log.warning("%s: the server answered %s and asks to wait %.0f s (Retry-After); retry %d/%d in "
+                                "%.0f s", what, http_status(err) or "busy", asked, attempt, retries, delay)
             elif not quiet:
                 log.warning("%s failed (%s); retry %d/%d in %.1f s", what, describe_error(err), attempt, retries, delay)
             if sleep(delay):

@@ -13,6 +13,7 @@ complete folder to the other callbacks as a :class:`SavedCheckpoint` (the Hub sy
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,7 +26,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import lightning as L
 import torch
@@ -58,8 +59,8 @@ class SavedCheckpoint:
     """A checkpoint folder complete on disk, as :class:`TrainableCheckpoint` announces it to the callbacks that
     implement ``on_checkpoint_saved(trainer, saved)`` (the Hub sync).
 
-    ``kept``: the resumable folders in the checkpoint folder at that moment, oldest first (this one included
-    unless it is ``final/``); a folder rotated away later is missing from the next record.
+    ``kept``: the resumable folders in the checkpoint folder once this save's rotation is done, oldest first (this
+    one included unless it is ``final/``); a folder rotated away later is missing from the next record.
     """
 
     step: int
@@ -122,14 +123,17 @@ class TrainableCheckpointIO(CheckpointIO):
 
     With ``async_save`` (the default) ``save_checkpoint`` only snapshots the tensors to CPU and
     returns; one writer thread writes, renames, links and removes folders in submission order, so
-    training is blocked for the copy alone. ``on_saved(saved)`` runs on that thread once a folder
-    is complete. ``wait()`` drains the queue and re-raises a failed write.
+    training is blocked for the copy alone. ``on_saved(saved)`` runs on that thread once a folder is complete;
+    for the saves inside ``with announcing_after():`` only behind everything the block queued (the removals of the
+    folders a save rotated away, so ``saved.kept`` never lists them). ``wait()`` drains the queue and re-raises a
+    failed write.
     """
 
     def __init__(self, async_save: bool = True, on_saved: Callable[[SavedCheckpoint], None] | None = None):
         self.on_saved = on_saved
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="theworld-ckpt") if async_save else None
         self._pending: list[Future] = []
+        self._deferred: list[tuple[int, Path]] | None = None  # inside announcing_after(): (step, folder) saved
 
     def _submit(self, fn: Callable, *args: Any) -> None:
         if self._executor is None:
@@ -155,6 +159,26 @@ class TrainableCheckpointIO(CheckpointIO):
         # The snapshot decouples the write from the next optimizer step mutating the tensors.
         snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().to("cpu", copy=True))
         self._submit(self._write, snapshot, str(path))
+        if self._deferred is not None:
+            self._deferred.append((checkpoint["global_step"], Path(path)))
+        elif self.on_saved is not None:
+            self._submit(self._report_saved, checkpoint["global_step"], Path(path))
+
+    @contextlib.contextmanager
+    def announcing_after(self) -> Iterator[None]:
+        """The saves inside are announced behind everything the block queues (Lightning's rotation deletes)."""
+        self._deferred = []
+        try:
+            yield
+        finally:
+            saved, self._deferred = self._deferred, None
+            if self.on_saved is not None:
+                for step, path in saved:
+                    self._submit(self._report_saved, step, path)
+
+    def _report_saved(self, step: int, path: Path) -> None:
+        if path.is_dir():  # not when its write failed (wait() raises that)
+            self.on_saved(SavedCheckpoint(step, path, False, tuple(resumable_folders(path.parent))))
 
     def _write(self, checkpoint: dict[str, Any], path: str) -> None:
         state = dict(checkpoint)
@@ -166,9 +190,6 @@ class TrainableCheckpointIO(CheckpointIO):
             if provenance is not None:
                 write_provenance(provenance, tmp)
             torch.save(state, tmp / TRAINING_STATE_NAME)
-        if self.on_saved is not None:
-            path = Path(path)
-            self.on_saved(SavedCheckpoint(state["global_step"], path, False, tuple(resumable_folders(path.parent))))
 
     def link(self, target: str, link: str) -> None:
         """Points ``link`` at ``target`` once ``target`` is written (replacing ``link`` atomically)."""
@@ -393,6 +414,11 @@ class TrainableCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
             trainer.strategy.checkpoint_io.link(filepath, linkpath)
         trainer.strategy.barrier()
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        # Lightning queues the save, then the removal of the folder it rotates away: the record comes after both.
+        with trainer.strategy.checkpoint_io.announcing_after():
+            super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     @staticmethod
     def _announce(trainer: L.Trainer, saved: SavedCheckpoint) -> None:

@@ -7,6 +7,7 @@ Repo layout, per ``hub_strategy`` (every push is one commit: adds and deletes to
     loss_curve.png, samples/            loss curve; held-out images + captions     every push (replaced)
     runs/                               TensorBoard events (hub.push_logs)         every push (replaced)
     training_args.json                  the resolved run config, secrets removed   every push
+    data_yield.json                     records read, trained on, skipped (why)    every push
     last-checkpoint/                    full resumable state, replaced each push   checkpoint, all_checkpoints
     checkpoint-{step}/                  each local checkpoint, pruned like local   all_checkpoints
     final/model.safetensors, config.json                                           end of training, always
@@ -313,7 +314,8 @@ class HubSyncCallback(Callback):
             summary = trainer.lightning_module.run_summary(saved.step, saved.final)
             history = read_history(saved.path)  # the card counts the rows, not steps x batch
             summary = dataclasses.replace(summary, provenance_rows=history.rows if history else None)
-            written = {"README.md": card_from_summary(summary, self.config.hub_model_id).encode(),
+            written = {"README.md": card_from_summary(summary, self.config.hub_model_id,
+                                                      self.config.hub_strategy).encode(),
                        "training_args.json": self._training_args(trainer).encode(),
                        **report_files(summary, push_logs=self.config.push_logs)}
             folder = self._stage(saved.path.parent, files, written)

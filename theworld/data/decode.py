@@ -16,6 +16,7 @@ Every record a source reads ends as an :class:`Outcome`. Reasons, as counted in 
 ``hash_mismatch``       downloaded bytes differ from the metadata's ``sha256`` (``verify_sha256``)
 ``missing_image``       tar sample without an image member (webdataset)
 ``shard_error``         a shard could not be opened or read to the end (webdataset)
+``unexpected_error``    fetching or decoding one image raised something unforeseen (hf; logged once per type)
 ``converted_mode``      not a skip: the yielded sample was L/CMYK/P/RGBA/... converted to RGB
                         (alpha composited on white)
 =====================  ====================================================================
@@ -36,6 +37,7 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 SKIP_REASONS = (
     "http_error", "timeout", "corrupt", "truncated", "decompression_bomb", "too_small", "missing_caption",
     "empty_caption", "bad_utf8", "low_clip_score", "missing_image", "shard_error", "converted_mode", "hash_mismatch",
+    "unexpected_error",
 )
 
 

@@ -25,11 +25,12 @@ def failure_reason(error: BaseException) -> str:
 def open_url(url: str, timeout_s: float, retries: int, backoff_s: float):
     """An open HTTP response for ``url`` (a shard to stream), retried on timeouts, 408/429/5xx, dropped connections."""
     return with_retries(lambda: urlopen(Request(url, headers={"User-Agent": _USER_AGENT}), timeout=timeout_s),
-                        what=url, retries=retries, wait_s=backoff_s, quiet=True)
+                        what=url, retries=retries, wait_s=backoff_s, max_wait_s=timeout_s, quiet=True)
 
 
 def download(url: str, timeout_s: float, retries: int, backoff_s: float) -> bytes:
-    """The bytes at ``url``; each attempt must finish within ``timeout_s`` (also a slow trickle)."""
+    """The bytes at ``url``; each attempt must finish within ``timeout_s`` (also a slow trickle), and no wait
+    between attempts is longer (a server's ``Retry-After`` included: a loader worker never sleeps for a day)."""
 
     def attempt() -> bytes:
         deadline = time.monotonic() + timeout_s  # urlopen's timeout bounds each socket operation only
@@ -41,4 +42,4 @@ def download(url: str, timeout_s: float, retries: int, backoff_s: float) -> byte
                     raise TimeoutError(f"downloading {url} took over {timeout_s}s")
         return b"".join(chunks)
 
-    return with_retries(attempt, what=url, retries=retries, wait_s=backoff_s, quiet=True)
+    return with_retries(attempt, what=url, retries=retries, wait_s=backoff_s, max_wait_s=timeout_s, quiet=True)

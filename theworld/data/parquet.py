@@ -15,6 +15,7 @@ from theworld.data.config import DataConfig
 from theworld.data.decode import Outcome, decode_caption
 from theworld.data.http import NETWORK_ERRORS, download, failure_reason
 from theworld.data.stream import Consumer, StreamSource
+from theworld.retry import describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class ParquetURLSource(StreamSource):
         self.skip_first = skip_first
         self.take_first = take_first
         self.metadata_batch_size = metadata_batch_size
+        self._unexpected_seen: set[type] = set()  # exception types already logged (the skips are counted anyway)
 
     def __repr__(self) -> str:
         what = (
@@ -131,6 +133,16 @@ class ParquetURLSource(StreamSource):
         row, values = record
         uid = values.get(self.key_column)
         key, key_kind = (str(uid), "uid") if uid else (f"{row:09d}", "row")
+        try:
+            return self._fetch_and_decode(key, key_kind, values)
+        except Exception as error:  # one image from the open web never ends the run: a counted skip
+            if type(error) not in self._unexpected_seen:
+                self._unexpected_seen.add(type(error))
+                logger.warning("%r: fetching or decoding %s raised %s; such images are skipped as "
+                               "unexpected_error", self, key, describe_error(error), exc_info=True)
+            return Outcome(key, reason="unexpected_error", key_kind=key_kind)
+
+    def _fetch_and_decode(self, key: str, key_kind: str, values: dict) -> Outcome:
         text, reason = decode_caption(values[self.text_column])
         if reason is not None:
             return Outcome(key, reason=reason, key_kind=key_kind)

@@ -115,7 +115,7 @@ def generate_model_card(gemma_model_name: str, cosmos_model_name: str, dataset_n
 
     ``batch_size`` is the effective batch size (per device x devices x gradient accumulation).
     ``extra`` may hold: ``hub_model_id`` (used in the usage example), ``global_step``, ``max_steps``,
-    ``final`` (training finished), ``model_config`` (a TheWorldConfig dict) or individual TheWorldConfig
+    ``final`` (training finished), ``hub_strategy`` (what the repo holds, for how to train on from it), ``model_config`` (a TheWorldConfig dict) or individual TheWorldConfig
     options such as ``freeze_gemma_language=False``; any other key is listed under "Other settings".
     ``results`` (Markdown) goes in a "Results" section and ``eval_results`` into the ``model-index`` metadata
     (:func:`card_from_summary` fills both from a run).
@@ -127,6 +127,7 @@ def generate_model_card(gemma_model_name: str, cosmos_model_name: str, dataset_n
     global_step = extra.pop("global_step", None)
     max_steps = extra.pop("max_steps", None)
     final = extra.pop("final", None)
+    hub_strategy = extra.pop("hub_strategy", None)
     # The Cosmos (Wan2.1) VAE downsamples 8x in space.
     world_tokens = extra.pop("world_tokens", None) or world_token_count(
         8, model_config["world_image_size"], model_config["world_patch_size"])
@@ -208,8 +209,7 @@ With the `theworld` package installed:
 
 {_usage(repo_id, model_config)}
 
-Intermediate checkpoints (when pushed) are in `last-checkpoint/` and `checkpoint-*/`; the final weights are also in
-`final/`. Resume training with `theworld fit --config ... --ckpt_path hf://{repo_id}`.
+{_continuing(repo_id, hub_strategy)}
 
 ## Citations
 
@@ -217,9 +217,33 @@ Intermediate checkpoints (when pushed) are in `last-checkpoint/` and `checkpoint
 """
 
 
-def card_from_summary(summary: RunSummary, repo_id: str) -> str:
+def _continuing(repo_id: str, hub_strategy: str | None) -> str:
+    """How to train on from the repo, true to what its ``hub_strategy`` pushes (unknown: every layout)."""
+    final = "The final weights are also in `final/` once training has ended."
+    exact = f"Resume training exactly where it stopped with `theworld fit --config ... --ckpt_path hf://{repo_id}`"
+    new_stage = (f"Start a new training stage from these weights with `theworld fit --config ... --model.init_from "
+                 f"hf://{repo_id}`")
+    texts = {
+        "checkpoint": f"`last-checkpoint/` holds the newest resumable checkpoint (weights and training state). "
+                      f"{final} {exact}.",
+        "all_checkpoints": f"Every kept checkpoint is in `checkpoint-{{step}}/`, the newest also in "
+                           f"`last-checkpoint/`. {final} {exact}, or from an earlier checkpoint with `--ckpt_path "
+                           f"hf://{repo_id}/checkpoint-{{step}}`.",
+        "every_save": f"This repository holds weights only, no training state: training cannot resume exactly from "
+                      f"it. {final} {new_stage} (fresh optimizer and data position).",
+        "end": f"This repository holds the final weights only (also in `final/`), no training state: training cannot "
+               f"resume exactly from it. {new_stage} (fresh optimizer and data position).",
+    }
+    return texts.get(hub_strategy, f"Intermediate checkpoints (when pushed) are in `last-checkpoint/` and "
+                                   f"`checkpoint-*/`; {final[0].lower()}{final[1:]} If `last-checkpoint/` is there, "
+                                   f"resume training with `--ckpt_path hf://{repo_id}`; otherwise start a new stage "
+                                   f"from the weights with `--model.init_from hf://{repo_id}`.")
+
+
+def card_from_summary(summary: RunSummary, repo_id: str, hub_strategy: str | None = None) -> str:
     """The card of a run, from its :class:`~theworld.run_summary.RunSummary` (what HubSyncCallback pushes): the
-    guide's card plus the results table, loss curve, gallery, ``model-index``, base commits and versions."""
+    guide's card plus the results table, loss curve, gallery, ``model-index``, base commits and versions.
+    ``hub_strategy`` says what the repo holds, so that the card tells how to train on from it."""
     config = summary.model_config
     return generate_model_card(
         gemma_model_name=config.gemma_model_name,
@@ -235,6 +259,7 @@ def card_from_summary(summary: RunSummary, repo_id: str) -> str:
         global_step=summary.step,
         max_steps=summary.max_steps,
         final=summary.final,
+        hub_strategy=hub_strategy,
         model_config=config.to_dict(),
         world_tokens=summary.world_tokens,
         results=_results(summary),

@@ -95,6 +95,7 @@ class TheWorldModule(L.LightningModule):
         # For the run summary; carried in checkpoints, so a resumed run reports the whole run.
         self._train_losses: list[tuple[int, float]] = []
         self._history: list[ValidationRecord] = []
+        self._revalidating_step: int | None = None  # the resume step, validated again before training goes on
         self._gallery: list[CaptionSample] = []
         self._seconds_before = 0.0  # wall time of the sessions before a resume
         self.trained_samples = TrainedSamples()  # the key of every sample trained on, written with each checkpoint
@@ -264,6 +265,12 @@ class TheWorldModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.caption_samples = []
+        if self._revalidating_step is not None and not self.trainer.sanity_checking:
+            if self.trainer.state.fn == "fit" and self.global_step == self._revalidating_step:  # nothing trained yet
+                # Lightning counts this validation-only iteration as one more logged step: taken back here, so that
+                # every metric is logged at the step the uninterrupted run logged it at.
+                self.trainer.fit_loop.epoch_loop._batches_that_stepped -= 1
+            self._revalidating_step = None
 
     def on_validation_end(self) -> None:
         # Lightning has reduced the epoch's metrics by now; sanity checks and `theworld validate` are not the run.
@@ -430,6 +437,17 @@ class TheWorldModule(L.LightningModule):
             save.rows = with_key_kinds(save.rows, self.key_kinds)
         return save
 
+    def _validate_the_resume_step_again(self, checkpoint: dict) -> None:
+        """A checkpoint is written at the end of its step, before that step's validation runs, and Lightning skips
+        that validation on resume: its row would be missing from the run summary (and the card) for good. Marked
+        as interrupted mid-validation, it runs again on resume, on the same weights, before training goes on."""
+        step = checkpoint.get("global_step", 0)
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.val_loop.batch_progress")
+        if step and progress is not None and all(record.step != step for record in self._history):
+            total = progress["total"]  # Lightning's test: one validation batch started, none processed
+            total["ready"] = total["started"] = total["completed"] + 1
+            self._revalidating_step = step
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.weights_step = checkpoint.get("global_step", 0)
         self._explain_schedule_change(checkpoint.get("schedule_max_steps"), checkpoint.get("global_step", 0))
@@ -437,6 +455,7 @@ class TheWorldModule(L.LightningModule):
         self._seconds_before = carried.get("wall_seconds", 0.0)
         self._train_losses = [tuple(pair) for pair in carried.get("train_losses", [])]
         self._history = [ValidationRecord(**record) for record in carried.get("history", [])]
+        self._validate_the_resume_step_again(checkpoint)
         # Runs before Lightning restores the loops: hand each rank its own data position.
         positions = checkpoint.get(DATA_POSITIONS)
         if positions is not None:

@@ -1,6 +1,7 @@
 """A throwaway local HTTP file server for tests and demos (stdlib only).
 
->>> url, stop = serve_directory("data/synth/images", status={"/gone.jpg": 404}, delay_s={"/slow.jpg": 30})
+>>> url, stop = serve_directory("data/synth/images", status={"/gone.jpg": 404, "/busy.jpg": 429},
+...                             delay_s={"/slow.jpg": 30}, headers={"/busy.jpg": {"Retry-After": "86400"}})
 >>> # ... fetch f"{url}/0000.jpg" ...
 >>> stop()
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -33,18 +35,25 @@ class _QuietServer(ThreadingHTTPServer):
 
 class _Handler(SimpleHTTPRequestHandler):
     def __init__(
-        self, *args, status: Mapping[str, int], delay_s: Mapping[str, float], stopped: threading.Event, **kwargs
+        self, *args, status: Mapping[str, int], delay_s: Mapping[str, float], headers: Mapping[str, Mapping[str, str]],
+        hits: Counter, stopped: threading.Event, **kwargs
     ):
-        self._status, self._delay_s, self._stopped = status, delay_s, stopped
+        self._status, self._delay_s, self._headers, self._hits = status, delay_s, headers, hits
+        self._stopped = stopped
         super().__init__(*args, **kwargs)
 
     def do_GET(self) -> None:
         route = urlsplit(self.path).path
+        self._hits[route] += 1
         delay = self._delay_s.get(route)
         if delay and self._stopped.wait(delay):
             return  # server is stopping: drop the request
         if route in self._status:
-            self.send_error(self._status[route])
+            self.send_response(self._status[route])
+            for name, value in self._headers.get(route, {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         super().do_GET()
 
@@ -57,13 +66,17 @@ def serve_directory(
     *,
     status: Mapping[str, int] | None = None,
     delay_s: Mapping[str, float] | None = None,
+    headers: Mapping[str, Mapping[str, str]] | None = None,
+    hits: Counter | None = None,
 ) -> tuple[str, Callable[[], None]]:
     """Serve ``path`` on ``127.0.0.1`` at an ephemeral port in a background thread.
 
-    ``status`` maps URL paths (``"/x.jpg"``) to an HTTP status to answer instead of the file;
+    ``status`` maps URL paths (``"/x.jpg"``) to an HTTP status to answer instead of the file, with the
+    ``headers`` given for that path (e.g. a hostile ``Retry-After``);
     ``delay_s`` maps URL paths to seconds to wait before answering (to exercise client
-    timeouts). Both mappings are read on every request, so a caller may fill them after the
-    server started (e.g. once it knows the URL it must write into metadata).
+    timeouts). The mappings are read on every request, so a caller may fill them after the
+    server started (e.g. once it knows the URL it must write into metadata). ``hits`` counts
+    the requests of each path.
 
     Returns ``(base_url, stop)``; ``stop()`` shuts the server down and releases delayed requests.
     """
@@ -73,6 +86,8 @@ def serve_directory(
         directory=str(path),
         status=status if status is not None else {},
         delay_s=delay_s if delay_s is not None else {},
+        headers=headers if headers is not None else {},
+        hits=hits if hits is not None else Counter(),
         stopped=stopped,
     )
     server = _QuietServer(("127.0.0.1", 0), handler)
