@@ -334,18 +334,12 @@ class HubServer:
             drop, error = self._rng.random(), self._rng.random()
         return faults, drop < faults.drop_rate, error < faults.error_rate
 
-    def _take_stall(self, faults: Faults | None) -> bool:
+    def _take(self, faults: Faults | None, countdown: str) -> bool:
+        """Takes one of the requests ``faults.<countdown>`` has left to hit (False when none is left)."""
         with self._lock:
-            if faults is None or faults.stall_next <= 0:
+            if faults is None or getattr(faults, countdown) <= 0:
                 return False
-            faults.stall_next -= 1
-            return True
-
-    def _take_commit_fault(self, faults: Faults | None) -> bool:
-        with self._lock:
-            if faults is None or faults.commit_500_after_apply <= 0:
-                return False
-            faults.commit_500_after_apply -= 1
+            setattr(faults, countdown, getattr(faults, countdown) - 1)
             return True
 
     def _record(self, method: str, path: str, status: int) -> None:
@@ -443,7 +437,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True  # the socket closes with no response at all
             hub._record(self.command, self.url_path, 0)
             return
-        if hub._take_stall(faults):
+        if hub._take(faults, "stall_next"):
             hub._record(self.command, self.url_path, -1)
             hub._stopped.wait()  # no byte, no close: what a proxy that swallows a connection does
             self.close_connection = True
@@ -709,7 +703,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             tree, added, deleted = self._apply_ops(r, dict(r.commit(head).tree), ops)
             message = header.get("summary", "")
             commit = hub._append_commit(r, message, tree, added, deleted, branch=rev)
-        if hub._take_commit_fault(self.faults):
+        if hub._take(self.faults, "commit_500_after_apply"):
             raise _HubError(500, "Injected error after the commit was applied")
         self._json(
             {

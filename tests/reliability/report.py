@@ -55,7 +55,11 @@ def markdown(rows: list[dict], summary: str, seconds: float, exit_code: int, slo
     # Data is lost if a checkpoint could not be loaded, a killed run ended with other weights (or did not end), or a
     # run restarted from another step than the checkpoint it was resuming (work done again, or skipped).
     restarted = [k for k in kills if k.get("started_at") != k["start_step"]]
-    lost = unloadable + len(runs) - equal + sum(not run["hub_final_equal"] for run in runs) + len(restarted)
+    signals = events["signal"]
+    # A signalled run loses data if it did not resume at the step it saved, or trained on with other losses.
+    signal_lost = sum(s["resumed_at"] != s["saved_step"] or not s["equal_losses"] for s in signals)
+    lost = (unloadable + len(runs) - equal + sum(not run["hub_final_equal"] for run in runs) + len(restarted)
+            + signal_lost)
     faults = Counter()
     for row in events["faults"]:
         faults[row["kind"]] += row["injected"]
@@ -93,6 +97,17 @@ def markdown(rows: list[dict], summary: str, seconds: float, exit_code: int, slo
         "",
         "A save is killed mid-write (its folder written, not yet renamed into place; the last save is `final/`); "
         "an upload while the Hub receives its LFS files. After the kills each run resumes once more and completes.",
+        "",
+        f"## Signals survived: {len(signals)}",
+        "",
+        "Each run is held inside step 3 with its loader workers alive, signalled, then resumed with `--ckpt_path "
+        "last` (the SLURM job restarted as SLURM does, without it); two DDP ranks: tests/test_ddp.py.",
+        "",
+        "| signal | sent to | exit code | saved step | resumed at | losses as uninterrupted |",
+        "|---|---|---|---|---|---|",
+        *(f"| {s['signal']} | {'the whole process group' if s['to'] == 'group' else 'the main process'} | "
+          f"{s['exit_code']} | {s['saved_step']} | {s['resumed_at']} | {'yes' if s['equal_losses'] else 'NO'} |"
+          for s in signals),
         "",
         f"## Hub faults injected: {sum(faults.values())}",
         "",

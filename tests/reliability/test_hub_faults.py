@@ -15,8 +15,10 @@ from support.xet_standin import XetStandIn
 from theworld.callbacks import HubSyncCallback
 from theworld.hub import HubError
 
+pytestmark = pytest.mark.reliability
 
-def test_a_keyboard_interrupt_inside_a_xet_upload_fails_that_push_only(hub, tmp_path, monkeypatch):
+
+def test_a_keyboard_interrupt_inside_a_xet_upload_fails_that_push_only(hub, tmp_path, monkeypatch, figures):
     """Through huggingface_hub's Xet upload path (hf_xet's transfer stood in): the first upload raises
     KeyboardInterrupt in the uploader thread, as huggingface_hub re-raises hf_xet's SIGINT there. That push is
     tried again, the thread lives on, and every later push, the final one included, lands."""
@@ -26,6 +28,7 @@ def test_a_keyboard_interrupt_inside_a_xet_upload_fails_that_push_only(hub, tmp_
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)  # production's path: hf_xet is installed
     monkeypatch.setattr(_xet._GLOBAL_XET_HOLDER, "get", lambda: xet)
     _, sync = fit(tmp_path, hub, hub_strategy="checkpoint", every=2, top_k=-1, max_steps=4)
+    figures.record("faults", kind="KeyboardInterrupt inside a Xet upload", injected=1)
     assert len(xet.uploads) >= 2 and all("/xet-write-token/" in url for url in xet.uploads)
     assert messages(hub)[-1] == "End of training"
     assert sync.metrics["hub/pushes_failed"] == 0
@@ -34,13 +37,15 @@ def test_a_keyboard_interrupt_inside_a_xet_upload_fails_that_push_only(hub, tmp_
     assert files["final/model.safetensors"] == (tmp_path / "checkpoints/final/model.safetensors").read_bytes()
 
 
-def test_a_black_holed_connection_is_abandoned_and_the_pushes_land(hub, tmp_path, caplog):
+def test_a_black_holed_connection_is_abandoned_and_the_pushes_land(hub, tmp_path, caplog, figures):
     """One commit request is swallowed (read, never answered, the socket left open): with requests bounded at
     1 s it times out and is retried; no push is stuck behind it and none fails."""
     hub.faults = Faults(stall_next=1, paths=r"/commit/")
     with caplog.at_level(logging.WARNING):
         _, sync = fit(tmp_path, hub, hub_strategy="checkpoint", every=2, top_k=-1, max_steps=6,
                       hub_request_timeout=1.0)
+    stalled = [status for _, path, status in hub.request_log if "/commit/" in path].count(-1)
+    figures.record("faults", kind="black-holed connection (commit never answered)", injected=stalled)
     assert [status for _, path, status in hub.request_log if "/commit/" in path][0] == -1, "the first commit stalled"
     assert messages(hub)[-1] == "End of training"
     assert sync.metrics["hub/pushes_failed"] == 0 and sync.metrics["hub/pushes_pending"] == 0

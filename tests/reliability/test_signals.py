@@ -1,0 +1,113 @@
+"""Signals as production sends them: Ctrl-C to the terminal's process group, SIGTERM to the main process
+(``kill``, Kubernetes) or to the whole group (SLURM preemption, ``timeout``, systemd), and SLURM's requeue
+signal before a time limit (``#SBATCH --signal=USR1@90``). Each run is held inside step 3 with its loader workers
+alive; it must save step 3, stop with the shell's exit code and no traceback, leave no process behind, and resume
+at step 3 with the uninterrupted run's losses and weights. The same with two DDP ranks: tests/test_ddp.py."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from support.cli_runs import (
+    SHORT,
+    assert_ended,
+    assert_resumed,
+    assert_same_weights,
+    fit,
+    loader_workers,
+    logged_losses,
+    provenance,
+)
+
+pytestmark = pytest.mark.reliability
+
+
+def resumed_like(run_dir: Path, straight_run: Path, from_step: int) -> bool:
+    """Whether the resumed run trained from ``from_step`` on with the uninterrupted run's losses (for the report)."""
+    try:
+        assert_resumed(run_dir, straight_run, from_step=from_step)
+    except AssertionError:
+        return False
+    return True
+
+
+def signal_in_step_3(demo_dir, tmp_path, signum: int, target: str, *args, env=None) -> tuple[int, str]:
+    """Runs SHORT in ``tmp_path``, holds it inside step 3 with its loader workers alive, sends ``signum`` to the
+    main process or the whole process group, and lets it go on: (exit status, output). The workers end with it."""
+    marker, release, log = tmp_path / "in-step-3", tmp_path / "go-on", tmp_path / "interrupted.log"
+    with open(log, "w") as out:
+        proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), *args, "--trainer.callbacks+=kill_points.PauseInStep",
+                   "--trainer.callbacks.init_args.at_step", "2", "--trainer.callbacks.init_args.marker", marker,
+                   "--trainer.callbacks.init_args.release", release, env=env, stdout=out, stderr=subprocess.STDOUT,
+                   start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        workers = loader_workers(proc.pid)
+        assert workers, "the run has loader workers to signal"
+        os.killpg(proc.pid, signum) if target == "group" else os.kill(proc.pid, signum)
+        time.sleep(0.5)
+        release.touch()
+        status = proc.wait(timeout=300)
+    assert_ended(workers)
+    return status, log.read_text()
+
+
+def run_dirs(path: Path) -> list:
+    """A run's folders: its checkpoints and logs under ``path``."""
+    return ["--trainer.default_root_dir", path, "--trainer.logger.init_args.save_dir", path]
+
+
+@pytest.mark.parametrize("signum, target", [(signal.SIGINT, "group"), (signal.SIGTERM, "main"),
+                                            (signal.SIGTERM, "group")])
+def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_dir, tmp_path, signum, target,
+                                                            figures):
+    """Ctrl-C in a terminal, SLURM, ``timeout`` and most supervisors signal the whole process group (the loader
+    workers too); ``kill`` and Kubernetes signal the main process. The run is held inside step 3 until the signal is
+    in, so it stops after step 3: not on the save schedule."""
+    status, text = signal_in_step_3(demo_dir, tmp_path, signum, target)
+    assert status == 128 + signum, text[-3000:]
+    assert f"theworld: stopped by {signal.Signals(signum).name} after step 3" in text and "--ckpt_path last" in text
+    assert "Traceback" not in text, text[-3000:]
+    assert (tmp_path / "checkpoints/last").resolve().name == "checkpoint-3"
+    assert not (tmp_path / "checkpoints/final").exists()
+
+    resumed = fit(demo_dir, *SHORT, *run_dirs(tmp_path), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    figures.record("signal", signal=signal.Signals(signum).name, to=target, exit_code=status, saved_step=3,
+                   resumed_at=min(logged_losses(tmp_path)), equal_losses=resumed_like(tmp_path, straight_run, 3))
+    assert_resumed(tmp_path, straight_run, from_step=3)
+    assert_same_weights(straight_run / "checkpoints/final", tmp_path / "checkpoints/final")
+    assert provenance(tmp_path / "checkpoints/final") == provenance(straight_run / "checkpoints/final")
+
+
+def test_slurm_requeue_saves_the_step_requeues_and_the_restarted_job_resumes(straight_run, demo_dir, tmp_path,
+                                                                            figures):
+    """``#SBATCH --signal=USR1@90`` with Lightning's SLURM auto-requeue: before the time limit SLURM sends SIGUSR1 to
+    every process of the job. The run saves step 3, asks ``scontrol requeue`` for its job and stops; SLURM then runs
+    the same command again (SLURM_RESTART_COUNT=1), which resumes at step 3 without being told to."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = dict(SLURM_JOB_ID="777", SLURM_JOB_NAME="theworld", SLURM_NTASKS="1", SLURM_NNODES="1",
+                 SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    run = tmp_path / "run"
+    run.mkdir()
+    status, text = signal_in_step_3(demo_dir, run, signal.SIGUSR1, "group", env=slurm)
+    assert status == 128 + signal.SIGUSR1, text[-3000:]
+    assert "theworld: stopped by SIGUSR1 after step 3" in text and "SLURM requeued job 777" in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert calls.read_text() == "requeue 777\n"
+    assert (run / "checkpoints/last").resolve().name == "checkpoint-3"
+
+    restarted = fit(demo_dir, *SHORT, *run_dirs(run), env={**slurm, "SLURM_RESTART_COUNT": "1"})
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    figures.record("signal", signal="SIGUSR1 (SLURM requeue)", to="group", exit_code=status, saved_step=3,
+                   resumed_at=min(logged_losses(run)), equal_losses=resumed_like(run, straight_run, 3))
+    assert_resumed(run, straight_run, from_step=3)
+    assert_same_weights(straight_run / "checkpoints/final", run / "checkpoints/final")
