@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from theworld.config import TheWorldConfig
 from theworld.data.parquet import ParquetURLSource
@@ -74,7 +75,7 @@ def per_worker_throughput(loader) -> tuple[float, float]:
     worker waited for a core.
     """
     start = time.perf_counter()
-    batches = iter(loader)
+    batches = StatefulDataLoader.__iter__(loader)  # the loader's own iterator (theworld's adds bookkeeping only)
     pids = [worker.pid for worker in batches._workers]
     count, cpu = 0, 0.0
     for batch in batches:

@@ -21,8 +21,8 @@ class HangOnSave(L.Callback):
         original = checkpoint_module.save_weights
         calls = {"n": 0}
 
-        def save_weights_then_hang(weights, config, directory):
-            original(weights, config, directory)
+        def save_weights_then_hang(weights, config, directory, **options):
+            original(weights, config, directory, **options)
             calls["n"] += 1
             if calls["n"] == self.hang_at:
                 self.marker.write_text(str(directory))
