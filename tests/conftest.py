@@ -9,7 +9,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # gain nothing from more threads (test_resume + test_data_fit: 186 s with torch's default, 140 s with one).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import contextlib  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -18,6 +17,7 @@ from hub_server import HubServer  # noqa: E402
 from huggingface_hub import constants  # noqa: E402
 from support.accounts import TOKENS  # noqa: E402
 from support.cli_runs import SHORT, fit  # noqa: E402
+from support.hub_cli import lfs_uploads  # noqa: E402
 
 from theworld.testing.http import serve_directory  # noqa: E402
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma  # noqa: E402
@@ -31,17 +31,6 @@ def _isolated_hub_env(monkeypatch, tmp_path):
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login-token"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-
-
-@contextlib.contextmanager
-def lfs_uploads():
-    """Uploads by the LFS protocol, in this process and the runs it starts: the local Hub has no Xet storage, and
-    huggingface_hub uploads through Xet whenever hf_xet is installed (production does; test_xet_upload.py walks
-    that path with hf_xet's part stood in)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_DISABLE_XET", "1")
-        patch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-        yield
 
 
 @pytest.fixture

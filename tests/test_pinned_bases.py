@@ -14,6 +14,7 @@ import pytest
 from hub_server import HubServer
 from huggingface_hub import HfApi
 from safetensors import safe_open
+from support.hub_cli import lfs_uploads
 
 from theworld.testing.tiny import write_tiny_gemma
 
@@ -33,7 +34,7 @@ WEIGHT_SUM = "float(m.gemma.model.language_model.layers[0].mlp.down_proj.weight.
 
 @pytest.fixture
 def hub_bases(tiny_models, tmp_path):
-    with HubServer({ALICE: {"user": "alice", "role": "write"}}) as hub:
+    with HubServer({ALICE: {"user": "alice", "role": "write"}}) as hub, lfs_uploads():
         api = HfApi(endpoint=hub.url, token=ALICE)
         for repo, folder in ((GEMMA, tiny_models[0]), (COSMOS, tiny_models[1])):
             api.create_repo(repo, private=True)

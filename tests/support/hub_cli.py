@@ -1,7 +1,11 @@
 """`theworld fit` as a user runs it against the local Hub (HF_ENDPOINT), and scanning what it wrote for the token."""
 
+import contextlib
 import os
 from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
 
 from support.accounts import SECRET  # noqa: F401
 from support.cli_runs import fit, theworld
@@ -50,3 +54,14 @@ def assert_secret_nowhere(result, root: Path, hub, repo_id: str):
     assert files_containing(root, SECRET) == []
     assert all(SECRET.encode() not in data for data in hub.files(repo_id).values())
     assert list(root.rglob("config.yaml")), "the saved config was checked"
+
+
+@contextlib.contextmanager
+def lfs_uploads():
+    """Uploads by the LFS protocol, in this process and the runs it starts: the local Hub has no Xet storage, and
+    huggingface_hub uploads through Xet whenever hf_xet is installed (production does; test_xet_upload.py walks
+    that path with hf_xet's part stood in)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_DISABLE_XET", "1")
+        patch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        yield

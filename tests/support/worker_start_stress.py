@@ -63,9 +63,11 @@ def busy_round(n: int, endpoint: str, token: str, modules: Path) -> None:
     for thread in threads:
         thread.start()
     client_lock_held.wait()
-    options = {"multiprocessing_context": "fork"} if "--fork" in sys.argv else worker_options()
+    forked = "--fork" in sys.argv  # its hang is certain: a short wait shows it; the forkserver's start may be slow
+    options = {"multiprocessing_context": "fork"} if forked else worker_options()
     try:
-        batches = list(DataLoader(NeedsTheLocks(module), batch_size=2, num_workers=2, timeout=20, **options))
+        batches = list(DataLoader(NeedsTheLocks(module), batch_size=2, num_workers=2, timeout=10 if forked else 60,
+                                  **options))
     finally:
         done.set()
         release.touch()
