@@ -84,7 +84,10 @@ def test_the_wait_line_never_promises_more_time_than_is_left(hub, tmp_path, capl
     deadline = max(r.created for r in caplog.records if r.message.startswith("Waiting for the final push")) + 3.5
     promised = [(r.created, int(m[1])) for r in caplog.records if (m := re.search(r"waiting (\d+) s more", r.message))]
     assert len(promised) >= 2
-    assert all(seconds <= deadline - created for created, seconds in promised), (promised, deadline)
+    # Said minus truly left, at the moment the line was logged: the old line said half a period (0.5 s) and more too
+    # much here (3.5 s waited in periods of 1 s); an honest one is off by the milliseconds of logging alone.
+    overpromised = [said - (deadline - created) for created, said in promised]
+    assert max(overpromised) < 0.25, (promised, deadline)
     assert start <= deadline
 
 
