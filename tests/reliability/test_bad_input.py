@@ -6,10 +6,10 @@ the run wrote. How long each takes is bench/cli_startup.py's figure, not an asse
 import json
 import os
 import socket
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 
 import pytest
 import torch
@@ -17,7 +17,8 @@ import yaml
 from hub_server import HubServer
 from support.cli_runs import REPO
 from safetensors.torch import save_file
-from support.hub_cli import SECRET, run, token_leaks, workdir
+from support.cli_zygote import Zygote
+from support.hub_cli import SECRET, hub_env, token_leaks, workdir
 
 from theworld.hub import ModelSourceError, pin_base
 
@@ -27,8 +28,6 @@ BAD_TOKEN = "hf_BadTokenTheHubRejects_73a1c9"
 GATED = "google/gemma-3-4b-it"
 PUSH = ["--hub.push_to_hub", "true", "--hub.hub_model_id", "alice/x"]
 
-
-SPY = Path(__file__).resolve().parents[1] / "support/weight_spy.py"
 
 
 @dataclass
@@ -154,7 +153,8 @@ def write_damaged_checkpoints(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def outcomes(demo_dir, tmp_path_factory):
-    """Every case as its own `theworld fit` process, two at a time (one per core of the CI machine)."""
+    """Every case as its own `theworld` process, two at a time (one per core of the CI machine), forked from two
+    interpreters that imported theworld and the weight spy once (support/cli_zygote.py)."""
     user = tmp_path_factory.mktemp("user_configs")
     (user / "broken.yaml").write_text("model:\n  gemma_model_name: [demo_assets/gemma-3-tiny\n")
     (user / "typo.yaml").write_text("trainer:\n  max_stepz: 3\n")
@@ -172,9 +172,12 @@ def outcomes(demo_dir, tmp_path_factory):
                                                        "log_to_tensorboard": True, "eval_strategy": "steps",
                                                        "hf_tokn": SECRET}))
     hf_home = tmp_path_factory.mktemp("hf_home")
-    with HubServer({SECRET: {"user": "alice", "role": "write"}}) as hub:
+    with HubServer({SECRET: {"user": "alice", "role": "write"}}) as hub, Zygote(hub_env(hub.url, hf_home)) as one, \
+            Zygote(hub_env(hub.url, hf_home)) as other:
         hub.create_repo(GATED)
         hub.make_gated(GATED)
+        zygotes = Queue()
+        zygotes.put(one), zygotes.put(other)
 
         def attempt(name):
             cwd = workdir(demo_dir, tmp_path_factory.mktemp(name))
@@ -182,8 +185,12 @@ def outcomes(demo_dir, tmp_path_factory):
             args = [*([case.command] if case.command else []),
                     *(["--config", REPO / "configs/demo.yaml"] if case.config else []),
                     *(arg.format(user=user) for arg in case.args)]
-            env = {**case.env, "THEWORLD_WEIGHT_LOG": str(cwd / "weight-loads.log")}
-            return name, (run(cwd, hub.url, hf_home, *args, env=env, program=[sys.executable, SPY]), cwd)
+            env = {"HF_TOKEN": None, **case.env, "THEWORLD_WEIGHT_LOG": str(cwd / "weight-loads.log")}
+            zygote = zygotes.get()
+            try:
+                return name, (zygote.run(args, cwd, env), cwd)
+            finally:
+                zygotes.put(zygote)
 
         with ThreadPoolExecutor(2) as pool:
             yield {**dict(pool.map(attempt, CASES)), "user": user}
@@ -211,12 +218,12 @@ def test_bad_input_fails_fast_with_one_clear_paragraph(outcomes, name, figures):
 
 
 def test_the_weight_spy_sees_the_loads_of_a_run_that_goes_ahead(demo_dir, tmp_path):
-    """What the check above relies on: a command that does load the model is recorded."""
+    """What the check above relies on: a command that does load the model is recorded, in a run forked the same way."""
     cwd = workdir(demo_dir, tmp_path / "run")
     log = cwd / "weight-loads.log"
-    result = run(cwd, "http://127.0.0.1:9", tmp_path / "hf", "validate", "--config", REPO / "configs/demo.yaml",
-                 "--trainer.limit_val_batches", "1", "--model.val_captions", "0",
-                 env={"THEWORLD_WEIGHT_LOG": str(log)}, program=[sys.executable, SPY])
+    with Zygote(hub_env("http://127.0.0.1:9", tmp_path / "hf")) as zygote:
+        result = zygote.run(["validate", "--config", REPO / "configs/demo.yaml", "--trainer.limit_val_batches", "1",
+                             "--model.val_captions", "0"], cwd, env={"THEWORLD_WEIGHT_LOG": str(log)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "TheWorld._load_base" in log.read_text() and "safe_open" in log.read_text()
 

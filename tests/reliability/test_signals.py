@@ -62,8 +62,11 @@ def run_dirs(path: Path) -> list:
     return ["--trainer.default_root_dir", path, "--trainer.logger.init_args.save_dir", path]
 
 
-@pytest.mark.parametrize("signum, target", [(signal.SIGINT, "group"), (signal.SIGTERM, "main"),
-                                            (signal.SIGTERM, "group")])
+# Ctrl-C in a terminal signals the foreground group; SIGTERM to the group (SLURM, `timeout`) is also
+# tests/test_ddp.py's DDP case, and SIGTERM to the main PID the simplest: those two run with -m slow, to keep CI short.
+@pytest.mark.parametrize("signum, target", [(signal.SIGINT, "group"),
+                                            pytest.param(signal.SIGTERM, "main", marks=pytest.mark.slow),
+                                            pytest.param(signal.SIGTERM, "group", marks=pytest.mark.slow)])
 def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_dir, tmp_path, signum, target,
                                                             figures):
     """Ctrl-C in a terminal, SLURM, ``timeout`` and most supervisors signal the whole process group (the loader

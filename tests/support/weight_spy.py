@@ -18,7 +18,8 @@ def _recording(name, fn):
     return wrapper
 
 
-def main() -> None:
+def install() -> None:
+    """Wraps the loaders (before the CLI imports them by name)."""
     import safetensors
     import safetensors.torch
     import torch
@@ -29,6 +30,10 @@ def main() -> None:
     from theworld.model import TheWorld
 
     TheWorld._load_base = staticmethod(_recording("TheWorld._load_base", TheWorld._load_base))
+
+
+def main() -> None:
+    install()
     from theworld.lit.cli import main as theworld
 
     sys.argv = ["theworld", *sys.argv[1:]]  # as the console script sees them (the CLI hides token flags there)
