@@ -2,6 +2,7 @@
 ablations really ablating, bootstrap intervals, and the command end to end."""
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -126,6 +127,15 @@ def test_plain_vqa_is_an_open_question(tmp_path):
         "vqa", [], ["red"], "What colour is the background?")
 
 
+def test_a_folder_rewritten_in_place_is_read_afresh(tmp_path):
+    """datasets' cache keys a local folder by its config and file patterns: a stale cache would give the old rows."""
+    blink_folder(tmp_path / "blink", count=2)
+    assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 2
+    shutil.rmtree(tmp_path / "blink")
+    blink_folder(tmp_path / "blink", count=5)
+    assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 5
+
+
 def test_bad_benchmarks_say_what_is_wrong_and_how_to_fix_it(tmp_path):
     folder = blink_folder(tmp_path / "blink")
     with pytest.raises(UserError, match="no config 'Counting'; its configs are Relative_Depth, Spatial_Relation"):
@@ -164,6 +174,24 @@ def test_batched_option_scores_equal_the_direct_computation_whatever_the_batch_a
         direct = torch.tensor([direct_option_score(model, question, option) for option in question.options])
         assert torch.allclose(batched, direct, atol=1e-4), (batched, direct)
         assert torch.allclose(batched, single, atol=1e-4)
+
+
+def test_open_questions_are_generated_and_matched_after_normalisation(model, tmp_path, monkeypatch):
+    rows = [{"image": picture(n), "question": f"What is shown ({n})?", "answer": answer}
+            for n, answer in enumerate(["two red circles", "a square", "blue"])]
+    bench = load_benchmark(str(write_hub_folder(tmp_path / "vqa", "test", {"shapes": (rows, VQA_FEATURES)})), "shapes")
+    prompts = []
+
+    def generate(batch, max_new_tokens):
+        prompts.append(model.processor.tokenizer.decode(batch["input_ids"][0]))
+        return ["The 2 red circles.", "a circle", "Blue"][:len(batch["input_ids"])]
+
+    monkeypatch.setattr(model, "generate_from_batch", generate)
+    result = evaluate_benchmarks(model, [bench], ["full"], batch_size=3, bootstrap_samples=10)
+    assert [(s.predicted, s.correct) for s in result.samples] == [
+        ("The 2 red circles.", True), ("a circle", False), ("Blue", True)]
+    assert "What is shown (0)?" in prompts[0]
+    assert result.accuracies[0].accuracy == pytest.approx(2 / 3)
 
 
 def test_normalised_matching_and_derangements():
