@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset, Features, Sequence, Value
 from datasets import Image as ImageFeature
 from PIL import Image
+from safetensors.torch import save_file
 from support.cli_runs import theworld
 
 from theworld import TheWorld
@@ -308,8 +309,17 @@ model:
 def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tiny_models):
     folder = blink_folder(tmp_path / "blink", count=4, multi_image=1)
     output = tmp_path / "result.json"
+    # Trained weights: a trainable-only checkpoint folder (weights, no training state) with a projector of its own.
+    trained = TheWorld(*tiny_models, world_image_size=64).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for tensor in trained.trainable_state_dict().values():
+            tensor.add_(torch.randn_like(tensor))
+    (tmp_path / "final").mkdir()
+    save_file(trained.trainable_state_dict(), tmp_path / "final" / "model.safetensors")
     run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark", folder,
-                   "--output", output, "--bootstrap_samples", "200", "--batch_size", "3", cwd=tmp_path)
+                   "--ckpt_path", tmp_path / "final", "--output", output, "--bootstrap_samples", "200",
+                   "--batch_size", "3", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     header = next(line for line in run.stdout.splitlines() if line.startswith("task"))
     assert header.split() == ["task", "n", "full", "no_world", "shuffled_world", "gemma", "world", "gain"]
@@ -322,6 +332,12 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
                          for condition in ("full", "no_world", "shuffled_world", "gemma")}
     assert rows[("all", "full")]["n"] == 8 and rows[("Relative_Depth", "gemma")]["split"] == "val"
     assert {g["task"] for g in result["world_gains"]} == {"Relative_Depth", "Spatial_Relation", "all"}
+    # The full condition scored with the checkpoint's weights, not the untrained projector.
+    questions = load_benchmark(str(folder), "Relative_Depth").questions
+    with torch.no_grad():
+        expected = option_log_likelihoods(trained, trained.processor, questions)
+    scores = [s["scores"] for s in result["samples"] if s["condition"] == "full" and s["config"] == "Relative_Depth"]
+    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
 
 
 def test_evaluate_with_a_config_the_benchmark_lacks_is_one_error_paragraph(tmp_path, tiny_models):

@@ -50,33 +50,34 @@ PROGRESS_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
-class Accuracy:
-    """The accuracy of one condition on one task (or one sub-task of it) with its 95% bootstrap interval ``ci``.
+class TaskScore:
+    """Where a score was measured: the benchmark (Hub id or folder), config, split and task, over ``n`` questions.
 
-    ``config`` / ``split`` are None on the pooled ``task == "all"`` row when the configs differ."""
+    ``config`` / ``split`` are None on the pooled ``task == "all"`` rows when the configs differ."""
 
     dataset: str
     config: str | None
     split: str | None
     task: str
-    sub_task: str | None
-    condition: str
-    accuracy: float
-    ci: tuple[float, float]
     n: int
 
 
 @dataclass(frozen=True)
-class WorldGain:
-    """``full - shuffled_world`` accuracy on one task (or ``all``), with a paired 95% bootstrap interval."""
+class Accuracy(TaskScore):
+    """One condition's accuracy on a task (or one of its sub-tasks) with its 95% bootstrap interval ``ci``."""
 
-    dataset: str
-    config: str | None
-    split: str | None
-    task: str
+    sub_task: str | None
+    condition: str
+    accuracy: float
+    ci: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class WorldGain(TaskScore):
+    """``full - shuffled_world`` accuracy on a task (or ``all``), with a paired 95% bootstrap interval."""
+
     gain: float
     ci: tuple[float, float]
-    n: int
 
 
 @dataclass(frozen=True)
@@ -303,11 +304,11 @@ def summarise(samples: Sequence[SampleResult], benchmarks: Sequence[Benchmark], 
         split = pooled_split if config == ALL else splits.get(config)
         for condition, correct in by_condition.items():
             values = np.array(list(correct.values()), dtype=float)
-            accuracies.append(Accuracy(dataset, config_name, split, task, sub_task, condition, float(values.mean()),
-                                       bootstrap_interval(values, bootstrap_samples, seed), len(values)))
+            accuracies.append(Accuracy(dataset, config_name, split, task, len(values), sub_task, condition,
+                                       float(values.mean()), bootstrap_interval(values, bootstrap_samples, seed)))
         if sub_task is None and {"full", "shuffled_world"} <= set(by_condition):
             full, shuffled = by_condition["full"], by_condition["shuffled_world"]
             paired = np.array([float(full[k]) - float(shuffled[k]) for k in full if k in shuffled])
-            gains.append(WorldGain(dataset, config_name, split, task, float(paired.mean()),
-                                   bootstrap_interval(paired, bootstrap_samples, seed), len(paired)))
+            gains.append(WorldGain(dataset, config_name, split, task, len(paired), float(paired.mean()),
+                                   bootstrap_interval(paired, bootstrap_samples, seed)))
     return accuracies, gains
