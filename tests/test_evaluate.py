@@ -21,6 +21,7 @@ from theworld.errors import UserError
 from theworld.evaluate import (
     SampleResult,
     bootstrap_interval,
+    check_conditions,
     derangement,
     evaluate_benchmarks,
     normalize_answer,
@@ -286,6 +287,17 @@ def test_gemma_baseline_is_plain_gemma_with_its_image_tokens_and_the_same_prompt
     scores = [s.scores for s in result.samples if s.condition == "gemma"]
     assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
     assert result.world_gains == []  # no shuffled_world: no gain to report
+
+
+def test_conditions_that_cannot_run_are_refused_before_any_weight_loads(tmp_path):
+    bench = load_benchmark(str(blink_folder(tmp_path / "blink", count=3)), "Relative_Depth")
+    assert check_conditions(None, True, [bench]) == ["full", "no_world", "shuffled_world", "gemma"]
+    assert check_conditions(None, False, [bench]) == ["full", "gemma"]
+    with pytest.raises(UserError, match="this model has none"):
+        check_conditions(["full", "shuffled_world"], False, [bench])
+    single = load_benchmark(str(tmp_path / "blink"), "Relative_Depth", limit=1)
+    with pytest.raises(UserError, match="Relative_Depth has 1 question.*raise --limit to 2"):
+        check_conditions(["shuffled_world"], True, [single])
 
 
 # ------------------------------------------------------------------------------------------------- the command

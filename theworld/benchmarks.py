@@ -80,6 +80,10 @@ def benchmark_configs(path: str) -> list[str]:
         raise UserError(f"benchmark {path}: no such local folder or Hub dataset ({_first_line(err)}). Give a Hub "
                         f"dataset id (BLINK-Benchmark/BLINK, nyu-visionx/CV-Bench) or a folder laid out like one "
                         f"(<Config>/<split>-00000-of-00001.parquet and a README.md listing its configs).") from None
+    except ConnectionError as err:
+        raise UserError(f"benchmark {path}: there is no local folder of that name (relative paths start from "
+                        f"{Path.cwd()}), and the Hub could not be reached to look for a dataset ({_first_line(err)}). "
+                        f"Check the path, or the network and HF_ENDPOINT for a Hub id.") from None
 
 
 def load_benchmark(path: str, config: str, split: str | None = None, limit: int | None = None) -> Benchmark:
@@ -103,11 +107,15 @@ def load_benchmark(path: str, config: str, split: str | None = None, limit: int 
     # dataset's cache is keyed by its commit).
     rows = datasets.load_dataset(path, name=config, split=split, streaming=Path(path).is_dir())
     if limit is not None:
-        rows = rows.take(limit) if isinstance(rows, datasets.IterableDataset) else rows.select(range(min(limit, len(rows))))
-    kind = benchmark_format(rows.column_names, f"{path} ({config}, {split})")
+        streamed = isinstance(rows, datasets.IterableDataset)
+        rows = rows.take(limit) if streamed else rows.select(range(min(limit, len(rows))))
+    # A streamed folder of files without a schema (JSON lines) knows its columns only from a row.
+    columns = rows.column_names if rows.column_names is not None else list(next(iter(rows), {}))
+    kind = benchmark_format(columns, f"{path} ({config}, {split})")
     benchmark = Benchmark(path, config, split, kind, [])
     for number, row in enumerate(rows):
-        images = [row[name] for name in BLINK_IMAGES if row.get(name) is not None] if kind == "blink" else [row["image"]]
+        names = BLINK_IMAGES if kind == "blink" else ("image",)
+        images = [row[name] for name in names if row.get(name) is not None]
         if len(images) != 1:
             reason = "multi-image questions" if images else "questions without an image"
             benchmark.skipped[reason] = benchmark.skipped.get(reason, 0) + 1
@@ -140,7 +148,10 @@ def _question(kind: str, row: dict, number: int, image: Image.Image, config: str
         answer = options[choices.index(answer)]
     # BLINK's tasks are its configs (a sub_task naming the task again is no sub-task); CV-Bench's configs are 2D/3D,
     # its tasks a column, and its published accuracy is averaged over the images' sources.
-    task, sub_task = (config, row.get("sub_task")) if kind == "blink" else (row.get("task") or config, row.get("source"))
+    if kind == "blink":
+        task, sub_task = config, row.get("sub_task")
+    else:
+        task, sub_task = row.get("task") or config, row.get("source")
     if sub_task and sub_task.replace(" ", "_").lower() == task.replace(" ", "_").lower():
         sub_task = None
     return Question(question_id, task, sub_task, image, multiple_choice_prompt(row["question"], choices), options,

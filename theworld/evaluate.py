@@ -203,16 +203,28 @@ def gemma_baseline(model):
     return baseline.to(model.gemma.lm_head.weight.device).eval()
 
 
-def evaluate_benchmarks(model, benchmarks: Sequence[Benchmark], conditions: Sequence[str] | None = None,
-                        baseline: Callable[[], object] | None = None, batch_size: int = 8,
-                        bootstrap_samples: int = 1000, seed: int = 0, max_new_tokens: int = 16) -> EvaluationResult:
-    """Answers every question of ``benchmarks`` under each condition (default: all four, or ``full`` and ``gemma``
-    for a model without world tokens) and summarises them. ``baseline`` builds the ``gemma`` model when needed."""
-    has_world = model.world_encoder is not None
+def check_conditions(conditions: Sequence[str] | None, has_world: bool, benchmarks: Sequence[Benchmark]) -> list[str]:
+    """The conditions to run (default: all four, or ``full`` and ``gemma`` for a model without world tokens); refuses
+    the ones that cannot run, before any weight loads."""
     conditions = list(conditions or [c for c in CONDITIONS if has_world or c not in WORLD_CONDITIONS])
     if not has_world and set(conditions) & set(WORLD_CONDITIONS):
         raise UserError(f"--conditions {', '.join(conditions)}: no_world and shuffled_world ablate the world tokens, "
                         f"and this model has none (model.enable_world: false). Evaluate full and gemma only.")
+    if "shuffled_world" in conditions:
+        for benchmark in benchmarks:
+            if len(benchmark.questions) < 2:
+                raise UserError(f"shuffled_world gives each question another question's world tokens, and "
+                                f"{benchmark.config} has {len(benchmark.questions)} question(s) to evaluate: raise "
+                                f"--limit to 2 or more, or leave shuffled_world out of --conditions.")
+    return conditions
+
+
+def evaluate_benchmarks(model, benchmarks: Sequence[Benchmark], conditions: Sequence[str] | None = None,
+                        baseline: Callable[[], object] | None = None, batch_size: int = 8,
+                        bootstrap_samples: int = 1000, seed: int = 0, max_new_tokens: int = 16) -> EvaluationResult:
+    """Answers every question of ``benchmarks`` under each condition (see ``check_conditions``) and summarises
+    them. ``baseline`` builds the ``gemma`` model when needed (default: ``gemma_baseline(model)``)."""
+    conditions = check_conditions(conditions, model.world_encoder is not None, benchmarks)
     samples: list[SampleResult] = []
     started, answered = time.monotonic(), 0
     for condition in conditions:
@@ -220,8 +232,6 @@ def evaluate_benchmarks(model, benchmarks: Sequence[Benchmark], conditions: Sequ
         for benchmark in benchmarks:
             samples += _answer(runner, benchmark, condition, batch_size, seed, max_new_tokens)
             answered += len(benchmark.questions)
-        if runner is not model:
-            del runner  # the baseline's weights go before the next condition
     skipped: dict[str, int] = defaultdict(int)
     for benchmark in benchmarks:
         for reason, count in benchmark.skipped.items():
@@ -241,9 +251,6 @@ def _answer(model, benchmark: Benchmark, condition: str, batch_size: int, seed: 
     if condition == "no_world":
         processor, world_off = processor.without_world(), model.without_world()
     elif condition == "shuffled_world":
-        if len(questions) < 2:
-            raise UserError(f"shuffled_world gives each question another question's world tokens, and "
-                            f"{benchmark.config} has {len(questions)} question(s): raise --limit to 2 or more.")
         world_images = [questions[donor].image for donor in derangement(len(questions), seed)]
     results: list[SampleResult] = []
     started = last_report = time.monotonic()

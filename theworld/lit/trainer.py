@@ -180,10 +180,11 @@ class TheWorldTrainer(Trainer):
         """
         from theworld.benchmarks import benchmark_configs, load_benchmark
         from theworld.checkpoint import load_trainable_weights
-        from theworld.evaluate import evaluate_benchmarks
+        from theworld.evaluate import check_conditions, evaluate_benchmarks
 
         configs = configs or benchmark_configs(benchmark)
         benchmarks = [load_benchmark(benchmark, config, split, limit) for config in configs]
+        conditions = check_conditions(conditions, model.world_config.enable_world, benchmarks)
         model.configure_model()  # the base models, and the --model.init_from weights
         if ckpt_path == "last":
             checkpoint = next(c for c in self.callbacks if isinstance(c, TrainableCheckpoint))
