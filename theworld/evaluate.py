@@ -206,7 +206,7 @@ def gemma_baseline(model):
 def check_conditions(conditions: Sequence[str] | None, has_world: bool, benchmarks: Sequence[Benchmark]) -> list[str]:
     """The conditions to run (default: all four, or ``full`` and ``gemma`` for a model without world tokens); refuses
     the ones that cannot run, before any weight loads."""
-    conditions = list(conditions or [c for c in CONDITIONS if has_world or c not in WORLD_CONDITIONS])
+    conditions = list(dict.fromkeys(conditions or [c for c in CONDITIONS if has_world or c not in WORLD_CONDITIONS]))
     if not has_world and set(conditions) & set(WORLD_CONDITIONS):
         raise UserError(f"--conditions {', '.join(conditions)}: no_world and shuffled_world ablate the world tokens, "
                         f"and this model has none (model.enable_world: false). Evaluate full and gemma only.")
