@@ -2,6 +2,7 @@
 ablations really ablating, bootstrap intervals, and the command end to end."""
 
 import json
+import re
 import shutil
 import sys
 
@@ -352,12 +353,17 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
     assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
 
 
-def test_evaluate_with_a_config_the_benchmark_lacks_is_one_error_paragraph(tmp_path, tiny_models):
+@pytest.mark.parametrize("args,message", [
+    (["--configs", "[Counting]"], "benchmark .*blink has no config 'Counting'; its configs are Relative_Depth, "
+                                  "Spatial_Relation"),
+    (["--ckpt_path", "last"], "--ckpt_path last: there is no checkpoint in .*run/checkpoints"),
+], ids=["config-it-lacks", "no-last-checkpoint"])
+def test_evaluate_mistakes_are_one_error_paragraph(tmp_path, tiny_models, args, message):
     run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark",
-                   blink_folder(tmp_path / "blink"), "--configs", "[Counting]", cwd=tmp_path)
+                   blink_folder(tmp_path / "blink"), *args, cwd=tmp_path)
     assert run.returncode == 1
-    assert run.stderr.strip().splitlines()[-1].startswith("theworld: error: benchmark ")
-    assert "no config 'Counting'; its configs are Relative_Depth, Spatial_Relation" in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("theworld: error: ") and re.search(message, last), run.stderr[-2000:]
     assert "Traceback" not in run.stderr
 
 

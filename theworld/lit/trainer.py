@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from theworld.callbacks.checkpoint import TrainableCheckpoint, newest_checkpoint
 from theworld.data.latents import LatentCacheError
+from theworld.errors import UserError
 from theworld.estimate import Estimate, estimate_run
 from theworld.evaluate import EvaluationResult
 from theworld.latent_cache import write_latent_cache
@@ -185,10 +186,13 @@ class TheWorldTrainer(Trainer):
         configs = configs or benchmark_configs(benchmark)
         benchmarks = [load_benchmark(benchmark, config, split, limit) for config in configs]
         conditions = check_conditions(conditions, model.world_config.enable_world, benchmarks)
-        model.configure_model()  # the base models, and the --model.init_from weights
         if ckpt_path == "last":
-            checkpoint = next(c for c in self.callbacks if isinstance(c, TrainableCheckpoint))
-            ckpt_path = newest_checkpoint(checkpoint.resolve_dirpath(self))
+            folder = next(c for c in self.callbacks if isinstance(c, TrainableCheckpoint)).resolve_dirpath(self)
+            ckpt_path = newest_checkpoint(folder)
+            if ckpt_path is None:
+                raise UserError(f"--ckpt_path last: there is no checkpoint in {folder}. Give the weights to evaluate "
+                                f"with --ckpt_path <folder> or --model.init_from <folder> (final/ included).")
+        model.configure_model()  # the base models, and the --model.init_from weights
         if ckpt_path:
             load_trainable_weights(model.model, str(ckpt_path))
         world_model = model.model.to(self.strategy.root_device).eval()
