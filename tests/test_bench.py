@@ -57,6 +57,15 @@ def test_data_throughput_prints_the_worker_rate_and_the_wait():
     assert summary["cached_samples_per_s_per_worker"] > 0
 
 
+def test_evaluate_throughput_prints_questions_per_second_for_each_condition():
+    result = subprocess.run([sys.executable, REPO / "bench/evaluate_throughput.py", "--questions", "4", "--batch_sizes",
+                             "2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [row["condition"] for row in rows] == ["full", "no_world", "shuffled_world", "gemma"]
+    assert all(row["questions_per_second"] > 0 and row["questions"] == 4 for row in rows)
+
+
 @pytest.mark.slow
 def test_estimate_predicts_the_measured_h200_rows_within_ten_percent():
     """`theworld estimate`'s step replayed at each measured H200 shape (about 1 CPU-minute at real size)."""

@@ -5,6 +5,7 @@ The model knows nothing of Lightning: load it, train it, generate with it in pla
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -109,6 +110,7 @@ class TheWorld(nn.Module):
             self.world_token_embeds = nn.Parameter(bounds.detach().float().clone())
             self.projector.to(bounds.device)
         self._processor: TheWorldProcessor | None = None
+        self._world_left_out = False  # inside without_world()
         self._apply_freeze()
         if cfg.gradient_checkpointing:
             self.gemma.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -214,6 +216,21 @@ class TheWorld(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    @contextlib.contextmanager
+    def without_world(self):
+        """Runs the model with the world block left out (the ``no_world`` ablation): batches come from
+        ``processor.without_world()`` and carry no world slots and no world input.
+
+        Example:
+            >>> with model.without_world():
+            ...     model.generate_from_batch(model.processor.without_world().collate(examples, padding_side="left"))
+        """
+        self._world_left_out = True
+        try:
+            yield self
+        finally:
+            self._world_left_out = False
+
     # ----------------------------------------------------------------------- forward pass
     def encode_world(self, world_pixels: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> world tokens ``(B, N, hidden)``."""
@@ -233,7 +250,7 @@ class TheWorld(nn.Module):
                 vision_dtype = self.gemma.model.vision_tower.dtype
                 image_features = self.gemma.model.get_image_features(pixel_values.to(vision_dtype)).pooler_output
             embeds = scatter_rows(embeds, segment_ids == SEG_IMAGE, image_features)
-        if self.world_encoder is not None:
+        if self.world_encoder is not None and not self._world_left_out:
             if world_latents is not None:
                 if not self.config.freeze_cosmos_vae:
                     raise ValueError("Cached world latents stand for a frozen VAE, but freeze_cosmos_vae is false: "

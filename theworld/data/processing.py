@@ -16,6 +16,7 @@ the model's float inputs (``TheWorldDataModule`` does it on the GPU, ``collate``
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -181,11 +182,20 @@ class TheWorldProcessor:
                 batch[key] = spec.normalize(batch[key])
         return batch
 
+    def without_world(self) -> "TheWorldProcessor":
+        """This processor with the world block left out of every prompt (the ``no_world`` ablation of
+        ``theworld.evaluate``; run the model inside ``TheWorld.without_world()``)."""
+        plain = copy.copy(self)
+        plain.world_tokens, plain._prompts = 0, {}
+        return plain
+
     def __call__(self, image: Image.Image, caption: str | None = None, prompt: str | None = None,
-                 world_latents: torch.Tensor | None = None) -> dict[str, Any]:
+                 world_latents: torch.Tensor | None = None, world_image: Image.Image | None = None) -> dict[str, Any]:
         """One example. ``world_latents`` (the image's world tokens from a latent cache, see
-        ``theworld.latent_cache``) replace the VAE input ``world_pixels``."""
+        ``theworld.latent_cache``) replace the VAE input ``world_pixels``; ``world_image`` puts another image's
+        world tokens in the world slots (the ``shuffled_world`` ablation), Gemma's image block keeps ``image``."""
         image = image.convert("RGB") if image.mode != "RGB" else image
+        world_image = image if world_image is None else world_image.convert("RGB")
         prompt = prompt or self.prompt
         if prompt not in self._prompts:  # the chat template is rendered once per distinct prompt
             self._prompts[prompt] = self._build_prompt(prompt)
@@ -211,7 +221,7 @@ class TheWorldProcessor:
                                  f"{self.world_tokens} per image; rebuild the cache for this model's world layout.")
             example["world_latents"] = world_latents
         elif self.world_tokens:
-            example["world_pixels"] = self._world.resize(image)
+            example["world_pixels"] = self._world.resize(world_image)
         return example
 
     def collate(self, examples: list[dict[str, Any]], padding_side: str = "right",

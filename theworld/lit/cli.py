@@ -116,13 +116,15 @@ class TheWorldCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """fit, validate, predict, cache_latents and estimate (no `test`: TheWorld's data has no test split)."""
+        """fit, validate, predict, cache_latents, estimate and evaluate (benchmarks; no `test`: TheWorld's data has
+        no test split)."""
         return {
             "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
             "validate": {"model", "dataloaders", "datamodule"},
             "predict": {"model", "dataloaders", "datamodule"},
             "cache_latents": {"model", "datamodule"},
             "estimate": {"model", "datamodule"},
+            "evaluate": {"model", "datamodule"},
         }
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -224,7 +226,9 @@ class TheWorldCLI(LightningCLI):
                 f"Give a checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
                 f"hf://user/repo[@revision][/folder]."
             )
-        if ckpt_path and ckpt_path != "last" and not (Path(ckpt_path) / TRAINING_STATE_NAME).is_file():
+        # evaluate reads the weights only; the others resume training state with them.
+        needs_state = self.subcommand != "evaluate"
+        if ckpt_path and ckpt_path != "last" and needs_state and not (Path(ckpt_path) / TRAINING_STATE_NAME).is_file():
             if (Path(ckpt_path) / WEIGHTS_NAME).is_file():
                 raise UserError(
                     f"--ckpt_path {ckpt_path} holds trainable weights ({WEIGHTS_NAME}) but no {TRAINING_STATE_NAME}, "
@@ -253,9 +257,10 @@ class TheWorldCLI(LightningCLI):
         # Only without train_data does the hf source stream dataset_name (for training and the held-out rows).
         if self.subcommand in ("fit", "validate") and data.source == "hf" and data.dataset_name and not data.train_data:
             check_dataset(data.dataset_name, self.hub_token)
-        if self.subcommand in ("validate", "predict") and not ckpt_path and not init_from:
+        if self.subcommand in ("validate", "predict", "evaluate") and not ckpt_path and not init_from:
             log.warning("theworld %s: neither --ckpt_path nor --model.init_from is given, so the model's trainable "
-                        "weights (the world projector) are untrained: expect random captions.", self.subcommand)
+                        "weights (the world projector) are untrained: expect %s.", self.subcommand,
+                        "chance-level answers" if self.subcommand == "evaluate" else "random captions")
 
     def _hub_preflight(self, config) -> HfApi | None:
         """For ``fit`` with ``hub.push_to_hub``: token, repo and write access checked on rank 0 before any weight

@@ -1,18 +1,22 @@
-"""``TheWorldTrainer``: Lightning's Trainer plus ``cache_latents`` and ``estimate``, so each is a subcommand of
-``theworld`` like ``fit`` (same config files, overrides and typo errors)."""
+"""``TheWorldTrainer``: Lightning's Trainer plus ``cache_latents``, ``estimate`` and ``evaluate``, so each is a
+subcommand of ``theworld`` like ``fit`` (same config files, overrides and typo errors)."""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Literal
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from theworld.callbacks.checkpoint import TrainableCheckpoint, newest_checkpoint
 from theworld.data.latents import LatentCacheError
+from theworld.errors import UserError
 from theworld.estimate import Estimate, estimate_run
+from theworld.evaluate import EvaluationResult
 from theworld.latent_cache import write_latent_cache
 from theworld.lit.strategies import default_wrap_layers
 
@@ -134,6 +138,72 @@ class TheWorldTrainer(Trainer):
         """
         return estimate_run(model.world_config, datamodule.config, fsdp_units=default_wrap_layers(), gpu=gpu,
                             gpus=gpus or self.world_size, samples=samples, mfu=mfu)
+
+    def evaluate(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        benchmark: str,
+        configs: list[str] | None = None,
+        split: str | None = None,
+        conditions: list[Literal["full", "no_world", "shuffled_world", "gemma"]] | None = None,
+        limit: int | None = None,
+        batch_size: int = 8,
+        bootstrap_samples: int = 1000,
+        seed: int = 0,
+        max_new_tokens: int = 16,
+        output: str | None = None,
+        ckpt_path: str | None = None,
+    ) -> EvaluationResult:
+        """Benchmark accuracy with the world tokens, without them, with another image's, and of plain Gemma 3.
+
+        Prints a task x condition table (accuracy with 95% bootstrap intervals, and the world gain: full -
+        shuffled_world, paired interval) and writes it with every question's answer as JSON. Multiple choice is
+        scored by the options' log-likelihood; open answers are generated and matched after normalisation.
+
+        Args:
+            model: The model settings; the trained weights come from --model.init_from or --ckpt_path.
+            datamodule: Unused (the benchmark is the data).
+            benchmark: A Hub dataset id (BLINK-Benchmark/BLINK, nyu-visionx/CV-Bench) or a local folder laid out like
+                one, in BLINK, CV-Bench or plain VQA (image, question, answer) format.
+            configs: The benchmark's configs (tasks) to evaluate (default: all of them).
+            split: The split (default: val, validation or test, whichever the benchmark has).
+            conditions: Any of full, no_world, shuffled_world, gemma (default: all four; full and gemma for a model
+                without world tokens).
+            limit: At most this many questions per config.
+            batch_size: Questions per forward pass (all their options together).
+            bootstrap_samples: Resamples for the 95% intervals.
+            seed: Seed of the shuffled_world derangement and of the bootstrap.
+            max_new_tokens: Longest generated answer (open questions).
+            output: The JSON file (default: <trainer.default_root_dir>/evaluate/<benchmark>.json).
+            ckpt_path: Trainable weights to evaluate: a checkpoint-N/, last/ or final/ folder, or `last` (the newest
+                in checkpoint.dirpath).
+        """
+        from theworld.benchmarks import benchmark_configs, load_benchmark
+        from theworld.checkpoint import load_trainable_weights
+        from theworld.evaluate import check_conditions, evaluate_benchmarks
+
+        configs = configs or benchmark_configs(benchmark)
+        benchmarks = [load_benchmark(benchmark, config, split, limit) for config in configs]
+        conditions = check_conditions(conditions, model.world_config.enable_world, benchmarks)
+        if ckpt_path == "last":
+            folder = next(c for c in self.callbacks if isinstance(c, TrainableCheckpoint)).resolve_dirpath(self)
+            ckpt_path = newest_checkpoint(folder)
+            if ckpt_path is None:
+                raise UserError(f"--ckpt_path last: there is no checkpoint in {folder}. Give the weights to evaluate "
+                                f"with --ckpt_path <folder> or --model.init_from <folder> (final/ included).")
+        model.configure_model()  # the base models, and the --model.init_from weights
+        if ckpt_path:
+            load_trainable_weights(model.model, str(ckpt_path))
+        world_model = model.model.to(self.strategy.root_device).eval()
+        with self.precision_plugin.forward_context():
+            result = evaluate_benchmarks(world_model, benchmarks, conditions, batch_size=batch_size,
+                                         bootstrap_samples=bootstrap_samples, seed=seed,
+                                         max_new_tokens=max_new_tokens)
+        path = result.save(output or Path(self.default_root_dir) / "evaluate" / f"{Path(benchmark).name}.json")
+        print(result.table())
+        rank_zero_info(f"theworld: evaluation of {result.questions_per_second:.2f} questions/s written to {path}")
+        return result
 
 
 for _method in (TheWorldTrainer.fit, TheWorldTrainer.validate, TheWorldTrainer.predict):

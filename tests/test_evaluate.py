@@ -1,0 +1,375 @@
+"""`theworld evaluate`: benchmarks read in their published schemas, options scored by log-likelihood, the world
+ablations really ablating, bootstrap intervals, and the command end to end."""
+
+import json
+import re
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, Features, Sequence, Value
+from datasets import Image as ImageFeature
+from PIL import Image
+from safetensors.torch import save_file
+from support.cli_runs import theworld
+
+from theworld import TheWorld
+from theworld.benchmarks import load_benchmark
+from theworld.data.processing import SEG_WORLD, SEG_WORLD_START
+from theworld.errors import UserError
+from theworld.evaluate import (
+    SampleResult,
+    bootstrap_interval,
+    check_conditions,
+    derangement,
+    evaluate_benchmarks,
+    normalize_answer,
+    option_log_likelihoods,
+    summarise,
+)
+
+# Column names and types as the datasets' cards give them (BLINK-Benchmark/BLINK, nyu-visionx/CV-Bench).
+BLINK_FEATURES = Features({
+    "idx": Value("string"), "question": Value("string"), "sub_task": Value("string"),
+    "image_1": ImageFeature(), "image_2": ImageFeature(), "image_3": ImageFeature(), "image_4": ImageFeature(),
+    "choices": Sequence(Value("string")), "answer": Value("string"), "prompt": Value("string"),
+    "explanation": Value("string"),
+})
+CV_BENCH_FEATURES = Features({
+    "idx": Value("int32"), "type": Value("string"), "task": Value("string"), "image": ImageFeature(),
+    "question": Value("string"), "choices": Sequence(Value("string")), "answer": Value("string"),
+    "prompt": Value("string"), "filename": Value("string"), "source": Value("string"),
+    "source_dataset": Value("string"), "source_filename": Value("string"), "target_class": Value("string"),
+    "target_size": Value("int64"), "bbox": Sequence(Sequence(Value("float32"))),
+})
+VQA_FEATURES = Features({"image": ImageFeature(), "question": Value("string"), "answer": Value("string")})
+COLOURS = [(230, 20, 20), (20, 200, 40), (30, 30, 230), (240, 220, 10), (200, 0, 200), (0, 200, 200)]
+
+
+def picture(number: int) -> Image.Image:
+    """A distinct image per number: a colour, and a bar whose place moves."""
+    image = Image.new("RGB", (48, 40), COLOURS[number % len(COLOURS)])
+    image.paste((255, 255, 255), (4 * number % 40, 8, 4 * number % 40 + 6, 30))
+    return image
+
+
+def write_hub_folder(root, split: str, configs: dict[str, tuple[list[dict], Features]]):
+    """``<root>/<Config>/<split>-00000-of-00001.parquet`` and a README.md whose front matter lists the configs: the
+    layout of a dataset on the Hub."""
+    card = ["---", "configs:"]
+    for config, (rows, features) in configs.items():
+        (root / config).mkdir(parents=True)
+        Dataset.from_list(rows, features=features).to_parquet(str(root / config / f"{split}-00000-of-00001.parquet"))
+        card += [f"- config_name: {config}", "  data_files:", f"  - split: {split}", f"    path: {config}/{split}-*"]
+    (root / "README.md").write_text("\n".join([*card, "---", ""]))
+    return root
+
+
+def blink_rows(task: str, count: int, multi_image: int = 0) -> list[dict]:
+    rows = []
+    for number in range(count + multi_image):
+        question = f"Which point is closer to the camera ({number})?" if number % 2 else "Is the bar left?"
+        rows.append({
+            "idx": f"val_{task}_{number + 1}", "question": question, "sub_task": task.replace("_", " "),
+            "image_1": picture(number), "image_2": picture(number + 1) if number >= count else None,
+            "image_3": None, "image_4": None, "choices": ["A is closer", "B is closer"],
+            "answer": "(A)" if number % 2 else "(B)", "prompt": "", "explanation": "",
+        })
+    return rows
+
+
+def blink_folder(root, count=4, multi_image=1):
+    return write_hub_folder(root, "val", {
+        "Relative_Depth": (blink_rows("Relative_Depth", count, multi_image), BLINK_FEATURES),
+        "Spatial_Relation": (blink_rows("Spatial_Relation", count), BLINK_FEATURES),
+    })
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models):
+    gemma, cosmos = tiny_models
+    torch.manual_seed(0)
+    return TheWorld(gemma, cosmos, world_image_size=64).eval()
+
+
+# ------------------------------------------------------------------------------------------------- reading
+def test_blink_is_read_with_its_tasks_prompts_and_letters_and_multi_image_questions_are_counted(tmp_path):
+    folder = blink_folder(tmp_path / "blink", count=3, multi_image=2)
+    bench = load_benchmark(str(folder), "Relative_Depth")
+    assert (bench.format, bench.split, bench.skipped) == ("blink", "val", {"multi-image questions": 2})
+    first, second = bench.questions[:2]
+    assert [q.id for q in bench.questions] == ["val_Relative_Depth_1", "val_Relative_Depth_2", "val_Relative_Depth_3"]
+    assert (first.task, first.sub_task, first.options, first.answers) == (
+        "Relative_Depth", None, ["(A)", "(B)"], ["(B)"])  # BLINK's sub_task names the task again
+    assert second.prompt == ("Which point is closer to the camera (1)?\nSelect from the following choices.\n"
+                             "(A) A is closer\n(B) B is closer")
+    assert np.array_equal(np.array(first.image), np.array(picture(0)))
+
+
+def test_cv_bench_takes_its_tasks_from_the_task_column_and_the_sources_as_sub_tasks(tmp_path):
+    rows = [{"idx": number, "type": "3D", "task": ["Depth", "Distance"][number % 2], "image": picture(number),
+             "question": "Which object is closer to the camera?", "choices": ["lamp", "chair", "table"],
+             "answer": "(C)", "prompt": "", "filename": f"img/3D/{number}.png", "source": "Omni3D",
+             "source_dataset": "SUNRGBD", "source_filename": f"{number}.jpg", "target_class": None,
+             "target_size": None, "bbox": [[1.0, 2.0, 3.0, 4.0]]} for number in range(3)]
+    folder = write_hub_folder(tmp_path / "cv", "test", {"3D": (rows, CV_BENCH_FEATURES)})
+    bench = load_benchmark(str(folder), "3D", limit=2)
+    assert (bench.format, bench.split, len(bench.questions)) == ("cv-bench", "test", 2)
+    assert [(q.task, q.sub_task, q.options, q.answers) for q in bench.questions] == [
+        ("Depth", "Omni3D", ["(A)", "(B)", "(C)"], ["(C)"]), ("Distance", "Omni3D", ["(A)", "(B)", "(C)"], ["(C)"])]
+
+
+def test_plain_vqa_is_an_open_question(tmp_path):
+    rows = [{"image": picture(0), "question": "What colour is the background?", "answer": "red"}]
+    bench = load_benchmark(str(write_hub_folder(tmp_path / "vqa", "test", {"colours": (rows, VQA_FEATURES)})),
+                           "colours")
+    (question,) = bench.questions
+    assert (bench.format, question.options, question.answers, question.prompt) == (
+        "vqa", [], ["red"], "What colour is the background?")
+
+
+def test_a_folder_rewritten_in_place_is_read_afresh(tmp_path):
+    """datasets' cache keys a local folder by its config and file patterns: a stale cache would give the old rows."""
+    blink_folder(tmp_path / "blink", count=2)
+    assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 2
+    shutil.rmtree(tmp_path / "blink")
+    blink_folder(tmp_path / "blink", count=5)
+    assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 5
+
+
+def test_bad_benchmarks_say_what_is_wrong_and_how_to_fix_it(tmp_path):
+    folder = blink_folder(tmp_path / "blink")
+    with pytest.raises(UserError, match="no config 'Counting'; its configs are Relative_Depth, Spatial_Relation"):
+        load_benchmark(str(folder), "Counting")
+    with pytest.raises(UserError, match="no split 'test'; its splits are val"):
+        load_benchmark(str(folder), "Relative_Depth", "test")
+    rows = [{"picture": picture(0), "text": "a red square"}]
+    odd = write_hub_folder(tmp_path / "captions", "test", {
+        "default": (rows, Features({"picture": ImageFeature(), "text": Value("string")}))})
+    with pytest.raises(UserError, match="in no format theworld reads: its columns are picture, text.*vqa: image, "
+                                        "question, answer"):
+        load_benchmark(str(odd), "default")
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+def direct_option_score(model, question, option) -> float:
+    """The option's log-likelihood from one sequence's full logits: the textbook computation."""
+    proc = model.processor
+    batch = proc.collate([proc(question.image, caption=option, prompt=question.prompt)])
+    with torch.no_grad():
+        logits = model(**batch, return_logits=True)["logits"][0].float()
+    labels = batch["labels"][0]
+    option_ids = proc.tokenizer(option, add_special_tokens=False)["input_ids"]
+    start = int((labels != -100).nonzero()[0])
+    log_probs = logits.log_softmax(-1)
+    return sum(float(log_probs[start + i - 1, token]) for i, token in enumerate(option_ids))
+
+
+def test_batched_option_scores_equal_the_direct_computation_whatever_the_batch_and_padding(model, tmp_path):
+    questions = load_benchmark(str(blink_folder(tmp_path / "blink")), "Relative_Depth").questions[:3]
+    assert len({len(q.prompt) for q in questions}) > 1  # prompts of different lengths: rows are padded
+    with torch.no_grad():
+        together = option_log_likelihoods(model, model.processor, questions)
+        alone = [option_log_likelihoods(model, model.processor, [q])[0] for q in questions]
+    for question, batched, single in zip(questions, together, alone):
+        direct = torch.tensor([direct_option_score(model, question, option) for option in question.options])
+        assert torch.allclose(batched, direct, atol=1e-4), (batched, direct)
+        assert torch.allclose(batched, single, atol=1e-4)
+
+
+def test_open_questions_are_generated_and_matched_after_normalisation(model, tmp_path, monkeypatch):
+    rows = [{"image": picture(n), "question": f"What is shown ({n})?", "answer": answer}
+            for n, answer in enumerate(["two red circles", "a square", "blue"])]
+    bench = load_benchmark(str(write_hub_folder(tmp_path / "vqa", "test", {"shapes": (rows, VQA_FEATURES)})), "shapes")
+    prompts = []
+
+    def generate(batch, max_new_tokens):
+        prompts.append(model.processor.tokenizer.decode(batch["input_ids"][0]))
+        return ["The 2 red circles.", "a circle", "Blue"][:len(batch["input_ids"])]
+
+    monkeypatch.setattr(model, "generate_from_batch", generate)
+    result = evaluate_benchmarks(model, [bench], ["full"], batch_size=3, bootstrap_samples=10)
+    assert [(s.predicted, s.correct) for s in result.samples] == [
+        ("The 2 red circles.", True), ("a circle", False), ("Blue", True)]
+    assert "What is shown (0)?" in prompts[0]
+    assert result.accuracies[0].accuracy == pytest.approx(2 / 3)
+
+
+def test_normalised_matching_and_derangements():
+    assert normalize_answer("The Two red cats.") == normalize_answer("2 red cats") == "2 red cats"
+    assert normalize_answer("a circle") != normalize_answer("a square")
+    for count in range(2, 12):
+        donor = derangement(count, seed=count)
+        assert sorted(donor) == list(range(count)) and all(donor != np.arange(count))
+    assert np.array_equal(derangement(9, seed=3), derangement(9, seed=3))
+
+
+def test_bootstrap_intervals_cover_the_mean_and_pair_the_conditions():
+    half = np.array([1.0, 0.0] * 100)
+    low, high = bootstrap_interval(half, 2000, seed=0)
+    assert low < 0.5 < high and 0.05 < high - low < 0.2
+    assert bootstrap_interval(np.ones(30), 500, seed=0) == (1.0, 1.0)
+    assert bootstrap_interval(half, 500, seed=1) == bootstrap_interval(half, 500, seed=1)
+    # full right on 80 of 100 questions, shuffled_world on 50 (the same 50 and 30 more wrong): gain 0.3, paired
+    right_full, right_shuffled = set(range(80)), set(range(50))
+    samples = [SampleResult(str(i), "Depth", "Depth", None, condition, "(A)", "(A)", i in right)
+               for condition, right in (("full", right_full), ("shuffled_world", right_shuffled)) for i in range(100)]
+    bench = type("Bench", (), {"dataset": "toy", "config": "Depth", "split": "val"})()
+    accuracies, (gain, pooled) = summarise(samples, [bench], 1000, seed=0)
+    assert gain.task == "Depth" and pooled.task == "all" and gain.n == 100
+    assert gain.gain == pytest.approx(0.3) and 0.15 < gain.ci[0] < 0.3 < gain.ci[1] < 0.45
+    by_condition = {(a.task, a.condition): a for a in accuracies}
+    assert by_condition[("Depth", "full")].accuracy == pytest.approx(0.8)
+    # Unpaired, the two accuracies' intervals would overlap far more than the paired gain's does.
+    full_ci, shuffled_ci = by_condition[("Depth", "full")].ci, by_condition[("Depth", "shuffled_world")].ci
+    assert (full_ci[1] - shuffled_ci[0]) - (full_ci[0] - shuffled_ci[1]) > gain.ci[1] - gain.ci[0]
+
+
+# ------------------------------------------------------------------------------------------------- ablations
+class WorldSpy:
+    """Records what reaches the model: the world pixels of each forward, and whether world slots were in it."""
+
+    def __init__(self, model, monkeypatch):
+        self.world_pixels, self.world_slots = [], []
+        embed = model.embed
+
+        def spying_embed(input_ids, segment_ids, pixel_values=None, world_pixels=None, world_latents=None):
+            self.world_pixels.append(None if world_pixels is None else world_pixels.clone())
+            self.world_slots.append(bool(((segment_ids == SEG_WORLD) | (segment_ids == SEG_WORLD_START)).any()))
+            return embed(input_ids, segment_ids, pixel_values, world_pixels, world_latents)
+
+        monkeypatch.setattr(model, "embed", spying_embed)
+
+
+def test_shuffled_world_gives_every_question_another_questions_world_even_one_at_a_time(model, tmp_path, monkeypatch):
+    bench = load_benchmark(str(blink_folder(tmp_path / "blink", count=5)), "Relative_Depth")
+    spy = WorldSpy(model, monkeypatch)
+    result = evaluate_benchmarks(model, [bench], ["shuffled_world"], batch_size=1, bootstrap_samples=10)
+    true_worlds = [model.processor.world_pixels(q.image) for q in bench.questions]
+    assert len(spy.world_pixels) == len(bench.questions) == 5
+    for number, seen in enumerate(spy.world_pixels):
+        assert all(torch.equal(row, seen[0]) for row in seen)  # every option of a question: the same world
+        matches = [other for other, world in enumerate(true_worlds) if torch.equal(seen[0], world)]
+        assert len(matches) == 1 and matches[0] != number, f"question {number} got the world of {matches}"
+    assert {s.condition for s in result.samples} == {"shuffled_world"}
+
+
+def test_no_world_leaves_the_world_out_of_the_prompt_and_the_model(model, tmp_path, monkeypatch):
+    bench = load_benchmark(str(blink_folder(tmp_path / "blink", count=3)), "Relative_Depth")
+    spy = WorldSpy(model, monkeypatch)
+    encoded = []
+    monkeypatch.setattr(model, "encode_world", lambda pixels: encoded.append(pixels) or torch.zeros(0))
+    result = evaluate_benchmarks(model, [bench], ["no_world"], batch_size=2, bootstrap_samples=10)
+    assert spy.world_slots == [False, False] and spy.world_pixels == [None, None] and encoded == []
+    assert len(result.samples) == 3
+    # ... and only inside the ablation: a batch with world slots but no world input is still refused.
+    proc = model.processor
+    batch = proc.collate([proc(picture(0), caption="(A)")])
+    with pytest.raises(ValueError, match="needs world_pixels"):
+        model(batch["input_ids"], batch["segment_ids"])
+
+
+def test_gemma_baseline_is_plain_gemma_with_its_image_tokens_and_the_same_prompts(model, tmp_path, monkeypatch):
+    bench = load_benchmark(str(blink_folder(tmp_path / "blink", count=2)), "Relative_Depth")
+    built = []
+
+    def baseline():
+        from theworld.evaluate import gemma_baseline
+
+        built.append(gemma_baseline(model))
+        return built[-1]
+
+    result = evaluate_benchmarks(model, [bench], ["full", "gemma"], baseline=baseline, bootstrap_samples=10)
+    (plain,) = built
+    assert plain.world_encoder is None and plain.config.gemma_image_tokens and not plain.config.enable_world
+    expected = option_log_likelihoods(plain, plain.processor, bench.questions)
+    scores = [s.scores for s in result.samples if s.condition == "gemma"]
+    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
+    assert result.world_gains == []  # no shuffled_world: no gain to report
+
+
+def test_conditions_that_cannot_run_are_refused_before_any_weight_loads(tmp_path):
+    bench = load_benchmark(str(blink_folder(tmp_path / "blink", count=3)), "Relative_Depth")
+    assert check_conditions(None, True, [bench]) == ["full", "no_world", "shuffled_world", "gemma"]
+    assert check_conditions(None, False, [bench]) == ["full", "gemma"]
+    with pytest.raises(UserError, match="this model has none"):
+        check_conditions(["full", "shuffled_world"], False, [bench])
+    single = load_benchmark(str(tmp_path / "blink"), "Relative_Depth", limit=1)
+    with pytest.raises(UserError, match="Relative_Depth has 1 question.*raise --limit to 2"):
+        check_conditions(["shuffled_world"], True, [single])
+
+
+# ------------------------------------------------------------------------------------------------- the command
+def write_config(tmp_path, tiny_models):
+    gemma, cosmos = tiny_models
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"""seed_everything: 0
+trainer:
+  accelerator: cpu
+  devices: 1
+  precision: 32-true
+  default_root_dir: {tmp_path / "run"}
+model:
+  gemma_model_name: {gemma}
+  cosmos_model_name: {cosmos}
+  world_image_size: 64
+""")
+    return config
+
+
+def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tiny_models):
+    folder = blink_folder(tmp_path / "blink", count=4, multi_image=1)
+    output = tmp_path / "result.json"
+    # Trained weights: a trainable-only checkpoint folder (weights, no training state) with a projector of its own.
+    trained = TheWorld(*tiny_models, world_image_size=64).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for tensor in trained.trainable_state_dict().values():
+            tensor.add_(torch.randn_like(tensor))
+    (tmp_path / "final").mkdir()
+    save_file(trained.trainable_state_dict(), tmp_path / "final" / "model.safetensors")
+    run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark", folder,
+                   "--ckpt_path", tmp_path / "final", "--output", output, "--bootstrap_samples", "200",
+                   "--batch_size", "3", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    header = next(line for line in run.stdout.splitlines() if line.startswith("task"))
+    assert header.split() == ["task", "n", "full", "no_world", "shuffled_world", "gemma", "world", "gain"]
+    assert "skipped 1 multi-image questions" in run.stdout
+    assert "questions/s" in run.stderr
+    result = json.loads(output.read_text())
+    assert len(result["samples"]) == 2 * 4 * 4  # configs x questions x conditions
+    rows = {(a["task"], a["condition"]): a for a in result["accuracies"] if a["sub_task"] is None}
+    assert set(rows) == {(task, condition) for task in ("Relative_Depth", "Spatial_Relation", "all")
+                         for condition in ("full", "no_world", "shuffled_world", "gemma")}
+    assert rows[("all", "full")]["n"] == 8 and rows[("Relative_Depth", "gemma")]["split"] == "val"
+    assert {g["task"] for g in result["world_gains"]} == {"Relative_Depth", "Spatial_Relation", "all"}
+    # The full condition scored with the checkpoint's weights, not the untrained projector.
+    questions = load_benchmark(str(folder), "Relative_Depth").questions
+    with torch.no_grad():
+        expected = option_log_likelihoods(trained, trained.processor, questions)
+    scores = [s["scores"] for s in result["samples"] if s["condition"] == "full" and s["config"] == "Relative_Depth"]
+    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--configs", "[Counting]"], "benchmark .*blink has no config 'Counting'; its configs are Relative_Depth, "
+                                  "Spatial_Relation"),
+    (["--ckpt_path", "last"], "--ckpt_path last: there is no checkpoint in .*run/checkpoints"),
+], ids=["config-it-lacks", "no-last-checkpoint"])
+def test_evaluate_mistakes_are_one_error_paragraph(tmp_path, tiny_models, args, message):
+    run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark",
+                   blink_folder(tmp_path / "blink"), *args, cwd=tmp_path)
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("theworld: error: ") and re.search(message, last), run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+
+
+def test_evaluate_help_lists_its_options_without_importing_datasets(tmp_path):
+    code = ("import sys\nfrom theworld.lit.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('datasets imported:', 'datasets' in sys.modules)")
+    run = theworld("evaluate", "--help", cwd=tmp_path, program=[sys.executable, "-c", code])
+    assert "--benchmark" in run.stdout and "--conditions" in run.stdout and "shuffled_world" in run.stdout
+    assert "datasets imported: False" in run.stdout
