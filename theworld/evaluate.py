@@ -62,6 +62,11 @@ class TaskScore:
     n: int
 
 
+def task_name(score: TaskScore) -> str:
+    """How tables, logs and the card name a task: ``Relative_Depth``, or ``2D/Count`` where a config holds several."""
+    return score.task if score.config in (score.task, None) else f"{score.config}/{score.task}"
+
+
 @dataclass(frozen=True)
 class Accuracy(TaskScore):
     """One condition's accuracy on a task (or one of its sub-tasks) with its 95% bootstrap interval ``ci``."""
@@ -110,6 +115,20 @@ class EvaluationResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> EvaluationResult:
+        """The inverse of ``to_dict`` (a result carried in a checkpoint or read from the JSON file)."""
+        return cls(**{**data, "accuracies": [Accuracy(**{**a, "ci": tuple(a["ci"])}) for a in data["accuracies"]],
+                      "world_gains": [WorldGain(**{**g, "ci": tuple(g["ci"])}) for g in data["world_gains"]],
+                      "samples": [SampleResult(**s) for s in data["samples"]]})
+
+    def metrics(self, prefix: str = "eval/") -> dict[str, float]:
+        """For loggers: ``eval/<config>/<condition>`` accuracy per task (``all``: pooled) and
+        ``eval/<config>/world_gain``; sub-tasks are left to the JSON file."""
+        named = {f"{prefix}{task_name(a)}/{a.condition}": a.accuracy for a in self.accuracies if a.sub_task is None}
+        named.update({f"{prefix}{task_name(g)}/world_gain": g.gain for g in self.world_gains})
+        return named
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +150,7 @@ class EvaluationResult:
         header = ["task", "n", *columns]
         rows = []
         for (config, task, sub_task), row in cells.items():
-            name = f"  {sub_task}" if sub_task else (task if config in (task, None) else f"{config}/{task}")
+            name = f"  {sub_task}" if sub_task else task_name(TaskScore(self.dataset, config, None, task, 0))
             rows.append([name, str(counts[(config, task, sub_task)]), *(row.get(c, "-") for c in columns)])
         widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in [header, *rows]]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from theworld.captions import CaptionSample
 from theworld.config import TheWorldConfig
+from theworld.evaluate import EvaluationResult
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,14 @@ class ValidationRecord:
 
 
 @dataclass(frozen=True)
+class BenchmarkRecord:
+    """A benchmark evaluated during training (``BenchmarkEvaluation``): the step of the weights and what was found."""
+
+    step: int
+    result: EvaluationResult
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """A training run so far (``final``: it has ended).
 
@@ -32,7 +41,8 @@ class RunSummary:
     validation's held-out images with their generated and reference captions. ``skipped`` counts the records the
     data sources skipped, by reason, and ``samples_trained`` the samples that went into a step (each a provenance
     row; a partial last batch counts what it held), both summed over ranks as last reported. ``provenance_rows``:
-    the rows of the pushed checkpoint's provenance (``None``: it has none).
+    the rows of the pushed checkpoint's provenance (``None``: it has none). ``benchmark``: the latest benchmark
+    evaluation, when a ``BenchmarkEvaluation`` callback runs.
     """
 
     model_config: TheWorldConfig
@@ -54,6 +64,7 @@ class RunSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     samples_trained: int = 0
     provenance_rows: int | None = None
+    benchmark: BenchmarkRecord | None = None
 
     @property
     def train_loss(self) -> float | None:

@@ -1,5 +1,6 @@
 from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainableCheckpointIO, TrainingInterrupted
+from theworld.callbacks.evaluation import BenchmarkEvaluation
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.progress import TrainingProgress
 
-__all__ = ["HubSyncCallback", "TrainableCheckpoint", "TrainableCheckpointIO", "TrainingInterrupted", "TrainingProgress"]
+__all__ = ["BenchmarkEvaluation", "HubSyncCallback", "TrainableCheckpoint", "TrainableCheckpointIO", "TrainingInterrupted", "TrainingProgress"]

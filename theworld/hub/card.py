@@ -19,19 +19,23 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from dataclasses import fields
 from importlib.metadata import PackageNotFoundError, version
 
 from huggingface_hub import EvalResult, ModelCardData
 
 from theworld.config import TheWorldConfig
-from theworld.hub.report import DATA_YIELD_NAME, LOSS_CURVE, gallery
+from theworld.evaluate import TaskScore, task_name
+from theworld.hub.report import DATA_YIELD_NAME, EVALUATION_NAME, LOSS_CURVE, gallery
 from theworld.layout import PROVENANCE_DIR, PROVENANCE_NAME
-from theworld.run_summary import RunSummary
+from theworld.run_summary import BenchmarkRecord, RunSummary
 from theworld.world import world_token_count
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _CONFIG_FIELDS = {f.name for f in fields(TheWorldConfig)}
+# The Hub's metric ids of the held-out caption scores; the rest (exact match, attributes) are accuracies.
+CAPTION_METRIC_IDS = {"cider": "cider", "bleu4": "bleu"}
 
 CITATIONS = """\
 ```bibtex
@@ -294,6 +298,8 @@ def _results(summary: RunSummary) -> str:
                   "", "| image | generated | reference |", "|---|---|---|"]
         lines += [f"| ![{s.key}]({path}) | {_cell(s.generated)} | {_cell(s.reference)} |"
                   for path, s in shown]
+    if summary.benchmark:
+        lines += _benchmark_section(summary.benchmark)
     hours = summary.wall_seconds / 3600
     lines += ["", "### Run", "", "| | |", "|---|---|",
               f"| effective batch | {summary.effective_batch} |",
@@ -307,15 +313,54 @@ def _results(summary: RunSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _benchmark_section(record: BenchmarkRecord) -> list[str]:
+    """Markdown: does the world help? Task x condition accuracy and the world gain, beside the results file."""
+    result = record.result
+    names = {"full": "TheWorld", "no_world": "no world tokens", "shuffled_world": "shuffled world tokens",
+             "gemma": "Gemma 3 alone"}
+    rows: dict[tuple, dict[str, str]] = {}
+    counts: dict[tuple, int] = {}
+    for a in result.accuracies:
+        if a.sub_task is None:
+            rows.setdefault((a.config, a.task), {})[a.condition] = (
+                f"{a.accuracy:.1%} ({a.ci[0]:.1%}-{a.ci[1]:.1%})")
+            counts[(a.config, a.task)] = a.n
+    gains = {(g.config, g.task): g for g in result.world_gains}
+    lines = ["", f"### Benchmark: {_link(result.dataset, 'datasets/')} (step {record.step:,})", "",
+             "Accuracy with 95% bootstrap intervals. The **world gain** is TheWorld's accuracy minus its accuracy when "
+             "each image gets another image's world tokens (paired interval): what the world tokens add.", "",
+             "| task | questions | " + " | ".join(names[c] for c in result.conditions) + " | world gain |",
+             "|---|---:|" + "---:|" * (len(result.conditions) + 1)]
+    for key, cells in rows.items():
+        gain = gains.get(key)
+        gain_text = f"**{gain.gain * 100:+.1f} points** ({gain.ci[0] * 100:+.1f} to {gain.ci[1] * 100:+.1f})" if gain \
+            else "n/a"
+        name = task_name(TaskScore(result.dataset, key[0], None, key[1], 0))
+        lines.append(f"| {name} | {counts[key]:,} | " + " | ".join(cells.get(c, "n/a") for c in result.conditions)
+                     + f" | {gain_text} |")
+    lines += ["", f"Every answer: `{EVALUATION_NAME}`."]
+    return lines
+
+
 def _eval_results(summary: RunSummary) -> list[EvalResult]:
-    """``model-index`` entries: the latest validation's loss and caption scores."""
-    if not summary.history:
-        return []
-    last, dataset = summary.history[-1], summary.dataset or "held-out data"
-    metrics = ([("loss", "val/loss", last.val_loss)] if last.val_loss is not None else [])
-    metrics += [("accuracy", f"val/caption_{name}", value) for name, value in last.captions.items()]
-    return [EvalResult(task_type="image-to-text", dataset_type=dataset, dataset_name=dataset, metric_type=kind,
-                       metric_name=name, metric_value=round(float(value), 6)) for kind, name, value in metrics]
+    """``model-index`` entries: the latest validation's loss and caption scores, and the benchmark accuracy of the
+    model as trained (the ablations and the baseline are the card's table, not results of this model)."""
+    entries = []
+    if summary.history:
+        last, dataset = summary.history[-1], summary.dataset or "held-out data"
+        metrics = ([("loss", "val/loss", last.val_loss)] if last.val_loss is not None else [])
+        metrics += [(CAPTION_METRIC_IDS.get(name, "accuracy"), f"val/caption_{name}", value)
+                    for name, value in last.captions.items()]
+        entries += [EvalResult(task_type="image-to-text", dataset_type=dataset, dataset_name=dataset, metric_type=kind,
+                               metric_name=name, metric_value=round(float(value), 6)) for kind, name, value in metrics]
+    if summary.benchmark:
+        result = summary.benchmark.result
+        entries += [EvalResult(task_type="visual-question-answering", dataset_type=result.dataset,
+                               dataset_name=f"{Path(result.dataset).name} {task_name(a)}", dataset_config=a.config,
+                               dataset_split=a.split, metric_type="accuracy", metric_name=f"{task_name(a)} accuracy",
+                               metric_value=round(a.accuracy, 6))
+                    for a in result.accuracies if a.condition == "full" and a.sub_task is None and a.config]
+    return entries
 
 
 def _number(value: float | None) -> str:

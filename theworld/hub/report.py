@@ -5,7 +5,8 @@ holds one set (``samples/`` replaced in the same commit, never piling up).
 Example:
     >>> files = report_files(module.run_summary(), push_logs=True)
     >>> sorted(files)
-    ['loss_curve.png', 'runs/events.out.tfevents.theworld', 'samples/00.png', ..., 'samples/captions.json']
+    ['data_yield.json', 'evaluation/results.json', 'loss_curve.png', 'runs/events.out.tfevents.theworld',
+     'samples/00.png', ..., 'samples/captions.json']
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ SAMPLES_DIR = "samples"
 RUNS_DIR = "runs"
 DATA_YIELD_NAME = "data_yield.json"  # img2dataset-style success/failure counts and rates of the data read
 EVENTS_NAME = "events.out.tfevents.theworld"  # TensorBoard (and the Hub's metrics tab) read any *tfevents* file
+EVALUATION_NAME = "evaluation/results.json"  # the latest benchmark evaluation, every answer included
 GALLERY_SIZE = 8  # images pushed per validation: a glance, not a dataset
 GALLERY_PIXELS = 192  # longest side of a pushed sample image
 
@@ -50,6 +52,9 @@ def report_files(summary: RunSummary, push_logs: bool = False) -> dict[str, byte
                          "reference": sample.reference})
     if captions:
         files[f"{SAMPLES_DIR}/captions.json"] = (json.dumps(captions, indent=2) + "\n").encode()
+    if summary.benchmark:
+        files[EVALUATION_NAME] = (json.dumps({"step": summary.benchmark.step, **summary.benchmark.result.to_dict()},
+                                             indent=1) + "\n").encode()
     if push_logs:
         files[f"{RUNS_DIR}/{EVENTS_NAME}"] = tensorboard_events(summary)
     return files
@@ -100,6 +105,9 @@ def tensorboard_events(summary: RunSummary) -> bytes:
                 writer.add_scalar("val/loss", record.val_loss, record.step)
             for name, value in record.captions.items():
                 writer.add_scalar(f"val/caption_{name}", value, record.step)
+        if summary.benchmark:
+            for name, value in summary.benchmark.result.metrics().items():
+                writer.add_scalar(name, value, summary.benchmark.step)
         writer.close()
         (events,) = Path(folder).glob("*tfevents*")
         return events.read_bytes()

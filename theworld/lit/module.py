@@ -21,7 +21,8 @@ from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE, data_yield_json
 from theworld.layout import WEIGHTS_NAME
 from theworld.model import TheWorld
 from theworld.provenance import KEY_KINDS, PROVENANCE_KEY, TrainedSamples, with_key_kinds
-from theworld.run_summary import RunSummary, ValidationRecord
+from theworld.evaluate import EvaluationResult
+from theworld.run_summary import BenchmarkRecord, RunSummary, ValidationRecord
 
 # Checkpoint key of the per-rank loader states (index = global rank) of a multi-process run.
 DATA_POSITIONS = "data_positions"
@@ -97,6 +98,7 @@ class TheWorldModule(L.LightningModule):
         self._history: list[ValidationRecord] = []
         self._revalidating_step: int | None = None  # the resume step, validated again before training goes on
         self._gallery: list[CaptionSample] = []
+        self.benchmark: BenchmarkRecord | None = None  # handed over by a BenchmarkEvaluation callback
         self._seconds_before = 0.0  # wall time of the sessions before a resume
         self.trained_samples = TrainedSamples()  # the key of every sample trained on, written with each checkpoint
         self.weights_step = 0  # the step the loaded weights were trained to: what validate and predict report
@@ -192,6 +194,7 @@ class TheWorldModule(L.LightningModule):
             gallery=tuple(self._gallery),
             skipped=dict(self._skipped_reported),
             samples_trained=self._trained_reported,
+            benchmark=self.benchmark,
         )
 
     def on_train_epoch_start(self) -> None:
@@ -413,6 +416,8 @@ class TheWorldModule(L.LightningModule):
             "wall_seconds": summary.wall_seconds,
             "train_losses": [list(pair) for pair in summary.train_losses],
             "history": [dataclasses.asdict(record) for record in summary.history],
+            "benchmark": ({"step": self.benchmark.step, "result": self.benchmark.result.to_dict()}
+                          if self.benchmark else None),
         }
         if self.trainer.world_size > 1:
             # Lightning keeps rank 0's loader state only, but every rank reads its own share of the
@@ -455,6 +460,9 @@ class TheWorldModule(L.LightningModule):
         self._seconds_before = carried.get("wall_seconds", 0.0)
         self._train_losses = [tuple(pair) for pair in carried.get("train_losses", [])]
         self._history = [ValidationRecord(**record) for record in carried.get("history", [])]
+        benchmark = carried.get("benchmark")
+        self.benchmark = (BenchmarkRecord(benchmark["step"], EvaluationResult.from_dict(benchmark["result"]))
+                          if benchmark else None)
         self._validate_the_resume_step_again(checkpoint)
         # Runs before Lightning restores the loops: hand each rank its own data position.
         positions = checkpoint.get(DATA_POSITIONS)

@@ -1,0 +1,96 @@
+"""``BenchmarkEvaluation``: a benchmark subset evaluated during ``fit``, every N steps and at the end of training;
+the result goes to the loggers, the run summary (so to the model card and the Hub repo) and the checkpoints."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from theworld.run_summary import BenchmarkRecord
+
+
+class BenchmarkEvaluation(Callback):
+    """Evaluates ``benchmark`` (see ``theworld evaluate``) on the weights being trained.
+
+    Every rank answers the same questions (under FSDP each forward needs every rank); rank 0 logs
+    ``eval/<task>/<condition>`` and ``eval/<task>/world_gain``, and the result travels with the run summary: the card's
+    benchmark table and ``model-index`` entries, ``evaluation/results.json`` in the Hub repo, the checkpoints.
+
+    Example (``configs/demo_spatial.yaml``)::
+
+        trainer:
+          callbacks:
+            - class_path: theworld.callbacks.BenchmarkEvaluation
+              init_args:
+                benchmark: demo_assets/spatial_bench
+                every_n_train_steps: 500
+                limit: 64
+    """
+
+    def __init__(self, benchmark: str, configs: list[str] | None = None, split: str | None = None,
+                 conditions: list[str] | None = None, every_n_train_steps: int = 0, limit: int | None = 64,
+                 batch_size: int = 8, bootstrap_samples: int = 1000, seed: int = 0):
+        """
+        Args:
+            benchmark: A Hub dataset id or a local folder laid out like one (BLINK, CV-Bench or plain VQA format).
+            configs: Its configs (tasks) to evaluate (default: all).
+            split: The split (default: val, validation or test, whichever it has).
+            conditions: Any of full, no_world, shuffled_world, gemma (default: full and shuffled_world, whose
+                difference is the world gain; gemma loads the base model a second time).
+            every_n_train_steps: Evaluate every this many optimizer steps (0: only at the end of training).
+            limit: At most this many questions per config: a subset, to keep training fast.
+            batch_size: Questions per forward pass.
+            bootstrap_samples: Resamples for the 95% intervals.
+            seed: Seed of the shuffled_world derangement and of the bootstrap.
+        """
+        self.benchmark = benchmark
+        self.configs = configs
+        self.split = split
+        self.conditions = conditions or ["full", "shuffled_world"]
+        self.every_n_train_steps = every_n_train_steps
+        self.limit = limit
+        self.batch_size = batch_size
+        self.bootstrap_samples = bootstrap_samples
+        self.seed = seed
+        self._benchmarks = None
+        self._evaluated_step: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Read (and refused if unreadable) before any weight loads: configure_model runs after setup.
+        if stage == "fit" and self._benchmarks is None:
+            from theworld.benchmarks import benchmark_configs, load_benchmark
+            from theworld.evaluate import check_conditions
+
+            configs = self.configs or benchmark_configs(self.benchmark)
+            self._benchmarks = [load_benchmark(self.benchmark, config, self.split, self.limit) for config in configs]
+            self.conditions = check_conditions(self.conditions, pl_module.world_config.enable_world, self._benchmarks)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        every = self.every_n_train_steps
+        if every and trainer.global_step % every == 0 and trainer.global_step != self._evaluated_step:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before TrainableCheckpoint writes final/ (Lightning runs checkpoint callbacks last): the final push has it.
+        if trainer.global_step != self._evaluated_step:
+            self._evaluate(trainer, pl_module)
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from theworld.evaluate import evaluate_benchmarks
+
+        model, step = pl_module.model, trainer.global_step
+        was_training = model.training
+        model.eval()
+        try:
+            with trainer.precision_plugin.forward_context():
+                result = evaluate_benchmarks(model, self._benchmarks, self.conditions, batch_size=self.batch_size,
+                                             bootstrap_samples=self.bootstrap_samples, seed=self.seed)
+        finally:
+            model.train(was_training)
+        self._evaluated_step = step
+        pl_module.benchmark = BenchmarkRecord(step, result)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(result.metrics(), step=step)
+            rank_zero_info(f"theworld: step {step}: benchmark\n{result.table()}")
