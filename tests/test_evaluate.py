@@ -1,6 +1,7 @@
 """`theworld evaluate`: benchmarks read in their published schemas, options scored by log-likelihood, the world
 ablations really ablating, bootstrap intervals, and the command end to end."""
 
+import csv
 import json
 import re
 import shutil
@@ -311,6 +312,9 @@ trainer:
   devices: 1
   precision: 32-true
   default_root_dir: {tmp_path / "run"}
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {{save_dir: {tmp_path / "run"}, name: logs}}
 model:
   gemma_model_name: {gemma}
   cosmos_model_name: {cosmos}
@@ -345,6 +349,12 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
                          for condition in ("full", "no_world", "shuffled_world", "gemma")}
     assert rows[("all", "full")]["n"] == 8 and rows[("Relative_Depth", "gemma")]["split"] == "val"
     assert {g["task"] for g in result["world_gains"]} == {"Relative_Depth", "Spatial_Relation", "all"}
+    # The loggers get the table's figures (W&B and TensorBoard as this CSV logger).
+    with open(tmp_path / "run/logs/version_0/metrics.csv") as fh:
+        (logged,) = list(csv.DictReader(fh))
+    assert float(logged["eval/all/full"]) == pytest.approx(rows[("all", "full")]["accuracy"])
+    assert float(logged["eval/Spatial_Relation/world_gain"]) == pytest.approx(
+        next(g["gain"] for g in result["world_gains"] if g["task"] == "Spatial_Relation"))
     # The full condition scored with the checkpoint's weights, not the untrained projector.
     questions = load_benchmark(str(folder), "Relative_Depth").questions
     with torch.no_grad():

@@ -18,6 +18,7 @@ from theworld.errors import UserError
 from theworld.estimate import Estimate, estimate_run
 from theworld.evaluate import EvaluationResult
 from theworld.latent_cache import write_latent_cache
+from theworld.layout import WEIGHTS_NAME
 from theworld.lit.strategies import default_wrap_layers
 
 _CKPT_PATH = ("A checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
@@ -180,7 +181,7 @@ class TheWorldTrainer(Trainer):
                 in checkpoint.dirpath).
         """
         from theworld.benchmarks import benchmark_configs, load_benchmark
-        from theworld.checkpoint import load_trainable_weights
+        from theworld.checkpoint import load_trainable_weights, saved_step
         from theworld.evaluate import check_conditions, evaluate_benchmarks
 
         configs = configs or benchmark_configs(benchmark)
@@ -195,12 +196,16 @@ class TheWorldTrainer(Trainer):
         model.configure_model()  # the base models, and the --model.init_from weights
         if ckpt_path:
             load_trainable_weights(model.model, str(ckpt_path))
+            model.weights_step = saved_step(Path(ckpt_path) / WEIGHTS_NAME) or 0
         world_model = model.model.to(self.strategy.root_device).eval()
         with self.precision_plugin.forward_context():
             result = evaluate_benchmarks(world_model, benchmarks, conditions, batch_size=batch_size,
                                          bootstrap_samples=bootstrap_samples, seed=seed,
                                          max_new_tokens=max_new_tokens)
         path = result.save(output or Path(self.default_root_dir) / "evaluate" / f"{Path(benchmark).name}.json")
+        for logger in self.loggers:  # W&B, TensorBoard, CSV: eval/<task>/<condition> at the weights' step
+            logger.log_metrics(result.metrics(), step=model.weights_step)
+            logger.save()
         print(result.table())
         rank_zero_info(f"theworld: evaluation of {result.questions_per_second:.2f} questions/s written to {path}")
         return result
