@@ -1,21 +1,18 @@
 """DataComp's real downloader (img2dataset 1.40.0, DataComp's pin, with download_upstream.py's arguments) on planted
 DataComp-schema metadata served over HTTP; `theworld fit` trains on its shards; our face blur against its own.
 
-img2dataset runs in its own venv (its pins clash with ours), made once under ``~/.cache/theworld`` (or
-``$THEWORLD_IMG2DATASET_VENV``) and kept while tests/support/img2dataset_1_40_0.txt is unchanged.
+img2dataset runs in its own venv (its pins clash with ours): tests/support/img2dataset_venv.py.
 """
 
-import fcntl
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from support import img2dataset_venv
 from support.blur_figures import blur_figures
 from support.cli_runs import fit, provenance
 
@@ -26,8 +23,6 @@ from theworld.testing.http import serve_directory
 from theworld.testing.synthetic import encode_image, good_row, uid_of, write_rows
 
 SUPPORT = Path(__file__).parent / "support"
-REQUIREMENTS = SUPPORT / "img2dataset_1_40_0.txt"
-VENV = Path(os.environ.get("THEWORLD_IMG2DATASET_VENV", Path.home() / ".cache/theworld/img2dataset-1.40.0"))
 # Face images: (size, boxes) - a large face beside a small one, a single face in an image img2dataset keeps at its
 # size, and two faces of one size.
 FACES = [((800, 600), [[0.1, 0.1, 0.45, 0.75], [0.7, 0.2, 0.74, 0.26]]),
@@ -37,18 +32,8 @@ FACES = [((800, 600), [[0.1, 0.1, 0.45, 0.75], [0.7, 0.2, 0.74, 0.26]]),
 
 @pytest.fixture(scope="session")
 def img2dataset_python() -> Path:
-    """The python of a venv holding img2dataset 1.40.0 (installed once: about 1.5 min from a warm pip cache)."""
-    python, marker, wanted = VENV / "bin/python", VENV / "theworld-requirements.txt", REQUIREMENTS.read_text()
-    VENV.parent.mkdir(parents=True, exist_ok=True)
-    with open(VENV.parent / f"{VENV.name}.lock", "w") as lock:  # one installer among parallel test workers
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (marker.is_file() and marker.read_text() == wanted):
-            subprocess.run([sys.executable, "-m", "venv", "--clear", VENV], check=True)
-            pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-            subprocess.run([*pip, "--no-deps", "img2dataset==1.40.0"], check=True)
-            subprocess.run([*pip, "-r", REQUIREMENTS], check=True)
-            marker.write_text(wanted)
-    return python
+    """The python of a venv holding img2dataset 1.40.0 (support/img2dataset_venv.py)."""
+    return img2dataset_venv.img2dataset_python()
 
 
 def _texture(size: tuple[int, int], seed: int) -> Image.Image:
