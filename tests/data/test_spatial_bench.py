@@ -26,6 +26,11 @@ def bench(tmp_path_factory):
     return write_spatial_benchmark(tmp_path_factory.mktemp("bench") / "spatial_bench", questions_per_task=40)
 
 
+def bench_rows(bench, task):
+    # A cache of this test's own: `datasets` keys its cache by the folder's name and config, not by the files.
+    return load_dataset(str(bench), task, split="val", cache_dir=str(bench.parent / "datasets-cache"))
+
+
 def pixel_colours(image, box):
     return {rgb for _, rgb in image.crop(box).getcolors(maxcolors=64 * 64)}
 
@@ -50,7 +55,7 @@ def right_about_the_image(row) -> bool:
 
 def test_the_benchmark_loads_as_blink_does_with_balanced_right_answers(bench):
     for task in TASKS:
-        rows = load_dataset(str(bench), task, split="val")
+        rows = bench_rows(bench, task)
         assert rows.features == BLINK
         assert len(rows) == 40 and len(set(rows["idx"])) == 40
         assert Counter(rows["answer"]) == {"(A)": 20, "(B)": 20}, "a blind guess scores 50%"
@@ -64,7 +69,7 @@ def test_training_questions_never_show_a_benchmark_image(bench, tmp_path):
     (shard,) = write_spatial_shards(tmp_path, num_shards=1, samples_per_shard=60)
     # Stored lossless, a benchmark image encodes to the very JPEG bytes a training sample of it would hold.
     bench_images = {hashlib.sha256(encode_image(row["image_1"].convert("RGB"))).hexdigest() for task in TASKS
-                    for row in load_dataset(str(bench), task, split="val")}
+                    for row in bench_rows(bench, task)}
     with tarfile.open(shard) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
     metas = [json.loads(data) for name, data in members.items() if name.endswith(".json")]
