@@ -147,3 +147,18 @@ def test_a_mixed_batch_is_cut_for_generation_row_by_row(tiny_models, processor):
     one_by_one = [model.generate([image_of(i)[0]], prompt=prompt, max_new_tokens=6)[0]
                   for i, prompt in enumerate(prompts)]
     assert together == one_by_one
+
+
+def test_a_latent_cache_keeps_each_question_and_its_answer(tiny_models, tmp_path):
+    """`theworld cache_latents` over question-answer shards: the cached samples ask what the originals asked."""
+    from theworld.config import TheWorldConfig
+    from theworld.latent_cache import write_latent_cache
+
+    metas = [meta for meta, _ in QUESTIONS] + [{"conversations": CONVERSATION[0]}, None]
+    shard = write_shard(tmp_path / "qa-00000.tar", metas)
+    config = TheWorldConfig(gemma_model_name=str(tiny_models[0]), cosmos_model_name=str(tiny_models[1]),
+                            world_image_size=64, world_patch_size=2)
+    write_latent_cache(config, WebDatasetSource(shard), tmp_path / "cache", batch_size=4, num_workers=0)
+    originals = {s["key"]: (s["prompt"], s["text"]) for s in WebDatasetSource(shard)}
+    cached = {s["key"]: (s["prompt"], s["text"]) for s in WebDatasetSource(str(tmp_path / "cache"))}
+    assert cached == originals and originals[make_key(len(metas) - 1)][0] is None
