@@ -59,7 +59,7 @@ class _WorldInput:
             data, image_format = buffer.getvalue(), "PNG"
         else:  # PIL keeps the decoded file's format on images it did not have to convert to RGB.
             image_format = image.format or Image.open(io.BytesIO(data)).format
-        return {"key": sample["key"], "text": sample["text"], "image_bytes": data,
+        return {"key": sample["key"], "text": sample["text"], "prompt": sample.get("prompt"), "image_bytes": data,
                 "image_ext": _IMAGE_EXTENSIONS.get(image_format, "png"), "world_pixels": self.pixels.resize(image)}
 
 
@@ -193,11 +193,11 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
             pixels = world_input.pixels.normalize(batch["world_pixels"].to(device, non_blocking=True))
             tokens = encoder(pixels).to(STORAGE_DTYPES[dtype]).cpu()
             for i, key in enumerate(batch["key"][: None if limit is None else limit - samples]):
-                writer.add(key, {
-                    batch["image_ext"][i]: batch["image_bytes"][i],
-                    "txt": batch["text"][i].encode(),
-                    WORLD_LATENTS_EXT: pack_world_latents(tokens[i], config),
-                })
+                members = {batch["image_ext"][i]: batch["image_bytes"][i], "txt": batch["text"][i].encode(),
+                           WORLD_LATENTS_EXT: pack_world_latents(tokens[i], config)}
+                if batch["prompt"][i] is not None:  # a question: its prompt (choices included) and answer, as read
+                    members["json"] = json.dumps({"question": batch["prompt"][i], "answer": batch["text"][i]}).encode()
+                writer.add(key, members)
                 samples += 1
             for counts in batch["skipped"]:
                 skipped.update(counts)

@@ -15,7 +15,8 @@ from theworld.evaluate import EvaluationResult
 
 @dataclass(frozen=True)
 class ValidationRecord:
-    """What one validation found: losses and the held-out caption scores (``exact``, per attribute)."""
+    """What one validation found: losses and the held-out caption scores (``cider``, ``bleu4``; with the demo's
+    grammar ``exact`` and one per attribute, as fractions)."""
 
     step: int
     samples: int

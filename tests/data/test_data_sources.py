@@ -53,7 +53,8 @@ def test_webdataset_yields_every_sample_as_raw_rgb(shards):
     items = list(wds(shards))
     assert [item["key"] for item in items] == shards.keys
     first = items[0]
-    assert set(first) == {"key", "key_kind", "image", "text", "image_bytes", "skipped"}
+    assert set(first) == {"key", "key_kind", "image", "text", "prompt", "image_bytes", "skipped"}
+    assert first["prompt"] is None, "a caption answers data.prompt"
     assert first["key_kind"] == "shard_key", "these shards' .json has no uid"
     assert isinstance(first["image"], Image.Image) and first["image"].mode == "RGB"
     assert first["text"].startswith("a ") and first["skipped"] == {}

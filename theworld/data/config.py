@@ -12,7 +12,7 @@ DEFAULT_PROMPT = "Describe the image."
 
 @dataclass
 class DataConfig:
-    """Where the image-caption pairs come from and how they are read.
+    """Where the image-caption pairs (or question-answer samples) come from and how they are read.
 
     Attributes:
         source: "webdataset": img2dataset .tar shards (and latent caches from `theworld cache_latents`); "hf":
@@ -25,7 +25,17 @@ class DataConfig:
         batch_size: Samples per device per step (the global batch is batch_size x devices x num_nodes).
         val_batch_size: Samples per validation and predict batch (default: batch_size).
         num_workers: DataLoader worker processes per device; they decode, resize, tokenise (and download).
-        prompt: The user prompt every caption answers.
+        prompt: The user prompt every caption answers (question-answer samples bring their own).
+        question_column: Source hf: read question-answer rows, the question from this column (its answer from
+            answer_column; with a list in choices_column, a multiple-choice question whose answer is the option's
+            letter, e.g. "(A)"). None: caption rows (the text column).
+        answer_column: Source hf: the answers of question_column's questions.
+        choices_column: Source hf: the options of a multiple-choice question (a column that is absent or null:
+            an open question).
+        conversations_column: Source hf: read single-turn LLaVA-style conversations from this column instead
+            ([{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}]).
+        image_column: Source hf: the column holding each row's image (bytes, or a `datasets` Image's {bytes, path})
+            instead of a URL to download.
         max_caption_tokens: Captions are cut to this many tokens.
         shuffle_buffer: Samples shuffled in each worker (0: read in order; resume is exact only with 0).
         seed: Seed of the shard order and shuffle buffers.
@@ -61,6 +71,11 @@ class DataConfig:
     val_batch_size: int | None = None
     num_workers: int = 4
     prompt: str = DEFAULT_PROMPT
+    question_column: str | None = None
+    answer_column: str = "answer"
+    choices_column: str = "choices"
+    conversations_column: str | None = None
+    image_column: str | None = None
     max_caption_tokens: int = 64
     shuffle_buffer: int = 0
     seed: int = 0

@@ -12,9 +12,13 @@ Every record a source reads ends as an :class:`Outcome`. Reasons, as counted in 
 ``missing_caption``     no caption
 ``empty_caption``       caption is only whitespace
 ``bad_utf8``            caption bytes are not valid UTF-8
+``missing_answer``      a question without an answer (question-answer data)
+``empty_question``      a question that is only whitespace, or a conversation without its question
+``answer_not_a_choice`` a multiple-choice answer that is neither one of the choices nor a choice's letter
+``multi_turn``          a conversation of more than one question and answer (only single-turn ones are read)
 ``low_clip_score``      below ``clip_score_threshold`` (parquet)
 ``hash_mismatch``       downloaded bytes differ from the metadata's ``sha256`` (``verify_sha256``)
-``missing_image``       tar sample without an image member (webdataset)
+``missing_image``       tar sample without an image member (webdataset), empty ``image_column`` (hf)
 ``shard_error``         a shard could not be opened or read to the end (webdataset)
 ``unexpected_error``    fetching or decoding one image raised something unforeseen (hf; logged once per type)
 ``converted_mode``      not a skip: the yielded sample was L/CMYK/P/RGBA/... converted to RGB
@@ -32,11 +36,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
+from theworld.prompts import multiple_choice_prompt, option_letters
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+IMAGE_PLACEHOLDER = "<image>"  # where a LLaVA-style conversation puts the image
 # Every reason a ``skipped`` counter can hold (the table above), in a fixed order for reductions across ranks.
 SKIP_REASONS = (
     "http_error", "timeout", "corrupt", "truncated", "decompression_bomb", "too_small", "missing_caption",
-    "empty_caption", "bad_utf8", "low_clip_score", "missing_image", "shard_error", "converted_mode", "hash_mismatch",
+    "empty_caption", "bad_utf8", "missing_answer", "empty_question", "answer_not_a_choice", "multi_turn",
+    "low_clip_score", "missing_image", "shard_error", "converted_mode", "hash_mismatch",
     "unexpected_error",
 )
 
@@ -48,6 +56,7 @@ class Outcome:
     key: str
     image: Image.Image | None = None
     text: str | None = None
+    prompt: str | None = None  # question-answer data: this sample's prompt (``text`` is its answer)
     reason: str | None = None
     converted: bool = False
     image_bytes: bytes | None = None
@@ -68,6 +77,54 @@ def decode_caption(raw: str | bytes | None) -> tuple[str | None, str | None]:
     if not text:
         return None, "empty_caption"
     return text, None
+
+
+def decode_question(question: str | None, answer: str | None,
+                    choices: Sequence[str] | None = None) -> tuple[str | None, str | None, str | None]:
+    """A question and its answer -> ``(prompt, answer, None)``, or ``(None, None, reason)``.
+
+    With ``choices`` the prompt is :func:`theworld.prompts.multiple_choice_prompt` and the answer the option's
+    letter, ``(A)``, whether the data gives the letter (``(A)`` or ``A``) or the choice's text.
+
+    >>> decode_question("Which shape is larger?", "the right one", ["the left one", "the right one"])
+    ('Which shape is larger?\\nSelect from the following choices.\\n(A) the left one\\n(B) the right one', '(B)', None)
+    """
+    question = (question or "").strip()
+    if not question:
+        return None, None, "empty_question"
+    answer = "" if answer is None else str(answer).strip()
+    if not answer:
+        return None, None, "missing_answer"
+    if not choices:
+        return question, answer, None
+    letters = option_letters(len(choices))
+    if answer.strip("()") in [letter.strip("()") for letter in letters]:
+        answer = f"({answer.strip('()')})"
+    elif answer in choices:
+        answer = letters[list(choices).index(answer)]
+    else:
+        return None, None, "answer_not_a_choice"
+    return multiple_choice_prompt(question, choices), answer, None
+
+
+def decode_conversation(turns: Sequence[dict] | None) -> tuple[str | None, str | None, str | None]:
+    """A LLaVA-style single-turn ``conversations`` list (``[{"from": "human", "value": "<image>\\n..."},
+    {"from": "gpt", "value": "..."}]``) -> ``(prompt, answer, None)``, or ``(None, None, reason)``. The
+    ``<image>`` placeholder is dropped: the image has its own place in the sequence.
+
+    >>> decode_conversation([{"from": "human", "value": "<image>\\nWhat is it?"}, {"from": "gpt", "value": "A star."}])
+    ('What is it?', 'A star.', None)
+    """
+    turns = list(turns or [])
+    if len(turns) > 2:
+        return None, None, "multi_turn"
+    speakers = [turn.get("from") for turn in turns if isinstance(turn, dict)]
+    if len(speakers) < 1 or speakers[0] != "human":
+        return None, None, "empty_question"
+    if speakers != ["human", "gpt"]:
+        return None, None, "missing_answer"
+    question = turns[0].get("value") or ""
+    return decode_question(question.replace(IMAGE_PLACEHOLDER, ""), turns[1].get("value"))
 
 
 def decode_image(

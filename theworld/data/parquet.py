@@ -12,7 +12,7 @@ from glob import glob
 from typing import Any
 
 from theworld.data.config import DataConfig
-from theworld.data.decode import Outcome, decode_caption
+from theworld.data.decode import Outcome, decode_caption, decode_conversation, decode_question
 from theworld.data.http import NETWORK_ERRORS, download, failure_reason
 from theworld.data.stream import Consumer, StreamSource
 from theworld.retry import describe_error
@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 class ParquetURLSource(StreamSource):
     """DataComp-style metadata (parquet files or a Hub dataset) whose images are downloaded.
+
+    Rows are captions (``text``) or, as ``DataConfig`` says, question-answer rows (``question_column``,
+    ``answer_column``, ``choices_column``) or LLaVA-style ``conversations_column``; ``image_column`` reads
+    embedded images instead of downloading ``url``.
 
     Metadata streams through ``datasets.load_dataset(..., streaming=True)`` in every worker;
     global row ``i`` goes to consumer ``i % (ranks × workers)``, so every consumer reads all
@@ -86,7 +90,14 @@ class ParquetURLSource(StreamSource):
             dataset = load_dataset(self.dataset_name, split=self.split, streaming=True)
         if dataset.column_names is None:  # schema unknown until read: take the rows as they come
             return dataset
-        required = {self.url_column, self.text_column}
+        config = self.config
+        required = {config.image_column or self.url_column}
+        if config.conversations_column:
+            required.add(config.conversations_column)
+        elif config.question_column:
+            required |= {config.question_column, config.answer_column}
+        else:
+            required.add(self.text_column)
         if self.config.clip_score_threshold is not None:
             required.add(self.clip_score_column)
         if self.config.verify_sha256:
@@ -94,7 +105,7 @@ class ParquetURLSource(StreamSource):
         missing = required - set(dataset.column_names)
         if missing:
             raise ValueError(f"{self!r}: columns {sorted(missing)} not in {dataset.column_names}")
-        wanted = required | {self.key_column, self.face_bboxes_column}
+        wanted = required | {self.key_column, self.face_bboxes_column, config.choices_column}
         return dataset.select_columns([c for c in dataset.column_names if c in wanted])
 
     def _records(self, state: dict, consumer: Consumer) -> Iterator[tuple[dict, Any]]:
@@ -143,23 +154,36 @@ class ParquetURLSource(StreamSource):
             return Outcome(key, reason="unexpected_error", key_kind=key_kind)
 
     def _fetch_and_decode(self, key: str, key_kind: str, values: dict) -> Outcome:
-        text, reason = decode_caption(values[self.text_column])
+        config = self.config
+        if config.conversations_column:
+            prompt, text, reason = decode_conversation(values[config.conversations_column])
+        elif config.question_column:
+            prompt, text, reason = decode_question(values[config.question_column], values[config.answer_column],
+                                                   values.get(config.choices_column))
+        else:
+            prompt, (text, reason) = None, decode_caption(values[self.text_column])
         if reason is not None:
             return Outcome(key, reason=reason, key_kind=key_kind)
         if self.config.clip_score_threshold is not None:
             score = values[self.clip_score_column]
             if score is None or score < self.config.clip_score_threshold:
                 return Outcome(key, reason="low_clip_score", key_kind=key_kind)
-        url = values[self.url_column] or ""  # a missing URL fails like a malformed one
-        try:
-            config = self.config
-            data = download(url, config.download_timeout_s, config.download_retries, config.download_backoff_s)
-        except NETWORK_ERRORS as error:
-            logger.debug("%r: %s failed: %s", self, url, error)
-            return Outcome(key, reason=failure_reason(error), key_kind=key_kind)
-        if self.config.verify_sha256 and hashlib.sha256(data).hexdigest() != values[self.sha256_column]:
+        if config.image_column:  # embedded: raw bytes, or a `datasets` Image as {bytes, path}
+            data = values[config.image_column]
+            data = data.get("bytes") if isinstance(data, dict) else data
+            if not data:
+                return Outcome(key, reason="missing_image", key_kind=key_kind)
+        else:
+            url = values[self.url_column] or ""  # a missing URL fails like a malformed one
+            try:
+                data = download(url, config.download_timeout_s, config.download_retries, config.download_backoff_s)
+            except NETWORK_ERRORS as error:
+                logger.debug("%r: %s failed: %s", self, url, error)
+                return Outcome(key, reason=failure_reason(error), key_kind=key_kind)
+        if config.verify_sha256 and hashlib.sha256(data).hexdigest() != values[self.sha256_column]:
             return Outcome(key, reason="hash_mismatch", key_kind=key_kind)
-        return self._image_outcome(key, data, text, faces=values.get(self.face_bboxes_column), key_kind=key_kind)
+        return self._image_outcome(key, data, text, faces=values.get(self.face_bboxes_column), key_kind=key_kind,
+                                   prompt=prompt)
 
 
 def check_local_files(data_files: str | Sequence[str] | dict) -> None:

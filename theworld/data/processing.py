@@ -166,13 +166,23 @@ class TheWorldProcessor:
         return None
 
     def prompt_only(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """A training batch cut before its answers: the generation input for the same images.
+        """A training batch cut before its answers: the generation input for the same images, left-padded.
 
-        Every row has the same prompt (one prompt, one world layout), so the cut is one column for all rows.
+        Each row is cut where its own answer starts (rows may have prompts of different lengths: captions beside
+        questions), and the rows are padded on the left again, as ``generate_from_batch`` wants them.
         """
-        answer_start = int((batch["labels"][0] != IGNORE_INDEX).nonzero()[0])
-        return {key: value[:, :answer_start] if key in ("input_ids", "segment_ids", "attention_mask") else value
-                for key, value in batch.items() if key not in ("labels", "label_positions", "label_targets")}
+        positions = torch.arange(batch["input_ids"].shape[1], device=batch["input_ids"].device)
+        rows = [mask.bool() & (positions < int((labels != IGNORE_INDEX).nonzero()[0]))
+                for mask, labels in zip(batch["attention_mask"], batch["labels"])]
+        length = max(int(row.sum()) for row in rows)
+        cut = {key: torch.full((len(rows), length), fill, dtype=batch[key].dtype, device=positions.device)
+               for key, fill in (("input_ids", self.pad_id), ("segment_ids", 0), ("attention_mask", 0))}
+        for index, row in enumerate(rows):
+            for key, values in cut.items():
+                kept = batch[key][index][row]
+                values[index, length - len(kept):] = kept
+        return {**{key: value for key, value in batch.items()
+                   if key not in ("labels", "label_positions", "label_targets", *cut)}, **cut}
 
     def normalize(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Turns a batch's uint8 ``pixel_values`` / ``world_pixels`` into the model's float inputs, on

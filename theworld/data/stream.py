@@ -4,8 +4,11 @@ A *consumer* is one DataLoader worker of one rank (``rank`` / ``world_size`` giv
 else the ``RANK`` / ``WORLD_SIZE`` environment variables, else a single process). Sources yield one dict per
 usable sample::
 
-    {"key": "000000042", "image": <PIL.Image, RGB, loaded>, "text": "a red star ...",
+    {"key": "000000042", "image": <PIL.Image, RGB, loaded>, "text": "a red star ...", "prompt": None,
      "image_bytes": b"\\xff\\xd8...", "skipped": {"http_error": 2, "converted_mode": 1}}
+
+``prompt`` is None for a caption (the configured ``data.prompt`` asks for it) and the question for
+question-answer data, whose ``text`` is then the answer.
 
 ``image_bytes`` are the image as stored or downloaded (what a latent cache keeps); a sample of a latent cache
 also carries its ``world_latents``. ``skipped`` holds the records dropped since the previous yielded item, by
@@ -174,13 +177,13 @@ class StreamSource(IterableDataset):
     # -- helpers ------------------------------------------------------------------------------
 
     def _image_outcome(self, key: str, data: bytes, text: str, world_latents: bytes | None = None,
-                       faces: list | None = None, key_kind: str = "uid") -> Outcome:
+                       faces: list | None = None, key_kind: str = "uid", prompt: str | None = None) -> Outcome:
         """Decodes an image (its size limits checked on the header first) into the record's outcome, resized as
         DataComp's download does (``datacomp_resize``) and its ``faces`` blurred (``blur_faces``) if asked."""
         config = self.config
         image, reason, converted = decode_image(data, config.min_image_size, config.max_image_pixels)
         outcome = Outcome(key, image=image, text=text, reason=reason, converted=converted, image_bytes=data,
-                          world_latents=world_latents, key_kind=key_kind)
+                          world_latents=world_latents, key_kind=key_kind, prompt=prompt)
         if image is not None and config.datacomp_resize:
             outcome.image = datacomp_resize(image)
         if image is not None and config.blur_faces and faces:
@@ -277,7 +280,7 @@ class StreamSource(IterableDataset):
     def _sample(self, outcome: Outcome, skipped: Counter[str]) -> dict:
         """The item a usable record becomes, carrying the counts of the records skipped before it."""
         sample = {"key": outcome.key, "image": outcome.image, "text": outcome.text, "image_bytes": outcome.image_bytes,
-                  "key_kind": outcome.key_kind}
+                  "key_kind": outcome.key_kind, "prompt": outcome.prompt}
         if outcome.world_latents is not None:
             sample["world_latents"] = outcome.world_latents
         if self.transform is not None:

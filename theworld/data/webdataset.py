@@ -16,7 +16,7 @@ from typing import Any
 from braceexpand import braceexpand
 
 from theworld.data.config import DataConfig
-from theworld.data.decode import IMAGE_EXTENSIONS, Outcome, decode_caption
+from theworld.data.decode import IMAGE_EXTENSIONS, Outcome, decode_caption, decode_conversation, decode_question
 from theworld.data.http import NETWORK_ERRORS, open_url
 from theworld.data.latents import WORLD_LATENTS_EXT
 from theworld.data.stream import Consumer, StreamSource
@@ -60,6 +60,10 @@ def shard_writer(path: str) -> Any:
 
 class WebDatasetSource(StreamSource):
     """img2dataset-style WebDataset shards (``{key}.jpg|png|webp``, ``{key}.txt``, ``{key}.json``) as raw samples.
+
+    A sample is an image and its caption (``.txt``), or a question and its answer from its ``.json``: ``question``
+    and ``answer`` (with ``choices``: a multiple-choice question, see :func:`theworld.data.decode.decode_question`),
+    or a single-turn LLaVA-style ``conversations`` list.
 
     A sample's key is DataComp's ``uid`` from its ``.json`` when there is one (img2dataset's
     ``save_additional_columns=["uid"]``), else the shard's ``__key__``; the ``.json``'s ``face_bboxes`` are
@@ -150,13 +154,19 @@ class WebDatasetSource(StreamSource):
             return record
         meta = self._metadata(record)
         key, key_kind = (str(meta["uid"]), "uid") if meta.get("uid") else (record["__key__"], "shard_key")
-        text, reason = decode_caption(record.get("txt"))
+        if "conversations" in meta:  # LLaVA-style
+            prompt, text, reason = decode_conversation(meta["conversations"])
+        elif "question" in meta or "answer" in meta:
+            prompt, text, reason = decode_question(meta.get("question"), meta.get("answer"), meta.get("choices"))
+        else:  # a caption, answering data.prompt
+            prompt, (text, reason) = None, decode_caption(record.get("txt"))
         if reason is not None:
             return Outcome(key, reason=reason, key_kind=key_kind)
         data = next((record[ext] for ext in IMAGE_EXTENSIONS if ext in record), None)
         if data is None:
             return Outcome(key, reason="missing_image", key_kind=key_kind)
-        return self._image_outcome(key, data, text, record.get(WORLD_LATENTS_EXT), meta.get("face_bboxes"), key_kind)
+        return self._image_outcome(key, data, text, record.get(WORLD_LATENTS_EXT), meta.get("face_bboxes"), key_kind,
+                                   prompt)
 
     def _metadata(self, record: dict) -> dict:
         """The sample's ``.json`` (img2dataset writes the metadata's columns there: DataComp's ``uid`` and

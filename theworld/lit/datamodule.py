@@ -57,7 +57,8 @@ class DataConfigError(UserError):
 
 
 class SampleTransform:
-    """Raw ``{"key", "image", "text"}`` -> model inputs; runs inside each DataLoader worker.
+    """Raw ``{"key", "image", "text", "prompt"}`` -> model inputs; runs inside each DataLoader worker. A sample's own
+    ``prompt`` (question-answer data) replaces ``data.prompt``; ``text`` is what the model learns to answer.
 
     A sample from a latent cache (``world_latents``) is checked against ``world_config`` and its
     stored world tokens replace the VAE input.
@@ -73,7 +74,8 @@ class SampleTransform:
             latents = unpack_world_latents(latents, self.world_config)
         else:
             latents = None
-        example = self.processor(sample["image"], caption=sample["text"], world_latents=latents)
+        example = self.processor(sample["image"], caption=sample["text"], prompt=sample.get("prompt"),
+                                 world_latents=latents)
         example["key"] = sample["key"]
         example["key_kind"] = sample["key_kind"]
         example["caption"] = sample["text"]

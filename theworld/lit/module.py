@@ -73,8 +73,9 @@ class TheWorldModule(L.LightningModule):
             warmup_steps: Steps of linear warmup; then a cosine decay over the rest of ``trainer.max_steps``.
             min_lr_ratio: Where the cosine decay ends, as a fraction of ``learning_rate``.
             max_new_tokens: Longest caption ``predict`` and the held-out caption check generate.
-            val_captions: Held-out images captioned at each validation: the share of exact (and, for the demo's
-                captions, per-attribute) matches is logged as ``val/caption_*`` and printed. 0 turns it off.
+            val_captions: Held-out images captioned at each validation: their CIDEr and BLEU-4 (and, for the demo's
+                captions, the share of exact and per-attribute matches) are logged as ``val/caption_*`` and
+                printed. 0 turns it off.
             compile: ``torch.compile`` Gemma's decoder layers in place (checkpoint keys do not change).
             init_from: Trainable weights to start from (a checkpoint folder or ``hf://user/repo[@rev][/folder]``),
                 weights only: a new training stage with fresh optimizer, schedule and data position.

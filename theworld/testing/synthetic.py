@@ -27,32 +27,16 @@ import io
 import json
 import math
 import random
-import re
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from theworld.data.webdataset import shard_writer
+from theworld.demo_grammar import ATTRIBUTE_CHANCE, COLORS, SHAPES, contrasting, describe  # noqa: F401 (re-exported)
 
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 160, 60),
-    "blue": (30, 70, 220),
-    "yellow": (245, 215, 30),
-    "purple": (130, 50, 170),
-    "orange": (245, 135, 20),
-    "white": (245, 245, 245),
-    "black": (15, 15, 15),
-}
-# Pairs closer than this (Euclidean RGB) are not used as shape/background: they would be hard to see.
-_MIN_CONTRAST = 150.0
 # Score range of good parquet rows; the planted low-score row is far below it.
 GOOD_CLIP_SCORE_RANGE = (0.25, 0.40)
 LOW_CLIP_SCORE = 0.05
-
-
-def _contrasting(color: str) -> list[str]:
-    return [other for other in COLORS if math.dist(COLORS[color], COLORS[other]) >= _MIN_CONTRAST]
 
 
 # Polygon shapes: (vertices, angle of the first vertex, radius of odd vertices relative to r).
@@ -76,9 +60,6 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     return points
 
 
-SHAPES = ("circle", *_POLYGONS)
-
-
 def render_sample(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]:
     """Draw one coloured shape of random size near the centre; return ``(RGB image, caption)``.
 
@@ -88,7 +69,7 @@ def render_sample(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]
     """
     shape = rng.choice(SHAPES)
     color = rng.choice(list(COLORS))
-    background = rng.choice(_contrasting(color))
+    background = rng.choice(contrasting(color))
     # Large shapes near the centre: at the demo's 64 px the VAE sees an 8x8 latent grid, and a shape must span
     # enough of it for its outline to be told apart (small shapes anywhere make the shape a coin toss).
     r = rng.uniform(0.38, 0.42) * size
@@ -100,27 +81,7 @@ def render_sample(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=COLORS[color])
     else:
         draw.polygon(_polygon(shape, cx, cy, r), fill=COLORS[color])
-    return image, f"a {color} {shape} on a {background} background"
-
-
-_CAPTION = re.compile(r"a (?P<color>\w+) (?P<shape>\w+) on a (?P<background>\w+) background")
-
-
-def _background_share(background: str) -> float:
-    return sum(1 / len(_contrasting(c)) for c in COLORS if background in _contrasting(c)) / len(COLORS)
-
-
-# What the best blind guess scores per attribute (always the most frequent value).
-ATTRIBUTE_CHANCE = {"shape colour": 1 / len(COLORS), "shape": 1 / len(SHAPES),
-                    "background": max(map(_background_share, COLORS))}
-
-
-def caption_attributes(caption: str) -> dict[str, str] | None:
-    """``{"shape colour", "shape", "background"}`` of a caption in this generator's grammar, else None."""
-    match = _CAPTION.fullmatch(caption.strip())
-    if match is None:
-        return None
-    return {"shape colour": match["color"], "shape": match["shape"], "background": match["background"]}
+    return image, describe(color, shape, background)
 
 
 def sample_rng(seed: int, index: int) -> random.Random:
