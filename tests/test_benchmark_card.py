@@ -51,6 +51,7 @@ def test_the_card_publishes_the_benchmark_with_the_hubs_metric_ids_and_the_world
     # Web captions are scored by CIDEr and BLEU, published under the Hub's metric ids, not as accuracy.
     captions = {e.metric_name: e.metric_type for e in card.data.eval_results if e.metric_name.startswith("val/")}
     assert captions == {"val/loss": "loss", "val/caption_cider": "cider", "val/caption_bleu4": "bleu"}
+    assert "caption cider 0.410, caption bleu4 0.120" in card.text  # scores, not percentages
     assert "| Larger | 20 | 90.0%" in card.text
     assert "**+40.0 points**" in card.text and "**+35.0 points**" in card.text  # Larger 18-10, Left 16-9 of 20
     assert EVALUATION_NAME in card.text

@@ -1,18 +1,15 @@
 """configs/demo.yaml as a new user runs it: it learns to caption held-out images from their pixels, shows its
-progress and says where everything went; and the world tokens alone carry what the image shows."""
+progress and says where everything went. (The world tokens alone: tests/test_demo_spatial.py.)"""
 
 import csv
 import re
 from pathlib import Path
 
 import pytest
-import torch
 from support.cli_runs import REPO, theworld
 from support.hub_cli import workdir
 
-from theworld import TheWorld
-from theworld.captions import CaptionSample, score_captions
-from theworld.testing.synthetic import ATTRIBUTE_CHANCE, render_sample, sample_rng
+from theworld.demo_grammar import ATTRIBUTE_CHANCE
 
 HELD_OUT = re.compile(r"theworld: step (\d+): (\d+)% of \d+ held-out captions exactly right; shape colour (\d+)% "
                       r"\(chance \d+%\), shape (\d+)% \(chance \d+%\), background (\d+)%")
@@ -64,29 +61,3 @@ def test_the_whole_demo_learns_to_caption_the_held_out_images(demo_dir, tmp_path
     assert scores["step"] == 1000 and scores["exact"] >= 25
     for name in ("shape colour", "shape", "background"):
         assert scores[name] / 100 >= 3 * ATTRIBUTE_CHANCE[name], name
-
-
-def test_the_world_tokens_alone_carry_the_colours(demo_dir):
-    """Gemma's own image block left out of the sequence: all the model learns of the image comes through the VAE's
-    world tokens and the projector (a plain PyTorch loop on the demo's models, 450 steps)."""
-    assets = demo_dir / "demo_assets"
-    torch.manual_seed(0)
-    model = TheWorld(str(assets / "gemma-3-tiny"), str(assets / "cosmos-tiny"), world_image_size=64,
-                     gemma_image_tokens=False, freeze_gemma_language=False, projector_hidden_dim=256)
-    processor = model.processor
-    assert "pixel_values" not in processor(render_sample(sample_rng(0, 0))[0])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    for step in range(450):
-        samples = [render_sample(sample_rng(0, step * 16 + i)) for i in range(16)]
-        loss = model(**processor.collate([processor(image, caption=text) for image, text in samples]))["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    held_out = [render_sample(sample_rng(1, i)) for i in range(64)]
-    generated = model.generate([image for image, _ in held_out], max_new_tokens=16)
-    scores = score_captions([CaptionSample(str(i), text, caption) for i, ((_, text), caption)
-                             in enumerate(zip(held_out, generated))])
-    print(scores)
-    assert scores.attributes["shape colour"] >= 3 * ATTRIBUTE_CHANCE["shape colour"]
-    assert scores.attributes["background"] >= 3 * ATTRIBUTE_CHANCE["background"]

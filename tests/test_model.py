@@ -195,3 +195,27 @@ def test_unknown_option_is_a_clear_error(tiny_models):
 def test_processor_from_config_needs_no_weights(model):
     proc = TheWorldProcessor.from_config(model.config)
     assert proc.world_tokens == model.processor.world_tokens
+
+
+def test_world_position_embedding_tells_the_places_of_the_same_content_apart(tiny_models, tmp_path):
+    """Without it a world token's value is a function of its latent patch alone (where the patch sits reaches Gemma
+    only through RoPE's effect on attention scores); with it, the same patch at two places gives two tokens."""
+    latents = torch.randn(1, 16, 64).expand(2, 16, 64).clone()
+    latents[1] = latents[0].flip(0)  # the same patches in the opposite order
+
+    def placed_apart(model) -> bool:
+        with torch.no_grad():
+            tokens = model.projector(latents)
+        return not torch.allclose(tokens[1].flip(0), tokens[0], atol=1e-6)
+
+    assert not placed_apart(make_model(tiny_models))
+    model = make_model(tiny_models, world_position_embedding=True)
+    assert model.trainable_state_dict()["projector.position"].shape == (model.num_world_tokens, 64)
+    assert placed_apart(model)
+    # Saved with its config, it loads as it was; a config.json from before the option loads without it.
+    from theworld.checkpoint import save_weights
+
+    (tmp_path / "pos").mkdir()
+    save_weights(model.trainable_state_dict(), model.config, tmp_path / "pos")
+    loaded = TheWorld.from_pretrained(tmp_path / "pos")
+    assert torch.equal(loaded.projector.position, model.projector.position)

@@ -33,6 +33,11 @@ class TheWorldConfig:
         gemma_image_tokens: Keep Gemma's own image block (SigLIP tokens) in the sequence; false leaves the world
             tokens as the only view of the image.
         projector_hidden_dim: Hidden width of the world projector (default: Gemma's hidden size).
+        world_position_embedding: Add a learned embedding of each world token's place in the latent grid to the
+            projector's output. A world token's value says what the VAE saw, not where: Gemma's RoPE positions act
+            on attention scores only, so "which shape is on the left" has to be learned from them (the tiny demo
+            model never does; with the embedding it does in a few hundred steps). One (world tokens x hidden)
+            trainable tensor, drawn N(0, 1) like torch's nn.Embedding.
         frozen_dtype: Dtype of the frozen weights: auto (bfloat16 on CUDA, float32 elsewhere), bfloat16, float16
             or float32. Trainable weights are always float32 master weights.
         attn_implementation: Gemma's attention: sdpa or eager.
@@ -59,6 +64,7 @@ class TheWorldConfig:
     world_attention: Literal["bidirectional", "causal"] = "bidirectional"
     gemma_image_tokens: bool = True
     projector_hidden_dim: int | None = None
+    world_position_embedding: bool = False
     frozen_dtype: str = "auto"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False

@@ -102,7 +102,8 @@ class TheWorld(nn.Module):
             # Drawn on the CPU generator whatever device the bases sit on, so a seed gives the same
             # projector on one GPU, under FSDP or on CPU.
             with torch.device("cpu"):
-                self.projector = WorldProjector(world_encoder.token_dim, hidden, cfg.projector_hidden_dim, text_rms)
+                self.projector = WorldProjector(world_encoder.token_dim, hidden, cfg.projector_hidden_dim, text_rms,
+                                                positions=self.num_world_tokens if cfg.world_position_embedding else None)
             # <the_world_start>, <the_world_end>: their own 2 x hidden parameter, not new rows of the
             # 262k-row embedding matrix. They start as Gemma's <start_of_image> / <end_of_image>: two distinct
             # tokens at the scale of text embeddings that already mean "an image block opens / closes".

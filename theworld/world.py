@@ -102,19 +102,25 @@ class WorldEncoder(nn.Module):
 
 
 class WorldProjector(nn.Module):
-    """Linear -> GELU -> Linear, then an RMS norm whose gain starts at the text embeddings' RMS.
+    """Linear -> GELU -> Linear, then an RMS norm whose gain starts at the text embeddings' RMS; with
+    ``positions``, plus a learned embedding of each token's place in the latent grid.
 
     Without the norm, world tokens would start orders of magnitude away from the scale of Gemma's
     (``sqrt(hidden)``-scaled) text embeddings and dominate or vanish in attention.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, target_rms: float = 1.0):
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, target_rms: float = 1.0,
+                 positions: int | None = None):
         super().__init__()
         hidden_dim = hidden_dim or out_dim
         self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
         self.norm = nn.RMSNorm(out_dim, eps=1e-6)
+        # Drawn as torch's nn.Embedding draws: N(0, 1), distinct places from the start (from zeros, the tiny demo
+        # model never learned to tell them apart).
+        self.position = nn.Parameter(torch.randn(positions, out_dim)) if positions else None
         with torch.no_grad():
             self.norm.weight.fill_(target_rms)
 
     def forward(self, latent_patches: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.net(latent_patches.to(self.net[0].weight.dtype)))
+        tokens = self.norm(self.net(latent_patches.to(self.net[0].weight.dtype)))
+        return tokens if self.position is None else tokens + self.position

@@ -284,9 +284,10 @@ def _results(summary: RunSummary) -> str:
                   "|---:|---:|---:|---:|" + "---:|" * len(attributes)]
         for r in summary.history:
             lines.append(f"| {r.step:,} | {r.samples:,} | {_number(r.train_loss)} | {_number(r.val_loss)} |"
-                         + "".join(f" {r.captions[a]:.0%} |" if a in r.captions else " |" for a in attributes))
+                         + "".join(f" {_caption_score(a, r.captions[a])} |" if a in r.captions else " |"
+                                   for a in attributes))
         last = summary.history[-1]
-        figures = [f"val loss {_number(last.val_loss)}"] + [f"caption {a} {v:.0%}" for a, v in last.captions.items()]
+        figures = [f"val loss {_number(last.val_loss)}"] + [f"caption {a} {_caption_score(a, v)}" for a, v in last.captions.items()]
         lines += ["", f"Latest validation (step {last.step:,}): " + ", ".join(figures) + "."]
     else:
         lines.append("No validation has run yet.")
@@ -361,6 +362,11 @@ def _eval_results(summary: RunSummary) -> list[EvalResult]:
                                metric_value=round(a.accuracy, 6))
                     for a in result.accuracies if a.condition == "full" and a.sub_task is None and a.config]
     return entries
+
+
+def _caption_score(name: str, value: float) -> str:
+    """CIDEr (0-10) and BLEU-4 (0-1) as numbers; exact match and attribute scores as the shares they are."""
+    return f"{value:.3f}" if name in CAPTION_METRIC_IDS else f"{value:.0%}"
 
 
 def _number(value: float | None) -> str:

@@ -28,8 +28,8 @@ def write_demo_assets(out_dir: str | Path = "demo_assets", train_shards: int = 1
     write_webdataset_shards(out_dir / "data", train_shards, samples_per_shard, seed=seed, prefix="train")
     # A held-out shard with its own seed: never overlaps the training stream.
     write_webdataset_shards(out_dir / "data", 1, 64, seed=seed + 1000, prefix="val")
-    write_spatial_shards(out_dir / "spatial", 8, 1024, seed=seed + 3000, prefix="train")
-    write_spatial_benchmark(out_dir / "spatial_bench", questions_per_task=300, seed=seed + 2000)
+    held_out = write_spatial_benchmark(out_dir / "spatial_bench", questions_per_task=300, seed=seed + 2000)
+    write_spatial_shards(out_dir / "spatial", 8, 1024, seed=seed + 3000, prefix="train", held_out=held_out)
     return out_dir
 
 
