@@ -2,9 +2,13 @@
 image block left out) answers where the shape is with its world tokens, and falls to chance without them, with
 another image's and as plain Gemma 3; the table and the world gain reach the card, its ``model-index`` and the repo."""
 
+import csv
 import json
 import re
 
+import pytest
+import torch
+import yaml
 from huggingface_hub import ModelCard
 from support.accounts import SECRET
 from support.cli_runs import REPO, theworld
@@ -18,8 +22,12 @@ STEPS = "600"  # the README's run trains 1000 steps; both tasks are answered rig
 
 def test_the_world_tokens_answer_where_the_shape_is_and_the_card_says_so(demo_dir, tmp_path, hub):
     cwd = workdir(demo_dir, tmp_path / "fresh")
+    # The config's callback, also every 300 steps: the table at step 300 goes to the log as well.
+    evaluation = yaml.safe_load((REPO / "configs/demo_spatial.yaml").read_text())["trainer"]["callbacks"]
+    evaluation[0]["init_args"]["every_n_train_steps"] = 300
     result = theworld("fit", "--config", REPO / "configs/demo_spatial.yaml", "--trainer.max_steps", STEPS,
-                      "--trainer.val_check_interval", STEPS, "--hub.push_to_hub", "true",
+                      "--trainer.val_check_interval", STEPS, "--trainer.callbacks", json.dumps(evaluation),
+                      "--hub.push_to_hub", "true",
                       "--hub.hub_model_id", "alice/spatial", "--hub.hub_strategy", "end", cwd=cwd,
                       env=hub_env(hub.url, tmp_path / "hf", HF_TOKEN=SECRET))
     output = result.stdout + result.stderr
@@ -45,6 +53,14 @@ def test_the_world_tokens_answer_where_the_shape_is_and_the_card_says_so(demo_di
         assert (entry.metric_type, entry.dataset_split) == ("accuracy", "val")
         assert entry.metric_value == round(accuracy[(config, "full")]["accuracy"], 6)
     assert re.search(r"\| all \| 400 \| .* \| \*\*\+\d+\.\d points\*\*", card.text), card.text
+
+    # Logged at each evaluation, and carried by the checkpoint of the last step (a resumed run keeps it).
+    with open(cwd / "runs/demo_spatial/logs/version_0/metrics.csv") as fh:
+        logged = [row for row in csv.DictReader(fh) if row.get("eval/all/world_gain")]
+    assert [int(row["step"]) for row in logged] == [300, int(STEPS)]
+    assert float(logged[-1]["eval/all/world_gain"]) == pytest.approx(gain["gain"])
+    state = torch.load(cwd / f"runs/demo_spatial/checkpoints/checkpoint-{STEPS}/training_state.pt", weights_only=True)
+    assert state["run_summary"]["benchmark"]["step"] == int(STEPS)
 
     # The captions are learned from the world tokens alone too.
     colour = re.findall(r"theworld: step \d+: .*shape colour (\d+)%", output)[-1]
