@@ -140,7 +140,7 @@ def test_a_folder_rewritten_in_place_is_read_afresh(tmp_path):
     assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 5
 
 
-def test_bad_benchmarks_say_what_is_wrong_and_how_to_fix_it(tmp_path):
+def test_bad_benchmarks_say_what_is_wrong_and_how_to_fix_it(tmp_path, monkeypatch):
     folder = blink_folder(tmp_path / "blink")
     with pytest.raises(UserError, match="no config 'Counting'; its configs are Relative_Depth, Spatial_Relation"):
         load_benchmark(str(folder), "Counting")
@@ -152,6 +152,12 @@ def test_bad_benchmarks_say_what_is_wrong_and_how_to_fix_it(tmp_path):
     with pytest.raises(UserError, match="in no format theworld reads: its columns are picture, text.*vqa: image, "
                                         "question, answer"):
         load_benchmark(str(odd), "default")
+    # A typo under a folder that exists is a path, not a Hub id: said at once, the Hub never asked.
+    (tmp_path / "benchmarks").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("datasets.get_dataset_config_names", lambda *a, **k: pytest.fail("asked the Hub"))
+    with pytest.raises(UserError, match="benchmarks/blnk: there is no such folder"):
+        load_benchmark("benchmarks/blnk", "Relative_Depth")
 
 
 # ------------------------------------------------------------------------------------------------- scoring

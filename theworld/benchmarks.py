@@ -26,6 +26,7 @@ from pathlib import Path
 from PIL import Image
 
 from theworld.errors import UserError
+from theworld.hub.refs import is_hub_repo_id
 from theworld.prompts import multiple_choice_prompt, option_letters
 
 BLINK_IMAGES = ("image_1", "image_2", "image_3", "image_4")
@@ -74,6 +75,10 @@ def benchmark_configs(path: str) -> list[str]:
     """The configs of a Hub dataset or local folder (``default`` for one without ``configs:`` in its card)."""
     import datasets
 
+    if not Path(path).is_dir() and not is_hub_repo_id(path):  # a path with a typo: no need to ask the Hub
+        raise UserError(f"benchmark {path}: there is no such folder (relative paths start from {Path.cwd()}). Give "
+                        f"the folder of a benchmark laid out like a Hub dataset, or a Hub dataset id "
+                        f"(BLINK-Benchmark/BLINK).")
     try:
         return datasets.get_dataset_config_names(path)
     except FileNotFoundError as err:

@@ -26,11 +26,11 @@ from theworld.hub.config import HubConfig, HubStrategy
 from theworld.hub.downloads import HubCheckpoint, download_files, download_provenance, download_resume_checkpoint
 from theworld.hub.errors import HubError, HubUnreachableError, explain
 from theworld.hub.preflight import check_dataset, preflight
-from theworld.hub.refs import is_hf_ref, parse_hf_ref, validate_repo_id
+from theworld.hub.refs import is_hf_ref, is_hub_repo_id, parse_hf_ref, validate_repo_id
 from theworld.hub.tokens import HubToken, is_secret_key, redact, resolve_token
 
 __all__ = [
     "HubCheckpoint", "HubConfig", "HubError", "HubStrategy", "HubToken", "HubUnreachableError", "ModelSourceError",
     "check_dataset", "download_files", "download_provenance", "download_resume_checkpoint", "explain", "is_hf_ref",
-    "is_secret_key", "parse_hf_ref", "pin_base", "pin_bases", "preflight", "redact", "resolve_token", "validate_repo_id",
+    "is_hub_repo_id", "is_secret_key", "parse_hf_ref", "pin_base", "pin_bases", "preflight", "redact", "resolve_token", "validate_repo_id",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import unquote
 
 from huggingface_hub.errors import HFValidationError
@@ -11,6 +12,12 @@ from huggingface_hub.utils import validate_repo_id as hf_validate_repo_id
 from theworld.hub.errors import HubError
 
 HF_PREFIX = "hf://"
+
+
+def is_hub_repo_id(name: str) -> bool:
+    """``user/repo`` that is not meant as a path (``./x``, ``a/b/c``, or under a folder that exists here)."""
+    parent = Path(name).parent
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not parent.is_dir()
 
 
 def validate_repo_id(repo_id: str | None, field_name: str = "hub.hub_model_id") -> str:

@@ -39,6 +39,7 @@ from theworld.hub import (
     download_provenance,
     download_resume_checkpoint,
     is_hf_ref,
+    is_hub_repo_id,
     pin_base,
     preflight,
     redact,
@@ -238,7 +239,7 @@ class TheWorldCLI(LightningCLI):
             raise UserError(f"--ckpt_path {ckpt_path} is not a TheWorld checkpoint folder (no {WEIGHTS_NAME} and no "
                             f"{TRAINING_STATE_NAME}). Give a checkpoint-N/ or last/ folder, `last`, or "
                             f"hf://user/repo[@revision][/folder].")
-        if init_from and not Path(init_from).is_dir() and not _is_hub_repo_id(init_from):
+        if init_from and not Path(init_from).is_dir() and not is_hub_repo_id(init_from):
             raise UserError(
                 f"--model.init_from {init_from}: there is no such folder (relative paths start from {Path.cwd()}). Give "
                 f"a checkpoint folder holding model.safetensors (checkpoint-N/, final/), a Hub repo id, or "
@@ -330,12 +331,6 @@ class TheWorldCLI(LightningCLI):
 
 
 DEMO_ASSETS = "demo_assets"  # where configs/demo.yaml reads its models and data (theworld.testing.demo_assets)
-
-
-def _is_hub_repo_id(name: str) -> bool:
-    """``user/repo`` that is not meant as a path (``./x``, ``a/b/c``, or under a folder that exists here)."""
-    parent = Path(name).parent
-    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not parent.is_dir()
 
 
 def _same_base(saved: str, name: str) -> bool:
