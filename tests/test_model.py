@@ -219,3 +219,21 @@ def test_world_position_embedding_tells_the_places_of_the_same_content_apart(tin
     save_weights(model.trainable_state_dict(), model.config, tmp_path / "pos")
     loaded = TheWorld.from_pretrained(tmp_path / "pos")
     assert torch.equal(loaded.projector.position, model.projector.position)
+
+
+def test_a_processor_keeps_a_bounded_number_of_rendered_prompts(model, monkeypatch):
+    """Question-answer data brings a prompt per sample: the rendered-template cache of each worker stays bounded,
+    and a prompt rendered again comes out the same."""
+    import copy
+
+    from theworld.data import processing
+
+    monkeypatch.setattr(processing, "PROMPT_CACHE_SIZE", 4)
+    proc = copy.copy(model.processor)
+    proc._prompts = {}
+    image = shapes(1)[0]
+    first = proc(image, prompt="question 0")["input_ids"]
+    for index in range(10):
+        proc(image, prompt=f"question {index}")
+    assert len(proc._prompts) == 4
+    assert torch.equal(proc(image, prompt="question 0")["input_ids"], first)

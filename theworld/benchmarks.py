@@ -91,14 +91,26 @@ def benchmark_configs(path: str) -> list[str]:
                         f"Check the path, or the network and HF_ENDPOINT for a Hub id.") from None
 
 
+def load_benchmarks(path: str, configs: list[str] | None = None, split: str | None = None,
+                    limit: int | None = None) -> list[Benchmark]:
+    """``configs`` of the benchmark (default: all it has), each as ``load_benchmark`` reads it; the benchmark's
+    configs are asked for once."""
+    available = benchmark_configs(path)
+    for config in configs or ():
+        if config not in available:
+            raise UserError(f"benchmark {path} has no config {config!r}; its configs are {', '.join(available)}. "
+                            f"Name one of them in --configs, or leave --configs out to evaluate them all.")
+    return [_load_config(path, config, split, limit) for config in configs or available]
+
+
 def load_benchmark(path: str, config: str, split: str | None = None, limit: int | None = None) -> Benchmark:
     """Reads ``limit`` questions (all by default) of ``config`` / ``split`` with ``datasets.load_dataset``."""
+    return load_benchmarks(path, [config], split, limit)[0]
+
+
+def _load_config(path: str, config: str, split: str | None, limit: int | None) -> Benchmark:
     import datasets
 
-    configs = benchmark_configs(path)
-    if config not in configs:
-        raise UserError(f"benchmark {path} has no config {config!r}; its configs are {', '.join(configs)}. Name one "
-                        f"of them in --configs, or leave --configs out to evaluate them all.")
     splits = datasets.get_dataset_split_names(path, config)
     if split is None:
         split = next((name for name in PREFERRED_SPLITS if name in splits), splits[0] if len(splits) == 1 else None)

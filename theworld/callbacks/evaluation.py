@@ -59,11 +59,10 @@ class BenchmarkEvaluation(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Read (and refused if unreadable) before any weight loads: configure_model runs after setup.
         if stage == "fit" and self._benchmarks is None:
-            from theworld.benchmarks import benchmark_configs, load_benchmark
+            from theworld.benchmarks import load_benchmarks
             from theworld.evaluate import check_conditions
 
-            configs = self.configs or benchmark_configs(self.benchmark)
-            self._benchmarks = [load_benchmark(self.benchmark, config, self.split, self.limit) for config in configs]
+            self._benchmarks = load_benchmarks(self.benchmark, self.configs, self.split, self.limit)
             self.conditions = check_conditions(self.conditions, pl_module.world_config.enable_world, self._benchmarks)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:

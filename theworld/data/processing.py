@@ -28,6 +28,7 @@ from theworld.data.config import DEFAULT_PROMPT
 from theworld.loss import IGNORE_INDEX, labelled_rows
 from theworld.world import world_token_count
 
+PROMPT_CACHE_SIZE = 1024  # rendered prompts kept per processor (one per worker)
 # segment_ids values
 SEG_TEXT, SEG_IMAGE, SEG_WORLD_START, SEG_WORLD, SEG_WORLD_END = 0, 1, 2, 3, 4
 
@@ -208,6 +209,8 @@ class TheWorldProcessor:
         world_image = image if world_image is None else world_image.convert("RGB")
         prompt = prompt or self.prompt
         if prompt not in self._prompts:  # the chat template is rendered once per distinct prompt
+            if len(self._prompts) >= PROMPT_CACHE_SIZE:  # question-answer data: a prompt per sample; keep the newest
+                del self._prompts[next(iter(self._prompts))]
             self._prompts[prompt] = self._build_prompt(prompt)
         prompt_ids, segments = self._prompts[prompt]
         labels = [IGNORE_INDEX] * len(prompt_ids)

@@ -180,12 +180,11 @@ class TheWorldTrainer(Trainer):
             ckpt_path: Trainable weights to evaluate: a checkpoint-N/, last/ or final/ folder, or `last` (the newest
                 in checkpoint.dirpath).
         """
-        from theworld.benchmarks import benchmark_configs, load_benchmark
+        from theworld.benchmarks import load_benchmarks
         from theworld.checkpoint import load_trainable_weights, saved_step
         from theworld.evaluate import check_conditions, evaluate_benchmarks
 
-        configs = configs or benchmark_configs(benchmark)
-        benchmarks = [load_benchmark(benchmark, config, split, limit) for config in configs]
+        benchmarks = load_benchmarks(benchmark, configs, split, limit)
         conditions = check_conditions(conditions, model.world_config.enable_world, benchmarks)
         if ckpt_path == "last":
             folder = next(c for c in self.callbacks if isinstance(c, TrainableCheckpoint)).resolve_dirpath(self)
