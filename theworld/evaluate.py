@@ -135,23 +135,28 @@ class EvaluationResult:
         path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         return path
 
+    def rows(self) -> list[tuple[str, str | None, dict[str, Accuracy], WorldGain | None]]:
+        """The table's rows in order, each task followed by its sub-tasks, the pooled row last: (name, sub-task,
+        accuracy by condition, world gain); a sub-task row is named ``"  <sub_task>"`` and has no gain."""
+        grouped: dict[tuple, dict[str, Accuracy]] = defaultdict(dict)
+        for acc in self.accuracies:
+            grouped[(acc.config, acc.task, acc.sub_task)][acc.condition] = acc
+        gains = {(gain.config, gain.task): gain for gain in self.world_gains}
+        return [(f"  {sub_task}" if sub_task else task_name(next(iter(by_condition.values()))), sub_task,
+                 by_condition, None if sub_task else gains.get((config, task)))
+                for (config, task, sub_task), by_condition in grouped.items()]
+
     def table(self) -> str:
         """Task x condition accuracy in %, with intervals and counts, and the world gain in points."""
-        cells: dict[tuple, dict[str, str]] = defaultdict(dict)
-        counts: dict[tuple, int] = {}
-        for acc in self.accuracies:
-            key = (acc.config, acc.task, acc.sub_task)
-            cells[key][acc.condition] = f"{100 * acc.accuracy:.1f} [{100 * acc.ci[0]:.1f}, {100 * acc.ci[1]:.1f}]"
-            counts[key] = acc.n
-        for gain in self.world_gains:
-            cells[(gain.config, gain.task, None)]["world gain"] = (
-                f"{100 * gain.gain:+.1f} [{100 * gain.ci[0]:+.1f}, {100 * gain.ci[1]:+.1f}]")
-        columns = [*self.conditions, *(["world gain"] if self.world_gains else [])]
-        header = ["task", "n", *columns]
+        header = ["task", "n", *self.conditions, *(["world gain"] if self.world_gains else [])]
         rows = []
-        for (config, task, sub_task), row in cells.items():
-            name = f"  {sub_task}" if sub_task else task_name(TaskScore(self.dataset, config, None, task, 0))
-            rows.append([name, str(counts[(config, task, sub_task)]), *(row.get(c, "-") for c in columns)])
+        for name, _, by_condition, gain in self.rows():
+            cells = [f"{100 * a.accuracy:.1f} [{100 * a.ci[0]:.1f}, {100 * a.ci[1]:.1f}]" if a else "-"
+                     for a in map(by_condition.get, self.conditions)]
+            if self.world_gains:
+                cells.append(f"{100 * gain.gain:+.1f} [{100 * gain.ci[0]:+.1f}, {100 * gain.ci[1]:+.1f}]" if gain
+                             else "-")
+            rows.append([name, str(next(iter(by_condition.values())).n), *cells])
         widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in [header, *rows]]
         notes = [f"{self.dataset}: accuracy % [95% bootstrap interval]; world gain = full - shuffled_world in points "

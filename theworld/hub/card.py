@@ -26,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from huggingface_hub import EvalResult, ModelCardData
 
 from theworld.config import TheWorldConfig
-from theworld.evaluate import TaskScore, task_name
+from theworld.evaluate import task_name
 from theworld.hub.report import DATA_YIELD_NAME, EVALUATION_NAME, LOSS_CURVE, gallery
 from theworld.layout import PROVENANCE_DIR, PROVENANCE_NAME
 from theworld.run_summary import BenchmarkRecord, RunSummary
@@ -319,26 +319,19 @@ def _benchmark_section(record: BenchmarkRecord) -> list[str]:
     result = record.result
     names = {"full": "TheWorld", "no_world": "no world tokens", "shuffled_world": "shuffled world tokens",
              "gemma": "Gemma 3 alone"}
-    rows: dict[tuple, dict[str, str]] = {}
-    counts: dict[tuple, int] = {}
-    for a in result.accuracies:
-        if a.sub_task is None:
-            rows.setdefault((a.config, a.task), {})[a.condition] = (
-                f"{a.accuracy:.1%} ({a.ci[0]:.1%}-{a.ci[1]:.1%})")
-            counts[(a.config, a.task)] = a.n
-    gains = {(g.config, g.task): g for g in result.world_gains}
     lines = ["", f"### Benchmark: {_link(result.dataset, 'datasets/')} (step {record.step:,})", "",
              "Accuracy with 95% bootstrap intervals. The **world gain** is TheWorld's accuracy minus its accuracy when "
              "each image gets another image's world tokens (paired interval): what the world tokens add.", "",
              "| task | questions | " + " | ".join(names[c] for c in result.conditions) + " | world gain |",
              "|---|---:|" + "---:|" * (len(result.conditions) + 1)]
-    for key, cells in rows.items():
-        gain = gains.get(key)
+    for name, sub_task, by_condition, gain in result.rows():
+        if sub_task:  # in the results file
+            continue
+        cells = [f"{a.accuracy:.1%} ({a.ci[0]:.1%}-{a.ci[1]:.1%})" if a else "n/a"
+                 for a in map(by_condition.get, result.conditions)]
         gain_text = f"**{gain.gain * 100:+.1f} points** ({gain.ci[0] * 100:+.1f} to {gain.ci[1] * 100:+.1f})" if gain \
             else "n/a"
-        name = task_name(TaskScore(result.dataset, key[0], None, key[1], 0))
-        lines.append(f"| {name} | {counts[key]:,} | " + " | ".join(cells.get(c, "n/a") for c in result.conditions)
-                     + f" | {gain_text} |")
+        lines.append(f"| {name} | {next(iter(by_condition.values())).n:,} | " + " | ".join(cells) + f" | {gain_text} |")
     lines += ["", f"Every answer: `{EVALUATION_NAME}`."]
     return lines
 
