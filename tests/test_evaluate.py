@@ -3,8 +3,10 @@ ablations really ablating, bootstrap intervals, and the command end to end."""
 
 import csv
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -13,11 +15,13 @@ import torch
 from datasets import Dataset, Features, Sequence, Value
 from datasets import Image as ImageFeature
 from PIL import Image
+from huggingface_hub import HfApi
 from safetensors.torch import save_file
+from support.accounts import ALICE
 from support.cli_runs import theworld
 
 from theworld import TheWorld
-from theworld.benchmarks import load_benchmark
+from theworld.benchmarks import load_benchmark, load_benchmarks
 from theworld.data.processing import SEG_WORLD, SEG_WORLD_START
 from theworld.errors import UserError
 from theworld.evaluate import (
@@ -138,6 +142,31 @@ def test_a_folder_rewritten_in_place_is_read_afresh(tmp_path):
     shutil.rmtree(tmp_path / "blink")
     blink_folder(tmp_path / "blink", count=5)
     assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 5
+
+
+READ_FROM_THE_HUB = """
+import json, sys
+from theworld.benchmarks import load_benchmarks
+print(json.dumps([[b.config, b.split, b.format, [q.answers[0] for q in b.questions], b.skipped]
+                  for b in load_benchmarks(sys.argv[1])]))
+"""
+
+
+def test_a_benchmark_given_as_a_hub_id_is_read_from_the_hub_as_from_its_folder(tmp_path, hub):
+    """The production path of `--benchmark BLINK-Benchmark/BLINK`: datasets resolves the id on the Hub (here the local
+    one: HF_ENDPOINT), reads the configs from the card and the parquet files of the repo."""
+    folder = blink_folder(tmp_path / "blink")
+    api = HfApi(endpoint=hub.url, token=ALICE)
+    api.create_repo("alice/blink", repo_type="dataset")
+    api.upload_folder(folder_path=folder, repo_id="alice/blink", repo_type="dataset")
+    read = subprocess.run([sys.executable, "-c", READ_FROM_THE_HUB, "alice/blink"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": ALICE,
+                                            "HF_HOME": str(tmp_path / "hf_home")})
+    assert read.returncode == 0, read.stderr[-3000:]
+    local = [[b.config, b.split, b.format, [q.answers[0] for q in b.questions], b.skipped]
+             for b in load_benchmarks(str(folder))]
+    assert json.loads(read.stdout.strip().splitlines()[-1]) == local
+    assert [row[0] for row in local] == ["Relative_Depth", "Spatial_Relation"] and local[0][4]  # one skipped
 
 
 def test_bad_benchmarks_say_what_is_wrong_and_how_to_fix_it(tmp_path, monkeypatch):
