@@ -1,9 +1,11 @@
 """`theworld fit` with the Hub, as a user runs it: subprocesses against the local Hub (HF_ENDPOINT)."""
 
 import json
+import platform
 import re
 import socket
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -107,7 +109,10 @@ def test_the_card_shows_the_results_the_loss_curve_and_held_out_samples(pushed, 
         assert sample["reference"] in text
     assert any(f.startswith("runs/") and "tfevents" in f for f in files)
     config = json.loads(files["config.json"])
+    # The versions that trained it: every dependency of theworld, as installed in the training process.
     assert "### Framework versions" in text and f"- torch {torch.__version__}" in text
+    assert f"- python {platform.python_version()}" in text and f"- lightning {version('lightning')}" in text
+    assert f"- pyarrow {version('pyarrow')}" in text and f"- jsonargparse {version('jsonargparse')}" in text
     assert f"`{config['gemma_model_name']}`" in text and "| effective batch | 8 |" in text
     # Every trained sample's key, pushed beside the weights and named by the card.
     assert json.loads(files["provenance.json"])["rows"] == 48

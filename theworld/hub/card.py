@@ -18,12 +18,14 @@ Example::
 from __future__ import annotations
 
 import os
+import platform
 import re
-from pathlib import Path
 from dataclasses import fields
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
+from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
+from packaging.requirements import Requirement
 
 from theworld.config import TheWorldConfig
 from theworld.evaluate import task_name
@@ -271,7 +273,12 @@ def card_from_summary(summary: RunSummary, repo_id: str, hub_strategy: str | Non
     )
 
 
-FRAMEWORKS = ("theworld", "torch", "transformers", "diffusers", "lightning", "huggingface_hub")
+def framework_versions() -> dict[str, str]:
+    """Python, theworld and every package theworld depends on, as installed in the process that trained: the card
+    records what made the weights (constraints.txt holds what CI tested)."""
+    direct = [Requirement(spec).name for spec in requires("theworld") or [] if "extra ==" not in spec]
+    return {"python": platform.python_version(), "theworld": _version("theworld")} | {
+        name: _version(name) for name in sorted(direct, key=str.lower)}
 
 
 def _results(summary: RunSummary) -> str:
@@ -310,7 +317,7 @@ def _results(summary: RunSummary) -> str:
               f"| wall time | {summary.wall_seconds:,.0f} s ({hours:.2f} h) |",
               f"| Gemma base | `{config.gemma_model_name}` @ `{config.gemma_revision or 'local folder'}` |",
               f"| Cosmos base | `{config.cosmos_model_name}` @ `{config.cosmos_revision or 'local folder'}` |"]
-    lines += ["", "### Framework versions", ""] + [f"- {name} {_version(name)}" for name in FRAMEWORKS]
+    lines += ["", "### Framework versions", ""] + [f"- {name} {ver}" for name, ver in framework_versions().items()]
     return "\n".join(lines) + "\n"
 
 
