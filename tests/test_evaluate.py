@@ -5,19 +5,16 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, Features, Sequence, Value
-from datasets import Image as ImageFeature
-from PIL import Image
 from huggingface_hub import HfApi
 from safetensors.torch import save_file
 from support.accounts import ALICE
+from support.benchmark_folders import VQA_FEATURES, blink_folder, picture, write_hub_folder
 from support.cli_runs import theworld
 
 from theworld import TheWorld
@@ -35,62 +32,6 @@ from theworld.evaluate import (
     summarise,
 )
 
-# Column names and types as the datasets' cards give them (BLINK-Benchmark/BLINK, nyu-visionx/CV-Bench).
-BLINK_FEATURES = Features({
-    "idx": Value("string"), "question": Value("string"), "sub_task": Value("string"),
-    "image_1": ImageFeature(), "image_2": ImageFeature(), "image_3": ImageFeature(), "image_4": ImageFeature(),
-    "choices": Sequence(Value("string")), "answer": Value("string"), "prompt": Value("string"),
-    "explanation": Value("string"),
-})
-CV_BENCH_FEATURES = Features({
-    "idx": Value("int32"), "type": Value("string"), "task": Value("string"), "image": ImageFeature(),
-    "question": Value("string"), "choices": Sequence(Value("string")), "answer": Value("string"),
-    "prompt": Value("string"), "filename": Value("string"), "source": Value("string"),
-    "source_dataset": Value("string"), "source_filename": Value("string"), "target_class": Value("string"),
-    "target_size": Value("int64"), "bbox": Sequence(Sequence(Value("float32"))),
-})
-VQA_FEATURES = Features({"image": ImageFeature(), "question": Value("string"), "answer": Value("string")})
-COLOURS = [(230, 20, 20), (20, 200, 40), (30, 30, 230), (240, 220, 10), (200, 0, 200), (0, 200, 200)]
-
-
-def picture(number: int) -> Image.Image:
-    """A distinct image per number: a colour, and a bar whose place moves."""
-    image = Image.new("RGB", (48, 40), COLOURS[number % len(COLOURS)])
-    image.paste((255, 255, 255), (4 * number % 40, 8, 4 * number % 40 + 6, 30))
-    return image
-
-
-def write_hub_folder(root, split: str, configs: dict[str, tuple[list[dict], Features]]):
-    """``<root>/<Config>/<split>-00000-of-00001.parquet`` and a README.md whose front matter lists the configs: the
-    layout of a dataset on the Hub."""
-    card = ["---", "configs:"]
-    for config, (rows, features) in configs.items():
-        (root / config).mkdir(parents=True)
-        Dataset.from_list(rows, features=features).to_parquet(str(root / config / f"{split}-00000-of-00001.parquet"))
-        card += [f"- config_name: {config}", "  data_files:", f"  - split: {split}", f"    path: {config}/{split}-*"]
-    (root / "README.md").write_text("\n".join([*card, "---", ""]))
-    return root
-
-
-def blink_rows(task: str, count: int, multi_image: int = 0) -> list[dict]:
-    rows = []
-    for number in range(count + multi_image):
-        question = f"Which point is closer to the camera ({number})?" if number % 2 else "Is the bar left?"
-        rows.append({
-            "idx": f"val_{task}_{number + 1}", "question": question, "sub_task": task.replace("_", " "),
-            "image_1": picture(number), "image_2": picture(number + 1) if number >= count else None,
-            "image_3": None, "image_4": None, "choices": ["A is closer", "B is closer"],
-            "answer": "(A)" if number % 2 else "(B)", "prompt": "", "explanation": "",
-        })
-    return rows
-
-
-def blink_folder(root, count=4, multi_image=1):
-    return write_hub_folder(root, "val", {
-        "Relative_Depth": (blink_rows("Relative_Depth", count, multi_image), BLINK_FEATURES),
-        "Spatial_Relation": (blink_rows("Spatial_Relation", count), BLINK_FEATURES),
-    })
-
 
 @pytest.fixture(scope="module")
 def model(tiny_models):
@@ -100,49 +41,7 @@ def model(tiny_models):
 
 
 # ------------------------------------------------------------------------------------------------- reading
-def test_blink_is_read_with_its_tasks_prompts_and_letters_and_multi_image_questions_are_counted(tmp_path):
-    folder = blink_folder(tmp_path / "blink", count=3, multi_image=2)
-    bench = load_benchmark(str(folder), "Relative_Depth")
-    assert (bench.format, bench.split, bench.skipped) == ("blink", "val", {"multi-image questions": 2})
-    first, second = bench.questions[:2]
-    assert [q.id for q in bench.questions] == ["val_Relative_Depth_1", "val_Relative_Depth_2", "val_Relative_Depth_3"]
-    assert (first.task, first.sub_task, first.options, first.answers) == (
-        "Relative_Depth", None, ["(A)", "(B)"], ["(B)"])  # BLINK's sub_task names the task again
-    assert second.prompt == ("Which point is closer to the camera (1)?\nSelect from the following choices.\n"
-                             "(A) A is closer\n(B) B is closer")
-    assert np.array_equal(np.array(first.image), np.array(picture(0)))
-
-
-def test_cv_bench_takes_its_tasks_from_the_task_column_and_the_sources_as_sub_tasks(tmp_path):
-    rows = [{"idx": number, "type": "3D", "task": ["Depth", "Distance"][number % 2], "image": picture(number),
-             "question": "Which object is closer to the camera?", "choices": ["lamp", "chair", "table"],
-             "answer": "(C)", "prompt": "", "filename": f"img/3D/{number}.png", "source": "Omni3D",
-             "source_dataset": "SUNRGBD", "source_filename": f"{number}.jpg", "target_class": None,
-             "target_size": None, "bbox": [[1.0, 2.0, 3.0, 4.0]]} for number in range(3)]
-    folder = write_hub_folder(tmp_path / "cv", "test", {"3D": (rows, CV_BENCH_FEATURES)})
-    bench = load_benchmark(str(folder), "3D", limit=2)
-    assert (bench.format, bench.split, len(bench.questions)) == ("cv-bench", "test", 2)
-    assert [(q.task, q.sub_task, q.options, q.answers) for q in bench.questions] == [
-        ("Depth", "Omni3D", ["(A)", "(B)", "(C)"], ["(C)"]), ("Distance", "Omni3D", ["(A)", "(B)", "(C)"], ["(C)"])]
-
-
-def test_plain_vqa_is_an_open_question(tmp_path):
-    rows = [{"image": picture(0), "question": "What colour is the background?", "answer": "red"}]
-    bench = load_benchmark(str(write_hub_folder(tmp_path / "vqa", "test", {"colours": (rows, VQA_FEATURES)})),
-                           "colours")
-    (question,) = bench.questions
-    assert (bench.format, question.options, question.answers, question.prompt) == (
-        "vqa", [], ["red"], "What colour is the background?")
-
-
-def test_a_folder_rewritten_in_place_is_read_afresh(tmp_path):
-    """datasets' cache keys a local folder by its config and file patterns: a stale cache would give the old rows."""
-    blink_folder(tmp_path / "blink", count=2)
-    assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 2
-    shutil.rmtree(tmp_path / "blink")
-    blink_folder(tmp_path / "blink", count=5)
-    assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 5
-
+# Reading a local folder: tests/unit/test_benchmark_loaders.py
 
 READ_FROM_THE_HUB = """
 import json, sys
@@ -167,26 +66,6 @@ def test_a_benchmark_given_as_a_hub_id_is_read_from_the_hub_as_from_its_folder(t
              for b in load_benchmarks(str(folder))]
     assert json.loads(read.stdout.strip().splitlines()[-1]) == local
     assert [row[0] for row in local] == ["Relative_Depth", "Spatial_Relation"] and local[0][4]  # one skipped
-
-
-def test_bad_benchmarks_say_what_is_wrong_and_how_to_fix_it(tmp_path, monkeypatch):
-    folder = blink_folder(tmp_path / "blink")
-    with pytest.raises(UserError, match="no config 'Counting'; its configs are Relative_Depth, Spatial_Relation"):
-        load_benchmark(str(folder), "Counting")
-    with pytest.raises(UserError, match="no split 'test'; its splits are val"):
-        load_benchmark(str(folder), "Relative_Depth", "test")
-    rows = [{"picture": picture(0), "text": "a red square"}]
-    odd = write_hub_folder(tmp_path / "captions", "test", {
-        "default": (rows, Features({"picture": ImageFeature(), "text": Value("string")}))})
-    with pytest.raises(UserError, match="in no format theworld reads: its columns are picture, text.*vqa: image, "
-                                        "question, answer"):
-        load_benchmark(str(odd), "default")
-    # A typo under a folder that exists is a path, not a Hub id: said at once, the Hub never asked.
-    (tmp_path / "benchmarks").mkdir()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("datasets.get_dataset_config_names", lambda *a, **k: pytest.fail("asked the Hub"))
-    with pytest.raises(UserError, match="benchmarks/blnk: there is no such folder"):
-        load_benchmark("benchmarks/blnk", "Relative_Depth")
 
 
 # ------------------------------------------------------------------------------------------------- scoring

@@ -122,20 +122,42 @@ def test_a_commit_applied_but_answered_500_is_not_duplicated(hub, tmp_path):
 
 
 class CommitsHeldUntilTrainingEnds(L.Callback):
-    """Holds every Hub commit until the training loop has ended, and notes which had landed by then: a loop that
-    waited for a push would stall on the held commit until ``HOLD_S`` ran out, and the commit would land first."""
+    """Holds the first Hub commit until the training loop has ended, and notes which had landed by then: a loop that
+    waited for a push would stall on the held commit until ``HOLD_S`` ran out, and the commit would land first.
+
+    The held commit is let go once the newest intermediate save (step ``newest``) is queued too, and the final save
+    is announced only once the next commit has started: that commit shows which of the saves queued behind the held
+    one the uploader took."""
 
     HOLD_S = 20.0
 
-    def __init__(self, hub, monkeypatch):
-        self.hub, self.ended, self.landed_during_training = hub, threading.Event(), None
+    def __init__(self, hub, monkeypatch, newest):
+        self.hub, self.newest, self.landed_during_training = hub, newest, None
+        self.ended, self.newest_queued, self.next_started = threading.Event(), threading.Event(), threading.Event()
+        self.commits, self.timed_out = 0, []
         create_commit = HfApi.create_commit
 
         def held(*args, **kwargs):
-            self.ended.wait(self.HOLD_S)
+            self.commits += 1  # the uploader's one thread
+            if self.commits == 1:
+                self.wait(self.ended, "the end of training")
+                self.wait(self.newest_queued, f"the save of step {newest} queued")
+            else:
+                self.next_started.set()
             return create_commit(*args, **kwargs)
 
         monkeypatch.setattr(HfApi, "create_commit", held)
+
+    def wait(self, event, what):
+        if not event.wait(self.HOLD_S):
+            self.timed_out.append(what)
+
+    def on_checkpoint_saved(self, trainer, saved):
+        # After HubSyncCallback's (it is earlier among the callbacks): the save is queued. On the checkpoint writer
+        # thread, ahead of the final save's announcement, which waits for that thread.
+        if saved.step == self.newest and not saved.final:
+            self.newest_queued.set()
+            self.wait(self.next_started, "the commit after the held one")
 
     def on_train_end(self, trainer, pl_module):
         self.landed_during_training = messages(self.hub)
@@ -143,15 +165,22 @@ class CommitsHeldUntilTrainingEnds(L.Callback):
 
 
 def test_training_never_waits_for_a_slow_hub_and_the_newest_save_wins(hub, tmp_path, monkeypatch):
-    held = CommitsHeldUntilTrainingEnds(hub, monkeypatch)
+    held = CommitsHeldUntilTrainingEnds(hub, monkeypatch, newest=8)
     # save_top_k=1: each save deletes the previous folder while its push may still be in flight.
     _, sync = fit(tmp_path, hub, hub_strategy="checkpoint", every=1, top_k=1, max_steps=8, callbacks=[held])
     assert held.landed_during_training == [], "the training loop waited for the Hub"
+    assert held.timed_out == []
     history = messages(hub)
-    assert history[-1] == "End of training" and len(history) < 9, "fit returned after the final push landed"
+    assert history[-1] == "End of training", "fit returned after the final push landed"
     assert sync.metrics["hub/pushes_superseded"] >= 1 and sync.metrics["hub/pushes_failed"] == 0
     first = hub.files(REPO, revision=hub.commits(REPO)[1]["oid"])  # pushed after its local folder was rotated away
     assert first["model.safetensors"] == first["last-checkpoint/model.safetensors"]
+    # Latest wins: while the first push was held, each newer save replaced the one queued before it, so the next
+    # commit is the newest save's; none of the saves queued in between landed.
+    held_step = int(history[0].rsplit(" ", 1)[1])
+    assert held_step < 7, f"saves were queued behind the held push: {history}"
+    assert history[1:] == ["Training in progress, step 8", "End of training"], \
+        f"the push after the held one (step {held_step}) is the newest save's (8), not an older one queued behind it"
 
 
 class HubDown(L.Callback):

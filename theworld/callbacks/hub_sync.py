@@ -14,7 +14,9 @@ Repo layout, per ``hub_strategy`` (every push is one commit: adds and deletes to
     provenance/                         the deltas the pushed provenance.json files name: those the Hub
                                         lacks are sent, none is deleted (theworld.provenance)
 
-With ``hub_revision`` every commit goes to that branch instead of main.
+With ``hub_revision`` every commit goes to that branch instead of main. The strategies are the table
+:data:`STRATEGIES`; what a push holds and what its commit sends and deletes are the pure functions
+:func:`repo_files` and :func:`plan_commit`.
 
 :class:`~theworld.callbacks.TrainableCheckpoint` announces each complete folder as a
 :class:`~theworld.callbacks.checkpoint.SavedCheckpoint`; its files are hardlinked into a private staging folder
@@ -39,7 +41,7 @@ import warnings
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import lightning as L
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
@@ -72,20 +74,85 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Strategy:
-    """What a ``hub_strategy`` pushes beside the root weights, config, card and training_args.json."""
+class Strategy:
+    """What a ``hub_strategy`` pushes beside what every push holds (the root weights and config, the card, the report
+    files, training_args.json, data_yield.json, the provenance deltas) and what its commits delete.
 
-    every_save: bool  # push at each save, not only at the end
-    last_checkpoint: bool  # last-checkpoint/: the newest resumable folder, replaced each push
-    all_checkpoints: bool  # checkpoint-N/: every local resumable folder, pruned on the Hub as locally
+    Every commit, whatever the strategy, replaces ``samples/`` and ``runs/`` (remote files there that the push lacks
+    are deleted) and never deletes a root file, anything in ``final/`` or ``provenance/``, or a file of a folder it
+    does not manage (a user's files in the repo stay).
+    """
+
+    pushes_intermediate_saves: bool  # each intermediate save is pushed; otherwise only the final one
+    last_checkpoint: bool  # last-checkpoint/: the newest resumable folder, replaced as a whole by each push
+    # checkpoint-N/: every resumable folder kept locally. Pruned: a remote folder with a training_state.pt (a
+    # resumable folder) that the push lacks, i.e. one the local rotation removed.
+    checkpoint_folders: bool
 
 
 STRATEGIES = {
-    "every_save": _Strategy(every_save=True, last_checkpoint=False, all_checkpoints=False),
-    "checkpoint": _Strategy(every_save=True, last_checkpoint=True, all_checkpoints=False),
-    "all_checkpoints": _Strategy(every_save=True, last_checkpoint=True, all_checkpoints=True),
-    "end": _Strategy(every_save=False, last_checkpoint=False, all_checkpoints=False),
+    "every_save": Strategy(pushes_intermediate_saves=True, last_checkpoint=False, checkpoint_folders=False),
+    "checkpoint": Strategy(pushes_intermediate_saves=True, last_checkpoint=True, checkpoint_folders=False),
+    "all_checkpoints": Strategy(pushes_intermediate_saves=True, last_checkpoint=True, checkpoint_folders=True),
+    "end": Strategy(pushes_intermediate_saves=False, last_checkpoint=False, checkpoint_folders=False),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitPlan:
+    """One commit against the repo's current files: what to send, what to delete."""
+
+    send: frozenset[str]  # staged paths to upload (immutable files the Hub already holds are left out)
+    delete: tuple[str, ...]  # remote paths the commit deletes, sorted
+
+
+def repo_files(strategy: Strategy, saved: SavedCheckpoint) -> dict[str, Path]:
+    """Path in the repo -> local file: what a push of ``saved`` holds under ``strategy`` (besides the written
+    card and report files). Reads only which files the checkpoint folders hold and the provenance.json files."""
+    def folder_files(folder: Path, names: tuple[str, ...], prefix: str = "") -> dict[str, Path]:
+        # provenance.json travels with the weights it describes (folders from older versions lack it).
+        names += (PROVENANCE_NAME,) if (folder / PROVENANCE_NAME).is_file() else ()
+        return {f"{prefix}{name}": folder / name for name in names}
+
+    files = folder_files(saved.path, WEIGHT_FILES)
+    if saved.final:
+        files.update(folder_files(saved.path, WEIGHT_FILES, f"{FINAL_DIR}/"))
+    latest = saved.newest_resumable if saved.final else saved.path
+    if strategy.last_checkpoint and latest is not None:
+        files.update(folder_files(latest, RESUME_FILES, f"{LAST_CHECKPOINT}/"))
+    if strategy.checkpoint_folders:
+        for folder in saved.kept:
+            files.update(folder_files(folder, RESUME_FILES, f"{folder.name}/"))
+    return {**files, **repo_deltas(path for rel, path in files.items() if rel.endswith(PROVENANCE_NAME))}
+
+
+def stale_files(strategy: Strategy, remote: Collection[str], staged: Collection[str]) -> list[str]:
+    """Remote files a push of ``staged`` replaces or prunes: an outdated ``last-checkpoint/``, checkpoint-N/ folders
+    pruned locally (``checkpoint_folders``), the previous gallery and event files."""
+    staged_folders = {rel.split("/")[0] for rel in staged if "/" in rel}
+
+    def managed(path: str) -> bool:
+        folder, sep, _ = path.partition("/")
+        if not sep or folder == FINAL_DIR:
+            return False
+        if folder in (SAMPLES_DIR, RUNS_DIR):
+            return True
+        if folder == LAST_CHECKPOINT:
+            return folder in staged_folders
+        return strategy.checkpoint_folders and f"{folder}/{TRAINING_STATE_NAME}" in remote
+
+    return sorted(p for p in remote if p not in staged and managed(p))
+
+
+def plan_commit(strategy: Strategy, remote: Collection[str], staged: Collection[str]) -> CommitPlan:
+    """What a commit of ``staged`` (paths in the repo) does to a repo holding ``remote``."""
+    # checkpoint-N/ folders and provenance deltas never change once written: one already on the Hub is not
+    # hashed or sent again.
+    folders = {rel.split("/")[0] for rel in staged if "/" in rel} - {LAST_CHECKPOINT, FINAL_DIR}
+    on_hub = {f for f in folders if all(f"{f}/{name}" in remote for name in RESUME_FILES)}
+    on_hub |= {rel for rel in staged if rel.startswith(f"{PROVENANCE_DIR}/") and rel in remote}
+    send = frozenset(rel for rel in staged if rel.split("/")[0] not in on_hub and rel not in on_hub)
+    return CommitPlan(send=send, delete=tuple(stale_files(strategy, remote, staged)))
 
 
 class HubSyncCallback(Callback):
@@ -205,7 +272,7 @@ class HubSyncCallback(Callback):
             except Exception as err:  # reported by on_fit_end like any other failure of the final push
                 self._final = Future()
                 self._final.set_exception(err)
-        elif self.strategy.every_save:
+        elif self.strategy.pushes_intermediate_saves:
             try:
                 self._submit(trainer, saved)
             except Exception as err:  # an intermediate push is optional; the writer thread must not fail
@@ -310,7 +377,7 @@ class HubSyncCallback(Callback):
         with self._lock:
             if self._closed:
                 raise HubError("the Hub sync has shut down")
-            files = self._repo_files(saved)
+            files = repo_files(self.strategy, saved)
             summary = trainer.lightning_module.run_summary(saved.step, saved.final)
             history = read_history(saved.path)  # the card counts the rows, not steps x batch
             summary = dataclasses.replace(summary, provenance_rows=history.rows if history else None)
@@ -324,24 +391,6 @@ class HubSyncCallback(Callback):
             self._uploader.submit(push)
         log.info("Queued Hub push: %s (%d files)", push.message, len(files) + len(written))
         return push
-
-    def _repo_files(self, saved: SavedCheckpoint) -> dict[str, Path]:
-        """Path in the repo -> local file, for this save and this strategy."""
-        def folder_files(folder: Path, names: tuple[str, ...], prefix: str = "") -> dict[str, Path]:
-            # provenance.json travels with the weights it describes (folders from older versions lack it).
-            names += (PROVENANCE_NAME,) if (folder / PROVENANCE_NAME).is_file() else ()
-            return {f"{prefix}{name}": folder / name for name in names}
-
-        files = folder_files(saved.path, WEIGHT_FILES)
-        if saved.final:
-            files.update(folder_files(saved.path, WEIGHT_FILES, f"{FINAL_DIR}/"))
-        latest = saved.newest_resumable if saved.final else saved.path
-        if self.strategy.last_checkpoint and latest is not None:
-            files.update(folder_files(latest, RESUME_FILES, f"{LAST_CHECKPOINT}/"))
-        if self.strategy.all_checkpoints:
-            for folder in saved.kept:
-                files.update(folder_files(folder, RESUME_FILES, f"{folder.name}/"))
-        return {**files, **repo_deltas(path for rel, path in files.items() if rel.endswith(PROVENANCE_NAME))}
 
     def _stage(self, checkpoints: Path, files: dict[str, Path], written: dict[str, bytes]) -> Path:
         """A push's folder: checkpoint files hardlinked, the card and report files written."""
@@ -431,37 +480,15 @@ class HubSyncCallback(Callback):
             return info.sha
         remote = {sibling.rfilename for sibling in info.siblings or []}
         staged = {p.relative_to(push.folder).as_posix(): p for p in sorted(push.folder.rglob("*")) if p.is_file()}
-        stale = self._stale(remote, staged)
-        # checkpoint-N/ folders and provenance deltas never change once written: one already on the Hub is not
-        # hashed or sent again.
-        folders = {rel.split("/")[0] for rel in staged if "/" in rel} - {LAST_CHECKPOINT, FINAL_DIR}
-        on_hub = {f for f in folders if all(f"{f}/{name}" in remote for name in RESUME_FILES)}
-        on_hub |= {rel for rel in staged if rel.startswith(f"{PROVENANCE_DIR}/") and rel in remote}
+        plan = plan_commit(self.strategy, remote, staged)
         operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in staged.items()
-                      if rel.split("/")[0] not in on_hub and rel not in on_hub]
-        operations += [CommitOperationDelete(path_in_repo=rel, is_folder=False) for rel in stale]
+                      if rel in plan.send]
+        operations += [CommitOperationDelete(path_in_repo=rel, is_folder=False) for rel in plan.delete]
         commit = api.create_commit(repo_id, operations, commit_message=push.message, parent_commit=info.sha,
                                    revision=branch)
         if commit.oid == info.sha:
             log.info("'%s' was already on the Hub (an earlier attempt landed): no new commit", push.message)
         return commit.oid
-
-    def _stale(self, remote: set[str], staged: dict[str, Path]) -> list[str]:
-        """Remote files this push replaces or prunes: an outdated ``last-checkpoint/``, pruned checkpoints, the
-        previous gallery and event files."""
-        staged_folders = {rel.split("/")[0] for rel in staged if "/" in rel}
-
-        def managed(path: str) -> bool:
-            folder, sep, _ = path.partition("/")
-            if not sep or folder == FINAL_DIR:
-                return False
-            if folder in (SAMPLES_DIR, RUNS_DIR):
-                return True
-            if folder == LAST_CHECKPOINT:
-                return folder in staged_folders
-            return self.strategy.all_checkpoints and f"{folder}/{TRAINING_STATE_NAME}" in remote
-
-        return sorted(p for p in remote if p not in staged and managed(p))
 
     def _tag(self, revision: str, sleep: Callable[[float], bool]) -> None:
         tag = self.config.hub_tag
