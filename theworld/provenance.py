@@ -36,14 +36,17 @@ import secrets
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
 from theworld.layout import PROVENANCE_DIR, PROVENANCE_NAME, TMP_MARKER
+
+if TYPE_CHECKING:
+    import pyarrow.dataset
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ def delta_folder(folder: str | Path) -> Path:
     return own if own.is_dir() else folder.parent / PROVENANCE_DIR
 
 
-def provenance_dataset(folder: str | Path) -> ds.Dataset | None:
+def provenance_dataset(folder: str | Path) -> pyarrow.dataset.Dataset | None:
     """The whole provenance of the checkpoint ``folder`` (``final/``, ``checkpoint-N/``, ``last``, or a Hub
     snapshot's root or folder) as a pyarrow dataset over its deltas, in training order; ``None`` without one.
 
@@ -118,7 +121,9 @@ def provenance_dataset(folder: str | Path) -> ds.Dataset | None:
     if history is None:
         return None
     where = delta_folder(folder)
-    return ds.dataset([str(where / delta.name) for delta in history.deltas], schema=PROVENANCE_SCHEMA,
+    import pyarrow.dataset  # here, not at the top: it imports pandas, a second of every `theworld` start
+
+    return pyarrow.dataset.dataset([str(where / delta.name) for delta in history.deltas], schema=PROVENANCE_SCHEMA,
                       format="parquet")
 
 

@@ -114,3 +114,22 @@ def test_slurm_requeue_saves_the_step_requeues_and_the_restarted_job_resumes(str
                    resumed_at=min(logged_losses(run)), equal_losses=resumed_like(run, straight_run, 3))
     assert_resumed(run, straight_run, from_step=3)
     assert_same_weights(straight_run / "checkpoints/final", run / "checkpoints/final")
+
+
+def test_sigkill_of_the_trainer_leaves_no_process_behind(demo_dir, tmp_path):
+    """An OOM kill or ``kill -9`` ends the trainer without a word: its forkserver, resource tracker and loader
+    workers must end with it (within seconds), not live on under PID 1 holding memory and the job's output pipe."""
+    marker, log = tmp_path / "in-step-3", tmp_path / "killed.log"
+    with open(log, "w") as out:
+        proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), "--trainer.callbacks+=kill_points.PauseInStep",
+                   "--trainer.callbacks.init_args.at_step", "2", "--trainer.callbacks.init_args.marker", marker,
+                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        helpers = loader_workers(proc.pid)
+        assert len(helpers) >= 3, "a forkserver, a resource tracker and loader workers to outlive the trainer"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert_ended(helpers, wait_s=10)
