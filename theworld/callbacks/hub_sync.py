@@ -414,6 +414,9 @@ class HubSyncCallback(Callback):
 
     # ------------------------------------------------------------------------ uploader thread
     def _upload(self, push: Push, sleep: Callable[[float], bool]) -> str:
+        uploader = self._uploader
+        assert uploader is not None  # this runs on the uploader's own thread
+
         def attempt():
             try:
                 if self._api is None:  # the Hub was unreachable at setup: check (and create the repo) now
@@ -422,10 +425,10 @@ class HubSyncCallback(Callback):
             except KeyboardInterrupt as err:
                 # hf_xet saw the process's SIGINT and huggingface_hub re-raised it here, in the uploading thread;
                 # the main thread handles the signal (save, stop), this push is tried again.
-                self._uploader.last_error = "the Xet upload was interrupted by SIGINT"
-                raise PushInterrupted(self._uploader.last_error) from err
+                uploader.last_error = "the Xet upload was interrupted by SIGINT"
+                raise PushInterrupted(uploader.last_error) from err
             except Exception as err:
-                self._uploader.last_error = describe_error(err)
+                uploader.last_error = describe_error(err)
                 raise
 
         try:

@@ -219,6 +219,7 @@ class TheWorldDataModule(L.LightningDataModule):
         # Each rank reads its own share; the sources split further across loader workers.
         common: dict[str, Any] = dict(transform=transform, config=config, rank=rank, world_size=world_size)
         if config.source == "webdataset":
+            assert data is not None, "data.source webdataset reads shards: set data.train_data"
             return WebDatasetSource(data, **common)
         if config.val_data is None:
             common.update(skip_first=config.val_samples) if train else common.update(take_first=config.val_samples)

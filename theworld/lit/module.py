@@ -363,10 +363,10 @@ class TheWorldModule(L.LightningModule):
         )
         # max_steps first: a stream has no length, and estimating one would build the train loader
         # before a resumed checkpoint restores its position (Lightning #20550).
-        total = self.trainer.max_steps
+        total: int | float | None = self.trainer.max_steps
         if total is None or total < 0:
             total = self.trainer.estimated_stepping_batches
-        if total in (None, float("inf")) or total < 0:
+        if total is None or total == float("inf") or total < 0:
             rank_zero_warn(
                 "The run's length is unknown (trainer.max_steps unset, data stream without length): the LR "
                 "stays constant after warmup. Set --trainer.max_steps for the cosine schedule."
