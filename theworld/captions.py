@@ -93,10 +93,11 @@ def caption_overlap(samples: list[CaptionSample]) -> tuple[float, float]:
 def score_captions(samples: list[CaptionSample]) -> CaptionScores:
     cider, bleu4 = caption_overlap(samples)
     references = [caption_attributes(s.reference) for s in samples]
-    if not samples or any(r is None for r in references):  # no grammar: exact matches mean little on web text
+    known = [r for r in references if r is not None]
+    if not samples or len(known) < len(references):  # no grammar: exact matches mean little on web text
         return CaptionScores(len(samples), cider, bleu4)
     exact = sum(s.generated.strip() == s.reference.strip() for s in samples) / len(samples)
     generated = [caption_attributes(s.generated) or {} for s in samples]
-    attributes = {name: sum(g.get(name) == r[name] for g, r in zip(generated, references)) / len(samples)
+    attributes = {name: sum(g.get(name) == r[name] for g, r in zip(generated, known)) / len(samples)
                   for name in ATTRIBUTE_CHANCE}
     return CaptionScores(len(samples), cider, bleu4, exact, attributes, dict(ATTRIBUTE_CHANCE))

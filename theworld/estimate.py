@@ -21,6 +21,7 @@ import warnings
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -195,7 +196,9 @@ def build_weightless(config: TheWorldConfig, fake_mode) -> "torch.nn.Module":
 
     with fake_mode:
         for module in world.modules():
-            for tensors in (module._parameters, module._buffers):
+            # Typed alike: fake() gives a Parameter for a Parameter, a plain tensor for a buffer
+            both: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
+            for tensors in both:
                 for name, tensor in tensors.items():
                     if tensor is not None:
                         tensors[name] = fake(tensor)
@@ -436,7 +439,7 @@ def _estimate(config, data, fsdp_units, card, gpu, gpus, samples, mfu, hub_strat
     )
 
 
-def _fsdp_weights(world, unit_types: set[type], gpus: int) -> tuple[int, int]:
+def _fsdp_weights(world: torch.nn.Module, unit_types: set[type[torch.nn.Module]], gpus: int) -> tuple[int, int]:
     """(sharded weights per GPU, bytes of two gathered blocks) with one FSDP unit per decoder block."""
     units = [m for m in world.modules() if isinstance(m, tuple(unit_types))]
     in_units = {id(p) for unit in units for p in unit.parameters()}

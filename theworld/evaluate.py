@@ -321,7 +321,7 @@ def summarise(samples: Sequence[SampleResult], benchmarks: Sequence[Benchmark], 
     """Accuracy per task, sub-task and condition (and pooled as ``all``), and the world gain per task and pooled."""
     dataset = benchmarks[0].dataset if benchmarks else ""
     splits = {b.config: b.split for b in benchmarks}
-    groups: dict[tuple, dict[str, dict[str, bool]]] = defaultdict(lambda: defaultdict(dict))
+    groups: dict[tuple, dict[str, dict[tuple[str, str], bool]]] = defaultdict(lambda: defaultdict(dict))
     for s in samples:
         for key in [(s.config, s.task, None), (ALL, ALL, None)] + (
                 [(s.config, s.task, s.sub_task)] if s.sub_task and s.sub_task != s.task else []):

@@ -53,6 +53,7 @@ class _WorldInput:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         image, data = sample["image"], sample["image_bytes"]
+        image_format: str | None
         if data is None:  # the source changed the image (blurred faces): keep what training sees
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
@@ -60,7 +61,8 @@ class _WorldInput:
         else:  # PIL keeps the decoded file's format on images it did not have to convert to RGB.
             image_format = image.format or Image.open(io.BytesIO(data)).format
         return {"key": sample["key"], "text": sample["text"], "prompt": sample.get("prompt"), "image_bytes": data,
-                "image_ext": _IMAGE_EXTENSIONS.get(image_format, "png"), "world_pixels": self.pixels.resize(image)}
+                "image_ext": _IMAGE_EXTENSIONS.get(image_format or "", "png"),
+                "world_pixels": self.pixels.resize(image)}
 
 
 def _durable_rename(tmp: Path, final: Path) -> None:
@@ -71,7 +73,9 @@ def _durable_rename(tmp: Path, final: Path) -> None:
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    batch = {name: [sample[name] for sample in samples] for name in samples[0] if name != "world_pixels"}
+    batch: dict[str, Any] = {
+        name: [sample[name] for sample in samples] for name in samples[0] if name != "world_pixels"
+    }
     batch["world_pixels"] = torch.stack([sample["world_pixels"] for sample in samples])
     return batch
 
@@ -83,7 +87,7 @@ class _ShardWriter:
         self.directory, self.prefix = directory, prefix
         self.shards = list(shards)
         self.count = 0  # samples in the open shard
-        self._writer = None  # a webdataset TarWriter on {name}.tar.partial
+        self._writer: Any = None  # a webdataset TarWriter on {name}.tar.partial (webdataset has no types)
 
     def add(self, key: str, members: dict[str, bytes]) -> None:
         if self._writer is None:

@@ -10,6 +10,7 @@ import functools
 import inspect
 import logging
 from dataclasses import fields
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -26,6 +27,10 @@ from theworld.data.processing import (
 from theworld.hub import pin_bases
 from theworld.loss import labelled_rows, linear_cross_entropy
 from theworld.world import WorldEncoder, WorldProjector, resolve_dtype
+
+if TYPE_CHECKING:
+    from transformers import Gemma3ForConditionalGeneration
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3TextScaledWordEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +79,16 @@ class TheWorld(nn.Module):
         self._assemble(*self._load_base(self.config, token), token=token)
 
     @staticmethod
-    def _load_base(cfg: TheWorldConfig, token: str | None = None) -> tuple[nn.Module, WorldEncoder | None]:
+    def _load_base(
+        cfg: TheWorldConfig, token: str | None = None,
+    ) -> tuple[Gemma3ForConditionalGeneration, WorldEncoder | None]:
         from transformers import Gemma3ForConditionalGeneration
 
         frozen_dtype = resolve_dtype(cfg.frozen_dtype)
         gemma = Gemma3ForConditionalGeneration.from_pretrained(
-            cfg.gemma_model_name, revision=cfg.gemma_revision, token=token, dtype=frozen_dtype,
+            # revision=None means the default branch to the Hub client, but transformers annotates it as str
+            cfg.gemma_model_name, revision=cfg.gemma_revision, token=token,  # type: ignore[arg-type]
+            dtype=frozen_dtype,
             attn_implementation=cfg.attn_implementation,
         )
         world_encoder = None
@@ -90,14 +99,15 @@ class TheWorld(nn.Module):
             )
         return gemma, world_encoder
 
-    def _assemble(self, gemma: nn.Module, world_encoder: WorldEncoder | None, token: str | None = None) -> None:
+    def _assemble(self, gemma: Gemma3ForConditionalGeneration, world_encoder: WorldEncoder | None,
+                  token: str | None = None) -> None:
         cfg = self.config
         self._token = token  # for the processor files, loaded when first needed
         self.gemma = gemma
         self.world_encoder = world_encoder
         self.projector: WorldProjector | None = None
         if world_encoder is not None:
-            hidden = gemma.config.text_config.hidden_size
+            hidden = gemma.config.get_text_config().hidden_size
             text_rms = self._text_embedding_rms()
             # Drawn on the CPU generator whatever device the bases sit on, so a seed gives the same
             # projector on one GPU, under FSDP or on CPU.
@@ -125,7 +135,8 @@ class TheWorld(nn.Module):
         return cls(**config.to_dict())
 
     @classmethod
-    def from_modules(cls, config: TheWorldConfig, gemma: nn.Module, world_encoder: WorldEncoder | None) -> "TheWorld":
+    def from_modules(cls, config: TheWorldConfig, gemma: Gemma3ForConditionalGeneration,
+                     world_encoder: WorldEncoder | None) -> "TheWorld":
         """Assembles TheWorld around base modules built elsewhere (e.g. random weights for a benchmark).
 
         The processor is still read from ``config.gemma_model_name``.
@@ -159,15 +170,17 @@ class TheWorld(nn.Module):
         check_shapes(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def _text_embeddings(self) -> nn.Module:
-        return self.gemma.get_input_embeddings()
+    def _text_embeddings(self) -> Gemma3TextScaledWordEmbedding:
+        # Gemma 3's input embedding is always its scaled embedding; transformers declares a plain nn.Module
+        return cast("Gemma3TextScaledWordEmbedding", self.gemma.get_input_embeddings())
 
     def _embedding_device(self) -> torch.device:
         return self._text_embeddings().weight.device
 
     def _image_bound_ids(self) -> list[int]:
-        config = self.gemma.config
-        return [config.boi_token_index, config.eoi_token_index]
+        boi, eoi = self.gemma.config.boi_token_index, self.gemma.config.eoi_token_index
+        assert boi is not None and eoi is not None  # Gemma3Config always sets them (it has defaults)
+        return [boi, eoi]
 
     def _text_embedding_rms(self) -> float:
         emb = self._text_embeddings()
@@ -235,6 +248,7 @@ class TheWorld(nn.Module):
     # ----------------------------------------------------------------------- forward pass
     def encode_world(self, world_pixels: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> world tokens ``(B, N, hidden)``."""
+        assert self.world_encoder is not None and self.projector is not None, "enable_world=False has no world path"
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_cosmos_vae):
             latents = self.world_encoder(world_pixels)
         return self.projector(latents)
@@ -252,6 +266,7 @@ class TheWorld(nn.Module):
                 image_features = self.gemma.model.get_image_features(pixel_values.to(vision_dtype)).pooler_output
             embeds = scatter_rows(embeds, segment_ids == SEG_IMAGE, image_features)
         if self.world_encoder is not None and not self._world_left_out:
+            assert self.projector is not None  # built with the world encoder
             if world_latents is not None:
                 if not self.config.freeze_cosmos_vae:
                     raise ValueError("Cached world latents stand for a frozen VAE, but freeze_cosmos_vae is false: "

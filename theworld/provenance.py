@@ -36,7 +36,7 @@ import secrets
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -198,6 +198,7 @@ class TrainedSamples:
     def save(self, rank: int, world_size: int, step: int) -> ProvenanceSave | None:
         """The rows since the previous save as the delta of a checkpoint at ``step``, on rank 0 (``None``
         elsewhere). Under DDP every rank must call it: the ranks' new rows are gathered (not the history)."""
+        parts: list[Any]  # this rank's batches; under DDP every rank's, as all_gather_object fills the list
         parts, self._batches = [self._batches], []
         if world_size > 1:
             mine, parts = parts[0], [None] * world_size

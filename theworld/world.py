@@ -7,8 +7,14 @@ Gemma's hidden size, scaled to match the size of Gemma's text embeddings.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    # From its module: the package's own TYPE_CHECKING branch names a dummy class without torch
+    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -49,14 +55,15 @@ class WorldEncoder(nn.Module):
         >>> tokens = enc(images)  # (B, 784, 64) for 448x448 images
     """
 
-    def __init__(self, vae: nn.Module, patch_size: int):
+    def __init__(self, vae: AutoencoderKLWan, patch_size: int):
         super().__init__()
         self.vae = vae
         self.patch_size = patch_size
-        z_dim = vae.config.z_dim
+        # diffusers' config is a FrozenDict typed as a plain dict: read by key, not by attribute
+        z_dim = vae.config["z_dim"]
         # Registered as buffers so they follow .to(device) but are never saved as weights.
-        mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z_dim, 1, 1)
-        inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1)
+        mean = torch.tensor(vae.config["latents_mean"], dtype=torch.float32).view(1, z_dim, 1, 1)
+        inv_std = 1.0 / torch.tensor(vae.config["latents_std"], dtype=torch.float32).view(1, z_dim, 1, 1)
         self.register_buffer("latents_mean", mean, persistent=False)
         self.register_buffer("latents_inv_std", inv_std, persistent=False)
         # Channels-last (NDHWC): the VAE's RMS norms reduce over channels, which then lie next to each other in
@@ -81,14 +88,14 @@ class WorldEncoder(nn.Module):
 
     @property
     def latent_channels(self) -> int:
-        return self.vae.config.z_dim
+        return self.vae.config["z_dim"]
 
     @property
     def token_dim(self) -> int:
         return self.latent_channels * self.patch_size**2
 
     def num_tokens(self, image_size: int) -> int:
-        return world_token_count(self.vae.config.scale_factor_spatial, image_size, self.patch_size)
+        return world_token_count(self.vae.config["scale_factor_spatial"], image_size, self.patch_size)
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in ``[-1, 1]`` -> normalised latents ``(B, z_dim, H/8, W/8)`` in float32."""
@@ -122,5 +129,6 @@ class WorldProjector(nn.Module):
             self.norm.weight.fill_(target_rms)
 
     def forward(self, latent_patches: torch.Tensor) -> torch.Tensor:
-        tokens = self.norm(self.net(latent_patches.to(self.net[0].weight.dtype)))
+        first = cast(nn.Linear, self.net[0])  # Sequential indexing is typed as a plain Module
+        tokens = self.norm(self.net(latent_patches.to(first.weight.dtype)))
         return tokens if self.position is None else tokens + self.position

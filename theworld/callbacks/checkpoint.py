@@ -26,7 +26,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, cast
 
 import lightning as L
 import torch
@@ -48,6 +48,9 @@ from theworld.config import TheWorldConfig
 from theworld.errors import UserError
 from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
 from theworld.provenance import PROVENANCE_KEY, TrainedSamples, write_provenance
+
+if TYPE_CHECKING:
+    from theworld.lit.module import TheWorldModule
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,7 @@ class TrainableCheckpointIO(CheckpointIO):
                     self._submit(self._report_saved, step, path)
 
     def _report_saved(self, step: int, path: Path) -> None:
+        assert self.on_saved is not None  # queued only when there is a receiver
         if path.is_dir():  # not when its write failed (wait() raises that)
             self.on_saved(SavedCheckpoint(step, path, False, tuple(resumable_folders(path.parent))))
 
@@ -244,6 +248,11 @@ def _replace_with_symlink(target: str, link: str) -> None:
     if os.path.isdir(link) and not os.path.islink(link):
         _remove(link)  # a full `last/` copy from before the first linkable save
     os.replace(tmp_link, link)
+
+
+def _checkpoint_io(trainer: L.Trainer) -> TrainableCheckpointIO:
+    """The strategy's CheckpointIO, which ``TrainableCheckpoint.setup`` makes a ``TrainableCheckpointIO``."""
+    return cast(TrainableCheckpointIO, trainer.strategy.checkpoint_io)
 
 
 class TrainingInterrupted(SystemExit):
@@ -366,7 +375,7 @@ class TrainableCheckpoint(ModelCheckpoint):
         self._resumed_step: int | None = None
 
     @staticmethod
-    def folder_for(dirpath: str | None, default_root_dir: str | None) -> Path:
+    def folder_for(dirpath: str | Path | None, default_root_dir: str | None) -> Path:
         """Where checkpoints go: ``dirpath``, else ``<default_root_dir>/checkpoints`` (never the logger's version
         folder, so ``--ckpt_path last`` finds the previous run's checkpoints)."""
         return Path(dirpath or os.path.join(default_root_dir or os.getcwd(), "checkpoints"))
@@ -409,15 +418,16 @@ class TrainableCheckpoint(ModelCheckpoint):
                 f"checkpoints on purpose, add --checkpoint.overwrite true."
             )
 
-    def _link_checkpoint(self, trainer: L.Trainer, filepath: str, linkpath: str) -> None:
+    @staticmethod  # as ModelCheckpoint's own
+    def _link_checkpoint(trainer: L.Trainer, filepath: str, linkpath: str) -> None:
         # Queued behind the write of `filepath`, so `last` never points at a folder not yet complete.
         if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
-            trainer.strategy.checkpoint_io.link(filepath, linkpath)
+            _checkpoint_io(trainer).link(filepath, linkpath)
         trainer.strategy.barrier()
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         # Lightning queues the save, then the removal of the folder it rotates away: the record comes after both.
-        with trainer.strategy.checkpoint_io.announcing_after():
+        with _checkpoint_io(trainer).announcing_after():
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     @staticmethod
@@ -425,17 +435,20 @@ class TrainableCheckpoint(ModelCheckpoint):
         """Hands ``saved`` to every callback with ``on_checkpoint_saved`` (the Hub sync).
 
         Runs on the checkpoint writer thread for intermediate saves: hooks must be thread-safe."""
-        for callback in trainer.callbacks:
+        # Lightning assigns Trainer.callbacks in its callback connector; the class does not declare it
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
             hook = getattr(callback, "on_checkpoint_saved", None)
             if hook is not None:
                 hook(trainer, saved)
 
     @property
     def final_dir(self) -> Path:
+        assert self.dirpath is not None, "setup() resolves dirpath"
         return Path(self.dirpath) / FINAL_DIR
 
     # ------------------------------------------------------------------ starting, interrupting, ending
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert self.dirpath is not None, "setup() resolves dirpath"
         if trainer.ckpt_path is None and not self.overwrite:
             # theworld fit asked before loading weights; a Trainer.fit in Python is stopped here, before training.
             error = None
@@ -462,7 +475,7 @@ class TrainableCheckpoint(ModelCheckpoint):
         self._requeue_signal = slurm_requeue_signal(trainer)
         if threading.current_thread() is threading.main_thread():
             # SLURM's requeue signal replaces Lightning's handler, which would save a mid-step checkpoint.
-            for signum in {signal.SIGINT, signal.SIGTERM, self._requeue_signal} - {None}:
+            for signum in [s for s in {signal.SIGINT, signal.SIGTERM, self._requeue_signal} if s is not None]:
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame) -> None:
@@ -491,7 +504,8 @@ class TrainableCheckpoint(ModelCheckpoint):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
-        trainer.strategy.checkpoint_io.wait()
+        _checkpoint_io(trainer).wait()
+        assert self.dirpath is not None, "setup() resolves dirpath"
         path = Path(self.dirpath) / self.CHECKPOINT_NAME_LAST
         path = path.resolve() if path.exists() else Path(self.last_model_path or self.best_model_path)
         rank_zero_info(f"theworld: checkpoint of step {trainer.global_step} written to {path}.")
@@ -521,13 +535,14 @@ class TrainableCheckpoint(ModelCheckpoint):
     def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
                      keep_existing: bool = False) -> None:
         """Writes ``final/`` (``keep_existing``: only if missing) and announces it, e.g. for the last Hub push."""
-        weights = pl_module.trainable_state_dict()  # on every rank: FSDP gathers the shards here
-        provenance = pl_module.provenance()  # on every rank: an all-gather
+        module = cast("TheWorldModule", pl_module)  # this callback serves TheWorldModule only
+        weights = module.trainable_state_dict()  # on every rank: FSDP gathers the shards here
+        provenance = module.provenance()  # on every rank: an all-gather
         if trainer.is_global_zero:
-            trainer.strategy.checkpoint_io.wait()
+            _checkpoint_io(trainer).wait()
             if not (keep_existing and (self.final_dir / WEIGHTS_NAME).is_file()):
                 with atomic_directory(self.final_dir) as tmp:
-                    save_weights(weights, pl_module.world_config, tmp, step=step)
+                    save_weights(weights, module.world_config, tmp, step=step)
                     if provenance is not None:
                         write_provenance(provenance, tmp)
             rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")

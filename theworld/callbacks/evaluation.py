@@ -3,11 +3,17 @@ the result goes to the loggers, the run summary (so to the model card and the Hu
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from theworld.run_summary import BenchmarkRecord
+
+if TYPE_CHECKING:
+    from theworld.benchmarks import Benchmark
+    from theworld.lit.module import TheWorldModule
 
 
 class BenchmarkEvaluation(Callback):
@@ -53,7 +59,7 @@ class BenchmarkEvaluation(Callback):
         self.batch_size = batch_size
         self.bootstrap_samples = bootstrap_samples
         self.seed = seed
-        self._benchmarks = None
+        self._benchmarks: list[Benchmark] | None = None
         self._evaluated_step: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -63,7 +69,8 @@ class BenchmarkEvaluation(Callback):
             from theworld.evaluate import check_conditions
 
             self._benchmarks = load_benchmarks(self.benchmark, self.configs, self.split, self.limit)
-            self.conditions = check_conditions(self.conditions, pl_module.world_config.enable_world, self._benchmarks)
+            module = cast("TheWorldModule", pl_module)  # this callback serves TheWorldModule only
+            self.conditions = check_conditions(self.conditions, module.world_config.enable_world, self._benchmarks)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         every = self.every_n_train_steps
@@ -78,7 +85,9 @@ class BenchmarkEvaluation(Callback):
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from theworld.evaluate import evaluate_benchmarks
 
-        model, step = pl_module.model, trainer.global_step
+        module = cast("TheWorldModule", pl_module)  # this callback serves TheWorldModule only
+        model, step = module.model, trainer.global_step
+        assert model is not None and self._benchmarks is not None, "set up for fit"
         was_training = model.training
         model.eval()
         try:
@@ -88,7 +97,7 @@ class BenchmarkEvaluation(Callback):
         finally:
             model.train(was_training)
         self._evaluated_step = step
-        pl_module.benchmark = BenchmarkRecord(step, result)
+        module.benchmark = BenchmarkRecord(step, result)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(result.metrics(), step=step)

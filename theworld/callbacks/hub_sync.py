@@ -41,10 +41,16 @@ import warnings
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import TYPE_CHECKING, Any, Callable, Collection, cast
 
 import lightning as L
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    ModelInfo,
+    constants,
+)
 from lightning.pytorch.callbacks import Callback
 
 from theworld.callbacks.checkpoint import SavedCheckpoint, TrainingInterrupted
@@ -69,6 +75,9 @@ from theworld.layout import (
 )
 from theworld.provenance import read_history, repo_deltas
 from theworld.retry import describe_error, http_status, with_retries
+
+if TYPE_CHECKING:
+    from theworld.lit.module import TheWorldModule
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +231,13 @@ class HubSyncCallback(Callback):
         self._last_status = 0.0
 
     @property
+    def _repo_id(self) -> str:
+        """``hub_model_id``, which every push path has (it is checked in ``__init__`` when pushing)."""
+        repo_id = self.config.hub_model_id
+        assert repo_id is not None, "push_to_hub needs hub_model_id"
+        return repo_id
+
+    @property
     def repo_url(self) -> str:
         branch = self.config.hub_revision
         return f"{self.endpoint}/{self.config.hub_model_id}" + (f"/tree/{branch}" if branch else "")
@@ -289,6 +305,7 @@ class HubSyncCallback(Callback):
         now = time.monotonic()
         if now - self._last_status < self.STATUS_EVERY_S:
             return
+        assert self._uploader is not None  # called only while the uploader runs
         status = self._uploader.status()
         if status is not None and now - self._uploader.running_since() >= self.STATUS_EVERY_S:
             log.info("%s", status)
@@ -306,6 +323,7 @@ class HubSyncCallback(Callback):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
+                assert self._uploader is not None  # pushes are only waited for while the uploader runs
                 log.info("%s; waiting %s more", self._uploader.status() or "Hub push queued", duration(left))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -320,8 +338,9 @@ class HubSyncCallback(Callback):
             return
         timeout = self.config.hub_final_push_timeout
         error = None
+        final = self._final
         try:
-            commit = self._wait(lambda seconds: self._final.result(timeout=seconds), timeout, "the final push")
+            commit = self._wait(lambda seconds: final.result(timeout=seconds), timeout, "the final push")
         except FutureTimeout:
             error = f"it did not finish within hub_final_push_timeout={timeout:g} s"
             stuck = self._uploader.status()  # the push in flight (maybe an earlier one), since when, its last error
@@ -335,6 +354,7 @@ class HubSyncCallback(Callback):
         if error is None:
             log.info("Final weights pushed to %s (commit %s)", self.repo_url, commit[:8])
             return
+        assert self._final_dir is not None  # set with self._final
         final_dir = self._final_dir.resolve()
         branch = f" --revision {self.config.hub_revision}" if self.config.hub_revision else ""
         raise HubError(
@@ -346,9 +366,10 @@ class HubSyncCallback(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, TrainingInterrupted) and self._uploader is not None:
+            uploader = self._uploader
             # The interrupted step's checkpoint is queued: give it the final push's time to land.
             def idle(seconds: float) -> None:
-                if not self._uploader.wait_idle(seconds):
+                if not uploader.wait_idle(seconds):
                     raise FutureTimeout
 
             try:
@@ -366,7 +387,8 @@ class HubSyncCallback(Callback):
     def metrics(self) -> dict[str, float]:
         """The ``hub/`` counters (rank 0, after setup): pushes done, failed, superseded, pending, last seconds."""
         up = self._uploader
-        metrics = {"hub/pushes_done": up.done, "hub/pushes_failed": up.failed,
+        assert up is not None, "the hub/ counters exist after setup"
+        metrics: dict[str, float] = {"hub/pushes_done": up.done, "hub/pushes_failed": up.failed,
                    "hub/pushes_superseded": up.superseded, "hub/pushes_pending": up.pending}
         if up.last_seconds is not None:
             metrics["hub/last_push_seconds"] = up.last_seconds
@@ -378,16 +400,16 @@ class HubSyncCallback(Callback):
             if self._closed:
                 raise HubError("the Hub sync has shut down")
             files = repo_files(self.strategy, saved)
-            summary = trainer.lightning_module.run_summary(saved.step, saved.final)
+            summary = cast("TheWorldModule", trainer.lightning_module).run_summary(saved.step, saved.final)
             history = read_history(saved.path)  # the card counts the rows, not steps x batch
             summary = dataclasses.replace(summary, provenance_rows=history.rows if history else None)
-            written = {"README.md": card_from_summary(summary, self.config.hub_model_id,
-                                                      self.config.hub_strategy).encode(),
+            written = {"README.md": card_from_summary(summary, self._repo_id, self.config.hub_strategy).encode(),
                        "training_args.json": self._training_args(trainer).encode(),
                        **report_files(summary, push_logs=self.config.push_logs)}
             folder = self._stage(saved.path.parent, files, written)
             size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
             push = Push(step=saved.step, folder=folder, final=saved.final, size=size)
+            assert self._uploader is not None  # started in setup, before any save is announced
             self._uploader.submit(push)
         log.info("Queued Hub push: %s (%d files)", push.message, len(files) + len(written))
         return push
@@ -420,7 +442,8 @@ class HubSyncCallback(Callback):
         if config is None:  # used outside the CLI: the module's and datamodule's hyperparameters
             config = redact({
                 "model": dict(trainer.lightning_module.hparams),
-                "data": dict(getattr(trainer.datamodule, "hparams", {}) or {}),
+                # Lightning sets Trainer.datamodule in its data connector; the class does not declare it
+                "data": dict(getattr(trainer.datamodule, "hparams", {}) or {}),  # type: ignore[attr-defined]
                 "trainer": {"max_steps": trainer.max_steps, "accumulate_grad_batches": trainer.accumulate_grad_batches},
                 "hub": dataclasses.asdict(self.config),
             })
@@ -440,6 +463,9 @@ class HubSyncCallback(Callback):
 
     # ------------------------------------------------------------------------ uploader thread
     def _upload(self, push: Push, sleep: Callable[[float], bool]) -> str:
+        uploader = self._uploader
+        assert uploader is not None  # this runs on the uploader's own thread
+
         def attempt():
             try:
                 if self._api is None:  # the Hub was unreachable at setup: check (and create the repo) now
@@ -448,10 +474,10 @@ class HubSyncCallback(Callback):
             except KeyboardInterrupt as err:
                 # hf_xet saw the process's SIGINT and huggingface_hub re-raised it here, in the uploading thread;
                 # the main thread handles the signal (save, stop), this push is tried again.
-                self._uploader.last_error = "the Xet upload was interrupted by SIGINT"
-                raise PushInterrupted(self._uploader.last_error) from err
+                uploader.last_error = "the Xet upload was interrupted by SIGINT"
+                raise PushInterrupted(uploader.last_error) from err
             except Exception as err:
-                self._uploader.last_error = describe_error(err)
+                uploader.last_error = describe_error(err)
                 raise
 
         try:
@@ -460,7 +486,7 @@ class HubSyncCallback(Callback):
         except HubError:
             raise
         except Exception as err:
-            raise explain(err, self.config.hub_model_id, self._token, self.endpoint) from err
+            raise explain(err, self._repo_id, self._token, self.endpoint) from err
         log.info("Pushed to %s: %s (commit %s)", self.repo_url, push.message, commit[:8])
         if push.final and self.config.hub_tag:
             self._tag(commit, sleep)
@@ -473,16 +499,20 @@ class HubSyncCallback(Callback):
         commit), nothing differs any more and huggingface_hub skips the empty commit instead of duplicating it.
         A final push whose weights are already the repo's ``final/`` (a finished run started again) makes none.
         """
-        api, repo_id, branch = self._api, self.config.hub_model_id, self.config.hub_revision
-        info = api.repo_info(repo_id, revision=branch, files_metadata=push.final)
+        api, repo_id, branch = self._api, self._repo_id, self.config.hub_revision
+        assert api is not None, "setup runs the preflight that gives the client"
+        # A model repo (repo_info's default repo_type), whatever union repo_info is annotated with
+        info = cast(ModelInfo, api.repo_info(repo_id, revision=branch, files_metadata=push.final))
+        assert info.sha is not None  # the Hub always names the head commit
         if push.final and _same_lfs_file(info, f"{FINAL_DIR}/{WEIGHTS_NAME}", push.folder / FINAL_DIR / WEIGHTS_NAME):
             log.info("%s/%s already holds these final weights: nothing to push.", self.repo_url, FINAL_DIR)
             return info.sha
         remote = {sibling.rfilename for sibling in info.siblings or []}
         staged = {p.relative_to(push.folder).as_posix(): p for p in sorted(push.folder.rglob("*")) if p.is_file()}
         plan = plan_commit(self.strategy, remote, staged)
-        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in staged.items()
-                      if rel in plan.send]
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in staged.items()
+            if rel in plan.send]
         operations += [CommitOperationDelete(path_in_repo=rel, is_folder=False) for rel in plan.delete]
         commit = api.create_commit(repo_id, operations, commit_message=push.message, parent_commit=info.sha,
                                    revision=branch)
@@ -491,9 +521,10 @@ class HubSyncCallback(Callback):
         return commit.oid
 
     def _tag(self, revision: str, sleep: Callable[[float], bool]) -> None:
-        tag = self.config.hub_tag
+        tag, api, repo_id = self.config.hub_tag, self._api, self._repo_id
+        assert tag is not None and api is not None  # called for a final push with hub_tag set, after the preflight
         try:
-            with_retries(lambda: self._api.create_tag(self.config.hub_model_id, tag=tag, revision=revision),
+            with_retries(lambda: api.create_tag(repo_id, tag=tag, revision=revision),
                          what=f"Hub tag {tag!r}", retries=self.max_retries, wait_s=self.retry_wait_s, sleep=sleep)
         except Exception as err:
             if http_status(err) != 409:

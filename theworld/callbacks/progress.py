@@ -59,6 +59,7 @@ class TrainingProgress(TQDMProgressBar):
 
     def _line(self, trainer: L.Trainer) -> str:
         now, step = time.perf_counter(), trainer.global_step
+        assert self._clock is not None  # set at the start of training
         seconds_per_step = (now - self._clock[0]) / max(step - self._clock[1], 1)
         self._clock = (now, step)
         parts = [f"step {step}" + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")]

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from glob import glob
 from typing import Any
@@ -123,7 +123,7 @@ class ParquetURLSource(StreamSource):
             if self.take_first is not None and row >= self.take_first:
                 return
 
-    def _outcomes(self, records: Iterator[tuple[dict, Any]]) -> Iterator[tuple[dict, Outcome]]:
+    def _outcomes(self, records: Iterator[tuple[dict, Any]]) -> Generator[tuple[dict, Outcome], None, None]:
         # A sliding window of 2 × max_connections rows is in flight, so one slow URL doesn't stall
         # the others; results leave in input order, keeping the stream (and resume) deterministic.
         pool = ThreadPoolExecutor(self.config.download_threads, thread_name_prefix="image-download")

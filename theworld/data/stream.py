@@ -32,8 +32,9 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -53,7 +54,9 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-class Consumer(NamedTuple):
+# Not a NamedTuple: its index and count properties would shadow tuple.index() and tuple.count().
+@dataclass(frozen=True)
+class Consumer:
     """This DataLoader worker of this rank; workers of one rank get consecutive indices."""
 
     rank: int
@@ -170,13 +173,13 @@ class StreamSource(IterableDataset):
     def _to_outcome(self, record: Any) -> Outcome:
         raise NotImplementedError
 
-    def _outcomes(self, records: Iterator[tuple[dict, Any]]) -> Iterator[tuple[dict, Outcome]]:
+    def _outcomes(self, records: Iterator[tuple[dict, Any]]) -> Generator[tuple[dict, Outcome], None, None]:
         for position, record in records:
             yield position, self._to_outcome(record)
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _image_outcome(self, key: str, data: bytes, text: str, world_latents: bytes | None = None,
+    def _image_outcome(self, key: str, data: bytes, text: str | None, world_latents: bytes | None = None,
                        faces: list | None = None, key_kind: str = "uid", prompt: str | None = None) -> Outcome:
         """Decodes an image (its size limits checked on the header first) into the record's outcome, resized as
         DataComp's download does (``datacomp_resize``) and its ``faces`` blurred (``blur_faces``) if asked."""
@@ -187,6 +190,7 @@ class StreamSource(IterableDataset):
         if image is not None and config.datacomp_resize:
             outcome.image = datacomp_resize(image)
         if image is not None and config.blur_faces and faces:
+            assert outcome.image is not None  # the decoded image, maybe resized
             outcome.image = blur_faces(outcome.image, faces)
         if outcome.image is not image:
             outcome.image_bytes = None  # the stored bytes are not what was trained: a latent cache re-encodes the image
@@ -279,8 +283,9 @@ class StreamSource(IterableDataset):
 
     def _sample(self, outcome: Outcome, skipped: Counter[str]) -> dict:
         """The item a usable record becomes, carrying the counts of the records skipped before it."""
-        sample = {"key": outcome.key, "image": outcome.image, "text": outcome.text, "image_bytes": outcome.image_bytes,
-                  "key_kind": outcome.key_kind, "prompt": outcome.prompt}
+        sample: dict[str, Any] = {"key": outcome.key, "image": outcome.image, "text": outcome.text,
+                                  "image_bytes": outcome.image_bytes, "key_kind": outcome.key_kind,
+                                  "prompt": outcome.prompt}
         if outcome.world_latents is not None:
             sample["world_latents"] = outcome.world_latents
         if self.transform is not None:

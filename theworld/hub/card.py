@@ -229,7 +229,7 @@ def _continuing(repo_id: str, hub_strategy: str | None) -> str:
     exact = f"Resume training exactly where it stopped with `theworld fit --config ... --ckpt_path hf://{repo_id}`"
     new_stage = (f"Start a new training stage from these weights with `theworld fit --config ... --model.init_from "
                  f"hf://{repo_id}`")
-    texts = {
+    texts: dict[str | None, str] = {
         "checkpoint": f"`last-checkpoint/` holds the newest resumable checkpoint (weights and training state). "
                       f"{final} {exact}.",
         "all_checkpoints": f"Every kept checkpoint is in `checkpoint-{{step}}/`, the newest also in "

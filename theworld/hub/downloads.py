@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import HfApi, constants, hf_hub_download
+from typing import cast
+
+from huggingface_hub import HfApi, ModelInfo, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
 
 from theworld.config import CONFIG_NAME
@@ -95,7 +97,9 @@ def download_resume_checkpoint(ref: str, token: HubToken | None, endpoint: str |
     value = token.value if token else None
     base = f"{subfolder}/" if subfolder else ""
     try:
-        info = HfApi(endpoint=endpoint, token=value).repo_info(repo_id, revision=revision)
+        # A model repo (repo_info's default repo_type), whatever union repo_info is annotated with
+        info = cast(ModelInfo, HfApi(endpoint=endpoint, token=value).repo_info(repo_id, revision=revision))
+        assert info.sha is not None  # the Hub always names the head commit
         files = {s.rfilename for s in info.siblings or []}
 
         def fetch(path: str) -> str:
@@ -134,7 +138,9 @@ def download_provenance(ref: str, token: str | None = None, endpoint: str | None
     repo_id, revision, subfolder = parse_hf_ref(ref)
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     try:
-        info = HfApi(endpoint=endpoint, token=token).repo_info(repo_id, revision=revision)
+        # A model repo (repo_info's default repo_type), whatever union repo_info is annotated with
+        info = cast(ModelInfo, HfApi(endpoint=endpoint, token=token).repo_info(repo_id, revision=revision))
+        assert info.sha is not None  # the Hub always names the head commit
         _download_provenance({s.rfilename for s in info.siblings or []}, subfolder, lambda path: hf_hub_download(
             repo_id, path, revision=info.sha, token=token, endpoint=endpoint))
     except Exception as err:

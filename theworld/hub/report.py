@@ -43,6 +43,7 @@ def report_files(summary: RunSummary, push_logs: bool = False) -> dict[str, byte
         files[LOSS_CURVE] = loss_curve_png(summary)
     captions = []
     for path, sample in gallery(summary):
+        assert sample.image is not None  # gallery() keeps the samples with an image
         image = sample.image.convert("RGB")
         image.thumbnail((GALLERY_PIXELS, GALLERY_PIXELS))
         buffer = io.BytesIO()

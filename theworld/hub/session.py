@@ -38,5 +38,6 @@ def bound_hub_requests(timeout_s: float) -> None:
         client.event_hooks = {**client.event_hooks, "request": [*client.event_hooks["request"], bound]}
         return client
 
-    bounded_client.timeout_s, bounded_client.unbounded = timeout_s, unbounded
+    # Function attributes, read back above: through __dict__, as a type checker knows no attributes of a function
+    bounded_client.__dict__.update(timeout_s=timeout_s, unbounded=unbounded)
     set_client_factory(bounded_client)  # closes the current client: the next request makes a bounded one

@@ -69,6 +69,7 @@ class Uploader:
         self._thread.start()
 
     def submit(self, job: Push) -> None:
+        replaced: Push | None
         with self._cond:
             if self._stopped:
                 replaced = job
@@ -144,6 +145,7 @@ class Uploader:
                 if self._stopped:
                     return
                 job, self._queued, self._running = self._queued, None, self._queued
+                assert job is not None  # the wait above returns on stop (handled) or a queued job
                 self._running_since = start = time.monotonic()
             try:
                 outcome = self._push(job, self._backoff(job))

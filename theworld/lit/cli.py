@@ -266,7 +266,9 @@ class TheWorldCLI(LightningCLI):
     def _hub_preflight(self, config) -> HfApi | None:
         """For ``fit`` with ``hub.push_to_hub``: token, repo and write access checked on rank 0 before any weight
         loads (the callback then skips its own preflight). None when the Hub did not answer: pushes retry later."""
-        if self.subcommand != "fit" or not config.hub.push_to_hub or rank_zero_only.rank != 0:
+        # lightning_utilities sets rank_zero_only.rank on the function at import; its annotations do not declare it
+        rank = rank_zero_only.rank  # type: ignore[attr-defined]
+        if self.subcommand != "fit" or not config.hub.push_to_hub or rank != 0:
             return None
         try:
             return preflight(config.hub, self.hub_token, resuming=bool(config.get("ckpt_path")))

@@ -71,6 +71,7 @@ class SampleTransform:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         latents = sample.get("world_latents")
         if latents is not None and self.processor.world_tokens:
+            assert self.world_config is not None, "a latent cache is read with the model's world_config"
             latents = unpack_world_latents(latents, self.world_config)
         else:
             latents = None
@@ -178,6 +179,7 @@ class TheWorldDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if self.processor is None:
+            assert self.trainer is not None  # Lightning calls setup from a trainer
             # Pinned like the model will be: the processor files and a latent cache's layout check match its bases.
             self.world_config = pin_bases(self.trainer.lightning_module.world_config)
             self.processor = TheWorldProcessor.from_config(
@@ -187,6 +189,7 @@ class TheWorldDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if not self.config.predict_data:
             raise ValueError("theworld predict needs --data.predict_data (an image folder, glob or list of paths).")
+        assert self.processor is not None, "setup() builds the processor"
         return DataLoader(
             ImageFiles(self.config.predict_data, self.processor),
             batch_size=self.config.val_batch_size or self.config.batch_size,
@@ -198,6 +201,7 @@ class TheWorldDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         # The loaders ship uint8 pixels (a quarter of float32's bytes through shared memory, pinning
         # and the host-to-device copy); they become the model's float inputs here, on the device.
+        assert self.processor is not None, "setup() builds the processor"
         return self.processor.normalize(batch)
 
     def raw_source(self, *, train: bool, transform=None, rank: int = 0, world_size: int = 1, one_pass: bool = False):
@@ -215,6 +219,7 @@ class TheWorldDataModule(L.LightningDataModule):
         # Each rank reads its own share; the sources split further across loader workers.
         common: dict[str, Any] = dict(transform=transform, config=config, rank=rank, world_size=world_size)
         if config.source == "webdataset":
+            assert data is not None, "data.source webdataset reads shards: set data.train_data"
             return WebDatasetSource(data, **common)
         if config.val_data is None:
             common.update(skip_first=config.val_samples) if train else common.update(take_first=config.val_samples)
@@ -223,6 +228,7 @@ class TheWorldDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, batch_size: int) -> StatefulDataLoader:
         workers = self.config.num_workers
+        assert self.processor is not None, "setup() builds the processor"
         return ConsumedStateDataLoader(
             dataset,
             batch_size=batch_size,
@@ -235,6 +241,7 @@ class TheWorldDataModule(L.LightningDataModule):
         )
 
     def _source(self, *, train: bool):
+        assert self.processor is not None and self.trainer is not None, "setup() builds the processor"
         return self.raw_source(train=train, transform=SampleTransform(self.processor, self.world_config),
                                rank=self.trainer.global_rank, world_size=self.trainer.world_size)
 

@@ -7,12 +7,16 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
 
 from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
@@ -107,21 +111,21 @@ class TheWorldModule(L.LightningModule):
         self.strict_loading = False
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.init_from:
+        if stage == "fit" and self.hparams["init_from"]:
             # A resumed run replaces this with its checkpoint's history (which carries the same stages).
-            self.trained_samples, carried = TrainedSamples.next_stage(self.hparams.init_from)
+            self.trained_samples, carried = TrainedSamples.next_stage(self.hparams["init_from"])
             rank_zero_info(f"theworld: {carried}")
 
     def configure_model(self) -> None:
         if self.model is None:
             self.model = TheWorld.from_config(self.world_config)
             self.world_config = self.model.config  # with the bases pinned to what was loaded
-            if self.hparams.init_from:
+            if self.hparams["init_from"]:
                 from theworld.checkpoint import load_trainable_weights, saved_step
 
-                load_trainable_weights(self.model, self.hparams.init_from)
-                self.weights_step = saved_step(Path(self.hparams.init_from) / WEIGHTS_NAME) or 0
-        if self.hparams.compile:
+                load_trainable_weights(self.model, self.hparams["init_from"])
+                self.weights_step = saved_step(Path(self.hparams["init_from"]) / WEIGHTS_NAME) or 0
+        if self.hparams["compile"]:
             # In place, layer by layer: parameter names (and so checkpoint keys) stay unchanged.
             for layer in self.model.gemma.model.language_model.layers:
                 if layer._compiled_call_impl is None:
@@ -141,10 +145,12 @@ class TheWorldModule(L.LightningModule):
         self._fit_started = (time.perf_counter(), self.global_step)
         self._window = [time.perf_counter(), 0, 0]  # since the last logging step: start, samples, tokens
         checkpoint = self.trainer.checkpoint_callback
+        dirpath = checkpoint.dirpath if isinstance(checkpoint, ModelCheckpoint) else None
+        log_dir = self.trainer.log_dir if self.trainer.loggers else None
         rank_zero_info(
             f"theworld: training steps {self.global_step} -> {self.trainer.max_steps}"
-            + (f"; checkpoints in {Path(checkpoint.dirpath).resolve()}" if checkpoint and checkpoint.dirpath else "")
-            + (f"; logs in {Path(self.trainer.log_dir).resolve()}" if self.trainer.loggers else "")
+            + (f"; checkpoints in {Path(dirpath).resolve()}" if dirpath else "")
+            + (f"; logs in {Path(log_dir).resolve()}" if log_dir is not None else "")
         )
 
     def on_train_end(self) -> None:
@@ -169,7 +175,8 @@ class TheWorldModule(L.LightningModule):
     def run_summary(self, step: int | None = None, final: bool = False) -> RunSummary:
         """The run so far, as of ``step`` (default: now); safe to call from the checkpoint writer thread."""
         trainer, step = self.trainer, self.global_step if step is None else step
-        data = getattr(trainer.datamodule, "config", None)
+        # Lightning sets Trainer.datamodule in its data connector; the class does not declare it
+        data = getattr(trainer.datamodule, "config", None)  # type: ignore[attr-defined]
         per_device = data.batch_size if data else 1
         effective_batch = per_device * trainer.world_size * trainer.accumulate_grad_batches
         dataset = (data.dataset_name or data.train_data) if data else None
@@ -184,7 +191,7 @@ class TheWorldModule(L.LightningModule):
             epochs=trainer.current_epoch if final else trainer.current_epoch + 1,
             samples_seen=step * effective_batch,
             effective_batch=effective_batch,
-            learning_rate=self.hparams.learning_rate,
+            learning_rate=self.hparams["learning_rate"],
             trainable_params=sum(p.numel() for p in parameters if p.requires_grad),
             total_params=sum(p.numel() for p in parameters),
             world_tokens=self.model.num_world_tokens if self.model is not None else 0,
@@ -201,11 +208,12 @@ class TheWorldModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Lightning sets epochs on samplers only; streaming sources reshuffle by epoch themselves.
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
+        if dataset is not None and hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
 
     # ------------------------------------------------------------------------------ steps
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        assert self.model is not None, "configure_model builds the model"
         out = self.model(**batch)
         loss, tokens = out["loss"], out["num_tokens"].float()
         logged_loss = loss.detach()  # a number for the logs and the run summary, outside the autograd graph
@@ -244,25 +252,29 @@ class TheWorldModule(L.LightningModule):
         ranks = self.trainer.world_size  # each rank trains its own batch of the same size
         self.log("train/samples_per_sec", samples * ranks / seconds, prog_bar=True, rank_zero_only=True)
         self.log("train/tokens_per_sec", tokens * ranks / seconds, rank_zero_only=True)
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], rank_zero_only=True)
+        scheduler = cast(LRScheduler, self.lr_schedulers())  # configure_optimizers returns one LambdaLR
+        self.log("train/lr", scheduler.get_last_lr()[0], rank_zero_only=True)
         self._window = [time.perf_counter(), 0, 0]
         self._train_losses.append((self.global_step, float(loss)))  # read on logging steps only, as loggers do
         for reason, count in self._data_totals().items():
             self.log(f"data/skipped_{reason}", float(count))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        assert self.model is not None, "configure_model builds the model"
         out = self.model(**batch)
         self.log("val/loss", out["loss"], prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
-        wanted = self.hparams.val_captions - len(self.caption_samples)
+        wanted = self.hparams["val_captions"] - len(self.caption_samples)
         if wanted > 0 and "caption" in batch:
             self.caption_samples += self._caption(batch, wanted)
 
     def _caption(self, batch: dict, limit: int) -> list[CaptionSample]:
         """Generates captions for up to ``limit`` images of a validation batch, beside their references."""
-        processor = self.trainer.datamodule.processor
+        # Lightning sets Trainer.datamodule in its data connector; the class does not declare it
+        processor = self.trainer.datamodule.processor  # type: ignore[attr-defined]
         rows = {key: value[:limit] if isinstance(value, (torch.Tensor, list)) else value
                 for key, value in processor.prompt_only(batch).items()}
-        generated = self.model.generate_from_batch(rows, max_new_tokens=self.hparams.max_new_tokens)
+        assert self.model is not None, "configure_model builds the model"
+        generated = self.model.generate_from_batch(rows, max_new_tokens=self.hparams["max_new_tokens"])
         images = processor.images(rows) or [None] * len(generated)
         return [CaptionSample(key, reference, text, image)
                 for key, reference, text, image in zip(rows["key"], rows["caption"], generated, images)]
@@ -312,7 +324,8 @@ class TheWorldModule(L.LightningModule):
             rank_zero_info(f"theworld: step {step}: {self.caption_scores}")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        texts = self.model.generate_from_batch(batch, max_new_tokens=self.hparams.max_new_tokens)
+        assert self.model is not None, "configure_model builds the model"
+        texts = self.model.generate_from_batch(batch, max_new_tokens=self.hparams["max_new_tokens"])
         return [{"image": key, "text": text} for key, text in zip(batch["key"], texts)]
 
     def on_train_epoch_end(self) -> None:
@@ -330,10 +343,10 @@ class TheWorldModule(L.LightningModule):
             return self._skipped_reported
         counts = torch.tensor([self.skipped_samples[reason] for reason in SKIP_REASONS] + [self.samples_trained]
                               + [kind in self.key_kinds for kind in KEY_KINDS], device=self.device)
-        counts = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
-        self._skipped_reported = {reason: n for reason, n in zip(SKIP_REASONS, counts) if n}
-        self._trained_reported = counts[len(SKIP_REASONS)]
-        self.key_kinds = {kind for kind, n in zip(KEY_KINDS, counts[len(SKIP_REASONS) + 1:]) if n}
+        totals = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
+        self._skipped_reported = {reason: n for reason, n in zip(SKIP_REASONS, totals) if n}
+        self._trained_reported = totals[len(SKIP_REASONS)]
+        self.key_kinds = {kind for kind, n in zip(KEY_KINDS, totals[len(SKIP_REASONS) + 1:]) if n}
         return self._skipped_reported
 
     # ------------------------------------------------------------------------ optimisation
@@ -341,19 +354,19 @@ class TheWorldModule(L.LightningModule):
         decay, no_decay = self._decay_groups
         optimizer = torch.optim.AdamW(
             [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": decay, "weight_decay": self.hparams["weight_decay"]},
                 {"params": no_decay, "weight_decay": 0.0},
             ],
-            lr=self.hparams.learning_rate,
-            betas=tuple(self.hparams.betas),
+            lr=self.hparams["learning_rate"],
+            betas=tuple(self.hparams["betas"]),
             fused=torch.cuda.is_available(),
         )
         # max_steps first: a stream has no length, and estimating one would build the train loader
         # before a resumed checkpoint restores its position (Lightning #20550).
-        total = self.trainer.max_steps
+        total: int | float | None = self.trainer.max_steps
         if total is None or total < 0:
             total = self.trainer.estimated_stepping_batches
-        if total in (None, float("inf")) or total < 0:
+        if total is None or total == float("inf") or total < 0:
             rank_zero_warn(
                 "The run's length is unknown (trainer.max_steps unset, data stream without length): the LR "
                 "stays constant after warmup. Set --trainer.max_steps for the cosine schedule."
@@ -361,9 +374,9 @@ class TheWorldModule(L.LightningModule):
             total = None
         else:
             total = max(1, int(total))
-        warmup = min(self.hparams.warmup_steps, total or self.hparams.warmup_steps)
+        warmup = min(self.hparams["warmup_steps"], total or self.hparams["warmup_steps"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, self.hparams.min_lr_ratio)
+            optimizer, lambda step: warmup_cosine(step, warmup, total, self.hparams["min_lr_ratio"])
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -373,7 +386,7 @@ class TheWorldModule(L.LightningModule):
         ):
             # Lightning's FSDP precision plugin refuses norm clipping: the norm spans every rank's
             # shards, which FSDP's own clip_grad_norm_ computes.
-            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            cast(FullyShardedDataParallel, self.trainer.model).clip_grad_norm_(gradient_clip_val)  # FSDP-wrapped
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
@@ -384,10 +397,10 @@ class TheWorldModule(L.LightningModule):
             return
         hp = self.hparams
 
-        def lr(total: int) -> float:
-            total = total if total and total > 0 else None
-            warmup = min(hp.warmup_steps, total or hp.warmup_steps)
-            return hp.learning_rate * warmup_cosine(step, warmup, total, hp.min_lr_ratio)
+        def lr(max_steps: int) -> float:
+            total = max_steps if max_steps and max_steps > 0 else None
+            warmup = min(hp["warmup_steps"], total or hp["warmup_steps"])
+            return hp["learning_rate"] * warmup_cosine(step, warmup, total, hp["min_lr_ratio"])
 
         rank_zero_info(
             f"theworld: resuming at step {step} of a run scheduled for trainer.max_steps={saved_max_steps}; this run "
@@ -405,7 +418,9 @@ class TheWorldModule(L.LightningModule):
         return {name.removeprefix("model."): tensor for name, tensor in state.items()}
 
     def _only_trainable(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: tensor for name, tensor in state_dict.items() if name in self._trainable_keys}
+        keys = self._trainable_keys
+        assert keys is not None, "configure_model records the trainable keys"
+        return {name: tensor for name, tensor in state_dict.items() if name in keys}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lightning stored every weight (under FSDP gathered to rank 0); only the trainable ones belong here.

@@ -85,6 +85,7 @@ class TheWorldFSDPStrategy(FSDPStrategy):
         On a CPU device, offloading would free the very tensors it returns (a segfault), so there
         every rank gathers its own copy instead.
         """
+        assert self.model is not None, "the strategy has wrapped the model"
         offload = self.root_device.type != "cpu"
         rank0_only = rank0_only and offload
         return FSDP.state_dict_type(
@@ -95,11 +96,13 @@ class TheWorldFSDPStrategy(FSDPStrategy):
         )
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
+        assert self.model is not None, "the strategy has wrapped the model"
         with self._full_state():
             return self.model.state_dict()
 
     def optimizer_state(self, optimizer) -> dict[str, Any]:
         optimizer = getattr(optimizer, "_optimizer", optimizer)  # unwrap a LightningOptimizer
+        assert self.model is not None, "the strategy has wrapped the model"
         with self._full_state():
             state = FSDP.optim_state_dict(self.model, optimizer)
         if self.global_rank != 0:
@@ -110,6 +113,7 @@ class TheWorldFSDPStrategy(FSDPStrategy):
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
         # Every rank reads the same folder and keeps its own shard of it.
         path = Path(self.broadcast(checkpoint_path))
+        assert self.model is not None and self.lightning_module is not None, "the strategy has wrapped the model"
         checkpoint = self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
         fitting = self.lightning_module.trainer.state.fn == TrainerFn.FITTING
         optimizer_states = checkpoint.get("optimizer_states") if fitting else None

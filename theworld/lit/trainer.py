@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -21,6 +21,10 @@ from theworld.latent_cache import write_latent_cache
 from theworld.layout import WEIGHTS_NAME
 from theworld.lit.strategies import default_wrap_layers
 
+if TYPE_CHECKING:
+    from theworld.lit.datamodule import TheWorldDataModule
+    from theworld.lit.module import TheWorldModule
+
 _CKPT_PATH = ("A checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
               "hf://user/repo[@revision][/folder] (its last-checkpoint/, downloaded)")
 _WEIGHTS_ONLY = ("false loads a training_state.pt that holds more than tensors (it could run code): only for a file "
@@ -30,8 +34,10 @@ _WEIGHTS_ONLY = ("false loads a training_state.pt that holds more than tensors (
 class TheWorldTrainer(Trainer):
     """Lightning's Trainer; its subcommands' arguments documented for ``theworld --help``."""
 
-    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path: str | None = None,
-            weights_only: bool | None = None) -> None:
+    def fit(  # type: ignore[override]  # ckpt_path: str only, so that the CLI parses it as a plain string
+        self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+    ) -> None:
         """Train the model, saving trainable-only checkpoints (and pushing them to the Hub when configured).
 
         Args:
@@ -44,8 +50,10 @@ class TheWorldTrainer(Trainer):
         """
         return super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=weights_only)
 
-    def validate(self, model=None, dataloaders=None, ckpt_path: str | None = None, verbose: bool = True,
-                 datamodule=None, weights_only: bool | None = None):
+    def validate(  # type: ignore[override]  # ckpt_path: str only, so that the CLI parses it as a plain string
+        self, model=None, dataloaders=None, ckpt_path: str | None = None, verbose: bool = True, datamodule=None,
+        weights_only: bool | None = None,
+    ):
         """Validation loss and held-out caption accuracy of trained weights (--model.init_from or --ckpt_path).
 
         Args:
@@ -58,8 +66,10 @@ class TheWorldTrainer(Trainer):
         """
         return super().validate(model, dataloaders, ckpt_path, verbose, datamodule, weights_only=weights_only)
 
-    def predict(self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
-                ckpt_path: str | None = None, weights_only: bool | None = None):
+    def predict(  # type: ignore[override]  # ckpt_path: str only, so that the CLI parses it as a plain string
+        self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
+        ckpt_path: str | None = None, weights_only: bool | None = None,
+    ):
         """Caption the images of --data.predict_data into --predictions.output_path (JSON lines).
 
         Args:
@@ -102,17 +112,18 @@ class TheWorldTrainer(Trainer):
             dtype: Storage dtype of the world tokens; float32 keeps them bit-exact.
             limit: Stop after this many samples (per rank).
         """
-        config = model.world_config
+        # The CLI hands TheWorld's own module and data module; the annotations stay as jsonargparse reads them.
+        config, data = cast("TheWorldModule", model).world_config, cast("TheWorldDataModule", datamodule)
         if not config.freeze_cosmos_vae:
             raise LatentCacheError("model.freeze_cosmos_vae is false: a trained VAE changes its latents every step, "
                                    "so they cannot be cached. Train from the images instead.")
         rank, world_size = self.global_rank, self.world_size
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        source = datamodule.raw_source(train=split == "train", rank=rank, world_size=world_size, one_pass=True)
+        source = data.raw_source(train=split == "train", rank=rank, world_size=world_size, one_pass=True)
         summary = write_latent_cache(
             config, source, output_dir, batch_size=batch_size,
-            num_workers=datamodule.config.num_workers if num_workers is None else num_workers,
+            num_workers=data.config.num_workers if num_workers is None else num_workers,
             samples_per_shard=samples_per_shard, dtype=dtype, limit=limit,
             shard_prefix=f"shard-r{rank}" if world_size > 1 else "shard",
         )
@@ -137,7 +148,9 @@ class TheWorldTrainer(Trainer):
             mfu: Share of the GPU's bf16 peak reached (default: the best measured in bench/RESULTS.md).
             json: Print JSON instead of the table.
         """
-        return estimate_run(model.world_config, datamodule.config, fsdp_units=default_wrap_layers(), gpu=gpu,
+        # The CLI hands TheWorld's own module and data module; the annotations stay as jsonargparse reads them.
+        config, data = cast("TheWorldModule", model).world_config, cast("TheWorldDataModule", datamodule).config
+        return estimate_run(config, data, fsdp_units=default_wrap_layers(), gpu=gpu,
                             gpus=gpus or self.world_size, samples=samples, mfu=mfu)
 
     def evaluate(
@@ -184,26 +197,31 @@ class TheWorldTrainer(Trainer):
         from theworld.checkpoint import load_trainable_weights, saved_step
         from theworld.evaluate import check_conditions, evaluate_benchmarks
 
+        module = cast("TheWorldModule", model)  # the CLI hands TheWorld's own module
         benchmarks = load_benchmarks(benchmark, configs, split, limit)
-        conditions = check_conditions(conditions, model.world_config.enable_world, benchmarks)
-        if ckpt_path == "last":
-            folder = next(c for c in self.callbacks if isinstance(c, TrainableCheckpoint)).resolve_dirpath(self)
-            ckpt_path = newest_checkpoint(folder)
-            if ckpt_path is None:
+        chosen = check_conditions(conditions, module.world_config.enable_world, benchmarks)
+        weights: str | Path | None = ckpt_path
+        if weights == "last":
+            # Lightning assigns Trainer.callbacks in its callback connector; the class does not declare it
+            callbacks = self.callbacks  # type: ignore[attr-defined]
+            folder = next(c for c in callbacks if isinstance(c, TrainableCheckpoint)).resolve_dirpath(self)
+            weights = newest_checkpoint(folder)
+            if weights is None:
                 raise UserError(f"--ckpt_path last: there is no checkpoint in {folder}. Give the weights to evaluate "
                                 f"with --ckpt_path <folder> or --model.init_from <folder> (final/ included).")
-        model.configure_model()  # the base models, and the --model.init_from weights
-        if ckpt_path:
-            load_trainable_weights(model.model, str(ckpt_path))
-            model.weights_step = saved_step(Path(ckpt_path) / WEIGHTS_NAME) or 0
-        world_model = model.model.to(self.strategy.root_device).eval()
+        module.configure_model()  # the base models, and the --model.init_from weights
+        assert module.model is not None  # built by configure_model
+        if weights:
+            load_trainable_weights(module.model, str(weights))
+            module.weights_step = saved_step(Path(weights) / WEIGHTS_NAME) or 0
+        world_model = module.model.to(self.strategy.root_device).eval()
         with self.precision_plugin.forward_context():
-            result = evaluate_benchmarks(world_model, benchmarks, conditions, batch_size=batch_size,
+            result = evaluate_benchmarks(world_model, benchmarks, chosen, batch_size=batch_size,
                                          bootstrap_samples=bootstrap_samples, seed=seed,
                                          max_new_tokens=max_new_tokens)
         path = result.save(output or Path(self.default_root_dir) / "evaluate" / f"{Path(benchmark).name}.json")
         for logger in self.loggers:  # W&B, TensorBoard, CSV: eval/<task>/<condition> at the weights' step
-            logger.log_metrics(result.metrics(), step=model.weights_step)
+            logger.log_metrics(result.metrics(), step=module.weights_step)
             logger.save()
         print(result.table())
         rank_zero_info(f"theworld: evaluation of {result.questions_per_second:.2f} questions/s written to {path}")
@@ -211,4 +229,5 @@ class TheWorldTrainer(Trainer):
 
 
 for _method in (TheWorldTrainer.fit, TheWorldTrainer.validate, TheWorldTrainer.predict):
+    assert _method.__doc__ is not None  # each has its docstring above
     _method.__doc__ = _method.__doc__.replace("{ckpt}", _CKPT_PATH).replace("{weights_only}", _WEIGHTS_ONLY)

@@ -11,6 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -118,9 +119,12 @@ def write_bad_samples(
     raise ValueError(f"fmt must be 'webdataset' or 'parquet', got {fmt!r}")
 
 
-def _interleave(bad: list, tail: object) -> list[tuple[int, object | None]]:
+_Item = TypeVar("_Item")
+
+
+def _interleave(bad: list[_Item], tail: _Item) -> list[tuple[int, _Item | None]]:
     """``(index, item)`` for each bad item, each followed by two good slots ``(index, None)``, then ``tail``."""
-    entries: list[tuple[int, object | None]] = []
+    entries: list[tuple[int, _Item | None]] = []
     for item in bad:
         base = len(entries)
         entries += [(base, item), (base + 1, None), (base + 2, None)]
@@ -166,7 +170,9 @@ def _write_bad_parquet(path: Path, image_dir: Path, base: str, seed: int, image_
     caption = b"a red circle on a blue background"
     ok_score = sum(GOOD_CLIP_SCORE_RANGE) / 2
     # (reason, image bytes or None for "no file on the server", extension, caption, clip score)
-    bad = [(reason, data, ext, caption, ok_score) for reason, (data, ext) in _bad_images(rng, image_size).items()]
+    bad: list[tuple[str, bytes | None, str, bytes | None, float]] = [
+        (reason, data, ext, caption, ok_score) for reason, (data, ext) in _bad_images(rng, image_size).items()
+    ]
     bad += [
         ("http_error", None, "jpg", caption, ok_score),
         ("timeout", good_image, "jpg", caption, ok_score),
@@ -176,7 +182,10 @@ def _write_bad_parquet(path: Path, image_dir: Path, base: str, seed: int, image_
     bad += [("converted_mode", data, ext, caption, ok_score) for data, ext in _converted_images(rng, image_size)]
 
     too_small, ext = _bad_images(rng, image_size)["too_small"]
-    rows, expected, good_keys, slow_paths = [], {}, [], []
+    rows: list[dict[str, Any]] = []
+    expected: dict[str, int] = {}
+    good_keys: list[str] = []
+    slow_paths: list[str] = []
     for index, item in _interleave(bad, ("too_small", too_small, ext, caption, ok_score)):
         if item is None:
             row = good_row(seed, index, image_size, base, image_dir)

@@ -101,4 +101,5 @@ def serve_directory(
         thread.join()
 
     host, port = server.server_address[:2]
+    assert isinstance(host, str)  # an IPv4 server's address (bytes only for AF_UNIX)
     return f"http://{host}:{port}", stop

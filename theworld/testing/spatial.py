@@ -108,7 +108,7 @@ def write_spatial_benchmark(root: str | Path, questions_per_task: int = 300, see
         "choices": Sequence(Value("string")), "answer": Value("string"), "prompt": Value("string"),
         "explanation": Value("string"),
     })
-    card, digests = ["---", "configs:"], set()
+    card, digests = ["---", "configs:"], set[str]()
     for task in TASKS:
         questions = spatial_questions(task, questions_per_task, seed, size)
         digests.update(image_digest(q.image) for q in questions)
@@ -133,7 +133,8 @@ def image_digest(image: Image.Image) -> str:
 
 
 def write_spatial_shards(out_dir: str | Path, num_shards: int, samples_per_shard: int, seed: int = 3000,
-                         size: int = 64, prefix: str = "spatial", held_out: set[str] = frozenset()) -> list[str]:
+                         size: int = 64, prefix: str = "spatial",
+                         held_out: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Question-answer training shards: ``{key}.jpg`` and ``{key}.json`` with ``question``, ``choices`` and
     ``answer`` (the letter), the tasks taking turns. Images whose ``image_digest`` is in ``held_out`` (the
     benchmark's) are never written."""

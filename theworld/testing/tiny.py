@@ -115,7 +115,12 @@ def write_tiny_gemma(
         image_seq_length=mm_tokens_per_image,
     )
     vocab = len(tokenizer)
-    token_id = tokenizer.convert_tokens_to_ids
+
+    def token_id(token: str) -> int:
+        found = tokenizer.convert_tokens_to_ids(token)
+        assert isinstance(found, int)  # one token in, one id out (transformers types both cases as one union)
+        return found
+
     config = Gemma3Config(
         text_config=dict(
             vocab_size=vocab, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
@@ -160,7 +165,8 @@ def _latent_statistics(vae, seed: int, samples: int = 64, size: int = 64) -> tup
 
 def write_tiny_cosmos(out_dir: str | Path, base_dim: int = 8, seed: int = 0) -> str:
     """Write a tiny Wan2.1-style ``AutoencoderKLWan`` under ``out_dir/vae`` (the Cosmos repo layout)."""
-    from diffusers import AutoencoderKLWan
+    # From its module: the package's own TYPE_CHECKING branch names a dummy class without torch
+    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
