@@ -47,6 +47,7 @@ from theworld.checkpoint import (
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
 from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
+from theworld.lit import lightning_private
 from theworld.provenance import PROVENANCE_KEY, TrainedSamples, write_provenance
 
 log = logging.getLogger(__name__)
@@ -265,8 +266,8 @@ class TrainingInterrupted(SystemExit):
 def slurm_requeue_signal(trainer: L.Trainer) -> int | None:
     """The signal on which Lightning's SLURM auto-requeue requeues the job (SIGUSR1 unless configured), or None
     when the run is not a SLURM batch job with auto-requeue on."""
-    # Lightning's own signal handling reads the cluster environment from here too.
-    environment = trainer._accelerator_connector.cluster_environment
+    # The environment Lightning's own signal handling reads.
+    environment = lightning_private.cluster_environment(trainer)
     if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
         return environment.requeue_signal
     return None
@@ -375,7 +376,7 @@ class TrainableCheckpoint(ModelCheckpoint):
         return self.folder_for(self.dirpath, trainer.default_root_dir)
 
     def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
-        # Lightning asks this for `--ckpt_path last` before `setup` runs.
+        # Lightning asks this for `--ckpt_path last` before `setup` runs (an override: see lightning_private).
         folder = self.resolve_dirpath(trainer)
         newest = newest_checkpoint(folder)
         if newest is not None:
@@ -410,13 +411,15 @@ class TrainableCheckpoint(ModelCheckpoint):
             )
 
     def _link_checkpoint(self, trainer: L.Trainer, filepath: str, linkpath: str) -> None:
-        # Queued behind the write of `filepath`, so `last` never points at a folder not yet complete.
+        # An override (see lightning_private). Queued behind the write of `filepath`, so `last` never points at a
+        # folder not yet complete.
         if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
             trainer.strategy.checkpoint_io.link(filepath, linkpath)
         trainer.strategy.barrier()
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
-        # Lightning queues the save, then the removal of the folder it rotates away: the record comes after both.
+        # An override (see lightning_private). Lightning queues the save, then the removal of the folder it
+        # rotates away: the record comes after both.
         with trainer.strategy.checkpoint_io.announcing_after():
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
@@ -487,10 +490,10 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def _stop_for_signal(self, trainer: L.Trainer) -> None:
         signum = self._signal or signal.SIGTERM
-        if self._last_global_step_saved != trainer.global_step:  # saved like any scheduled checkpoint
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        if lightning_private.last_global_step_saved(self) != trainer.global_step:  # saved like a scheduled save
+            candidates = lightning_private.monitor_candidates(self, trainer)
+            lightning_private.save_topk(self, trainer, candidates)
+            lightning_private.save_last(self, trainer, candidates)
         trainer.strategy.checkpoint_io.wait()
         path = Path(self.dirpath) / self.CHECKPOINT_NAME_LAST
         path = path.resolve() if path.exists() else Path(self.last_model_path or self.best_model_path)
@@ -513,10 +516,10 @@ class TrainableCheckpoint(ModelCheckpoint):
     def _save_last_step(self, trainer: L.Trainer) -> None:
         """The last step as a resumable ``checkpoint-N/`` (and ``last``) when the schedule did not save it, so that
         ``--ckpt_path last`` on a finished run finds it finished instead of training its last steps again."""
-        if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        if trainer.global_step > 0 and lightning_private.last_global_step_saved(self) != trainer.global_step:
+            candidates = lightning_private.monitor_candidates(self, trainer)
+            lightning_private.save_topk(self, trainer, candidates)
+            lightning_private.save_last(self, trainer, candidates)
 
     def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
                      keep_existing: bool = False) -> None:
