@@ -47,6 +47,7 @@ from theworld.checkpoint import (
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
 from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
+from theworld.lit import lightning_private
 from theworld.provenance import PROVENANCE_KEY, TrainedSamples, write_provenance
 
 if TYPE_CHECKING:
@@ -274,8 +275,8 @@ class TrainingInterrupted(SystemExit):
 def slurm_requeue_signal(trainer: L.Trainer) -> int | None:
     """The signal on which Lightning's SLURM auto-requeue requeues the job (SIGUSR1 unless configured), or None
     when the run is not a SLURM batch job with auto-requeue on."""
-    # Lightning's own signal handling reads the cluster environment from here too.
-    environment = trainer._accelerator_connector.cluster_environment
+    # The environment Lightning's own signal handling reads.
+    environment = lightning_private.cluster_environment(trainer)
     if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
         return environment.requeue_signal
     return None
@@ -384,7 +385,7 @@ class TrainableCheckpoint(ModelCheckpoint):
         return self.folder_for(self.dirpath, trainer.default_root_dir)
 
     def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
-        # Lightning asks this for `--ckpt_path last` before `setup` runs.
+        # Lightning asks this for `--ckpt_path last` before `setup` runs (an override: see lightning_private).
         folder = self.resolve_dirpath(trainer)
         newest = newest_checkpoint(folder)
         if newest is not None:
@@ -420,13 +421,15 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     @staticmethod  # as ModelCheckpoint's own
     def _link_checkpoint(trainer: L.Trainer, filepath: str, linkpath: str) -> None:
-        # Queued behind the write of `filepath`, so `last` never points at a folder not yet complete.
+        # An override (see lightning_private). Queued behind the write of `filepath`, so `last` never points at a
+        # folder not yet complete.
         if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
             _checkpoint_io(trainer).link(filepath, linkpath)
         trainer.strategy.barrier()
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
-        # Lightning queues the save, then the removal of the folder it rotates away: the record comes after both.
+        # An override (see lightning_private). Lightning queues the save, then the removal of the folder it
+        # rotates away: the record comes after both.
         with _checkpoint_io(trainer).announcing_after():
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
@@ -500,10 +503,10 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def _stop_for_signal(self, trainer: L.Trainer) -> None:
         signum = self._signal or signal.SIGTERM
-        if self._last_global_step_saved != trainer.global_step:  # saved like any scheduled checkpoint
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        if lightning_private.last_global_step_saved(self) != trainer.global_step:  # saved like a scheduled save
+            candidates = lightning_private.monitor_candidates(self, trainer)
+            lightning_private.save_topk(self, trainer, candidates)
+            lightning_private.save_last(self, trainer, candidates)
         _checkpoint_io(trainer).wait()
         assert self.dirpath is not None, "setup() resolves dirpath"
         path = Path(self.dirpath) / self.CHECKPOINT_NAME_LAST
@@ -527,10 +530,10 @@ class TrainableCheckpoint(ModelCheckpoint):
     def _save_last_step(self, trainer: L.Trainer) -> None:
         """The last step as a resumable ``checkpoint-N/`` (and ``last``) when the schedule did not save it, so that
         ``--ckpt_path last`` on a finished run finds it finished instead of training its last steps again."""
-        if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        if trainer.global_step > 0 and lightning_private.last_global_step_saved(self) != trainer.global_step:
+            candidates = lightning_private.monitor_candidates(self, trainer)
+            lightning_private.save_topk(self, trainer, candidates)
+            lightning_private.save_last(self, trainer, candidates)
 
     def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
                      keep_existing: bool = False) -> None:

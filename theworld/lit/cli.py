@@ -46,6 +46,7 @@ from theworld.hub import (
     resolve_token,
 )
 from theworld.layout import TRAINING_STATE_NAME, WEIGHTS_NAME
+from theworld.lit import lightning_private
 from theworld.lit.datamodule import TheWorldDataModule
 from theworld.lit.guide_config import translate_arguments
 from theworld.lit.module import TheWorldModule
@@ -171,7 +172,8 @@ class TheWorldCLI(LightningCLI):
             # Every Hub call of the run uses it (gated base-model downloads too), and so do DDP
             # workers re-launched from the scrubbed sys.argv.
             os.environ["HF_TOKEN"] = self.hub_token.value
-        dumped = self._parser(self.subcommand).dump(config, format="json", skip_none=False)
+        parser = lightning_private.subcommand_parser(self, self.subcommand)
+        dumped = parser.dump(config, format="json", skip_none=False)
         self.run_config = json.loads(dumped)
         if self.subcommand == "fit" and not config.get("ckpt_path") and int(os.environ.get("SLURM_RESTART_COUNT", 0)):
             config.ckpt_path = "last"  # SLURM requeued this job (preemption, auto-requeue): it goes on where it was
@@ -320,13 +322,14 @@ class TheWorldCLI(LightningCLI):
             config.model.init_from = str(files[WEIGHTS_NAME].parent)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        config_init = self.config_init.get(str(self.subcommand), self.config_init)
+        trainer_config = config_init.get("trainer", {})
         callbacks = trainer_config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if trainer_config.get("enable_progress_bar") is not False and not any(
                 isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(TrainingProgress())
-        hub = self._get(self.config_init, "hub")
+        hub = config_init.get("hub")
         if self.subcommand == "fit" and hub.push_to_hub:
             callbacks.append(HubSyncCallback(hub, token=self.hub_token, api=self.hub_api, run_config=self.run_config))
         return super().instantiate_trainer(**kwargs, callbacks=callbacks)

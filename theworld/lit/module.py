@@ -23,6 +23,7 @@ from theworld.config import TheWorldConfig
 from theworld.data.decode import SKIP_REASONS
 from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE, data_yield_json
 from theworld.layout import WEIGHTS_NAME
+from theworld.lit import lightning_private
 from theworld.model import TheWorld
 from theworld.provenance import KEY_KINDS, PROVENANCE_KEY, TrainedSamples, with_key_kinds
 from theworld.evaluate import EvaluationResult
@@ -245,7 +246,7 @@ class TheWorldModule(L.LightningModule):
         for counts in batch.get("skipped") or ():
             self.skipped_samples.update(counts or {})
         # Lightning's LearningRateMonitor asks the same question to log only when the loggers will write.
-        if not self.trainer._logger_connector.should_update_logs:
+        if not lightning_private.should_update_logs(self.trainer):
             return
         start, samples, tokens = self._window
         seconds = max(time.perf_counter() - start, 1e-9)
@@ -285,7 +286,7 @@ class TheWorldModule(L.LightningModule):
             if self.trainer.state.fn == "fit" and self.global_step == self._revalidating_step:  # nothing trained yet
                 # Lightning counts this validation-only iteration as one more logged step: taken back here, so that
                 # every metric is logged at the step the uninterrupted run logged it at.
-                self.trainer.fit_loop.epoch_loop._batches_that_stepped -= 1
+                lightning_private.take_back_logged_step(self.trainer)
             self._revalidating_step = None
 
     def on_validation_end(self) -> None:
@@ -439,8 +440,7 @@ class TheWorldModule(L.LightningModule):
             # Lightning keeps rank 0's loader state only, but every rank reads its own share of the
             # stream: keep each rank's position (every rank runs this hook, so the gather is safe).
             positions = [None] * self.trainer.world_size
-            fit_state = checkpoint["loops"]["fit_loop"]["state_dict"]
-            torch.distributed.all_gather_object(positions, fit_state.get("combined_loader"))
+            torch.distributed.all_gather_object(positions, lightning_private.loader_state(checkpoint))
             checkpoint[DATA_POSITIONS] = positions
         checkpoint["skipped_samples"] = self._data_totals()  # every rank runs this hook: the reduce is safe
         checkpoint["samples_trained"] = self._trained_reported
@@ -463,10 +463,9 @@ class TheWorldModule(L.LightningModule):
         that validation on resume: its row would be missing from the run summary (and the card) for good. Marked
         as interrupted mid-validation, it runs again on resume, on the same weights, before training goes on."""
         step = checkpoint.get("global_step", 0)
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.val_loop.batch_progress")
+        progress = lightning_private.validation_progress(checkpoint)
         if step and progress is not None and all(record.step != step for record in self._history):
-            total = progress["total"]  # Lightning's test: one validation batch started, none processed
-            total["ready"] = total["started"] = total["completed"] + 1
+            lightning_private.mark_validation_started(progress)
             self._revalidating_step = step
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -489,7 +488,7 @@ class TheWorldModule(L.LightningModule):
                     "resume with the same trainer.devices x trainer.num_nodes (and data.num_workers) to continue "
                     "the data stream exactly, or start a new run from its weights with --model.init_from."
                 )
-            checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] = positions[self.global_rank]
+            lightning_private.set_loader_state(checkpoint, positions[self.global_rank])
         # The checkpoint's history (its provenance.json, not its rows): rank 0 continues it at the next save.
         self.trained_samples = checkpoint.get(PROVENANCE_KEY) or TrainedSamples()
         # The saved counts are the sum over ranks: one rank carries them on, so the sum stays right.

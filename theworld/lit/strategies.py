@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.distributed.fsdp import (
@@ -71,7 +72,7 @@ class TheWorldFSDPStrategy(FSDPStrategy):
         # the VAE's latent statistics lose digits too: keep buffers in the dtype they were loaded in.
         return dataclasses.replace(config, buffer_dtype=None)
 
-    def _setup_model(self, model: Module) -> Module:
+    def _setup_model(self, model: Module) -> Module:  # an override: see theworld.lit.lightning_private
         if self.root_device.type != "cpu":
             return super()._setup_model(model)
         # Lightning hands FSDP the CUDA device index (None on CPU) and torch's FSDP then refuses a
@@ -101,7 +102,8 @@ class TheWorldFSDPStrategy(FSDPStrategy):
             return self.model.state_dict()
 
     def optimizer_state(self, optimizer) -> dict[str, Any]:
-        optimizer = getattr(optimizer, "_optimizer", optimizer)  # unwrap a LightningOptimizer
+        if isinstance(optimizer, LightningOptimizer):
+            optimizer = optimizer.optimizer
         assert self.model is not None, "the strategy has wrapped the model"
         with self._full_state():
             state = FSDP.optim_state_dict(self.model, optimizer)
