@@ -76,30 +76,39 @@ def benchmark_configs(path: str) -> list[str]:
     import datasets
 
     if not Path(path).is_dir() and not is_hub_repo_id(path):  # a path with a typo: no need to ask the Hub
-        raise UserError(f"benchmark {path}: there is no such folder (relative paths start from {Path.cwd()}). Give "
-                        f"the folder of a benchmark laid out like a Hub dataset, or a Hub dataset id "
-                        f"(BLINK-Benchmark/BLINK).")
+        raise UserError(
+            f"benchmark {path}: there is no such folder (relative paths start from {Path.cwd()}). Give "
+            f"the folder of a benchmark laid out like a Hub dataset, or a Hub dataset id "
+            f"(BLINK-Benchmark/BLINK)."
+        )
     try:
         return datasets.get_dataset_config_names(path)
     except FileNotFoundError as err:
-        raise UserError(f"benchmark {path}: no such local folder or Hub dataset ({_first_line(err)}). Give a Hub "
-                        f"dataset id (BLINK-Benchmark/BLINK, nyu-visionx/CV-Bench) or a folder laid out like one "
-                        f"(<Config>/<split>-00000-of-00001.parquet and a README.md listing its configs).") from None
+        raise UserError(
+            f"benchmark {path}: no such local folder or Hub dataset ({_first_line(err)}). Give a Hub "
+            f"dataset id (BLINK-Benchmark/BLINK, nyu-visionx/CV-Bench) or a folder laid out like one "
+            f"(<Config>/<split>-00000-of-00001.parquet and a README.md listing its configs)."
+        ) from None
     except ConnectionError as err:
-        raise UserError(f"benchmark {path}: there is no local folder of that name (relative paths start from "
-                        f"{Path.cwd()}), and the Hub could not be reached to look for a dataset ({_first_line(err)}). "
-                        f"Check the path, or the network and HF_ENDPOINT for a Hub id.") from None
+        raise UserError(
+            f"benchmark {path}: there is no local folder of that name (relative paths start from "
+            f"{Path.cwd()}), and the Hub could not be reached to look for a dataset ({_first_line(err)}). "
+            f"Check the path, or the network and HF_ENDPOINT for a Hub id."
+        ) from None
 
 
-def load_benchmarks(path: str, configs: list[str] | None = None, split: str | None = None,
-                    limit: int | None = None) -> list[Benchmark]:
+def load_benchmarks(
+    path: str, configs: list[str] | None = None, split: str | None = None, limit: int | None = None
+) -> list[Benchmark]:
     """``configs`` of the benchmark (default: all it has), each as ``load_benchmark`` reads it; the benchmark's
     configs are asked for once."""
     available = benchmark_configs(path)
     for config in configs or ():
         if config not in available:
-            raise UserError(f"benchmark {path} has no config {config!r}; its configs are {', '.join(available)}. "
-                            f"Name one of them in --configs, or leave --configs out to evaluate them all.")
+            raise UserError(
+                f"benchmark {path} has no config {config!r}; its configs are {', '.join(available)}. "
+                f"Name one of them in --configs, or leave --configs out to evaluate them all."
+            )
     return [_load_config(path, config, split, limit) for config in configs or available]
 
 
@@ -117,8 +126,10 @@ def _load_config(path: str, config: str, split: str | None, limit: int | None) -
         if split is None:
             raise UserError(f"benchmark {path} ({config}) has the splits {', '.join(splits)}; choose one with --split.")
     elif split not in splits:
-        raise UserError(f"benchmark {path} ({config}) has no split {split!r}; its splits are {', '.join(splits)}. "
-                        f"Choose one with --split.")
+        raise UserError(
+            f"benchmark {path} ({config}) has no split {split!r}; its splits are {', '.join(splits)}. "
+            f"Choose one with --split."
+        )
     # datasets caches a local folder's rows under its config and file patterns, not its contents: another folder of
     # the same name, or this one rewritten, would read the old rows. A local folder is streamed from its files (a Hub
     # dataset's cache is keyed by its commit).
@@ -146,8 +157,10 @@ def benchmark_format(columns: list[str], where: str) -> str:
         if set(needed) <= set(columns):
             return kind
     described = "; ".join(f"{kind}: {', '.join(needed)}" for kind, needed in FORMATS.items())
-    raise UserError(f"benchmark {where} is in no format theworld reads: its columns are {', '.join(columns)}. The "
-                    f"formats and the columns they need are {described}. Rename the columns to one of these.")
+    raise UserError(
+        f"benchmark {where} is in no format theworld reads: its columns are {', '.join(columns)}. The "
+        f"formats and the columns they need are {described}. Rename the columns to one of these."
+    )
 
 
 def _question(kind: str, row: dict, number: int, image: Image.Image, config: str, where: str) -> Question:
@@ -160,8 +173,10 @@ def _question(kind: str, row: dict, number: int, image: Image.Image, config: str
     answer = row["answer"].strip()
     if answer not in options:
         if answer not in choices:
-            raise UserError(f"benchmark {where}, question {question_id}: the answer {answer!r} is neither an option "
-                            f"letter ({', '.join(options)}) nor one of the choices {choices}. Fix that row.")
+            raise UserError(
+                f"benchmark {where}, question {question_id}: the answer {answer!r} is neither an option "
+                f"letter ({', '.join(options)}) nor one of the choices {choices}. Fix that row."
+            )
         answer = options[choices.index(answer)]
     # BLINK's tasks are its configs (a sub_task naming the task again is no sub-task); CV-Bench's configs are 2D/3D,
     # its tasks a column, and its published accuracy is averaged over the images' sources.
@@ -171,8 +186,9 @@ def _question(kind: str, row: dict, number: int, image: Image.Image, config: str
         task, sub_task = row.get("task") or config, row.get("source")
     if sub_task and sub_task.replace(" ", "_").lower() == task.replace(" ", "_").lower():
         sub_task = None
-    return Question(question_id, task, sub_task, image, multiple_choice_prompt(row["question"], choices), options,
-                    [answer])
+    return Question(
+        question_id, task, sub_task, image, multiple_choice_prompt(row["question"], choices), options, [answer]
+    )
 
 
 def _first_line(err: Exception) -> str:

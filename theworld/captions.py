@@ -98,6 +98,8 @@ def score_captions(samples: list[CaptionSample]) -> CaptionScores:
         return CaptionScores(len(samples), cider, bleu4)
     exact = sum(s.generated.strip() == s.reference.strip() for s in samples) / len(samples)
     generated = [caption_attributes(s.generated) or {} for s in samples]
-    attributes = {name: sum(g.get(name) == r[name] for g, r in zip(generated, known)) / len(samples)
-                  for name in ATTRIBUTE_CHANCE}
+    attributes = {
+        name: sum(g.get(name) == r[name] for g, r in zip(generated, known, strict=True)) / len(samples)
+        for name in ATTRIBUTE_CHANCE
+    }
     return CaptionScores(len(samples), cider, bleu4, exact, attributes, dict(ATTRIBUTE_CHANCE))

@@ -14,8 +14,8 @@ import shutil
 import struct
 import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -80,8 +80,9 @@ def remove_stale_temporaries(directory: str | Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def save_weights(weights: dict[str, torch.Tensor], config: TheWorldConfig, directory: str | Path,
-                 step: int | None = None) -> None:
+def save_weights(
+    weights: dict[str, torch.Tensor], config: TheWorldConfig, directory: str | Path, step: int | None = None
+) -> None:
     """Writes ``model.safetensors`` (the given trainable tensors) and ``config.json`` into ``directory``.
 
     The safetensors header names the base models and their commits too, so the weights alone say what they
@@ -90,8 +91,11 @@ def save_weights(weights: dict[str, torch.Tensor], config: TheWorldConfig, direc
     """
     directory = Path(directory)
     tensors = {name: t.detach().contiguous().cpu() for name, t in weights.items()}
-    bases = {key: value for key in ("gemma_model_name", "gemma_revision", "cosmos_model_name", "cosmos_revision")
-             if (value := getattr(config, key)) is not None}
+    bases = {
+        key: value
+        for key in ("gemma_model_name", "gemma_revision", "cosmos_model_name", "cosmos_revision")
+        if (value := getattr(config, key)) is not None
+    }
     if step is not None:
         bases["step"] = str(step)
     save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt", **bases})
@@ -170,8 +174,13 @@ def save_pretrained(model, directory: str | Path) -> Path:
     return Path(directory)
 
 
-def resolve_files(path_or_repo: str, filenames: list[str], revision: str | None = None, token: str | None = None,
-                  subfolder: str | None = None) -> dict[str, Path]:
+def resolve_files(
+    path_or_repo: str,
+    filenames: list[str],
+    revision: str | None = None,
+    token: str | None = None,
+    subfolder: str | None = None,
+) -> dict[str, Path]:
     """Local paths of ``filenames`` from a folder, or downloaded from a Hub repo (``user/repo`` or ``hf://``)."""
     local = Path(path_or_repo) / (subfolder or "")
     if local.is_dir():
@@ -182,23 +191,30 @@ def resolve_files(path_or_repo: str, filenames: list[str], revision: str | None 
     return download_files(path_or_repo, filenames, revision=revision, token=token, subfolder=subfolder)
 
 
-_OTHER_LAYOUT = ("the checkpoint was trained with other options, which its config.json (beside model.safetensors) "
-                 "lists (projector_hidden_dim, world_patch_size, world_image_size, ...): build TheWorld with the same "
-                 "ones, or load it with TheWorld.from_pretrained(folder), which reads them")
+_OTHER_LAYOUT = (
+    "the checkpoint was trained with other options, which its config.json (beside model.safetensors) "
+    "lists (projector_hidden_dim, world_patch_size, world_image_size, ...): build TheWorld with the same "
+    "ones, or load it with TheWorld.from_pretrained(folder), which reads them"
+)
 
 
 def _reshaped(state: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> list[str]:
     shared = sorted(set(weights) & set(state))
-    return [f"{key} {tuple(weights[key].shape)} vs {tuple(state[key].shape)}" for key in shared
-            if weights[key].shape != state[key].shape]
+    return [
+        f"{key} {tuple(weights[key].shape)} vs {tuple(state[key].shape)}"
+        for key in shared
+        if weights[key].shape != state[key].shape
+    ]
 
 
 def check_shapes(model, weights: dict[str, torch.Tensor]) -> None:
     """Refuses tensors of another shape than the model's, saying which options decide them (not torch's dump)."""
     reshaped = _reshaped(model.state_dict(), weights)
     if reshaped:
-        raise CheckpointMismatch(f"Checkpoint does not match the model: tensors of another shape, checkpoint vs model: "
-                                 f"{reshaped}; {_OTHER_LAYOUT}.")
+        raise CheckpointMismatch(
+            f"Checkpoint does not match the model: tensors of another shape, checkpoint vs model: "
+            f"{reshaped}; {_OTHER_LAYOUT}."
+        )
 
 
 def check_keys(model, weights: dict[str, torch.Tensor], *, require_all_trainable: bool) -> None:
@@ -224,8 +240,14 @@ def check_keys(model, weights: dict[str, torch.Tensor], *, require_all_trainable
         raise CheckpointMismatch("Checkpoint does not match the model: " + "; ".join(problems))
 
 
-def load_trainable_weights(model, source: str, revision: str | None = None, token: str | None = None,
-                           subfolder: str | None = None, strict: bool = False) -> list[str]:
+def load_trainable_weights(
+    model,
+    source: str,
+    revision: str | None = None,
+    token: str | None = None,
+    subfolder: str | None = None,
+    strict: bool = False,
+) -> list[str]:
     """Loads ``model.safetensors`` from a folder or Hub repo into ``model``; returns the keys loaded.
 
     ``strict=False`` allows trainable keys the file lacks (a new training stage that unfreezes more).
@@ -238,15 +260,27 @@ def load_trainable_weights(model, source: str, revision: str | None = None, toke
     return sorted(weights)
 
 
-def load_pretrained(cls, path_or_repo: str, revision: str | None = None, token: str | None = None,
-                    subfolder: str | None = None, **overrides):
-    files = resolve_files(path_or_repo, [CONFIG_NAME, WEIGHTS_NAME], revision=revision, token=token,
-                          subfolder=subfolder)
+def load_pretrained(
+    cls,
+    path_or_repo: str,
+    revision: str | None = None,
+    token: str | None = None,
+    subfolder: str | None = None,
+    **overrides,
+):
+    files = resolve_files(
+        path_or_repo, [CONFIG_NAME, WEIGHTS_NAME], revision=revision, token=token, subfolder=subfolder
+    )
     config = TheWorldConfig.load(files[CONFIG_NAME])
     for key in ("gemma_revision", "cosmos_revision"):
         if overrides.get(key, getattr(config, key)) != getattr(config, key):
-            log.warning("%s=%s overrides the commit %s that %s was trained on.", key, overrides[key],
-                        getattr(config, key), path_or_repo)
+            log.warning(
+                "%s=%s overrides the commit %s that %s was trained on.",
+                key,
+                overrides[key],
+                getattr(config, key),
+                path_or_repo,
+            )
     model = cls(**{**config.to_dict(), **overrides}, token=token)
     weights = load_file(files[WEIGHTS_NAME])
     check_keys(model, weights, require_all_trainable=True)

@@ -73,7 +73,7 @@ class TheWorldConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TheWorldConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TheWorldConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"model_type", "theworld_version"})
         if unknown:
@@ -91,7 +91,7 @@ class TheWorldConfig:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "TheWorldConfig":
+    def load(cls, path: str | Path) -> TheWorldConfig:
         path = Path(path)
         if path.is_dir():
             path = path / CONFIG_NAME

@@ -49,8 +49,11 @@ def _background_share(background: str) -> float:
 
 
 # What the best blind guess scores per attribute (always the most frequent value).
-ATTRIBUTE_CHANCE = {"shape colour": 1 / len(COLORS), "shape": 1 / len(SHAPES),
-                    "background": max(map(_background_share, COLORS))}
+ATTRIBUTE_CHANCE = {
+    "shape colour": 1 / len(COLORS),
+    "shape": 1 / len(SHAPES),
+    "background": max(map(_background_share, COLORS)),
+}
 
 
 def caption_attributes(text: str) -> dict[str, str] | None:

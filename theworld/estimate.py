@@ -161,7 +161,7 @@ def base_config_folder(name: str, subfolder: str | None = None) -> Path:
     )
 
 
-def build_weightless(config: TheWorldConfig, fake_mode) -> "torch.nn.Module":
+def build_weightless(config: TheWorldConfig, fake_mode) -> torch.nn.Module:
     """TheWorld built on the meta device, then every weight a fake CPU tensor of its shape and dtype."""
     from diffusers import AutoencoderKLWan
     from transformers import AutoConfig, Gemma3ForConditionalGeneration
@@ -175,8 +175,10 @@ def build_weightless(config: TheWorldConfig, fake_mode) -> "torch.nn.Module":
     dtype = resolve_dtype(config.frozen_dtype if config.frozen_dtype != "auto" else "bfloat16")
     with torch.device("meta"):
         gemma = Gemma3ForConditionalGeneration._from_config(
-            AutoConfig.from_pretrained(base_config_folder(config.gemma_model_name)), dtype=dtype,
-            attn_implementation=config.attn_implementation)
+            AutoConfig.from_pretrained(base_config_folder(config.gemma_model_name)),
+            dtype=dtype,
+            attn_implementation=config.attn_implementation,
+        )
         encoder = None
         if config.enable_world:
             folder = base_config_folder(config.cosmos_model_name, config.cosmos_subfolder)
@@ -229,8 +231,13 @@ def _prompt_text_tokens(config: TheWorldConfig, prompt: str) -> tuple[int, str]:
     if (folder / "tokenizer_config.json").is_file():
         from theworld.data.processing import SEG_TEXT, TheWorldProcessor, load_gemma_processor
 
-        processor = TheWorldProcessor(load_gemma_processor(str(folder)), 0, config.world_image_size, prompt=prompt,
-                                      gemma_image_tokens=config.gemma_image_tokens)
+        processor = TheWorldProcessor(
+            load_gemma_processor(str(folder)),
+            0,
+            config.world_image_size,
+            prompt=prompt,
+            gemma_image_tokens=config.gemma_image_tokens,
+        )
         _, segments = processor._build_prompt(prompt)
         return sum(1 for s in segments if s == SEG_TEXT), "measured: the local tokenizer"
     words = len(prompt.split())
@@ -253,7 +260,8 @@ class StepMemory:
 def fake_batch(world, shape: StepShape) -> dict[str, torch.Tensor]:
     config, (b, s) = world.config, (shape.batch_size, shape.seq_len)
     batch = {
-        "input_ids": torch.zeros(b, s, dtype=torch.long), "segment_ids": torch.zeros(b, s, dtype=torch.uint8),
+        "input_ids": torch.zeros(b, s, dtype=torch.long),
+        "segment_ids": torch.zeros(b, s, dtype=torch.uint8),
         "attention_mask": torch.ones(b, s, dtype=torch.long),
         "label_positions": torch.zeros(b * shape.labelled, dtype=torch.long),
         "label_targets": torch.zeros(b * shape.labelled, dtype=torch.long),
@@ -376,9 +384,17 @@ class Estimate:
         return data
 
 
-def estimate_run(config: TheWorldConfig, data: DataConfig, *, fsdp_units: set[type], gpu: str = "h100-80gb",
-                 gpus: int = 1, samples: int | None = None, mfu: float | None = None,
-                 hub_strategy: str = "every_save") -> Estimate:
+def estimate_run(
+    config: TheWorldConfig,
+    data: DataConfig,
+    *,
+    fsdp_units: set[type],
+    gpu: str = "h100-80gb",
+    gpus: int = 1,
+    samples: int | None = None,
+    mfu: float | None = None,
+    hub_strategy: str = "every_save",
+) -> Estimate:
     """``fsdp_units``: the module types FSDP wraps one unit each (``theworld.lit.strategies.default_wrap_layers``)."""
     if gpu not in GPUS:
         raise ConfigError(f"--gpu {gpu}: not a GPU this estimate knows; choose one of {', '.join(GPUS)}.")
@@ -420,12 +436,26 @@ def _estimate(config, data, fsdp_units, card, gpu, gpus, samples, mfu, hub_strat
     loader = LOADER_SAMPLES_PER_WORKER[data.source]
     hours = samples / (shape.batch_size * gpus) * step_s / 3600 if samples else None
     return Estimate(
-        gpu=gpu, gpus=gpus, shape=shape, prompt_tokens_from=prompt_from, trainable_params=trainable,
-        frozen_params=frozen, flops_per_sample=flops_one, flops_per_token=flops_one / shape.seq_len,
-        recompute_factor=recompute, memory=memory, largest_batch=largest, mfu=mfu_used, step_s=step_s,
-        step_s_ckpt=step_s * recompute, tokens_per_s_per_gpu=shape.batch_size * shape.seq_len / step_s,
-        samples=samples, hours=hours, gpu_hours=hours * gpus if hours is not None else None,
-        loader_workers_per_gpu=math.ceil(shape.batch_size / step_s / loader.value), loader_rate=loader,
+        gpu=gpu,
+        gpus=gpus,
+        shape=shape,
+        prompt_tokens_from=prompt_from,
+        trainable_params=trainable,
+        frozen_params=frozen,
+        flops_per_sample=flops_one,
+        flops_per_token=flops_one / shape.seq_len,
+        recompute_factor=recompute,
+        memory=memory,
+        largest_batch=largest,
+        mfu=mfu_used,
+        step_s=step_s,
+        step_s_ckpt=step_s * recompute,
+        tokens_per_s_per_gpu=shape.batch_size * shape.seq_len / step_s,
+        samples=samples,
+        hours=hours,
+        gpu_hours=hours * gpus if hours is not None else None,
+        loader_workers_per_gpu=math.ceil(shape.batch_size / step_s / loader.value),
+        loader_rate=loader,
         push_bytes=_push_bytes(trainable, trainable_bytes, hub_strategy),
         assumed=[
             f"{CUDA_RESERVE_GIB} GiB per GPU for the CUDA context, workspaces and fragmentation",
@@ -433,9 +463,15 @@ def _estimate(config, data, fsdp_units, card, gpu, gpus, samples, mfu, hub_strat
             "DDP: one gradient bucket copy of the trainable weights; FSDP: the layers outside Gemma's and SigLIP's "
             "decoder blocks stay whole on every GPU, two blocks gathered at a time",
             "every batch is as long as the longest caption allows (max_caption_tokens)",
-        ] + ([] if config.frozen_dtype == "float32" else [
-            "FSDP is figured at this frozen_dtype, but TheWorldFSDPStrategy needs model.frozen_dtype float32 "
-            "(configs/fsdp.yaml), which doubles the frozen weights"]),
+        ]
+        + (
+            []
+            if config.frozen_dtype == "float32"
+            else [
+                "FSDP is figured at this frozen_dtype, but TheWorldFSDPStrategy needs model.frozen_dtype float32 "
+                "(configs/fsdp.yaml), which doubles the frozen weights"
+            ]
+        ),
     )
 
 
@@ -465,34 +501,67 @@ def format_table(est: Estimate) -> str:
     card = GPUS[est.gpu]
     gib = lambda n: f"{n / GiB:.1f} GiB"  # noqa: E731
     rows = [
-        ("GPU", f"{est.gpus} x {card.name} ({card.memory_gib:.1f} GiB, {card.bf16_tflops:g} TFLOP/s bf16)",
-         "data sheet"),
-        ("batch per GPU x tokens", f"{est.shape.batch_size} x {est.shape.seq_len} ({est.shape.labelled} labelled)",
-         f"config; prompt {est.prompt_tokens_from}"),
+        (
+            "GPU",
+            f"{est.gpus} x {card.name} ({card.memory_gib:.1f} GiB, {card.bf16_tflops:g} TFLOP/s bf16)",
+            "data sheet",
+        ),
+        (
+            "batch per GPU x tokens",
+            f"{est.shape.batch_size} x {est.shape.seq_len} ({est.shape.labelled} labelled)",
+            f"config; prompt {est.prompt_tokens_from}",
+        ),
         ("parameters", f"{est.trainable_params:,} trainable, {est.frozen_params:,} frozen", "computed"),
-        ("FLOPs (frozen step)", f"{est.flops_per_sample / 1e12:.2f} TFLOP/sample, "
-                                f"{est.flops_per_token / 1e9:.2f} GFLOP/token", "computed: FlopCounterMode"),
+        (
+            "FLOPs (frozen step)",
+            f"{est.flops_per_sample / 1e12:.2f} TFLOP/sample, {est.flops_per_token / 1e9:.2f} GFLOP/token",
+            "computed: FlopCounterMode",
+        ),
     ]
-    for key, label in (("ddp", "DDP"), ("ddp+ckpt", "DDP + grad. checkpointing"), ("fsdp", "FSDP"),
-                       ("fsdp+ckpt", "FSDP + grad. checkpointing")):
+    for key, label in (
+        ("ddp", "DDP"),
+        ("ddp+ckpt", "DDP + grad. checkpointing"),
+        ("fsdp", "FSDP"),
+        ("fsdp+ckpt", "FSDP + grad. checkpointing"),
+    ):
         layout = est.memory[key]
-        rows.append((f"peak memory/GPU, {label}",
-                     f"{gib(layout.total)} = weights {gib(layout.weights)} + optimizer {gib(layout.optimizer)} + "
-                     f"activations {gib(layout.activations)} + {'buckets' if 'ddp' in key else 'gathered'} "
-                     f"{gib(layout.extra)}", "computed: fake-tensor step"))
-    rows.append(("largest batch per GPU", ", ".join(f"{k} {v}" for k, v in est.largest_batch.items()),
-                 f"computed: activations grow linearly with the batch; {CUDA_RESERVE_GIB} GiB reserve assumed"))
+        rows.append(
+            (
+                f"peak memory/GPU, {label}",
+                f"{gib(layout.total)} = weights {gib(layout.weights)} + optimizer {gib(layout.optimizer)} + "
+                f"activations {gib(layout.activations)} + {'buckets' if 'ddp' in key else 'gathered'} "
+                f"{gib(layout.extra)}",
+                "computed: fake-tensor step",
+            )
+        )
+    rows.append(
+        (
+            "largest batch per GPU",
+            ", ".join(f"{k} {v}" for k, v in est.largest_batch.items()),
+            f"computed: activations grow linearly with the batch; {CUDA_RESERVE_GIB} GiB reserve assumed",
+        )
+    )
     rows.append(("MFU", f"{est.mfu.value:.3f}", f"measured: {est.mfu.source}"))
-    rows.append(("step time", f"{est.step_s:.3f} s ({est.step_s_ckpt:.3f} s with checkpointing)",
-                 "computed from FLOPs and MFU"))
-    rows.append(("tokens/s", f"{est.tokens_per_s_per_gpu:,.0f} per GPU, {est.tokens_per_s_per_gpu * est.gpus:,.0f} "
-                             f"in all", "computed"))
+    rows.append(
+        ("step time", f"{est.step_s:.3f} s ({est.step_s_ckpt:.3f} s with checkpointing)", "computed from FLOPs and MFU")
+    )
+    rows.append(
+        (
+            "tokens/s",
+            f"{est.tokens_per_s_per_gpu:,.0f} per GPU, {est.tokens_per_s_per_gpu * est.gpus:,.0f} in all",
+            "computed",
+        )
+    )
     if est.samples:
         rows.append((f"{est.samples:,} samples", f"{est.hours:.1f} h, {est.gpu_hours:.1f} GPU-hours", "computed"))
-    rows.append(("loader workers per GPU", f"{est.loader_workers_per_gpu}",
-                 f"measured: {est.loader_rate.value} samples/s per worker, {est.loader_rate.source}"))
-    rows.append(("checkpoint push", ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in est.push_bytes.items()),
-                 "computed"))
+    rows.append(
+        (
+            "loader workers per GPU",
+            f"{est.loader_workers_per_gpu}",
+            f"measured: {est.loader_rate.value} samples/s per worker, {est.loader_rate.source}",
+        )
+    )
+    rows.append(("checkpoint push", ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in est.push_bytes.items()), "computed"))
     width = max(len(r[0]) for r in rows)
     lines = [f"{label:<{width}}  {value}\n{'':<{width}}    ({source})" for label, value, source in rows]
     lines += ["assumed:", *(f"  - {assumption}" for assumption in est.assumed)]
@@ -502,8 +571,10 @@ def format_table(est: Estimate) -> str:
 def with_json_values(argv: list[str]) -> list[str]:
     """``--json`` without a value means ``--json true`` (the parser wants one for a bool)."""
     values = ("true", "false")
-    return [f"{arg}=true" if arg == "--json" and (i + 1 == len(argv) or argv[i + 1].lower() not in values) else arg
-            for i, arg in enumerate(argv)]
+    return [
+        f"{arg}=true" if arg == "--json" and (i + 1 == len(argv) or argv[i + 1].lower() not in values) else arg
+        for i, arg in enumerate(argv)
+    ]
 
 
 def print_estimate(config, fsdp_units: set[type]) -> None:
@@ -516,6 +587,14 @@ def print_estimate(config, fsdp_units: set[type]) -> None:
     data = DataConfig(**{f.name: config.data[f.name] for f in fields(DataConfig) if f.name in config.data})
     devices, nodes = config.trainer.get("devices"), config.trainer.get("num_nodes") or 1
     gpus = config.gpus or (devices * nodes if isinstance(devices, int) and devices > 0 else 1)
-    est = estimate_run(world_config, data, fsdp_units=fsdp_units, gpu=config.gpu, gpus=gpus, samples=config.samples, mfu=config.mfu,
-                       hub_strategy=config.hub.hub_strategy)
+    est = estimate_run(
+        world_config,
+        data,
+        fsdp_units=fsdp_units,
+        gpu=config.gpu,
+        gpus=gpus,
+        samples=config.samples,
+        mfu=config.mfu,
+        hub_strategy=config.hub.hub_strategy,
+    )
     print(json.dumps(est.to_dict(), indent=2) if config.json else format_table(est))

@@ -118,9 +118,14 @@ class EvaluationResult:
     @classmethod
     def from_dict(cls, data: dict) -> EvaluationResult:
         """The inverse of ``to_dict`` (a result carried in a checkpoint or read from the JSON file)."""
-        return cls(**{**data, "accuracies": [Accuracy(**{**a, "ci": tuple(a["ci"])}) for a in data["accuracies"]],
-                      "world_gains": [WorldGain(**{**g, "ci": tuple(g["ci"])}) for g in data["world_gains"]],
-                      "samples": [SampleResult(**s) for s in data["samples"]]})
+        return cls(
+            **{
+                **data,
+                "accuracies": [Accuracy(**{**a, "ci": tuple(a["ci"])}) for a in data["accuracies"]],
+                "world_gains": [WorldGain(**{**g, "ci": tuple(g["ci"])}) for g in data["world_gains"]],
+                "samples": [SampleResult(**s) for s in data["samples"]],
+            }
+        )
 
     def metrics(self, prefix: str = "eval/") -> dict[str, float]:
         """For loggers: ``eval/<config>/<condition>`` accuracy per task (``all``: pooled) and
@@ -142,45 +147,68 @@ class EvaluationResult:
         for acc in self.accuracies:
             grouped[(acc.config, acc.task, acc.sub_task)][acc.condition] = acc
         gains = {(gain.config, gain.task): gain for gain in self.world_gains}
-        return [(f"  {sub_task}" if sub_task else task_name(next(iter(by_condition.values()))), sub_task,
-                 by_condition, None if sub_task else gains.get((config, task)))
-                for (config, task, sub_task), by_condition in grouped.items()]
+        return [
+            (
+                f"  {sub_task}" if sub_task else task_name(next(iter(by_condition.values()))),
+                sub_task,
+                by_condition,
+                None if sub_task else gains.get((config, task)),
+            )
+            for (config, task, sub_task), by_condition in grouped.items()
+        ]
 
     def table(self) -> str:
         """Task x condition accuracy in %, with intervals and counts, and the world gain in points."""
         header = ["task", "n", *self.conditions, *(["world gain"] if self.world_gains else [])]
         rows = []
         for name, _, by_condition, gain in self.rows():
-            cells = [f"{100 * a.accuracy:.1f} [{100 * a.ci[0]:.1f}, {100 * a.ci[1]:.1f}]" if a else "-"
-                     for a in map(by_condition.get, self.conditions)]
+            cells = [
+                f"{100 * a.accuracy:.1f} [{100 * a.ci[0]:.1f}, {100 * a.ci[1]:.1f}]" if a else "-"
+                for a in map(by_condition.get, self.conditions)
+            ]
             if self.world_gains:
-                cells.append(f"{100 * gain.gain:+.1f} [{100 * gain.ci[0]:+.1f}, {100 * gain.ci[1]:+.1f}]" if gain
-                             else "-")
+                cells.append(
+                    f"{100 * gain.gain:+.1f} [{100 * gain.ci[0]:+.1f}, {100 * gain.ci[1]:+.1f}]" if gain else "-"
+                )
             rows.append([name, str(next(iter(by_condition.values())).n), *cells])
         widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in [header, *rows]]
-        notes = [f"{self.dataset}: accuracy % [95% bootstrap interval]; world gain = full - shuffled_world in points "
-                 f"[paired interval]"]
+        lines = [
+            "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+            for line in [header, *rows]
+        ]
+        notes = [
+            f"{self.dataset}: accuracy % [95% bootstrap interval]; world gain = full - shuffled_world in points "
+            f"[paired interval]"
+        ]
         notes += [f"skipped {count} {reason}" for reason, count in self.skipped.items()]
         return "\n".join([*notes, *lines])
 
 
 # ------------------------------------------------------------------------------------------------- scoring
-def option_log_likelihoods(model, processor, questions: Sequence[Question],
-                           world_images: Sequence | None = None) -> list[torch.Tensor]:
+def option_log_likelihoods(
+    model, processor, questions: Sequence[Question], world_images: Sequence | None = None
+) -> list[torch.Tensor]:
     """Per question, the summed log-probability of each option's tokens after its prompt: one forward for all the
     options of all ``questions``, lm-head logits at the option positions only.
 
     ``world_images`` (one per question) go into the world slots instead of the questions' own images.
     """
     world_images = world_images or [q.image for q in questions]
-    examples = [processor(q.image, caption=option, prompt=q.prompt, world_image=world)
-                for q, world in zip(questions, world_images) for option in q.options]
+    examples = [
+        processor(q.image, caption=option, prompt=q.prompt, world_image=world)
+        for q, world in zip(questions, world_images, strict=True)
+        for option in q.options
+    ]
     batch = processor.collate(examples)
     device = model.gemma.lm_head.weight.device
     inputs = {key: value.to(device) for key, value in batch.items() if isinstance(value, torch.Tensor)}
-    hidden = model.hidden_states(inputs["input_ids"], inputs["segment_ids"], inputs["attention_mask"],
-                                 inputs.get("pixel_values"), inputs.get("world_pixels"))
+    hidden = model.hidden_states(
+        inputs["input_ids"],
+        inputs["segment_ids"],
+        inputs["attention_mask"],
+        inputs.get("pixel_values"),
+        inputs.get("world_pixels"),
+    )
     # The collate labels each option's tokens and its closing <end_of_turn>: only the option's own tokens count.
     positions, targets = inputs["label_positions"], inputs["label_targets"]
     log_probs = model.gemma.lm_head(hidden.flatten(0, 1).index_select(0, positions)).float().log_softmax(-1)
@@ -197,8 +225,9 @@ def normalize_answer(text: str) -> str:
     return " ".join(words)
 
 
-_NUMBERS = {word: str(number) for number, word in enumerate(
-    "zero one two three four five six seven eight nine ten".split())}
+_NUMBERS = {
+    word: str(number) for number, word in enumerate("zero one two three four five six seven eight nine ten".split())
+}
 
 
 def derangement(count: int, seed: int) -> np.ndarray:
@@ -232,20 +261,31 @@ def check_conditions(conditions: Sequence[str] | None, has_world: bool, benchmar
     the ones that cannot run, before any weight loads."""
     conditions = list(dict.fromkeys(conditions or [c for c in CONDITIONS if has_world or c not in WORLD_CONDITIONS]))
     if not has_world and set(conditions) & set(WORLD_CONDITIONS):
-        raise UserError(f"--conditions {', '.join(conditions)}: no_world and shuffled_world ablate the world tokens, "
-                        f"and this model has none (model.enable_world: false). Evaluate full and gemma only.")
+        raise UserError(
+            f"--conditions {', '.join(conditions)}: no_world and shuffled_world ablate the world tokens, "
+            f"and this model has none (model.enable_world: false). Evaluate full and gemma only."
+        )
     if "shuffled_world" in conditions:
         for benchmark in benchmarks:
             if len(benchmark.questions) < 2:
-                raise UserError(f"shuffled_world gives each question another question's world tokens, and "
-                                f"{benchmark.config} has {len(benchmark.questions)} question(s) to evaluate: raise "
-                                f"--limit to 2 or more, or leave shuffled_world out of --conditions.")
+                raise UserError(
+                    f"shuffled_world gives each question another question's world tokens, and "
+                    f"{benchmark.config} has {len(benchmark.questions)} question(s) to evaluate: raise "
+                    f"--limit to 2 or more, or leave shuffled_world out of --conditions."
+                )
     return conditions
 
 
-def evaluate_benchmarks(model, benchmarks: Sequence[Benchmark], conditions: Sequence[str] | None = None,
-                        baseline: Callable[[], object] | None = None, batch_size: int = 8,
-                        bootstrap_samples: int = 1000, seed: int = 0, max_new_tokens: int = 16) -> EvaluationResult:
+def evaluate_benchmarks(
+    model,
+    benchmarks: Sequence[Benchmark],
+    conditions: Sequence[str] | None = None,
+    baseline: Callable[[], object] | None = None,
+    batch_size: int = 8,
+    bootstrap_samples: int = 1000,
+    seed: int = 0,
+    max_new_tokens: int = 16,
+) -> EvaluationResult:
     """Answers every question of ``benchmarks`` under each condition (see ``check_conditions``) and summarises
     them. ``baseline`` builds the ``gemma`` model when needed (default: ``gemma_baseline(model)``)."""
     conditions = check_conditions(conditions, model.world_encoder is not None, benchmarks)
@@ -262,13 +302,15 @@ def evaluate_benchmarks(model, benchmarks: Sequence[Benchmark], conditions: Sequ
             skipped[reason] += count
     accuracies, gains = summarise(samples, benchmarks, bootstrap_samples, seed)
     dataset = benchmarks[0].dataset if benchmarks else ""
-    return EvaluationResult(dataset, conditions, accuracies, gains, samples, dict(skipped),
-                            answered / max(time.monotonic() - started, 1e-9))
+    return EvaluationResult(
+        dataset, conditions, accuracies, gains, samples, dict(skipped), answered / max(time.monotonic() - started, 1e-9)
+    )
 
 
 @torch.inference_mode()
-def _answer(model, benchmark: Benchmark, condition: str, batch_size: int, seed: int,
-            max_new_tokens: int) -> list[SampleResult]:
+def _answer(
+    model, benchmark: Benchmark, condition: str, batch_size: int, seed: int, max_new_tokens: int
+) -> list[SampleResult]:
     questions = benchmark.questions
     processor, world_off = model.processor, contextlib.nullcontext()
     world_images = [q.image for q in questions]
@@ -280,7 +322,7 @@ def _answer(model, benchmark: Benchmark, condition: str, batch_size: int, seed: 
     started = last_report = time.monotonic()
     with world_off:
         for start in range(0, len(questions), batch_size):
-            chunk, worlds = questions[start:start + batch_size], world_images[start:start + batch_size]
+            chunk, worlds = questions[start : start + batch_size], world_images[start : start + batch_size]
             if benchmark.format == "vqa":
                 results += _generated(model, processor, benchmark, condition, chunk, worlds, max_new_tokens)
             else:
@@ -288,43 +330,73 @@ def _answer(model, benchmark: Benchmark, condition: str, batch_size: int, seed: 
             now = time.monotonic()
             if now - last_report >= PROGRESS_SECONDS or len(results) == len(questions):
                 last_report = now
-                log.info("theworld: evaluate %s %s: %d/%d questions, %.2f questions/s", condition, benchmark.config,
-                         len(results), len(questions), len(results) / max(now - started, 1e-9))
+                log.info(
+                    "theworld: evaluate %s %s: %d/%d questions, %.2f questions/s",
+                    condition,
+                    benchmark.config,
+                    len(results),
+                    len(questions),
+                    len(results) / max(now - started, 1e-9),
+                )
     return results
 
 
 def _chosen(model, processor, benchmark, condition, questions, world_images) -> list[SampleResult]:
     scores = option_log_likelihoods(model, processor, questions, world_images)
     results = []
-    for question, option_scores in zip(questions, scores):
+    for question, option_scores in zip(questions, scores, strict=True):
         predicted = question.options[int(option_scores.argmax())]
-        results.append(SampleResult(question.id, benchmark.config, question.task, question.sub_task, condition,
-                                    predicted, question.answers[0], predicted == question.answers[0],
-                                    option_scores.tolist()))
+        results.append(
+            SampleResult(
+                question.id,
+                benchmark.config,
+                question.task,
+                question.sub_task,
+                condition,
+                predicted,
+                question.answers[0],
+                predicted == question.answers[0],
+                option_scores.tolist(),
+            )
+        )
     return results
 
 
 def _generated(model, processor, benchmark, condition, questions, world_images, max_new_tokens) -> list[SampleResult]:
-    examples = [processor(q.image, prompt=q.prompt, world_image=world) for q, world in zip(questions, world_images)]
+    examples = [
+        processor(q.image, prompt=q.prompt, world_image=world) for q, world in zip(questions, world_images, strict=True)
+    ]
     texts = model.generate_from_batch(processor.collate(examples, padding_side="left"), max_new_tokens)
     results = []
-    for question, text in zip(questions, texts):
+    for question, text in zip(questions, texts, strict=True):
         correct = normalize_answer(text) in {normalize_answer(answer) for answer in question.answers}
-        results.append(SampleResult(question.id, benchmark.config, question.task, question.sub_task, condition,
-                                    text, " | ".join(question.answers), correct))
+        results.append(
+            SampleResult(
+                question.id,
+                benchmark.config,
+                question.task,
+                question.sub_task,
+                condition,
+                text,
+                " | ".join(question.answers),
+                correct,
+            )
+        )
     return results
 
 
 # ---------------------------------------------------------------------------------------------- summaries
-def summarise(samples: Sequence[SampleResult], benchmarks: Sequence[Benchmark], bootstrap_samples: int = 1000,
-              seed: int = 0) -> tuple[list[Accuracy], list[WorldGain]]:
+def summarise(
+    samples: Sequence[SampleResult], benchmarks: Sequence[Benchmark], bootstrap_samples: int = 1000, seed: int = 0
+) -> tuple[list[Accuracy], list[WorldGain]]:
     """Accuracy per task, sub-task and condition (and pooled as ``all``), and the world gain per task and pooled."""
     dataset = benchmarks[0].dataset if benchmarks else ""
     splits = {b.config: b.split for b in benchmarks}
     groups: dict[tuple, dict[str, dict[tuple[str, str], bool]]] = defaultdict(lambda: defaultdict(dict))
     for s in samples:
         for key in [(s.config, s.task, None), (ALL, ALL, None)] + (
-                [(s.config, s.task, s.sub_task)] if s.sub_task and s.sub_task != s.task else []):
+            [(s.config, s.task, s.sub_task)] if s.sub_task and s.sub_task != s.task else []
+        ):
             groups[key][s.condition][(s.config, s.question_id)] = s.correct
     pooled_split = next(iter(set(splits.values()))) if len(set(splits.values())) == 1 else None
     accuracies, gains = [], []
@@ -335,11 +407,31 @@ def summarise(samples: Sequence[SampleResult], benchmarks: Sequence[Benchmark], 
         split = pooled_split if config == ALL else splits.get(config)
         for condition, correct in by_condition.items():
             values = np.array(list(correct.values()), dtype=float)
-            accuracies.append(Accuracy(dataset, config_name, split, task, len(values), sub_task, condition,
-                                       float(values.mean()), bootstrap_interval(values, bootstrap_samples, seed)))
+            accuracies.append(
+                Accuracy(
+                    dataset,
+                    config_name,
+                    split,
+                    task,
+                    len(values),
+                    sub_task,
+                    condition,
+                    float(values.mean()),
+                    bootstrap_interval(values, bootstrap_samples, seed),
+                )
+            )
         if sub_task is None and {"full", "shuffled_world"} <= set(by_condition):
             full, shuffled = by_condition["full"], by_condition["shuffled_world"]
             paired = np.array([float(full[k]) - float(shuffled[k]) for k in full if k in shuffled])
-            gains.append(WorldGain(dataset, config_name, split, task, len(paired), float(paired.mean()),
-                                   bootstrap_interval(paired, bootstrap_samples, seed)))
+            gains.append(
+                WorldGain(
+                    dataset,
+                    config_name,
+                    split,
+                    task,
+                    len(paired),
+                    float(paired.mean()),
+                    bootstrap_interval(paired, bootstrap_samples, seed),
+                )
+            )
     return accuracies, gains

@@ -60,9 +60,14 @@ class _WorldInput:
             data, image_format = buffer.getvalue(), "PNG"
         else:  # PIL keeps the decoded file's format on images it did not have to convert to RGB.
             image_format = image.format or Image.open(io.BytesIO(data)).format
-        return {"key": sample["key"], "text": sample["text"], "prompt": sample.get("prompt"), "image_bytes": data,
-                "image_ext": _IMAGE_EXTENSIONS.get(image_format or "", "png"),
-                "world_pixels": self.pixels.resize(image)}
+        return {
+            "key": sample["key"],
+            "text": sample["text"],
+            "prompt": sample.get("prompt"),
+            "image_bytes": data,
+            "image_ext": _IMAGE_EXTENSIONS.get(image_format or "", "png"),
+            "world_pixels": self.pixels.resize(image),
+        }
 
 
 def _durable_rename(tmp: Path, final: Path) -> None:
@@ -140,15 +145,28 @@ def _resume_point(output_dir: Path, prefix: str, progress: _Progress) -> dict[st
         (output_dir / name).unlink()
     for partial in output_dir.glob(f"{prefix}-*.tar.partial"):
         partial.unlink()
-    log.info("Resuming the latent cache in %s after %d shards (%d samples).", output_dir, len(state["shards"]),
-             state["samples"])
+    log.info(
+        "Resuming the latent cache in %s after %d shards (%d samples).",
+        output_dir,
+        len(state["shards"]),
+        state["samples"],
+    )
     return state
 
 
-def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *, batch_size: int = 32,
-                       num_workers: int = 4, samples_per_shard: int = 1000, dtype: str = "bfloat16",
-                       device: str | torch.device | None = None, shard_prefix: str = "shard",
-                       limit: int | None = None) -> dict[str, Any]:
+def write_latent_cache(
+    config: TheWorldConfig,
+    source,
+    output_dir: str | Path,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 4,
+    samples_per_shard: int = 1000,
+    dtype: str = "bfloat16",
+    device: str | torch.device | None = None,
+    shard_prefix: str = "shard",
+    limit: int | None = None,
+) -> dict[str, Any]:
     """Encodes every usable sample of ``source`` (a stream of ``theworld.data``: webdataset or parquet) into shards.
 
     Shards hold whole loader batches (``samples_per_shard`` rounded up to a batch). A killed run
@@ -173,12 +191,26 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
             "the same settings, or write this one to another folder."
         )
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    encoder = WorldEncoder.from_pretrained(config.cosmos_model_name, config.cosmos_subfolder, config.world_patch_size,
-                                           dtype=resolve_dtype(config.frozen_dtype)).to(device).eval()
+    encoder = (
+        WorldEncoder.from_pretrained(
+            config.cosmos_model_name,
+            config.cosmos_subfolder,
+            config.world_patch_size,
+            dtype=resolve_dtype(config.frozen_dtype),
+        )
+        .to(device)
+        .eval()
+    )
     world_input = _WorldInput(config.world_image_size)
     source.transform = world_input
-    loader = StatefulDataLoader(source, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
-                                pin_memory=device.type == "cuda", **worker_options(num_workers))
+    loader = StatefulDataLoader(
+        source,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        **worker_options(num_workers),
+    )
     if state["loader"] is not None:
         loader.load_state_dict(state["loader"])
     writer = _ShardWriter(output_dir, shard_prefix, state["shards"])
@@ -187,8 +219,16 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
 
     def checkpoint() -> None:
         writer.close()
-        progress.save({"loader": loader.state_dict(), "samples": samples, "skipped": dict(skipped),
-                       "shards": writer.shards, "seconds": time.perf_counter() - start, "settings": settings})
+        progress.save(
+            {
+                "loader": loader.state_dict(),
+                "samples": samples,
+                "skipped": dict(skipped),
+                "shards": writer.shards,
+                "seconds": time.perf_counter() - start,
+                "settings": settings,
+            }
+        )
 
     with torch.inference_mode():
         for batch in loader:
@@ -197,8 +237,11 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
             pixels = world_input.pixels.normalize(batch["world_pixels"].to(device, non_blocking=True))
             tokens = encoder(pixels).to(STORAGE_DTYPES[dtype]).cpu()
             for i, key in enumerate(batch["key"][: None if limit is None else limit - samples]):
-                members = {batch["image_ext"][i]: batch["image_bytes"][i], "txt": batch["text"][i].encode(),
-                           WORLD_LATENTS_EXT: pack_world_latents(tokens[i], config)}
+                members = {
+                    batch["image_ext"][i]: batch["image_bytes"][i],
+                    "txt": batch["text"][i].encode(),
+                    WORLD_LATENTS_EXT: pack_world_latents(tokens[i], config),
+                }
                 if batch["prompt"][i] is not None:  # a question: its prompt (choices included) and answer, as read
                     members["json"] = json.dumps({"question": batch["prompt"][i], "answer": batch["text"][i]}).encode()
                 writer.add(key, members)
@@ -208,8 +251,13 @@ def write_latent_cache(config: TheWorldConfig, source, output_dir: str | Path, *
             if writer.count >= samples_per_shard:
                 checkpoint()
     writer.close()
-    summary = {"samples": samples, "shards": writer.shards, "skipped": dict(skipped),
-               "seconds": round(time.perf_counter() - start, 2), **settings}
+    summary = {
+        "samples": samples,
+        "shards": writer.shards,
+        "skipped": dict(skipped),
+        "seconds": round(time.perf_counter() - start, 2),
+        **settings,
+    }
     (output_dir / f"{shard_prefix}-cache.json").write_text(json.dumps(summary, indent=2) + "\n")
     progress.path.unlink(missing_ok=True)
     return summary

@@ -43,8 +43,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Sum of token cross-entropies of ``hidden @ weight.T``; gradients computed during the forward."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int,
-                grad_enabled: bool):
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int, grad_enabled: bool
+    ):
         device_type = hidden.device.type
         # Under autocast the head's matmul runs in the autocast dtype, as F.linear would.
         autocast = torch.is_autocast_enabled(device_type)
@@ -56,8 +57,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # needs_input_grad follows requires_grad even under no_grad: with gradients off (validation of an
         # unfrozen head) no (vocab, hidden) float32 buffer is allocated.
         grad_hidden = torch.empty_like(hidden) if grad_enabled and ctx.needs_input_grad[0] else None
-        grad_weight = (torch.zeros_like(weight, dtype=torch.float32) if grad_enabled and ctx.needs_input_grad[1]
-                       else None)
+        grad_weight = (
+            torch.zeros_like(weight, dtype=torch.float32) if grad_enabled and ctx.needs_input_grad[1] else None
+        )
         for start in range(0, hidden.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
             h = hidden[rows].to(compute_dtype)
@@ -91,8 +93,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk_bytes: int = CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_bytes: int = CHUNK_BYTES
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy of ``hidden @ weight.T`` over targets that are not ``IGNORE_INDEX``.
 
     Returns ``(loss, num_tokens)``, both device tensors (no host sync). Equal to

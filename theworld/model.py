@@ -80,27 +80,35 @@ class TheWorld(nn.Module):
 
     @staticmethod
     def _load_base(
-        cfg: TheWorldConfig, token: str | None = None,
+        cfg: TheWorldConfig,
+        token: str | None = None,
     ) -> tuple[Gemma3ForConditionalGeneration, WorldEncoder | None]:
         from transformers import Gemma3ForConditionalGeneration
 
         frozen_dtype = resolve_dtype(cfg.frozen_dtype)
         gemma = Gemma3ForConditionalGeneration.from_pretrained(
+            cfg.gemma_model_name,
             # revision=None means the default branch to the Hub client, but transformers annotates it as str
-            cfg.gemma_model_name, revision=cfg.gemma_revision, token=token,  # type: ignore[arg-type]
+            revision=cfg.gemma_revision,  # type: ignore[arg-type]
+            token=token,
             dtype=frozen_dtype,
             attn_implementation=cfg.attn_implementation,
         )
         world_encoder = None
         if cfg.enable_world:
             world_encoder = WorldEncoder.from_pretrained(
-                cfg.cosmos_model_name, cfg.cosmos_subfolder, cfg.world_patch_size, dtype=frozen_dtype,
-                revision=cfg.cosmos_revision, token=token,
+                cfg.cosmos_model_name,
+                cfg.cosmos_subfolder,
+                cfg.world_patch_size,
+                dtype=frozen_dtype,
+                revision=cfg.cosmos_revision,
+                token=token,
             )
         return gemma, world_encoder
 
-    def _assemble(self, gemma: Gemma3ForConditionalGeneration, world_encoder: WorldEncoder | None,
-                  token: str | None = None) -> None:
+    def _assemble(
+        self, gemma: Gemma3ForConditionalGeneration, world_encoder: WorldEncoder | None, token: str | None = None
+    ) -> None:
         cfg = self.config
         self._token = token  # for the processor files, loaded when first needed
         self.gemma = gemma
@@ -112,8 +120,13 @@ class TheWorld(nn.Module):
             # Drawn on the CPU generator whatever device the bases sit on, so a seed gives the same
             # projector on one GPU, under FSDP or on CPU.
             with torch.device("cpu"):
-                self.projector = WorldProjector(world_encoder.token_dim, hidden, cfg.projector_hidden_dim, text_rms,
-                                                positions=self.num_world_tokens if cfg.world_position_embedding else None)
+                self.projector = WorldProjector(
+                    world_encoder.token_dim,
+                    hidden,
+                    cfg.projector_hidden_dim,
+                    text_rms,
+                    positions=self.num_world_tokens if cfg.world_position_embedding else None,
+                )
             # <the_world_start>, <the_world_end>: their own 2 x hidden parameter, not new rows of the
             # 262k-row embedding matrix. They start as Gemma's <start_of_image> / <end_of_image>: two distinct
             # tokens at the scale of text embeddings that already mean "an image block opens / closes".
@@ -131,12 +144,13 @@ class TheWorld(nn.Module):
 
     # ----------------------------------------------------------------- construction helpers
     @classmethod
-    def from_config(cls, config: TheWorldConfig) -> "TheWorld":
+    def from_config(cls, config: TheWorldConfig) -> TheWorld:
         return cls(**config.to_dict())
 
     @classmethod
-    def from_modules(cls, config: TheWorldConfig, gemma: Gemma3ForConditionalGeneration,
-                     world_encoder: WorldEncoder | None) -> "TheWorld":
+    def from_modules(
+        cls, config: TheWorldConfig, gemma: Gemma3ForConditionalGeneration, world_encoder: WorldEncoder | None
+    ) -> TheWorld:
         """Assembles TheWorld around base modules built elsewhere (e.g. random weights for a benchmark).
 
         The processor is still read from ``config.gemma_model_name``.
@@ -148,8 +162,14 @@ class TheWorld(nn.Module):
         return model
 
     @classmethod
-    def from_pretrained(cls, path_or_repo: str, revision: str | None = None, token: str | None = None,
-                        subfolder: str | None = None, **overrides) -> "TheWorld":
+    def from_pretrained(
+        cls,
+        path_or_repo: str,
+        revision: str | None = None,
+        token: str | None = None,
+        subfolder: str | None = None,
+        **overrides,
+    ) -> TheWorld:
         """Rebuild the base models from ``config.json`` and load the trainable weights.
 
         ``path_or_repo`` is a local folder (a ``checkpoint-N/``, ``final/``) or a Hub repo id.
@@ -189,7 +209,10 @@ class TheWorld(nn.Module):
     def _apply_freeze(self) -> None:
         cfg = self.config
         groups = {
-            "vision": ([self.gemma.model.vision_tower, self.gemma.model.multi_modal_projector], cfg.freeze_gemma_vision),
+            "vision": (
+                [self.gemma.model.vision_tower, self.gemma.model.multi_modal_projector],
+                cfg.freeze_gemma_vision,
+            ),
             "language": ([self.gemma.model.language_model, self.gemma.lm_head], cfg.freeze_gemma_language),
         }
         if self.world_encoder is not None:
@@ -219,7 +242,9 @@ class TheWorld(nn.Module):
         if self._processor is None:
             self._processor = TheWorldProcessor(
                 load_gemma_processor(self.config.gemma_model_name, self.config.gemma_revision, self._token),
-                self.num_world_tokens, self.config.world_image_size, gemma_image_tokens=self.config.gemma_image_tokens,
+                self.num_world_tokens,
+                self.config.world_image_size,
+                gemma_image_tokens=self.config.gemma_image_tokens,
             )
         return self._processor
 
@@ -269,8 +294,10 @@ class TheWorld(nn.Module):
             assert self.projector is not None  # built with the world encoder
             if world_latents is not None:
                 if not self.config.freeze_cosmos_vae:
-                    raise ValueError("Cached world latents stand for a frozen VAE, but freeze_cosmos_vae is false: "
-                                     "train the VAE from images (webdataset or parquet source) instead of the cache.")
+                    raise ValueError(
+                        "Cached world latents stand for a frozen VAE, but freeze_cosmos_vae is false: "
+                        "train the VAE from images (webdataset or parquet source) instead of the cache."
+                    )
                 world = self.projector(world_latents)
             elif world_pixels is not None:
                 world = self.encode_world(world_pixels)
@@ -282,8 +309,17 @@ class TheWorld(nn.Module):
             embeds = torch.where((segment_ids == SEG_WORLD_END).unsqueeze(-1), special[1], embeds)
         return embeds
 
-    def hidden_states(self, input_ids, segment_ids, attention_mask=None, pixel_values=None, world_pixels=None,
-                      position_ids=None, world_latents=None, **cache_kwargs) -> torch.Tensor:
+    def hidden_states(
+        self,
+        input_ids,
+        segment_ids,
+        attention_mask=None,
+        pixel_values=None,
+        world_pixels=None,
+        position_ids=None,
+        world_latents=None,
+        **cache_kwargs,
+    ) -> torch.Tensor:
         embeds = self.embed(input_ids, segment_ids, pixel_values, world_pixels, world_latents)
         cache_kwargs.setdefault("use_cache", False)  # training and scoring keep no KV cache
         outputs = self.gemma.model(
@@ -307,16 +343,28 @@ class TheWorld(nn.Module):
             blocks = blocks | (segment_ids == SEG_WORLD)
         return blocks.long()
 
-    def forward(self, input_ids, segment_ids, attention_mask=None, pixel_values=None, world_pixels=None,
-                labels=None, label_positions=None, label_targets=None, world_latents=None,
-                return_logits: bool = False, **_unused) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        input_ids,
+        segment_ids,
+        attention_mask=None,
+        pixel_values=None,
+        world_pixels=None,
+        labels=None,
+        label_positions=None,
+        label_targets=None,
+        world_latents=None,
+        return_logits: bool = False,
+        **_unused,
+    ) -> dict[str, torch.Tensor]:
         """Loss on answer tokens only, computed chunk by chunk: no full-vocabulary logits tensor.
 
         ``label_positions`` / ``label_targets`` come from ``processor.collate``; given ``labels``
         alone, they are worked out here (on a GPU that costs one host sync).
         """
-        hidden = self.hidden_states(input_ids, segment_ids, attention_mask, pixel_values, world_pixels,
-                                    world_latents=world_latents)
+        hidden = self.hidden_states(
+            input_ids, segment_ids, attention_mask, pixel_values, world_pixels, world_latents=world_latents
+        )
         out: dict[str, torch.Tensor] = {}
         if return_logits:
             out["logits"] = self.gemma.lm_head(hidden)
@@ -351,9 +399,15 @@ class TheWorld(nn.Module):
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.gemma.config.get_text_config())
         hidden = self.hidden_states(
-            batch["input_ids"], batch["segment_ids"], attention_mask, batch.get("pixel_values"),
-            batch.get("world_pixels"), position_ids=position_ids, world_latents=batch.get("world_latents"),
-            use_cache=True, **{_cache_kwarg(): cache},
+            batch["input_ids"],
+            batch["segment_ids"],
+            attention_mask,
+            batch.get("pixel_values"),
+            batch.get("world_pixels"),
+            position_ids=position_ids,
+            world_latents=batch.get("world_latents"),
+            use_cache=True,
+            **{_cache_kwarg(): cache},
         )
         stop_ids = torch.tensor([proc.end_of_turn_id, proc.tokenizer.eos_token_id], device=device)
         finished = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=device)
@@ -370,8 +424,11 @@ class TheWorld(nn.Module):
             attention_mask = torch.cat([attention_mask, (~finished).long().unsqueeze(-1)], dim=-1)
             embeds = self._text_embeddings()(next_token.unsqueeze(-1))
             hidden = self.gemma.model.language_model(
-                inputs_embeds=embeds, attention_mask=attention_mask, position_ids=next_position,
-                use_cache=True, **{_cache_kwarg(): cache},
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                position_ids=next_position,
+                use_cache=True,
+                **{_cache_kwarg(): cache},
             ).last_hidden_state
             next_position = next_position + 1
         texts = [t.strip() for t in proc.tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)]

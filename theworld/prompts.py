@@ -23,5 +23,5 @@ def option_letters(count: int) -> list[str]:
 
 def multiple_choice_prompt(question: str, choices: Sequence[str]) -> str:
     lines = [question.strip(), "Select from the following choices."]
-    lines += [f"{letter} {choice}" for letter, choice in zip(option_letters(len(choices)), choices)]
+    lines += [f"{letter} {choice}" for letter, choice in zip(option_letters(len(choices)), choices, strict=True)]
     return "\n".join(lines)

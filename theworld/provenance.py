@@ -51,8 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROVENANCE_KEY = "provenance"  # a checkpoint dict's ProvenanceSave on write, its TrainedSamples on load
-PROVENANCE_SCHEMA = pa.schema([("step", pa.int64()), ("rank", pa.int32()), ("key", pa.string()),
-                               ("stage", pa.int16())])
+PROVENANCE_SCHEMA = pa.schema([("step", pa.int64()), ("rank", pa.int32()), ("key", pa.string()), ("stage", pa.int16())])
 # What a key can be: DataComp's uid, a webdataset shard's __key__ (img2dataset's: unique within one download only),
 # or the metadata row's number (metadata without uids).
 KEY_KINDS = ("uid", "shard_key", "row")
@@ -87,8 +86,18 @@ class History:
         return sum(delta.rows for delta in self.deltas)
 
     def to_json(self) -> str:
-        return json.dumps({"stage": self.stage, "step": self.step, "rows": self.rows,
-                           "deltas": [dataclasses.asdict(delta) for delta in self.deltas]}, indent=1) + "\n"
+        return (
+            json.dumps(
+                {
+                    "stage": self.stage,
+                    "step": self.step,
+                    "rows": self.rows,
+                    "deltas": [dataclasses.asdict(delta) for delta in self.deltas],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
     @classmethod
     def from_json(cls, text: str) -> History:
@@ -123,8 +132,9 @@ def provenance_dataset(folder: str | Path) -> pyarrow.dataset.Dataset | None:
     where = delta_folder(folder)
     import pyarrow.dataset  # here, not at the top: it imports pandas, a second of every `theworld` start
 
-    return pyarrow.dataset.dataset([str(where / delta.name) for delta in history.deltas], schema=PROVENANCE_SCHEMA,
-                      format="parquet")
+    return pyarrow.dataset.dataset(
+        [str(where / delta.name) for delta in history.deltas], schema=PROVENANCE_SCHEMA, format="parquet"
+    )
 
 
 def key_kinds(folder: str | Path) -> set[str]:
@@ -174,8 +184,12 @@ class TrainedSamples:
         """Continues the history of the checkpoint ``folder`` (of ``step``), reading its ``provenance.json`` only."""
         history = read_history(folder)
         if history is None:
-            log.warning("%s has no %s: this run's provenance starts at step %d and lacks the steps before.",
-                        folder, PROVENANCE_NAME, step)
+            log.warning(
+                "%s has no %s: this run's provenance starts at step %d and lacks the steps before.",
+                folder,
+                PROVENANCE_NAME,
+                step,
+            )
             return cls(History(step=step))
         return cls(history, delta_folder(folder))
 
@@ -184,12 +198,15 @@ class TrainedSamples:
         """A new stage after the weights in ``folder`` (``--model.init_from``), and a line saying what it carries."""
         earlier = read_history(folder)
         if earlier is None:
-            return cls(), (f"{folder} has no {PROVENANCE_NAME}: this run's provenance starts a new history "
-                           f"(stage 0), without the samples those weights were trained on.")
+            return cls(), (
+                f"{folder} has no {PROVENANCE_NAME}: this run's provenance starts a new history "
+                f"(stage 0), without the samples those weights were trained on."
+            )
         history = History(stage=earlier.stage + 1, deltas=earlier.deltas)
         return cls(history, delta_folder(folder)), (
             f"this run's provenance carries the {earlier.rows:,} rows of stage{'s 0-' if earlier.stage else ' '}"
-            f"{earlier.stage} from {folder}; its own rows are stage {history.stage}.")
+            f"{earlier.stage} from {folder}; its own rows are stage {history.stage}."
+        )
 
     def add(self, step: int, keys: Sequence[str]) -> None:
         # As Arrow at once: 36 bytes a 32-character uid instead of a Python string's 90.
@@ -211,9 +228,21 @@ class TrainedSamples:
             return pa.array(np.full(len(like), value, dtype=dtype))
 
         rows = pa.Table.from_batches(
-            [pa.record_batch([column(batch_step, keys, np.int64), column(r, keys, np.int32), keys,
-                              column(stage, keys, np.int16)], schema=PROVENANCE_SCHEMA)
-             for r, batches in enumerate(parts) for batch_step, keys in batches], schema=PROVENANCE_SCHEMA)
+            [
+                pa.record_batch(
+                    [
+                        column(batch_step, keys, np.int64),
+                        column(r, keys, np.int32),
+                        keys,
+                        column(stage, keys, np.int16),
+                    ],
+                    schema=PROVENANCE_SCHEMA,
+                )
+                for r, batches in enumerate(parts)
+                for batch_step, keys in batches
+            ],
+            schema=PROVENANCE_SCHEMA,
+        )
         if world_size > 1:  # one rank's rows are in step order already
             rows = rows.sort_by([("step", "ascending"), ("rank", "ascending")])  # a stable sort
         if rows.num_rows == 0:
@@ -243,8 +272,13 @@ def write_provenance(save: ProvenanceSave, folder: Path) -> None:
         elif save.source is not None and (save.source / delta.name).is_file():
             _link_or_copy(save.source / delta.name, target)
         else:
-            log.warning("The provenance delta %s is in neither %s nor %s: %s names it but cannot be read whole.",
-                        delta.name, store, save.source, folder / PROVENANCE_NAME)
+            log.warning(
+                "The provenance delta %s is in neither %s nor %s: %s names it but cannot be read whole.",
+                delta.name,
+                store,
+                save.source,
+                folder / PROVENANCE_NAME,
+            )
     (folder / PROVENANCE_NAME).write_text(save.history.to_json())
     _remove_unnamed_deltas(store, folder)
 

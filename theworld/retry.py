@@ -9,7 +9,8 @@ import math
 import re
 import socket
 import time
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 from urllib.error import HTTPError, URLError
 
 from huggingface_hub.errors import HfHubHTTPError
@@ -87,8 +88,16 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def with_retries(fn: Callable[[], T], *, what: str, retries: int, wait_s: float, max_wait_s: float = 60.0,
-                 sleep: Callable[[float], bool | None] | None = None, quiet: bool = False) -> T:
+def with_retries(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    retries: int,
+    wait_s: float,
+    max_wait_s: float = 60.0,
+    sleep: Callable[[float], bool | None] | None = None,
+    quiet: bool = False,
+) -> T:
     """Calls ``fn``, retrying transient errors with exponential backoff (``wait_s``, doubling, at most
     ``max_wait_s``); a server that says how long to wait (429/503 with ``Retry-After``) is waited out as it says,
     up to ``max_wait_s`` too (a nonsense value counts as unsaid).
@@ -107,8 +116,15 @@ def with_retries(fn: Callable[[], T], *, what: str, retries: int, wait_s: float,
             if asked is not None:
                 delay = min(asked, max_wait_s)
                 if not quiet:
-                    log.warning("%s: the server answered %s and asks to wait %.0f s (Retry-After); retry %d/%d in "
-                                "%.0f s", what, http_status(err) or "busy", asked, attempt, retries, delay)
+                    log.warning(
+                        "%s: the server answered %s and asks to wait %.0f s (Retry-After); retry %d/%d in %.0f s",
+                        what,
+                        http_status(err) or "busy",
+                        asked,
+                        attempt,
+                        retries,
+                        delay,
+                    )
             elif not quiet:
                 log.warning("%s failed (%s); retry %d/%d in %.1f s", what, describe_error(err), attempt, retries, delay)
             if sleep(delay):

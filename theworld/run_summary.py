@@ -77,13 +77,19 @@ class RunSummary:
         skipped = {reason: n for reason, n in sorted(self.skipped.items()) if reason != "converted_mode"}
         records = self.samples_trained + sum(skipped.values())
         rate = (lambda n: round(n / records, 6)) if records else (lambda n: 0.0)
-        return {"records": records, "trained": self.samples_trained, "yield": rate(self.samples_trained),
-                "skipped": skipped, "skipped_rates": {reason: rate(n) for reason, n in skipped.items()},
-                "converted_mode": self.skipped.get("converted_mode", 0)}
+        return {
+            "records": records,
+            "trained": self.samples_trained,
+            "yield": rate(self.samples_trained),
+            "skipped": skipped,
+            "skipped_rates": {reason: rate(n) for reason, n in skipped.items()},
+            "converted_mode": self.skipped.get("converted_mode", 0),
+        }
 
     def data_yield_line(self) -> str:
         """One sentence: ``data yield 91.2% of 1,000 records (http_error 6.1%, timeout 2.7%)``."""
         figures = self.data_yield()
         reasons = ", ".join(f"{reason} {rate:.1%}" for reason, rate in figures["skipped_rates"].items())
-        return f"data yield {figures['yield']:.1%} of {figures['records']:,} records" + (f" ({reasons})" if reasons
-                                                                                         else "")
+        return f"data yield {figures['yield']:.1%} of {figures['records']:,} records" + (
+            f" ({reasons})" if reasons else ""
+        )

@@ -74,13 +74,19 @@ class WorldEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, model_name: str, subfolder: str = "vae", patch_size: int = 2, dtype: torch.dtype = torch.float32,
-        revision: str | None = None, token: str | None = None,
-    ) -> "WorldEncoder":
+        cls,
+        model_name: str,
+        subfolder: str = "vae",
+        patch_size: int = 2,
+        dtype: torch.dtype = torch.float32,
+        revision: str | None = None,
+        token: str | None = None,
+    ) -> WorldEncoder:
         from diffusers import AutoencoderKLWan
 
-        vae = AutoencoderKLWan.from_pretrained(model_name, subfolder=subfolder, torch_dtype=dtype, revision=revision,
-                                               token=token)
+        vae = AutoencoderKLWan.from_pretrained(
+            model_name, subfolder=subfolder, torch_dtype=dtype, revision=revision, token=token
+        )
         # Only the encoder half is ever used; dropping the decoder saves its memory.
         vae.decoder = None
         vae.post_quant_conv = None
@@ -116,8 +122,14 @@ class WorldProjector(nn.Module):
     (``sqrt(hidden)``-scaled) text embeddings and dominate or vanish in attention.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, target_rms: float = 1.0,
-                 positions: int | None = None):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int | None = None,
+        target_rms: float = 1.0,
+        positions: int | None = None,
+    ):
         super().__init__()
         hidden_dim = hidden_dim or out_dim
         self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))

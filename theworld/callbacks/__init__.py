@@ -3,4 +3,11 @@ from theworld.callbacks.evaluation import BenchmarkEvaluation
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.progress import TrainingProgress
 
-__all__ = ["BenchmarkEvaluation", "HubSyncCallback", "TrainableCheckpoint", "TrainableCheckpointIO", "TrainingInterrupted", "TrainingProgress"]
+__all__ = [
+    "BenchmarkEvaluation",
+    "HubSyncCallback",
+    "TrainableCheckpoint",
+    "TrainableCheckpointIO",
+    "TrainingInterrupted",
+    "TrainingProgress",
+]

@@ -23,10 +23,11 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import lightning as L
 import torch
@@ -81,9 +82,16 @@ def resumable_folders(folder: Path) -> list[Path]:
     """Complete resumable checkpoint folders in ``folder`` (not ``last``, ``final`` or temporaries), oldest first."""
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir()
-             if p.is_dir() and not p.is_symlink() and p.name not in (LAST_LINK, FINAL_DIR)
-             and not p.name.startswith(".") and TMP_MARKER not in p.name and (p / TRAINING_STATE_NAME).is_file()]
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir()
+        and not p.is_symlink()
+        and p.name not in (LAST_LINK, FINAL_DIR)
+        and not p.name.startswith(".")
+        and TMP_MARKER not in p.name
+        and (p / TRAINING_STATE_NAME).is_file()
+    ]
     return sorted(found, key=lambda p: ((p / TRAINING_STATE_NAME).stat().st_mtime, p.name))
 
 
@@ -101,10 +109,13 @@ def check_intact(folder: str | Path, flag: str) -> None:
             continue
         real = folder.resolve()
         kept = resumable_folders(real.parent)
-        earlier = kept[:kept.index(real)] if real in kept else kept  # final/ comes after every checkpoint-N/
+        earlier = kept[: kept.index(real)] if real in kept else kept  # final/ comes after every checkpoint-N/
         intact = [p for p in earlier if not any(damage(p / n) for n in (WEIGHTS_NAME, TRAINING_STATE_NAME))]
-        fix = (f"The previous complete checkpoint is {intact[-1]}/: use {flag} {intact[-1]}" if intact
-               else f"There is no earlier complete checkpoint-N/ in {real.parent}: start again without it")
+        fix = (
+            f"The previous complete checkpoint is {intact[-1]}/: use {flag} {intact[-1]}"
+            if intact
+            else f"There is no earlier complete checkpoint-N/ in {real.parent}: start again without it"
+        )
         raise DamagedCheckpoint(
             f"{flag} {folder}: {real / name} is damaged ({reason}); the file was cut short or overwritten (a full "
             f"disk, a copy or download that stopped), so it cannot be loaded. {fix}. Move the damaged folder away so "
@@ -212,8 +223,9 @@ class TrainableCheckpointIO(CheckpointIO):
         # weights_only: a checkpoint may come from the Hub, and a full unpickler would run its code. Only an
         # explicit `--weights_only false` (Lightning's flag: the user trusts this file) lifts it.
         try:
-            state = torch.load(path / TRAINING_STATE_NAME, map_location=map_location or "cpu",
-                               weights_only=weights_only is not False)
+            state = torch.load(
+                path / TRAINING_STATE_NAME, map_location=map_location or "cpu", weights_only=weights_only is not False
+            )
         except pickle.UnpicklingError as err:
             culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
             raise UnsafeCheckpointError(
@@ -293,8 +305,11 @@ def requeue_slurm_job() -> str | None:
         result = subprocess.CompletedProcess([], 127, stderr="scontrol is not on PATH")
     if result.returncode == 0:
         return job
-    log.warning("theworld: `scontrol requeue %s` failed (%s): resubmit the job to resume.", job,
-                result.stderr.strip() or f"exit {result.returncode}")
+    log.warning(
+        "theworld: `scontrol requeue %s` failed (%s): resubmit the job to resume.",
+        job,
+        result.stderr.strip() or f"exit {result.returncode}",
+    )
     return None
 
 
@@ -465,9 +480,11 @@ class TrainableCheckpoint(ModelCheckpoint):
                 raise UsedCheckpointFolder(error)
         if self._resumed_step is not None and 0 < trainer.max_steps <= self._resumed_step:
             # Resumed at the end: Lightning skips the training loop and with it on_train_end.
-            rank_zero_info(f"theworld: the run in {Path(self.dirpath).resolve()} already finished at step "
-                           f"{self._resumed_step} (trainer.max_steps={trainer.max_steps}): nothing to train. Raise "
-                           f"--trainer.max_steps to train further.")
+            rank_zero_info(
+                f"theworld: the run in {Path(self.dirpath).resolve()} already finished at step "
+                f"{self._resumed_step} (trainer.max_steps={trainer.max_steps}): nothing to train. Raise "
+                f"--trainer.max_steps to train further."
+            )
             self._write_final(trainer, pl_module, self._resumed_step, keep_existing=True)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
@@ -485,8 +502,10 @@ class TrainableCheckpoint(ModelCheckpoint):
         if self._signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self._signal = signum
-        rank_zero_info(f"\ntheworld: {signal.Signals(signum).name} received: saving a checkpoint at the end of this "
-                       f"step, then stopping (Ctrl-C again to stop at once, without it).")
+        rank_zero_info(
+            f"\ntheworld: {signal.Signals(signum).name} received: saving a checkpoint at the end of this "
+            f"step, then stopping (Ctrl-C again to stop at once, without it)."
+        )
 
     def _restore_signal_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
@@ -535,8 +554,9 @@ class TrainableCheckpoint(ModelCheckpoint):
             lightning_private.save_topk(self, trainer, candidates)
             lightning_private.save_last(self, trainer, candidates)
 
-    def _write_final(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int,
-                     keep_existing: bool = False) -> None:
+    def _write_final(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, keep_existing: bool = False
+    ) -> None:
         """Writes ``final/`` (``keep_existing``: only if missing) and announces it, e.g. for the last Hub push."""
         module = cast("TheWorldModule", pl_module)  # this callback serves TheWorldModule only
         weights = module.trainable_state_dict()  # on every rank: FSDP gathers the shards here

@@ -34,9 +34,18 @@ class BenchmarkEvaluation(Callback):
                 limit: 64
     """
 
-    def __init__(self, benchmark: str, configs: list[str] | None = None, split: str | None = None,
-                 conditions: list[str] | None = None, every_n_train_steps: int = 0, limit: int | None = 64,
-                 batch_size: int = 8, bootstrap_samples: int = 1000, seed: int = 0):
+    def __init__(
+        self,
+        benchmark: str,
+        configs: list[str] | None = None,
+        split: str | None = None,
+        conditions: list[str] | None = None,
+        every_n_train_steps: int = 0,
+        limit: int | None = 64,
+        batch_size: int = 8,
+        bootstrap_samples: int = 1000,
+        seed: int = 0,
+    ):
         """
         Args:
             benchmark: A Hub dataset id or a local folder laid out like one (BLINK, CV-Bench or plain VQA format).
@@ -92,8 +101,14 @@ class BenchmarkEvaluation(Callback):
         model.eval()
         try:
             with trainer.precision_plugin.forward_context():
-                result = evaluate_benchmarks(model, self._benchmarks, self.conditions, batch_size=self.batch_size,
-                                             bootstrap_samples=self.bootstrap_samples, seed=self.seed)
+                result = evaluate_benchmarks(
+                    model,
+                    self._benchmarks,
+                    self.conditions,
+                    batch_size=self.batch_size,
+                    bootstrap_samples=self.bootstrap_samples,
+                    seed=self.seed,
+                )
         finally:
             model.train(was_training)
         self._evaluated_step = step

@@ -38,10 +38,11 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Collection, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 from huggingface_hub import (
@@ -118,6 +119,7 @@ class CommitPlan:
 def repo_files(strategy: Strategy, saved: SavedCheckpoint) -> dict[str, Path]:
     """Path in the repo -> local file: what a push of ``saved`` holds under ``strategy`` (besides the written
     card and report files). Reads only which files the checkpoint folders hold and the provenance.json files."""
+
     def folder_files(folder: Path, names: tuple[str, ...], prefix: str = "") -> dict[str, Path]:
         # provenance.json travels with the weights it describes (folders from older versions lack it).
         names += (PROVENANCE_NAME,) if (folder / PROVENANCE_NAME).is_file() else ()
@@ -262,16 +264,20 @@ class HubSyncCallback(Callback):
     def _start(self, resuming: bool) -> None:
         bound_hub_requests(self.config.hub_request_timeout)
         # huggingface_hub warns at every commit of a .parquet file to a model repo; this one belongs there.
-        warnings.filterwarnings("ignore", rf"It seems that you are about to commit a data file \("
-                                          rf"{re.escape(PROVENANCE_DIR)}/.*\.parquet\)")
+        warnings.filterwarnings(
+            "ignore",
+            rf"It seems that you are about to commit a data file \("
+            rf"{re.escape(PROVENANCE_DIR)}/.*\.parquet\)",
+        )
         self._uploader = Uploader(self._upload, on_stopped=self._remove_staging)
         self._closed = False
         if self._preflighted:
             return
         try:
             # Short waits: with the Hub down for good, training should not start late.
-            self._api = preflight(self.config, self._token, self.endpoint, wait_s=min(1.0, self.retry_wait_s),
-                                  resuming=resuming)
+            self._api = preflight(
+                self.config, self._token, self.endpoint, wait_s=min(1.0, self.retry_wait_s), resuming=resuming
+            )
         except HubUnreachableError as err:
             # The checks (and the repo creation) run again before the first push; the run fails at the end
             # if the final push cannot land.
@@ -292,8 +298,11 @@ class HubSyncCallback(Callback):
             try:
                 self._submit(trainer, saved)
             except Exception as err:  # an intermediate push is optional; the writer thread must not fail
-                log.warning("Could not stage %s for the Hub (%s); the next save will be pushed.", saved.path,
-                            describe_error(err))
+                log.warning(
+                    "Could not stage %s for the Hub (%s); the next save will be pushed.",
+                    saved.path,
+                    describe_error(err),
+                )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self._uploader is not None:
@@ -314,8 +323,13 @@ class HubSyncCallback(Callback):
     def _wait(self, done: Callable[[float], Any], timeout: float, what: str) -> Any:
         """Waits up to ``timeout`` s for ``done(seconds)``, with a status line every ``STATUS_EVERY_S``."""
         deadline = time.monotonic() + timeout
-        log.info("Waiting for %s to %s until %s (at most %s)", what, self.repo_url,
-                 time.strftime("%H:%M:%S", time.localtime(time.time() + timeout)), duration(timeout))
+        log.info(
+            "Waiting for %s to %s until %s (at most %s)",
+            what,
+            self.repo_url,
+            time.strftime("%H:%M:%S", time.localtime(time.time() + timeout)),
+            duration(timeout),
+        )
         while True:
             try:
                 return done(max(0.0, min(self.STATUS_EVERY_S, deadline - time.monotonic())))
@@ -332,8 +346,11 @@ class HubSyncCallback(Callback):
         if self._uploader is None:
             return
         if self._final is None:
-            log.warning("No final/ folder was announced (is TrainableCheckpoint among the callbacks?): "
-                        "nothing final to push to %s.", self.repo_url)
+            log.warning(
+                "No final/ folder was announced (is TrainableCheckpoint among the callbacks?): "
+                "nothing final to push to %s.",
+                self.repo_url,
+            )
             self._shutdown()
             return
         timeout = self.config.hub_final_push_timeout
@@ -367,6 +384,7 @@ class HubSyncCallback(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, TrainingInterrupted) and self._uploader is not None:
             uploader = self._uploader
+
             # The interrupted step's checkpoint is queued: give it the final push's time to land.
             def idle(seconds: float) -> None:
                 if not uploader.wait_idle(seconds):
@@ -388,8 +406,12 @@ class HubSyncCallback(Callback):
         """The ``hub/`` counters (rank 0, after setup): pushes done, failed, superseded, pending, last seconds."""
         up = self._uploader
         assert up is not None, "the hub/ counters exist after setup"
-        metrics: dict[str, float] = {"hub/pushes_done": up.done, "hub/pushes_failed": up.failed,
-                   "hub/pushes_superseded": up.superseded, "hub/pushes_pending": up.pending}
+        metrics: dict[str, float] = {
+            "hub/pushes_done": up.done,
+            "hub/pushes_failed": up.failed,
+            "hub/pushes_superseded": up.superseded,
+            "hub/pushes_pending": up.pending,
+        }
         if up.last_seconds is not None:
             metrics["hub/last_push_seconds"] = up.last_seconds
         return {name: float(value) for name, value in metrics.items()}
@@ -403,9 +425,11 @@ class HubSyncCallback(Callback):
             summary = cast("TheWorldModule", trainer.lightning_module).run_summary(saved.step, saved.final)
             history = read_history(saved.path)  # the card counts the rows, not steps x batch
             summary = dataclasses.replace(summary, provenance_rows=history.rows if history else None)
-            written = {"README.md": card_from_summary(summary, self._repo_id, self.config.hub_strategy).encode(),
-                       "training_args.json": self._training_args(trainer).encode(),
-                       **report_files(summary, push_logs=self.config.push_logs)}
+            written = {
+                "README.md": card_from_summary(summary, self._repo_id, self.config.hub_strategy).encode(),
+                "training_args.json": self._training_args(trainer).encode(),
+                **report_files(summary, push_logs=self.config.push_logs),
+            }
             folder = self._stage(saved.path.parent, files, written)
             size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
             push = Push(step=saved.step, folder=folder, final=saved.final, size=size)
@@ -440,13 +464,18 @@ class HubSyncCallback(Callback):
     def _training_args(self, trainer: L.Trainer) -> str:
         config = self.run_config
         if config is None:  # used outside the CLI: the module's and datamodule's hyperparameters
-            config = redact({
-                "model": dict(trainer.lightning_module.hparams),
-                # Lightning sets Trainer.datamodule in its data connector; the class does not declare it
-                "data": dict(getattr(trainer.datamodule, "hparams", {}) or {}),  # type: ignore[attr-defined]
-                "trainer": {"max_steps": trainer.max_steps, "accumulate_grad_batches": trainer.accumulate_grad_batches},
-                "hub": dataclasses.asdict(self.config),
-            })
+            config = redact(
+                {
+                    "model": dict(trainer.lightning_module.hparams),
+                    # Lightning sets Trainer.datamodule in its data connector; the class does not declare it
+                    "data": dict(getattr(trainer.datamodule, "hparams", {}) or {}),  # type: ignore[attr-defined]
+                    "trainer": {
+                        "max_steps": trainer.max_steps,
+                        "accumulate_grad_batches": trainer.accumulate_grad_batches,
+                    },
+                    "hub": dataclasses.asdict(self.config),
+                }
+            )
         return json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
 
     def _shutdown(self) -> None:
@@ -481,8 +510,13 @@ class HubSyncCallback(Callback):
                 raise
 
         try:
-            commit = with_retries(attempt, what=f"Hub push '{push.message}'", retries=self.max_retries,
-                                  wait_s=self.retry_wait_s, sleep=sleep)
+            commit = with_retries(
+                attempt,
+                what=f"Hub push '{push.message}'",
+                retries=self.max_retries,
+                wait_s=self.retry_wait_s,
+                sleep=sleep,
+            )
         except HubError:
             raise
         except Exception as err:
@@ -511,11 +545,14 @@ class HubSyncCallback(Callback):
         staged = {p.relative_to(push.folder).as_posix(): p for p in sorted(push.folder.rglob("*")) if p.is_file()}
         plan = plan_commit(self.strategy, remote, staged)
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
-            CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in staged.items()
-            if rel in plan.send]
+            CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p))
+            for rel, p in staged.items()
+            if rel in plan.send
+        ]
         operations += [CommitOperationDelete(path_in_repo=rel, is_folder=False) for rel in plan.delete]
-        commit = api.create_commit(repo_id, operations, commit_message=push.message, parent_commit=info.sha,
-                                   revision=branch)
+        commit = api.create_commit(
+            repo_id, operations, commit_message=push.message, parent_commit=info.sha, revision=branch
+        )
         if commit.oid == info.sha:
             log.info("'%s' was already on the Hub (an earlier attempt landed): no new commit", push.message)
         return commit.oid
@@ -524,8 +561,13 @@ class HubSyncCallback(Callback):
         tag, api, repo_id = self.config.hub_tag, self._api, self._repo_id
         assert tag is not None and api is not None  # called for a final push with hub_tag set, after the preflight
         try:
-            with_retries(lambda: api.create_tag(repo_id, tag=tag, revision=revision),
-                         what=f"Hub tag {tag!r}", retries=self.max_retries, wait_s=self.retry_wait_s, sleep=sleep)
+            with_retries(
+                lambda: api.create_tag(repo_id, tag=tag, revision=revision),
+                what=f"Hub tag {tag!r}",
+                retries=self.max_retries,
+                wait_s=self.retry_wait_s,
+                sleep=sleep,
+            )
         except Exception as err:
             if http_status(err) != 409:
                 raise

@@ -33,8 +33,9 @@ class JsonlPredictionWriter(BasePredictionWriter):
             self.output_path.parent.mkdir(parents=True, exist_ok=True)
             self.output_path.write_text("")
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
-                           dataloader_idx) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ) -> None:
         with open(self.output_path, "a") as fh:
             for row in prediction:
                 fh.write(json.dumps(row) + "\n")

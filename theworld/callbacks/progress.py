@@ -53,8 +53,9 @@ class TrainingProgress(TQDMProgressBar):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if not self.interactive and (trainer.global_step % self.line_every_n_steps == 0
-                                     or trainer.global_step == trainer.max_steps):
+        if not self.interactive and (
+            trainer.global_step % self.line_every_n_steps == 0 or trainer.global_step == trainer.max_steps
+        ):
             rank_zero_info(self._line(trainer))
 
     def _line(self, trainer: L.Trainer) -> str:
@@ -75,5 +76,6 @@ class TrainingProgress(TQDMProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if not self.interactive and not trainer.sanity_checking and "val/loss" in trainer.callback_metrics:
-            rank_zero_info(f"validation at step {trainer.global_step} | val/loss "
-                           f"{float(trainer.callback_metrics['val/loss']):.4f}")
+            rank_zero_info(
+                f"validation at step {trainer.global_step} | val/loss {float(trainer.callback_metrics['val/loss']):.4f}"
+            )

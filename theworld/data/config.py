@@ -100,12 +100,26 @@ class DataConfig:
             if smallest is not None and value is not None and value < smallest:
                 raise ConfigError(f"data.{field.name}={value}: it must be at least {smallest}.")
         if self.resampled and self.source != "webdataset":
-            raise ConfigError("data.resampled draws webdataset shards at random; the hf source streams rows in "
-                              "order. Set data.source: webdataset, or drop data.resampled.")
+            raise ConfigError(
+                "data.resampled draws webdataset shards at random; the hf source streams rows in "
+                "order. Set data.source: webdataset, or drop data.resampled."
+            )
 
 
 # The settings that are counts (or seconds): the smallest value each can take.
-_SMALLEST = {"batch_size": 1, "val_batch_size": 1, "max_caption_tokens": 1, "num_samples": 1, "val_samples": 0,
-             "num_workers": 0, "shuffle_buffer": 0, "min_image_size": 0, "download_retries": 0,
-             "download_timeout_s": 1e-3, "download_backoff_s": 0, "download_threads": 1, "max_image_pixels": 1,
-             "max_consecutive_bad": 1}
+_SMALLEST = {
+    "batch_size": 1,
+    "val_batch_size": 1,
+    "max_caption_tokens": 1,
+    "num_samples": 1,
+    "val_samples": 0,
+    "num_workers": 0,
+    "shuffle_buffer": 0,
+    "min_image_size": 0,
+    "download_retries": 0,
+    "download_timeout_s": 1e-3,
+    "download_backoff_s": 0,
+    "download_threads": 1,
+    "max_image_pixels": 1,
+    "max_consecutive_bad": 1,
+}

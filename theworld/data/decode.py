@@ -42,9 +42,24 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 IMAGE_PLACEHOLDER = "<image>"  # where a LLaVA-style conversation puts the image
 # Every reason a ``skipped`` counter can hold (the table above), in a fixed order for reductions across ranks.
 SKIP_REASONS = (
-    "http_error", "timeout", "corrupt", "truncated", "decompression_bomb", "too_small", "missing_caption",
-    "empty_caption", "bad_utf8", "missing_answer", "empty_question", "answer_not_a_choice", "multi_turn",
-    "low_clip_score", "missing_image", "shard_error", "converted_mode", "hash_mismatch",
+    "http_error",
+    "timeout",
+    "corrupt",
+    "truncated",
+    "decompression_bomb",
+    "too_small",
+    "missing_caption",
+    "empty_caption",
+    "bad_utf8",
+    "missing_answer",
+    "empty_question",
+    "answer_not_a_choice",
+    "multi_turn",
+    "low_clip_score",
+    "missing_image",
+    "shard_error",
+    "converted_mode",
+    "hash_mismatch",
     "unexpected_error",
 )
 
@@ -79,8 +94,9 @@ def decode_caption(raw: str | bytes | None) -> tuple[str | None, str | None]:
     return text, None
 
 
-def decode_question(question: str | None, answer: str | None,
-                    choices: Sequence[str] | None = None) -> tuple[str | None, str | None, str | None]:
+def decode_question(
+    question: str | None, answer: str | None, choices: Sequence[str] | None = None
+) -> tuple[str | None, str | None, str | None]:
     """A question and its answer -> ``(prompt, answer, None)``, or ``(None, None, reason)``.
 
     With ``choices`` the prompt is :func:`theworld.prompts.multiple_choice_prompt` and the answer the option's
@@ -212,8 +228,15 @@ def blur_faces(image: Image.Image, boxes: Sequence[Sequence[float]]) -> Image.Im
             continue
         side = max(right - left, bottom - top)
         margin = 0.1 * side
-        widened.append((side, math.floor(left - margin), math.floor(top - margin), math.ceil(right + margin),
-                        math.ceil(bottom + margin)))
+        widened.append(
+            (
+                side,
+                math.floor(left - margin),
+                math.floor(top - margin),
+                math.ceil(right + margin),
+                math.ceil(bottom + margin),
+            )
+        )
     if not widened:
         return image
     sigma = max(2.0, 0.1 * max(box[0] for box in widened))

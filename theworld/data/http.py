@@ -24,8 +24,14 @@ def failure_reason(error: BaseException) -> str:
 
 def open_url(url: str, timeout_s: float, retries: int, backoff_s: float):
     """An open HTTP response for ``url`` (a shard to stream), retried on timeouts, 408/429/5xx, dropped connections."""
-    return with_retries(lambda: urlopen(Request(url, headers={"User-Agent": _USER_AGENT}), timeout=timeout_s),
-                        what=url, retries=retries, wait_s=backoff_s, max_wait_s=timeout_s, quiet=True)
+    return with_retries(
+        lambda: urlopen(Request(url, headers={"User-Agent": _USER_AGENT}), timeout=timeout_s),
+        what=url,
+        retries=retries,
+        wait_s=backoff_s,
+        max_wait_s=timeout_s,
+        quiet=True,
+    )
 
 
 def download(url: str, timeout_s: float, retries: int, backoff_s: float) -> bytes:

@@ -35,11 +35,13 @@ def unpack_world_latents(data: bytes, config: TheWorldConfig) -> torch.Tensor:
     """The world tokens of a ``.world.pth`` member, after checking they were made for ``config``'s layout."""
     # weights_only: a cache may come from anywhere, and plain tensors + strings need no code to load.
     stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    mismatched = {name: (stored.get(name), wanted) for name, wanted in layout(config).items()
-                  if stored.get(name) != wanted}
+    mismatched = {
+        name: (stored.get(name), wanted) for name, wanted in layout(config).items() if stored.get(name) != wanted
+    }
     if mismatched:
-        differences = ", ".join(f"{name}: cache {cached!r} vs model {wanted!r}" for name, (cached, wanted) in
-                                mismatched.items())
+        differences = ", ".join(
+            f"{name}: cache {cached!r} vs model {wanted!r}" for name, (cached, wanted) in mismatched.items()
+        )
         raise LatentCacheError(
             f"The latent cache was made for another world layout ({differences}). Rebuild it with "
             "`theworld cache_latents` and this model config, or train from the images instead."

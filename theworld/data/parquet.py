@@ -42,13 +42,27 @@ class ParquetURLSource(StreamSource):
     >>> source = ParquetURLSource(dataset_name="mlfoundations/datacomp_small")  # doctest: +SKIP
     """
 
-    def __init__(self, data_files: str | Sequence[str] | dict[str, str | Sequence[str]] | None = None,
-                 transform: Callable[[dict], dict] | None = None, *, config: DataConfig | None = None,
-                 dataset_name: str | None = None, split: str = "train", skip_first: int = 0,
-                 take_first: int | None = None, rank: int | None = None, world_size: int | None = None,
-                 url_column: str = "url", text_column: str = "text", key_column: str = "uid",
-                 clip_score_column: str = "clip_b32_similarity_score", face_bboxes_column: str = "face_bboxes",
-                 sha256_column: str = "sha256", metadata_batch_size: int = 1024, **options):
+    def __init__(
+        self,
+        data_files: str | Sequence[str] | dict[str, str | Sequence[str]] | None = None,
+        transform: Callable[[dict], dict] | None = None,
+        *,
+        config: DataConfig | None = None,
+        dataset_name: str | None = None,
+        split: str = "train",
+        skip_first: int = 0,
+        take_first: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        url_column: str = "url",
+        text_column: str = "text",
+        key_column: str = "uid",
+        clip_score_column: str = "clip_b32_similarity_score",
+        face_bboxes_column: str = "face_bboxes",
+        sha256_column: str = "sha256",
+        metadata_batch_size: int = 1024,
+        **options,
+    ):
         super().__init__(config, transform, rank, world_size, options)
         if (data_files is None) == (dataset_name is None):
             raise ValueError("pass exactly one of data_files and dataset_name")
@@ -149,8 +163,13 @@ class ParquetURLSource(StreamSource):
         except Exception as error:  # one image from the open web never ends the run: a counted skip
             if type(error) not in self._unexpected_seen:
                 self._unexpected_seen.add(type(error))
-                logger.warning("%r: fetching or decoding %s raised %s; such images are skipped as "
-                               "unexpected_error", self, key, describe_error(error), exc_info=True)
+                logger.warning(
+                    "%r: fetching or decoding %s raised %s; such images are skipped as unexpected_error",
+                    self,
+                    key,
+                    describe_error(error),
+                    exc_info=True,
+                )
             return Outcome(key, reason="unexpected_error", key_kind=key_kind)
 
     def _fetch_and_decode(self, key: str, key_kind: str, values: dict) -> Outcome:
@@ -158,8 +177,9 @@ class ParquetURLSource(StreamSource):
         if config.conversations_column:
             prompt, text, reason = decode_conversation(values[config.conversations_column])
         elif config.question_column:
-            prompt, text, reason = decode_question(values[config.question_column], values[config.answer_column],
-                                                   values.get(config.choices_column))
+            prompt, text, reason = decode_question(
+                values[config.question_column], values[config.answer_column], values.get(config.choices_column)
+            )
         else:
             prompt, (text, reason) = None, decode_caption(values[self.text_column])
         if reason is not None:
@@ -182,8 +202,9 @@ class ParquetURLSource(StreamSource):
                 return Outcome(key, reason=failure_reason(error), key_kind=key_kind)
         if config.verify_sha256 and hashlib.sha256(data).hexdigest() != values[self.sha256_column]:
             return Outcome(key, reason="hash_mismatch", key_kind=key_kind)
-        return self._image_outcome(key, data, text, faces=values.get(self.face_bboxes_column), key_kind=key_kind,
-                                   prompt=prompt)
+        return self._image_outcome(
+            key, data, text, faces=values.get(self.face_bboxes_column), key_kind=key_kind, prompt=prompt
+        )
 
 
 def check_local_files(data_files: str | Sequence[str] | dict) -> None:
@@ -199,5 +220,7 @@ def check_local_files(data_files: str | Sequence[str] | dict) -> None:
         if not matches:
             raise FileNotFoundError(f"No parquet files match {pattern!r}")
         if any(match.endswith(".tar") for match in matches):
-            raise ValueError(f"{pattern!r} matches .tar shards, which the webdataset source reads (data.source: "
-                             "webdataset), not parquet metadata")
+            raise ValueError(
+                f"{pattern!r} matches .tar shards, which the webdataset source reads (data.source: "
+                "webdataset), not parquet metadata"
+            )

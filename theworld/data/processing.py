@@ -39,8 +39,14 @@ def load_gemma_processor(gemma_model_name: str, revision: str | None = None, tok
     return AutoProcessor.from_pretrained(gemma_model_name, revision=revision, token=token)
 
 
-def num_world_tokens(cosmos_model_name: str, subfolder: str, image_size: int, patch_size: int,
-                     revision: str | None = None, token: str | None = None) -> int:
+def num_world_tokens(
+    cosmos_model_name: str,
+    subfolder: str,
+    image_size: int,
+    patch_size: int,
+    revision: str | None = None,
+    token: str | None = None,
+) -> int:
     """World tokens per image, from the VAE's config alone (no weights are read)."""
     from diffusers import AutoencoderKLWan
 
@@ -56,7 +62,7 @@ class _PixelInput:
         self.resample = resample
         # The normalisation folded into one multiply-add per channel: x * scale + shift.
         self.scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(3, 1, 1)
-        self.shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(3, 1, 1)
+        self.shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(3, 1, 1)
 
     def resize(self, image: Image.Image) -> torch.Tensor:
         """``uint8`` (3, H, W)."""
@@ -119,16 +125,27 @@ class TheWorldProcessor:
         self._prompts: dict[str, tuple[list[int], list[int]]] = {}
 
     @classmethod
-    def from_config(cls, config, token: str | None = None, **kwargs) -> "TheWorldProcessor":
+    def from_config(cls, config, token: str | None = None, **kwargs) -> TheWorldProcessor:
         """Build from a ``TheWorldConfig``: reads the Gemma processor and the VAE's config only."""
         tokens = (
-            num_world_tokens(config.cosmos_model_name, config.cosmos_subfolder, config.world_image_size,
-                             config.world_patch_size, config.cosmos_revision, token)
+            num_world_tokens(
+                config.cosmos_model_name,
+                config.cosmos_subfolder,
+                config.world_image_size,
+                config.world_patch_size,
+                config.cosmos_revision,
+                token,
+            )
             if config.enable_world
             else 0
         )
-        return cls(load_gemma_processor(config.gemma_model_name, config.gemma_revision, token), tokens,
-                   config.world_image_size, gemma_image_tokens=config.gemma_image_tokens, **kwargs)
+        return cls(
+            load_gemma_processor(config.gemma_model_name, config.gemma_revision, token),
+            tokens,
+            config.world_image_size,
+            gemma_image_tokens=config.gemma_image_tokens,
+            **kwargs,
+        )
 
     def _build_prompt(self, prompt: str) -> tuple[list[int], list[int]]:
         """The prompt's ids and segment ids: Gemma 3's chat template tokenised in one piece, exactly as
@@ -143,7 +160,7 @@ class TheWorldProcessor:
             text = text.replace(boi, self.gemma_processor.full_image_sequence)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         anchor = ids.index(self.tokenizer.convert_tokens_to_ids(boi))
-        after = ids[anchor:] if self.gemma_image_tokens else ids[anchor + 1:]
+        after = ids[anchor:] if self.gemma_image_tokens else ids[anchor + 1 :]
         world = [self.pad_id] * (self.world_tokens + 2) if self.world_tokens else []
         segments = [SEG_TEXT] * anchor
         if self.world_tokens:
@@ -173,17 +190,27 @@ class TheWorldProcessor:
         questions), and the rows are padded on the left again, as ``generate_from_batch`` wants them.
         """
         positions = torch.arange(batch["input_ids"].shape[1], device=batch["input_ids"].device)
-        rows = [mask.bool() & (positions < int((labels != IGNORE_INDEX).nonzero()[0]))
-                for mask, labels in zip(batch["attention_mask"], batch["labels"])]
+        rows = [
+            mask.bool() & (positions < int((labels != IGNORE_INDEX).nonzero()[0]))
+            for mask, labels in zip(batch["attention_mask"], batch["labels"], strict=True)
+        ]
         length = max(int(row.sum()) for row in rows)
-        cut = {key: torch.full((len(rows), length), fill, dtype=batch[key].dtype, device=positions.device)
-               for key, fill in (("input_ids", self.pad_id), ("segment_ids", 0), ("attention_mask", 0))}
+        cut = {
+            key: torch.full((len(rows), length), fill, dtype=batch[key].dtype, device=positions.device)
+            for key, fill in (("input_ids", self.pad_id), ("segment_ids", 0), ("attention_mask", 0))
+        }
         for index, row in enumerate(rows):
             for key, values in cut.items():
                 kept = batch[key][index][row]
-                values[index, length - len(kept):] = kept
-        return {**{key: value for key, value in batch.items()
-                   if key not in ("labels", "label_positions", "label_targets", *cut)}, **cut}
+                values[index, length - len(kept) :] = kept
+        return {
+            **{
+                key: value
+                for key, value in batch.items()
+                if key not in ("labels", "label_positions", "label_targets", *cut)
+            },
+            **cut,
+        }
 
     def normalize(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Turns a batch's uint8 ``pixel_values`` / ``world_pixels`` into the model's float inputs, on
@@ -193,15 +220,21 @@ class TheWorldProcessor:
                 batch[key] = spec.normalize(batch[key])
         return batch
 
-    def without_world(self) -> "TheWorldProcessor":
+    def without_world(self) -> TheWorldProcessor:
         """This processor with the world block left out of every prompt (the ``no_world`` ablation of
         ``theworld.evaluate``; run the model inside ``TheWorld.without_world()``)."""
         plain = copy.copy(self)
         plain.world_tokens, plain._prompts = 0, {}
         return plain
 
-    def __call__(self, image: Image.Image, caption: str | None = None, prompt: str | None = None,
-                 world_latents: torch.Tensor | None = None, world_image: Image.Image | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        image: Image.Image,
+        caption: str | None = None,
+        prompt: str | None = None,
+        world_latents: torch.Tensor | None = None,
+        world_image: Image.Image | None = None,
+    ) -> dict[str, Any]:
         """One example. ``world_latents`` (the image's world tokens from a latent cache, see
         ``theworld.latent_cache``) replace the VAE input ``world_pixels``; ``world_image`` puts another image's
         world tokens in the world slots (the ``shuffled_world`` ablation), Gemma's image block keeps ``image``."""
@@ -230,15 +263,18 @@ class TheWorldProcessor:
             example["pixel_values"] = self._siglip.resize(image)  # uint8 until the batch is normalised
         if world_latents is not None:
             if world_latents.shape[0] != self.world_tokens:
-                raise ValueError(f"Cached world latents hold {world_latents.shape[0]} tokens but this model takes "
-                                 f"{self.world_tokens} per image; rebuild the cache for this model's world layout.")
+                raise ValueError(
+                    f"Cached world latents hold {world_latents.shape[0]} tokens but this model takes "
+                    f"{self.world_tokens} per image; rebuild the cache for this model's world layout."
+                )
             example["world_latents"] = world_latents
         elif self.world_tokens:
             example["world_pixels"] = self._world.resize(world_image)
         return example
 
-    def collate(self, examples: list[dict[str, Any]], padding_side: str = "right",
-                normalize: bool = True) -> dict[str, Any]:
+    def collate(
+        self, examples: list[dict[str, Any]], padding_side: str = "right", normalize: bool = True
+    ) -> dict[str, Any]:
         """Pads to the longest example; anything that is not a model input (keys, counters) is kept as lists.
 
         ``normalize=False`` leaves the pixels uint8, for ``normalize(batch)`` to finish on the GPU: a
@@ -273,8 +309,10 @@ class TheWorldProcessor:
         for key in ("pixel_values", "world_pixels", "world_latents"):
             if key in examples[0]:
                 if not all(key in e for e in examples):
-                    raise ValueError(f"Some samples of this batch have {key} and some do not: train from a latent "
-                                     "cache or from images, not a mix of both.")
+                    raise ValueError(
+                        f"Some samples of this batch have {key} and some do not: train from a latent "
+                        "cache or from images, not a mix of both."
+                    )
                 batch[key] = default_collate([e[key] for e in examples])
         for key in examples[0]:
             if key not in batch:

@@ -116,8 +116,14 @@ class StreamSource(IterableDataset):
     ``_to_outcome(record)``; ``_outcomes`` may be overridden to process records concurrently.
     """
 
-    def __init__(self, config: DataConfig | None, transform: Callable[[dict], dict] | None, rank: int | None,
-                 world_size: int | None, options: dict[str, Any]):
+    def __init__(
+        self,
+        config: DataConfig | None,
+        transform: Callable[[dict], dict] | None,
+        rank: int | None,
+        world_size: int | None,
+        options: dict[str, Any],
+    ):
         if (rank is None) != (world_size is None):
             raise ValueError("pass both rank and world_size, or neither")
         self.config = config or DataConfig(**options)
@@ -179,14 +185,31 @@ class StreamSource(IterableDataset):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _image_outcome(self, key: str, data: bytes, text: str | None, world_latents: bytes | None = None,
-                       faces: list | None = None, key_kind: str = "uid", prompt: str | None = None) -> Outcome:
+    def _image_outcome(
+        self,
+        key: str,
+        data: bytes,
+        text: str | None,
+        world_latents: bytes | None = None,
+        faces: list | None = None,
+        key_kind: str = "uid",
+        prompt: str | None = None,
+    ) -> Outcome:
         """Decodes an image (its size limits checked on the header first) into the record's outcome, resized as
         DataComp's download does (``datacomp_resize``) and its ``faces`` blurred (``blur_faces``) if asked."""
         config = self.config
         image, reason, converted = decode_image(data, config.min_image_size, config.max_image_pixels)
-        outcome = Outcome(key, image=image, text=text, reason=reason, converted=converted, image_bytes=data,
-                          world_latents=world_latents, key_kind=key_kind, prompt=prompt)
+        outcome = Outcome(
+            key,
+            image=image,
+            text=text,
+            reason=reason,
+            converted=converted,
+            image_bytes=data,
+            world_latents=world_latents,
+            key_kind=key_kind,
+            prompt=prompt,
+        )
         if image is not None and config.datacomp_resize:
             outcome.image = datacomp_resize(image)
         if image is not None and config.blur_faces and faces:
@@ -283,9 +306,14 @@ class StreamSource(IterableDataset):
 
     def _sample(self, outcome: Outcome, skipped: Counter[str]) -> dict:
         """The item a usable record becomes, carrying the counts of the records skipped before it."""
-        sample: dict[str, Any] = {"key": outcome.key, "image": outcome.image, "text": outcome.text,
-                                  "image_bytes": outcome.image_bytes, "key_kind": outcome.key_kind,
-                                  "prompt": outcome.prompt}
+        sample: dict[str, Any] = {
+            "key": outcome.key,
+            "image": outcome.image,
+            "text": outcome.text,
+            "image_bytes": outcome.image_bytes,
+            "key_kind": outcome.key_kind,
+            "prompt": outcome.prompt,
+        }
         if outcome.world_latents is not None:
             sample["world_latents"] = outcome.world_latents
         if self.transform is not None:
@@ -305,7 +333,8 @@ class StreamSource(IterableDataset):
     def _no_usable_message(self, consumer: Consumer, when: str, totals: Counter) -> str:
         return (
             f"No usable samples in {self!r} ({consumer}) after {when}: skipped {dict(totals) or 'nothing'}. "
-            f"Check that the data exists and is reachable, that the filters (min_image_size={self.config.min_image_size}, "
+            "Check that the data exists and is reachable, that the filters "
+            f"(min_image_size={self.config.min_image_size}, "
             f"max_image_pixels={self.config.max_image_pixels}{self._filter_summary()}) are not too strict, and that "
             "there are at least as many samples as ranks x workers."
         )

@@ -84,9 +84,17 @@ class WebDatasetSource(StreamSource):
     >>> source.set_epoch(1)  # doctest: +SKIP
     """
 
-    def __init__(self, urls: str | Sequence[str], transform: Callable[[dict], dict] | None = None, *,
-                 config: DataConfig | None = None, skip_keys: Callable[[str], bool] | None = None,
-                 rank: int | None = None, world_size: int | None = None, **options):
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        transform: Callable[[dict], dict] | None = None,
+        *,
+        config: DataConfig | None = None,
+        skip_keys: Callable[[str], bool] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        **options,
+    ):
         super().__init__(config, transform, rank, world_size, options)
         self.urls = expand_urls(urls)
         self.skip_keys = skip_keys
@@ -165,8 +173,9 @@ class WebDatasetSource(StreamSource):
         data = next((record[ext] for ext in IMAGE_EXTENSIONS if ext in record), None)
         if data is None:
             return Outcome(key, reason="missing_image", key_kind=key_kind)
-        return self._image_outcome(key, data, text, record.get(WORLD_LATENTS_EXT), meta.get("face_bboxes"), key_kind,
-                                   prompt)
+        return self._image_outcome(
+            key, data, text, record.get(WORLD_LATENTS_EXT), meta.get("face_bboxes"), key_kind, prompt
+        )
 
     def _metadata(self, record: dict) -> dict:
         """The sample's ``.json`` (img2dataset writes the metadata's columns there: DataComp's ``uid`` and
@@ -174,7 +183,8 @@ class WebDatasetSource(StreamSource):
         try:
             meta = json.loads(record["json"]) if "json" in record else {}
         except ValueError:  # UnicodeDecodeError included
-            logger.warning("%r: %s: its .json is not JSON; reading it without uid and face boxes", self,
-                           record["__key__"])
+            logger.warning(
+                "%r: %s: its .json is not JSON; reading it without uid and face boxes", self, record["__key__"]
+            )
             return {}
         return meta if isinstance(meta, dict) else {}

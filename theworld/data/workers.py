@@ -11,11 +11,12 @@ sent to the whole job does not end them either.
 
 **Deaf to the job's signals, not to their loader.** SLURM, ``timeout``, systemd and Ctrl-C signal every process of
 the job; a worker that died of it would fail the batch the trainer fetches before it saves and stops. A worker
-blocks SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 and a thread of its own reads them with ``sigwaitinfo``, which names the sender: the
-trainer's own SIGTERM (the loader's ``terminate()`` of a worker that did not stop in time) ends the worker at once;
-anyone else's is ignored. Workers still end with the loader (its shutdown message) and with the trainer (PyTorch's
-worker watchdog sees the forkserver, their parent, exit when the trainer's end closes its pipe, or when the
-trainer is killed: the forkserver asks for a parent-death signal, :mod:`theworld.data.forkserver_preload`).
+blocks SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 and a thread of its own reads them with ``sigwaitinfo``, which names the
+sender: the trainer's own SIGTERM (the loader's ``terminate()`` of a worker that did not stop in time) ends the
+worker at once; anyone else's is ignored. Workers still end with the loader (its shutdown message) and with the
+trainer (PyTorch's worker watchdog sees the forkserver, their parent, exit when the trainer's end closes its pipe,
+or when the trainer is killed: the forkserver asks for a parent-death signal,
+:mod:`theworld.data.forkserver_preload`).
 
 Example::
 

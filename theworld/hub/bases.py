@@ -33,8 +33,14 @@ class ModelSourceError(UserError):
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
-def pin_base(name: str, field: str, revision: str | None = None, token: HubToken | str | None = None,
-             subfolder: str | None = None, endpoint: str | None = None) -> tuple[str, str | None]:
+def pin_base(
+    name: str,
+    field: str,
+    revision: str | None = None,
+    token: HubToken | str | None = None,
+    subfolder: str | None = None,
+    endpoint: str | None = None,
+) -> tuple[str, str | None]:
     """Where a base model loads from: ``(absolute folder, None)`` or ``(Hub id, commit sha)``.
 
     Fails in about a second, before any weight loads, on a base model that loading would not find: a missing
@@ -71,8 +77,10 @@ def pin_base(name: str, field: str, revision: str | None = None, token: HubToken
                 f"`hf auth login`)."
             ) from None
         except RevisionNotFoundError:
-            raise ModelSourceError(f"{field}={name!r} has no revision {revision!r} on {endpoint}: give a branch, tag "
-                                   f"or commit of that repo.") from None
+            raise ModelSourceError(
+                f"{field}={name!r} has no revision {revision!r} on {endpoint}: give a branch, tag "
+                f"or commit of that repo."
+            ) from None
         except RepositoryNotFoundError:
             raise ModelSourceError(
                 f"{field}={name!r}: there is no folder {path.absolute()} and no model {endpoint}/{name} that {who} "
@@ -92,8 +100,10 @@ def pin_base(name: str, field: str, revision: str | None = None, token: HubToken
         commit = Path(cached).parents[len(Path(file).parts) - 1].name
         log.info("%s=%s: %s; using the local cache (commit %s)", field, name, reason, commit[:8])
         return name, commit if _COMMIT.fullmatch(commit) else None
-    raise ModelSourceError(f"{field}={name!r} is not in the local Hugging Face cache and cannot be downloaded: "
-                           f"{reason}. Connect to the Hub once, or copy the model into a folder and give its path.")
+    raise ModelSourceError(
+        f"{field}={name!r} is not in the local Hugging Face cache and cannot be downloaded: "
+        f"{reason}. Connect to the Hub once, or copy the model into a folder and give its path."
+    )
 
 
 def _refuse_missing_folder(name: str, field: str) -> None:
@@ -119,7 +129,12 @@ def pin_bases(config, token: HubToken | str | None = None):
     gemma, gemma_revision = pin_base(config.gemma_model_name, "model.gemma_model_name", config.gemma_revision, token)
     changes = {"gemma_model_name": gemma, "gemma_revision": gemma_revision}
     if config.enable_world:
-        cosmos, cosmos_revision = pin_base(config.cosmos_model_name, "model.cosmos_model_name", config.cosmos_revision,
-                                           token, subfolder=config.cosmos_subfolder)
+        cosmos, cosmos_revision = pin_base(
+            config.cosmos_model_name,
+            "model.cosmos_model_name",
+            config.cosmos_revision,
+            token,
+            subfolder=config.cosmos_subfolder,
+        )
         changes.update(cosmos_model_name=cosmos, cosmos_revision=cosmos_revision)
     return dataclasses.replace(config, **changes)

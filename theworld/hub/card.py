@@ -80,13 +80,22 @@ def _usage(repo_id: str, config: dict) -> str:
     """The guide's three-step recipe and ``from_pretrained``, with this run's model options so it runs as written."""
     defaults = TheWorldConfig().to_dict()
     options = [f'    cosmos_model_name="{config["cosmos_model_name"]}",']
-    options += [f"    {name}={config[name]!r}," for name in ("freeze_gemma_vision", "freeze_gemma_language",
-                                                              "freeze_cosmos_vae")]
+    options += [
+        f"    {name}={config[name]!r},"
+        for name in ("freeze_gemma_vision", "freeze_gemma_language", "freeze_cosmos_vae")
+    ]
     options += [
         f"    {name}={value!r},"
         for name, value in config.items()
-        if name not in {"gemma_model_name", "cosmos_model_name", "freeze_gemma_vision", "freeze_gemma_language",
-                        "freeze_cosmos_vae"} and value != defaults[name]
+        if name
+        not in {
+            "gemma_model_name",
+            "cosmos_model_name",
+            "freeze_gemma_vision",
+            "freeze_gemma_language",
+            "freeze_cosmos_vae",
+        }
+        and value != defaults[name]
     ]
     body = "\n".join(options)
     return f"""\
@@ -113,16 +122,28 @@ model = TheWorld.from_pretrained("{repo_id}")
 ```"""
 
 
-def generate_model_card(gemma_model_name: str, cosmos_model_name: str, dataset_name: str | None, num_samples: int,
-                        trainable_params: int, total_params: int, learning_rate: float, batch_size: int,
-                        num_epochs: int, *, results: str = "", eval_results: list[EvalResult] | None = None,
-                        **extra) -> str:
+def generate_model_card(
+    gemma_model_name: str,
+    cosmos_model_name: str,
+    dataset_name: str | None,
+    num_samples: int,
+    trainable_params: int,
+    total_params: int,
+    learning_rate: float,
+    batch_size: int,
+    num_epochs: int,
+    *,
+    results: str = "",
+    eval_results: list[EvalResult] | None = None,
+    **extra,
+) -> str:
     """README.md text for a TheWorld repo: metadata, architecture, training setup, usage, citations.
 
     ``batch_size`` is the effective batch size (per device x devices x gradient accumulation).
     ``extra`` may hold: ``hub_model_id`` (used in the usage example), ``global_step``, ``max_steps``,
-    ``final`` (training finished), ``hub_strategy`` (what the repo holds, for how to train on from it), ``model_config`` (a TheWorldConfig dict) or individual TheWorldConfig
-    options such as ``freeze_gemma_language=False``; any other key is listed under "Other settings".
+    ``final`` (training finished), ``hub_strategy`` (what the repo holds, for how to train on from it),
+    ``model_config`` (a TheWorldConfig dict) or individual TheWorldConfig options such as
+    ``freeze_gemma_language=False``; any other key is listed under "Other settings".
     ``results`` (Markdown) goes in a "Results" section and ``eval_results`` into the ``model-index`` metadata
     (:func:`card_from_summary` fills both from a run).
     """
@@ -136,7 +157,8 @@ def generate_model_card(gemma_model_name: str, cosmos_model_name: str, dataset_n
     hub_strategy = extra.pop("hub_strategy", None)
     # The Cosmos (Wan2.1) VAE downsamples 8x in space.
     world_tokens = extra.pop("world_tokens", None) or world_token_count(
-        8, model_config["world_image_size"], model_config["world_patch_size"])
+        8, model_config["world_image_size"], model_config["world_patch_size"]
+    )
 
     datasets = _hub_ids(dataset_name)
     metadata = ModelCardData(
@@ -227,23 +249,28 @@ def _continuing(repo_id: str, hub_strategy: str | None) -> str:
     """How to train on from the repo, true to what its ``hub_strategy`` pushes (unknown: every layout)."""
     final = "The final weights are also in `final/` once training has ended."
     exact = f"Resume training exactly where it stopped with `theworld fit --config ... --ckpt_path hf://{repo_id}`"
-    new_stage = (f"Start a new training stage from these weights with `theworld fit --config ... --model.init_from "
-                 f"hf://{repo_id}`")
+    new_stage = (
+        f"Start a new training stage from these weights with `theworld fit --config ... --model.init_from "
+        f"hf://{repo_id}`"
+    )
     texts: dict[str | None, str] = {
         "checkpoint": f"`last-checkpoint/` holds the newest resumable checkpoint (weights and training state). "
-                      f"{final} {exact}.",
+        f"{final} {exact}.",
         "all_checkpoints": f"Every kept checkpoint is in `checkpoint-{{step}}/`, the newest also in "
-                           f"`last-checkpoint/`. {final} {exact}, or from an earlier checkpoint with `--ckpt_path "
-                           f"hf://{repo_id}/checkpoint-{{step}}`.",
+        f"`last-checkpoint/`. {final} {exact}, or from an earlier checkpoint with `--ckpt_path "
+        f"hf://{repo_id}/checkpoint-{{step}}`.",
         "every_save": f"This repository holds weights only, no training state: training cannot resume exactly from "
-                      f"it. {final} {new_stage} (fresh optimizer and data position).",
+        f"it. {final} {new_stage} (fresh optimizer and data position).",
         "end": f"This repository holds the final weights only (also in `final/`), no training state: training cannot "
-               f"resume exactly from it. {new_stage} (fresh optimizer and data position).",
+        f"resume exactly from it. {new_stage} (fresh optimizer and data position).",
     }
-    return texts.get(hub_strategy, f"Intermediate checkpoints (when pushed) are in `last-checkpoint/` and "
-                                   f"`checkpoint-*/`; {final[0].lower()}{final[1:]} If `last-checkpoint/` is there, "
-                                   f"resume training with `--ckpt_path hf://{repo_id}`; otherwise start a new stage "
-                                   f"from the weights with `--model.init_from hf://{repo_id}`.")
+    return texts.get(
+        hub_strategy,
+        f"Intermediate checkpoints (when pushed) are in `last-checkpoint/` and "
+        f"`checkpoint-*/`; {final[0].lower()}{final[1:]} If `last-checkpoint/` is there, "
+        f"resume training with `--ckpt_path hf://{repo_id}`; otherwise start a new stage "
+        f"from the weights with `--model.init_from hf://{repo_id}`.",
+    )
 
 
 def card_from_summary(summary: RunSummary, repo_id: str, hub_strategy: str | None = None) -> str:
@@ -278,7 +305,8 @@ def framework_versions() -> dict[str, str]:
     records what made the weights (constraints.txt holds what CI tested)."""
     direct = [Requirement(spec).name for spec in requires("theworld") or [] if "extra ==" not in spec]
     return {"python": platform.python_version(), "theworld": _version("theworld")} | {
-        name: _version(name) for name in sorted(direct, key=str.lower)}
+        name: _version(name) for name in sorted(direct, key=str.lower)
+    }
 
 
 def _results(summary: RunSummary) -> str:
@@ -287,14 +315,19 @@ def _results(summary: RunSummary) -> str:
     lines = ["", "## Results", ""]
     if summary.history:
         attributes = sorted({name for r in summary.history for name in r.captions})
-        lines += ["| step | samples seen | train loss | val loss |" + "".join(f" caption {a} |" for a in attributes),
-                  "|---:|---:|---:|---:|" + "---:|" * len(attributes)]
+        lines += [
+            "| step | samples seen | train loss | val loss |" + "".join(f" caption {a} |" for a in attributes),
+            "|---:|---:|---:|---:|" + "---:|" * len(attributes),
+        ]
         for r in summary.history:
-            lines.append(f"| {r.step:,} | {r.samples:,} | {_number(r.train_loss)} | {_number(r.val_loss)} |"
-                         + "".join(f" {_caption_score(a, r.captions[a])} |" if a in r.captions else " |"
-                                   for a in attributes))
+            lines.append(
+                f"| {r.step:,} | {r.samples:,} | {_number(r.train_loss)} | {_number(r.val_loss)} |"
+                + "".join(f" {_caption_score(a, r.captions[a])} |" if a in r.captions else " |" for a in attributes)
+            )
         last = summary.history[-1]
-        figures = [f"val loss {_number(last.val_loss)}"] + [f"caption {a} {_caption_score(a, v)}" for a, v in last.captions.items()]
+        figures = [f"val loss {_number(last.val_loss)}"] + [
+            f"caption {a} {_caption_score(a, v)}" for a, v in last.captions.items()
+        ]
         lines += ["", f"Latest validation (step {last.step:,}): " + ", ".join(figures) + "."]
     else:
         lines.append("No validation has run yet.")
@@ -302,21 +335,37 @@ def _results(summary: RunSummary) -> str:
         lines += ["", f"![Loss curve]({LOSS_CURVE})"]
     shown = gallery(summary)
     if shown:
-        lines += ["", f"### Held-out samples (step {summary.history[-1].step if summary.history else summary.step:,})",
-                  "", "| image | generated | reference |", "|---|---|---|"]
-        lines += [f"| ![{s.key}]({path}) | {_cell(s.generated)} | {_cell(s.reference)} |"
-                  for path, s in shown]
+        lines += [
+            "",
+            f"### Held-out samples (step {summary.history[-1].step if summary.history else summary.step:,})",
+            "",
+            "| image | generated | reference |",
+            "|---|---|---|",
+        ]
+        lines += [f"| ![{s.key}]({path}) | {_cell(s.generated)} | {_cell(s.reference)} |" for path, s in shown]
     if summary.benchmark:
         lines += _benchmark_section(summary.benchmark)
     hours = summary.wall_seconds / 3600
-    lines += ["", "### Run", "", "| | |", "|---|---|",
-              f"| effective batch | {summary.effective_batch} |",
-              f"| data | {summary.data_yield_line()} (`{DATA_YIELD_NAME}`) |",
-              *([f"| provenance | each trained sample's key: `{PROVENANCE_DIR}/`, the files `{PROVENANCE_NAME}` names "
-                 f"({summary.provenance_rows:,} rows) |"] if summary.provenance_rows is not None else []),
-              f"| wall time | {summary.wall_seconds:,.0f} s ({hours:.2f} h) |",
-              f"| Gemma base | `{config.gemma_model_name}` @ `{config.gemma_revision or 'local folder'}` |",
-              f"| Cosmos base | `{config.cosmos_model_name}` @ `{config.cosmos_revision or 'local folder'}` |"]
+    lines += [
+        "",
+        "### Run",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| effective batch | {summary.effective_batch} |",
+        f"| data | {summary.data_yield_line()} (`{DATA_YIELD_NAME}`) |",
+        *(
+            [
+                f"| provenance | each trained sample's key: `{PROVENANCE_DIR}/`, the files `{PROVENANCE_NAME}` names "
+                f"({summary.provenance_rows:,} rows) |"
+            ]
+            if summary.provenance_rows is not None
+            else []
+        ),
+        f"| wall time | {summary.wall_seconds:,.0f} s ({hours:.2f} h) |",
+        f"| Gemma base | `{config.gemma_model_name}` @ `{config.gemma_revision or 'local folder'}` |",
+        f"| Cosmos base | `{config.cosmos_model_name}` @ `{config.cosmos_revision or 'local folder'}` |",
+    ]
     lines += ["", "### Framework versions", ""] + [f"- {name} {ver}" for name, ver in framework_versions().items()]
     return "\n".join(lines) + "\n"
 
@@ -324,20 +373,32 @@ def _results(summary: RunSummary) -> str:
 def _benchmark_section(record: BenchmarkRecord) -> list[str]:
     """Markdown: does the world help? Task x condition accuracy and the world gain, beside the results file."""
     result = record.result
-    names = {"full": "TheWorld", "no_world": "no world tokens", "shuffled_world": "shuffled world tokens",
-             "gemma": "Gemma 3 alone"}
-    lines = ["", f"### Benchmark: {_link(result.dataset, 'datasets/')} (step {record.step:,})", "",
-             "Accuracy with 95% bootstrap intervals. The **world gain** is TheWorld's accuracy minus its accuracy when "
-             "each image gets another image's world tokens (paired interval): what the world tokens add.", "",
-             "| task | questions | " + " | ".join(names[c] for c in result.conditions) + " | world gain |",
-             "|---|---:|" + "---:|" * (len(result.conditions) + 1)]
+    names = {
+        "full": "TheWorld",
+        "no_world": "no world tokens",
+        "shuffled_world": "shuffled world tokens",
+        "gemma": "Gemma 3 alone",
+    }
+    lines = [
+        "",
+        f"### Benchmark: {_link(result.dataset, 'datasets/')} (step {record.step:,})",
+        "",
+        "Accuracy with 95% bootstrap intervals. The **world gain** is TheWorld's accuracy minus its accuracy when "
+        "each image gets another image's world tokens (paired interval): what the world tokens add.",
+        "",
+        "| task | questions | " + " | ".join(names[c] for c in result.conditions) + " | world gain |",
+        "|---|---:|" + "---:|" * (len(result.conditions) + 1),
+    ]
     for name, sub_task, by_condition, gain in result.rows():
         if sub_task:  # in the results file
             continue
-        cells = [f"{a.accuracy:.1%} ({a.ci[0]:.1%}-{a.ci[1]:.1%})" if a else "n/a"
-                 for a in map(by_condition.get, result.conditions)]
-        gain_text = f"**{gain.gain * 100:+.1f} points** ({gain.ci[0] * 100:+.1f} to {gain.ci[1] * 100:+.1f})" if gain \
-            else "n/a"
+        cells = [
+            f"{a.accuracy:.1%} ({a.ci[0]:.1%}-{a.ci[1]:.1%})" if a else "n/a"
+            for a in map(by_condition.get, result.conditions)
+        ]
+        gain_text = (
+            f"**{gain.gain * 100:+.1f} points** ({gain.ci[0] * 100:+.1f} to {gain.ci[1] * 100:+.1f})" if gain else "n/a"
+        )
         lines.append(f"| {name} | {next(iter(by_condition.values())).n:,} | " + " | ".join(cells) + f" | {gain_text} |")
     lines += ["", f"Every answer: `{EVALUATION_NAME}`."]
     return lines
@@ -349,18 +410,38 @@ def _eval_results(summary: RunSummary) -> list[EvalResult]:
     entries = []
     if summary.history:
         last, dataset = summary.history[-1], summary.dataset or "held-out data"
-        metrics = ([("loss", "val/loss", last.val_loss)] if last.val_loss is not None else [])
-        metrics += [(CAPTION_METRIC_IDS.get(name, "accuracy"), f"val/caption_{name}", value)
-                    for name, value in last.captions.items()]
-        entries += [EvalResult(task_type="image-to-text", dataset_type=dataset, dataset_name=dataset, metric_type=kind,
-                               metric_name=name, metric_value=round(float(value), 6)) for kind, name, value in metrics]
+        metrics = [("loss", "val/loss", last.val_loss)] if last.val_loss is not None else []
+        metrics += [
+            (CAPTION_METRIC_IDS.get(name, "accuracy"), f"val/caption_{name}", value)
+            for name, value in last.captions.items()
+        ]
+        entries += [
+            EvalResult(
+                task_type="image-to-text",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                metric_type=kind,
+                metric_name=name,
+                metric_value=round(float(value), 6),
+            )
+            for kind, name, value in metrics
+        ]
     if summary.benchmark:
         result = summary.benchmark.result
-        entries += [EvalResult(task_type="visual-question-answering", dataset_type=result.dataset,
-                               dataset_name=f"{Path(result.dataset).name} {task_name(a)}", dataset_config=a.config,
-                               dataset_split=a.split, metric_type="accuracy", metric_name=f"{task_name(a)} accuracy",
-                               metric_value=round(a.accuracy, 6))
-                    for a in result.accuracies if a.condition == "full" and a.sub_task is None and a.config]
+        entries += [
+            EvalResult(
+                task_type="visual-question-answering",
+                dataset_type=result.dataset,
+                dataset_name=f"{Path(result.dataset).name} {task_name(a)}",
+                dataset_config=a.config,
+                dataset_split=a.split,
+                metric_type="accuracy",
+                metric_name=f"{task_name(a)} accuracy",
+                metric_value=round(a.accuracy, 6),
+            )
+            for a in result.accuracies
+            if a.condition == "full" and a.sub_task is None and a.config
+        ]
     return entries
 
 

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import cast
 
 from huggingface_hub import HfApi, ModelInfo, constants, hf_hub_download
@@ -25,8 +24,14 @@ log = logging.getLogger(__name__)
 _SAFE_SUFFIXES = (".safetensors", ".json")
 
 
-def download_files(path_or_repo: str, filenames: list[str], revision: str | None = None, token: str | None = None,
-                   subfolder: str | None = None, endpoint: str | None = None) -> dict[str, Path]:
+def download_files(
+    path_or_repo: str,
+    filenames: list[str],
+    revision: str | None = None,
+    token: str | None = None,
+    subfolder: str | None = None,
+    endpoint: str | None = None,
+) -> dict[str, Path]:
     """Downloads ``filenames`` (safetensors/JSON only) from ``user/repo`` or ``hf://user/repo[@rev][/sub]``.
 
     All files come from one commit. Returns {filename: local path in the Hugging Face cache}.
@@ -54,23 +59,28 @@ def download_files(path_or_repo: str, filenames: list[str], revision: str | None
         if not constants.HF_HUB_OFFLINE:  # one commit for all files, even while a training run pushes
             revision = HfApi(endpoint=endpoint, token=token).repo_info(repo_id, revision=revision).sha
         return {
-            name: Path(hf_hub_download(repo_id, name, subfolder=subfolder, revision=revision, token=token,
-                                       endpoint=endpoint))
+            name: Path(
+                hf_hub_download(repo_id, name, subfolder=subfolder, revision=revision, token=token, endpoint=endpoint)
+            )
             for name in filenames
         }
     except EntryNotFoundError as err:
         where = f"{repo_id}/{subfolder}" if subfolder else repo_id
-        raise FileNotFoundError(f"{endpoint}/{where} lacks one of {filenames}: is it a TheWorld checkpoint "
-                                f"(model.safetensors + config.json)? Check the subfolder and revision.") from err
+        raise FileNotFoundError(
+            f"{endpoint}/{where} lacks one of {filenames}: is it a TheWorld checkpoint "
+            f"(model.safetensors + config.json)? Check the subfolder and revision."
+        ) from err
     except HubError:
         raise
     except Exception as err:
         missing = isinstance(err, RepositoryNotFoundError) and not isinstance(err, GatedRepoError)
         if missing and not is_hf_ref(path_or_repo):  # it may have been meant as a local folder
-            raise FileNotFoundError(f"{path_or_repo!r} is neither a local folder nor a Hub repo you can access "
-                                    f"on {endpoint}.") from err
-        raise explain(err, repo_id, HubToken(token, "the token argument") if token else resolve_token(),
-                      endpoint) from err
+            raise FileNotFoundError(
+                f"{path_or_repo!r} is neither a local folder nor a Hub repo you can access on {endpoint}."
+            ) from err
+        raise explain(
+            err, repo_id, HubToken(token, "the token argument") if token else resolve_token(), endpoint
+        ) from err
 
 
 @dataclass(frozen=True)
@@ -108,14 +118,18 @@ def download_resume_checkpoint(ref: str, token: HubToken | None, endpoint: str |
         for folder in (subfolder, f"{base}{LAST_CHECKPOINT}"):
             prefix = f"{folder}/" if folder else ""
             if all(f"{prefix}{name}" in files for name in RESUME_FILES):
-                paths = [hf_hub_download(repo_id, name, subfolder=folder, revision=info.sha, token=value,
-                                         endpoint=endpoint) for name in RESUME_FILES]
+                paths = [
+                    hf_hub_download(repo_id, name, subfolder=folder, revision=info.sha, token=value, endpoint=endpoint)
+                    for name in RESUME_FILES
+                ]
                 _download_provenance(files, folder, fetch)
                 log.info("Resuming from %s (commit %s, folder %s/)", ref, info.sha[:8], folder or ".")
                 return HubCheckpoint(Path(paths[0]).parent, resumable=True, ref=ref)
         if all(f"{base}{name}" in files for name in (WEIGHTS_NAME, CONFIG_NAME)):
-            paths = [hf_hub_download(repo_id, name, subfolder=subfolder, revision=info.sha, token=value,
-                                     endpoint=endpoint) for name in (WEIGHTS_NAME, CONFIG_NAME)]
+            paths = [
+                hf_hub_download(repo_id, name, subfolder=subfolder, revision=info.sha, token=value, endpoint=endpoint)
+                for name in (WEIGHTS_NAME, CONFIG_NAME)
+            ]
             _download_provenance(files, subfolder, fetch)
             return HubCheckpoint(Path(paths[0]).parent, resumable=False, ref=ref)
     except Exception as err:
@@ -141,11 +155,15 @@ def download_provenance(ref: str, token: str | None = None, endpoint: str | None
         # A model repo (repo_info's default repo_type), whatever union repo_info is annotated with
         info = cast(ModelInfo, HfApi(endpoint=endpoint, token=token).repo_info(repo_id, revision=revision))
         assert info.sha is not None  # the Hub always names the head commit
-        _download_provenance({s.rfilename for s in info.siblings or []}, subfolder, lambda path: hf_hub_download(
-            repo_id, path, revision=info.sha, token=token, endpoint=endpoint))
+        _download_provenance(
+            {s.rfilename for s in info.siblings or []},
+            subfolder,
+            lambda path: hf_hub_download(repo_id, path, revision=info.sha, token=token, endpoint=endpoint),
+        )
     except Exception as err:
-        raise explain(err, repo_id, HubToken(token, "the token argument") if token else resolve_token(),
-                      endpoint) from err
+        raise explain(
+            err, repo_id, HubToken(token, "the token argument") if token else resolve_token(), endpoint
+        ) from err
     return info.sha
 
 
@@ -161,8 +179,13 @@ def _download_provenance(files: set[str], folder: str | None, download: Callable
     where = own if any(f.startswith(own) for f in files) else f"{parent}/{PROVENANCE_DIR}/".lstrip("/")
     missing = [delta.name for delta in history.deltas if where + delta.name not in files]
     if missing:
-        log.warning("%s%s names %d provenance files that the repo lacks (%s...): the history carried on lacks their "
-                    "rows.", prefix, PROVENANCE_NAME, len(missing), missing[0])
+        log.warning(
+            "%s%s names %d provenance files that the repo lacks (%s...): the history carried on lacks their rows.",
+            prefix,
+            PROVENANCE_NAME,
+            len(missing),
+            missing[0],
+        )
     for delta in history.deltas:
         if delta.name not in missing:
             download(where + delta.name)

@@ -30,8 +30,10 @@ def explain(err: BaseException, repo_id: str, token: HubToken | None, endpoint: 
     where = f"{endpoint}/{repo_id}"
     status = http_status(err)
     if isinstance(err, GatedRepoError):
-        return HubError(f"{where} is gated: accept its conditions on its page with the account of your token "
-                        f"(from {source}), then retry.")
+        return HubError(
+            f"{where} is gated: accept its conditions on its page with the account of your token "
+            f"(from {source}), then retry."
+        )
     if isinstance(err, RevisionNotFoundError):
         return HubError(f"{where} has no such revision: check the @revision (a branch, tag or commit).")
     if isinstance(err, RepositoryNotFoundError) or (status == 404 and not isinstance(err, EntryNotFoundError)):

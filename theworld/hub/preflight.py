@@ -37,12 +37,20 @@ def _check_write_access(me: dict, repo_id: str, token: HubToken, endpoint: str) 
     scoped = (access.get("fineGrained") or {}).get("scoped") or []
     relevant = [s for s in scoped if (s.get("entity") or {}).get("name") in (namespace, repo_id)]
     if role == "fineGrained" and relevant and not any("repo.write" in s.get("permissions", []) for s in relevant):
-        raise HubError(f"The fine-grained token from {token.source} has no `repo.write` permission for "
-                       f"{namespace!r}, so it cannot push to {repo_id}. {fix}")
+        raise HubError(
+            f"The fine-grained token from {token.source} has no `repo.write` permission for "
+            f"{namespace!r}, so it cannot push to {repo_id}. {fix}"
+        )
 
 
-def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = None, retries: int = 2,
-              wait_s: float = 1.0, resuming: bool = False) -> HfApi:
+def preflight(
+    config: HubConfig,
+    token: HubToken | None,
+    endpoint: str | None = None,
+    retries: int = 2,
+    wait_s: float = 1.0,
+    resuming: bool = False,
+) -> HfApi:
     """Checks that pushes will work: token valid (whoami), repo created (private as configured), writable, the
     ``hub_revision`` branch there (created from main), and ``hub_tag`` free (a resumed run may find its own tag
     there already).
@@ -87,10 +95,21 @@ def preflight(config: HubConfig, token: HubToken | None, endpoint: str | None = 
                 f"delete that one first (`hf repos tag delete {repo_id} {config.hub_tag}`)."
             )
         if config.hub_tag in tags:
-            log.warning("hub.hub_tag=%r already exists on %s (commit %s); it stays where it is unless this run's final "
-                        "commit is that one.", config.hub_tag, repo_id, tags[config.hub_tag][:8])
-    log.info("Hub preflight ok: %s can push to %s/%s%s (token from %s)", me.get("name"), endpoint, repo_id,
-             f" on branch {config.hub_revision}" if config.hub_revision else "", token.source)
+            log.warning(
+                "hub.hub_tag=%r already exists on %s (commit %s); it stays where it is unless this run's final "
+                "commit is that one.",
+                config.hub_tag,
+                repo_id,
+                tags[config.hub_tag][:8],
+            )
+    log.info(
+        "Hub preflight ok: %s can push to %s/%s%s (token from %s)",
+        me.get("name"),
+        endpoint,
+        repo_id,
+        f" on branch {config.hub_revision}" if config.hub_revision else "",
+        token.source,
+    )
     return api
 
 

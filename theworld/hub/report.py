@@ -49,13 +49,15 @@ def report_files(summary: RunSummary, push_logs: bool = False) -> dict[str, byte
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         files[path] = buffer.getvalue()
-        captions.append({"image": path, "key": sample.key, "generated": sample.generated,
-                         "reference": sample.reference})
+        captions.append(
+            {"image": path, "key": sample.key, "generated": sample.generated, "reference": sample.reference}
+        )
     if captions:
         files[f"{SAMPLES_DIR}/captions.json"] = (json.dumps(captions, indent=2) + "\n").encode()
     if summary.benchmark:
-        files[EVALUATION_NAME] = (json.dumps({"step": summary.benchmark.step, **summary.benchmark.result.to_dict()},
-                                             indent=1) + "\n").encode()
+        files[EVALUATION_NAME] = (
+            json.dumps({"step": summary.benchmark.step, **summary.benchmark.result.to_dict()}, indent=1) + "\n"
+        ).encode()
     if push_logs:
         files[f"{RUNS_DIR}/{EVENTS_NAME}"] = tensorboard_events(summary)
     return files
@@ -76,11 +78,11 @@ def loss_curve_png(summary: RunSummary) -> bytes:
     figure = Figure(figsize=(6, 3.5), dpi=100)
     axes = figure.add_subplot()
     if summary.train_losses:
-        steps, losses = zip(*summary.train_losses)
+        steps, losses = zip(*summary.train_losses, strict=True)
         axes.plot(steps, losses, label="train/loss", linewidth=1)
     validations = [(r.step, r.val_loss) for r in summary.history if r.val_loss is not None]
     if validations:
-        steps, losses = zip(*validations)
+        steps, losses = zip(*validations, strict=True)
         axes.plot(steps, losses, "o-", label="val/loss")
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("loss")

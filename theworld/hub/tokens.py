@@ -30,8 +30,9 @@ class HubToken:
     source: str
 
 
-def resolve_token(cli_token: str | None = None, config_token: str | None = None,
-                  config_source: str = "hub.hf_token") -> HubToken | None:
+def resolve_token(
+    cli_token: str | None = None, config_token: str | None = None, config_source: str = "hub.hf_token"
+) -> HubToken | None:
     """The token to use, highest first: ``--hf_token``, ``hub.hf_token`` (``config_source`` names where a config
     set it), ``$HF_TOKEN``, ``hf auth login``."""
     for value, source in (

@@ -15,9 +15,10 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from theworld.retry import describe_error
 
@@ -51,8 +52,9 @@ class Uploader:
     The final job is never replaced (nothing is queued after it). Counters are read by the main thread.
     """
 
-    def __init__(self, push: Callable[[Push, Callable[[float], bool]], Any],
-                 on_stopped: Callable[[], Any] = lambda: None):
+    def __init__(
+        self, push: Callable[[Push, Callable[[float], bool]], Any], on_stopped: Callable[[], Any] = lambda: None
+    ):
         """``push(job, sleep)`` makes the commit; ``on_stopped`` runs on the thread once it has stopped (after the
         push in flight, however long that takes), e.g. to remove the staging folder the pushes read from."""
         self._push = push
@@ -102,8 +104,9 @@ class Uploader:
             return None
         seconds = time.monotonic() - since
         started = time.strftime("%H:%M:%S", time.localtime(time.time() - seconds))
-        line = (f"Hub push '{job.message}' running since {started} ({duration(seconds)}; {job.size / 1e6:.1f} MB to "
-                f"send)")
+        line = (
+            f"Hub push '{job.message}' running since {started} ({duration(seconds)}; {job.size / 1e6:.1f} MB to send)"
+        )
         return f"{line}; last error: {self.last_error}" if self.last_error else line
 
     def stop(self) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import logging
 import os
@@ -60,7 +61,8 @@ _CONFIG_FLAGS = ("-c", "--config")
 _CONFIG_FILE_TOKEN = "hf_token in the config file"  # a top-level `hf_token:` (the flag's name, set in YAML)
 # What people type for --hf_token: --hf-token, --token, --hub.token, --hub_token, --huggingface-token, --auth_token...
 _TOKEN_TYPO = re.compile(
-    r"((hub|hf|hugging[-_]?face([-_]hub)?)[-_.])*(hf[-_]?|auth[-_]|access[-_]|use[-_]auth[-_])?token", re.IGNORECASE)
+    r"((hub|hf|hugging[-_]?face([-_]hub)?)[-_.])*(hf[-_]?|auth[-_]|access[-_]|use[-_]auth[-_])?token", re.IGNORECASE
+)
 
 
 class TheWorldArgumentParser(LightningArgumentParser):
@@ -83,12 +85,16 @@ class TheWorldArgumentParser(LightningArgumentParser):
         # A mistyped token flag, or a token given as a stray value, is quoted in the message: masked here.
         text = redact(text)
         if re.search(r'"subcommand" .* not provided', text):  # `theworld` alone: nothing to fix in a YAML
-            sys.stderr.write("theworld: error: no subcommand was given. `theworld fit --config configs/demo.yaml` trains "
-                             "the demo (after `python -m theworld.testing.demo_assets`); validate, predict and "
-                             "cache_latents take the same --config; `theworld --help` lists them.\n")
+            sys.stderr.write(
+                "theworld: error: no subcommand was given. `theworld fit --config configs/demo.yaml` trains "
+                "the demo (after `python -m theworld.testing.demo_assets`); validate, predict and "
+                "cache_latents take the same --config; `theworld --help` lists them.\n"
+            )
             sys.exit(2)
-        sys.stderr.write(f"theworld: error: {text}.{_did_you_mean(text, parser)} Fix it in the YAML config or on "
-                         f"the command line; `{command} --help` lists every option and its type.\n")
+        sys.stderr.write(
+            f"theworld: error: {text}.{_did_you_mean(text, parser)} Fix it in the YAML config or on "
+            f"the command line; `{command} --help` lists every option and its type.\n"
+        )
         sys.exit(2)
 
     def dump(self, cfg: Namespace, *args, **kwargs) -> str:
@@ -103,8 +109,10 @@ def _did_you_mean(message: str, parser) -> str:
     unknown = re.findall(r"(?<![\w.-])--([\w.-]+)", message.partition("unrecognized arguments:")[2])
     unknown += re.findall(r"does not accept (?:option|nested key) '([\w.-]+)'", message)
     known = [flag[2:] for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
-    matches = [difflib.get_close_matches(key, known, n=1, cutoff=0.75) or (["hf_token"] if _TOKEN_TYPO.fullmatch(key)
-                                                                           else []) for key in unknown]
+    matches = [
+        difflib.get_close_matches(key, known, n=1, cutoff=0.75) or (["hf_token"] if _TOKEN_TYPO.fullmatch(key) else [])
+        for key in unknown
+    ]
     return "".join(f" Did you mean --{match[0]}?" for match in matches if match)
 
 
@@ -177,8 +185,10 @@ class TheWorldCLI(LightningCLI):
         self.run_config = json.loads(dumped)
         if self.subcommand == "fit" and not config.get("ckpt_path") and int(os.environ.get("SLURM_RESTART_COUNT", 0)):
             config.ckpt_path = "last"  # SLURM requeued this job (preemption, auto-requeue): it goes on where it was
-            log.info("theworld: SLURM restarted this job (SLURM_RESTART_COUNT=%s): resuming with --ckpt_path last.",
-                     os.environ["SLURM_RESTART_COUNT"])
+            log.info(
+                "theworld: SLURM restarted this job (SLURM_RESTART_COUNT=%s): resuming with --ckpt_path last.",
+                os.environ["SLURM_RESTART_COUNT"],
+            )
         self._resolve_hf_refs(config)
         # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
         self._check_weight_sources(config)
@@ -186,7 +196,8 @@ class TheWorldCLI(LightningCLI):
         self.hub_api = self._hub_preflight(config)
         if self.subcommand == "fit" and not config.get("ckpt_path") and not config.checkpoint.overwrite:
             TrainableCheckpoint.refuse_used_folder(
-                TrainableCheckpoint.folder_for(config.checkpoint.dirpath, config.trainer.get("default_root_dir")))
+                TrainableCheckpoint.folder_for(config.checkpoint.dirpath, config.trainer.get("default_root_dir"))
+            )
 
     def _refuse_missing_config(self, config) -> None:
         """``theworld fit`` with neither ``--config`` nor base models would load the production defaults (a GPU
@@ -225,7 +236,8 @@ class TheWorldCLI(LightningCLI):
             )
         if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).is_dir():
             raise UserError(
-                f"--ckpt_path {ckpt_path}: there is no such checkpoint folder (relative paths start from {Path.cwd()}). "
+                f"--ckpt_path {ckpt_path}: there is no such checkpoint folder "
+                f"(relative paths start from {Path.cwd()}). "
                 f"Give a checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
                 f"hf://user/repo[@revision][/folder]."
             )
@@ -238,32 +250,41 @@ class TheWorldCLI(LightningCLI):
                     f"so it cannot resume a run. Start a new run from its weights with --model.init_from {ckpt_path} "
                     f"in place of --ckpt_path (optimizer, LR schedule, step count and data position start fresh)."
                 )
-            raise UserError(f"--ckpt_path {ckpt_path} is not a TheWorld checkpoint folder (no {WEIGHTS_NAME} and no "
-                            f"{TRAINING_STATE_NAME}). Give a checkpoint-N/ or last/ folder, `last`, or "
-                            f"hf://user/repo[@revision][/folder].")
+            raise UserError(
+                f"--ckpt_path {ckpt_path} is not a TheWorld checkpoint folder (no {WEIGHTS_NAME} and no "
+                f"{TRAINING_STATE_NAME}). Give a checkpoint-N/ or last/ folder, `last`, or "
+                f"hf://user/repo[@revision][/folder]."
+            )
         if init_from and not Path(init_from).is_dir() and not is_hub_repo_id(init_from):
             raise UserError(
-                f"--model.init_from {init_from}: there is no such folder (relative paths start from {Path.cwd()}). Give "
+                f"--model.init_from {init_from}: there is no such folder "
+                f"(relative paths start from {Path.cwd()}). Give "
                 f"a checkpoint folder holding model.safetensors (checkpoint-N/, final/), a Hub repo id, or "
                 f"hf://user/repo[@revision][/folder]."
             )
         if ckpt_path == "last":
-            ckpt_path = newest_checkpoint(TrainableCheckpoint.folder_for(config.checkpoint.dirpath,
-                                                                         config.trainer.get("default_root_dir")))
+            ckpt_path = newest_checkpoint(
+                TrainableCheckpoint.folder_for(config.checkpoint.dirpath, config.trainer.get("default_root_dir"))
+            )
         for flag, folder in (("--ckpt_path", ckpt_path), ("--model.init_from", init_from)):
             if folder and Path(folder).is_dir():
                 check_intact(folder, flag)
         if self.subcommand == "predict" and not config.data.get("predict_data"):
-            raise UserError("theworld predict needs the images to caption: add --data.predict_data with a folder, a "
-                              "glob (my_images/*.jpg) or a list of paths.")
+            raise UserError(
+                "theworld predict needs the images to caption: add --data.predict_data with a folder, a "
+                "glob (my_images/*.jpg) or a list of paths."
+            )
         data = config.data
         # Only without train_data does the hf source stream dataset_name (for training and the held-out rows).
         if self.subcommand in ("fit", "validate") and data.source == "hf" and data.dataset_name and not data.train_data:
             check_dataset(data.dataset_name, self.hub_token)
         if self.subcommand in ("validate", "predict", "evaluate") and not ckpt_path and not init_from:
-            log.warning("theworld %s: neither --ckpt_path nor --model.init_from is given, so the model's trainable "
-                        "weights (the world projector) are untrained: expect %s.", self.subcommand,
-                        "chance-level answers" if self.subcommand == "evaluate" else "random captions")
+            log.warning(
+                "theworld %s: neither --ckpt_path nor --model.init_from is given, so the model's trainable "
+                "weights (the world projector) are untrained: expect %s.",
+                self.subcommand,
+                "chance-level answers" if self.subcommand == "evaluate" else "random captions",
+            )
 
     def _hub_preflight(self, config) -> HfApi | None:
         """For ``fit`` with ``hub.push_to_hub``: token, repo and write access checked on rank 0 before any weight
@@ -293,10 +314,16 @@ class TheWorldCLI(LightningCLI):
             same_base = saved is not None and _same_base(getattr(saved, name_key), name)
             trained = getattr(saved, revision_key) if same_base else None
             if requested and trained and requested != trained:
-                log.warning("model.%s=%s overrides the commit %s that %s was trained on.", revision_key, requested,
-                            trained[:8], source)
-            model[name_key], model[revision_key] = pin_base(name, f"model.{name_key}", requested or trained,
-                                                            self.hub_token, subfolder=subfolder)
+                log.warning(
+                    "model.%s=%s overrides the commit %s that %s was trained on.",
+                    revision_key,
+                    requested,
+                    trained[:8],
+                    source,
+                )
+            model[name_key], model[revision_key] = pin_base(
+                name, f"model.{name_key}", requested or trained, self.hub_token, subfolder=subfolder
+            )
 
     def _resolve_hf_refs(self, config) -> None:
         """Downloads ``hf://`` checkpoints before anything loads, so a bad reference fails in seconds."""
@@ -310,7 +337,8 @@ class TheWorldCLI(LightningCLI):
                     "--ckpt_path %s: the repo has no last-checkpoint/ (it was pushed with hub_strategy every_save or "
                     "end), so training cannot resume exactly. Starting a NEW run from its root model.safetensors "
                     "(weights only, like --model.init_from): optimizer, LR schedule, step count and data position "
-                    "start fresh. Push with hub_strategy checkpoint or all_checkpoints to resume exactly.", ckpt_path
+                    "start fresh. Push with hub_strategy checkpoint or all_checkpoints to resume exactly.",
+                    ckpt_path,
                 )
                 config.ckpt_path = None
                 config.model.init_from = str(checkpoint.path)
@@ -327,7 +355,8 @@ class TheWorldCLI(LightningCLI):
         callbacks = trainer_config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if trainer_config.get("enable_progress_bar") is not False and not any(
-                isinstance(c, ProgressBar) for c in callbacks):
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
             callbacks.append(TrainingProgress())
         hub = config_init.get("hub")
         if self.subcommand == "fit" and hub.push_to_hub:
@@ -383,7 +412,7 @@ def _log_to_stderr() -> None:
 
 def _check_yaml_syntax(args: list[str]) -> None:
     """Names the file of a YAML syntax error in a ``--config`` (jsonargparse's message does not)."""
-    paths = [value for flag, value in zip(args, args[1:]) if flag in _CONFIG_FLAGS]
+    paths = [value for flag, value in itertools.pairwise(args) if flag in _CONFIG_FLAGS]
     paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
     for path in paths:
         try:
@@ -392,8 +421,10 @@ def _check_yaml_syntax(args: list[str]) -> None:
         except OSError:
             continue  # a missing file: the parser says so itself
         except yaml.YAMLError as err:
-            raise ConfigError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}. Fix the syntax "
-                              f"there (indentation, a missing ':', an unclosed bracket or quote).") from None
+            raise ConfigError(
+                f"--config {path} is not valid YAML: {' '.join(str(err).split())}. Fix the syntax "
+                f"there (indentation, a missing ':', an unclosed bracket or quote)."
+            ) from None
 
 
 def _redact_warnings() -> None:
@@ -414,9 +445,11 @@ def _quiet_known_noise() -> None:
     # TrainableCheckpoint says which folder it searched, and Lightning's hint (save_last=True) does not apply.
     warnings.filterwarnings("ignore", message=r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not record.getMessage().startswith("💡 Tip"))  # an advert for Lightning's cloud logger
+        lambda record: not record.getMessage().startswith("💡 Tip")
+    )  # an advert for Lightning's cloud logger
     logging.getLogger("transformers").addFilter(
-        lambda record: "requires torchvision" not in record.getMessage())  # the PIL image processor is the same
+        lambda record: "requires torchvision" not in record.getMessage()
+    )  # the PIL image processor is the same
     if not sys.stderr.isatty():
         huggingface_hub.utils.disable_progress_bars()
         if "transformers" in sys.modules:  # imported by Lightning's torchmetrics: its bars were set up already
@@ -459,10 +492,14 @@ def main(args: list[str] | None = None) -> None:
         sys.stderr.write(f"theworld: error: {redact(_user_message(err))}\n")
         sys.exit(err.exit_code)
     except TrainingInterrupted as stop:
-        then = (f"SLURM requeued job {stop.requeued}: it resumes from there when it starts again.\n" if stop.requeued
-                else f"Resume with:\n  {_resume_command(argv)}\n")
-        sys.stderr.write(f"theworld: stopped by {stop.signal_name} after step {stop.step}; the checkpoint is "
-                         f"{stop.path}. {then}")
+        then = (
+            f"SLURM requeued job {stop.requeued}: it resumes from there when it starts again.\n"
+            if stop.requeued
+            else f"Resume with:\n  {_resume_command(argv)}\n"
+        )
+        sys.stderr.write(
+            f"theworld: stopped by {stop.signal_name} after step {stop.step}; the checkpoint is {stop.path}. {then}"
+        )
         sys.exit(stop.code)
 
 

@@ -75,8 +75,9 @@ class SampleTransform:
             latents = unpack_world_latents(latents, self.world_config)
         else:
             latents = None
-        example = self.processor(sample["image"], caption=sample["text"], prompt=sample.get("prompt"),
-                                 world_latents=latents)
+        example = self.processor(
+            sample["image"], caption=sample["text"], prompt=sample.get("prompt"), world_latents=latents
+        )
         example["key"] = sample["key"]
         example["key_kind"] = sample["key_kind"]
         example["caption"] = sample["text"]
@@ -121,8 +122,9 @@ class TheWorldDataModule(L.LightningDataModule):
     """DataComp-style image–caption pairs from webdataset shards or Hub/parquet metadata with URLs.
 
     ``source: webdataset`` reads img2dataset ``.tar`` shards (paths, globs, ``{00000..00099}`` braces,
-    http(s) URLs), latent-cache shards from ``theworld cache_latents`` included. ``source: hf`` streams parquet metadata (``dataset_name`` on the Hub, or
-    ``train_data`` as parquet files) and downloads each image in the loader workers.
+    http(s) URLs), latent-cache shards from ``theworld cache_latents`` included. ``source: hf`` streams parquet
+    metadata (``dataset_name`` on the Hub, or ``train_data`` as parquet files) and downloads each image in the
+    loader workers.
 
     The validation set never overlaps training: either ``val_data`` (other shards/files), or (for
     ``source: hf``) the first ``val_samples`` rows of the stream, which training then skips.
@@ -174,8 +176,10 @@ class TheWorldDataModule(L.LightningDataModule):
             try:
                 ImageFiles.expand(config.predict_data)
             except FileNotFoundError as err:
-                raise DataConfigError(f"{err} Give a folder of images, a glob (my_images/*.jpg) or a list of paths "
-                                      f"(relative paths start from {Path.cwd()}).") from None
+                raise DataConfigError(
+                    f"{err} Give a folder of images, a glob (my_images/*.jpg) or a list of paths "
+                    f"(relative paths start from {Path.cwd()})."
+                ) from None
 
     def setup(self, stage: str) -> None:
         if self.processor is None:
@@ -223,8 +227,12 @@ class TheWorldDataModule(L.LightningDataModule):
             return WebDatasetSource(data, **common)
         if config.val_data is None:
             common.update(skip_first=config.val_samples) if train else common.update(take_first=config.val_samples)
-        return ParquetURLSource(data_files=data, dataset_name=None if data is not None else config.dataset_name,
-                                split=config.dataset_split, **common)
+        return ParquetURLSource(
+            data_files=data,
+            dataset_name=None if data is not None else config.dataset_name,
+            split=config.dataset_split,
+            **common,
+        )
 
     def _loader(self, dataset, batch_size: int) -> StatefulDataLoader:
         workers = self.config.num_workers
@@ -242,8 +250,12 @@ class TheWorldDataModule(L.LightningDataModule):
 
     def _source(self, *, train: bool):
         assert self.processor is not None and self.trainer is not None, "setup() builds the processor"
-        return self.raw_source(train=train, transform=SampleTransform(self.processor, self.world_config),
-                               rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+        return self.raw_source(
+            train=train,
+            transform=SampleTransform(self.processor, self.world_config),
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
+        )
 
     def train_dataloader(self) -> StatefulDataLoader:
         return self._loader(self._source(train=True), self.config.batch_size)

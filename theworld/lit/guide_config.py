@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -63,8 +64,12 @@ _ACCELERATOR = {"cuda": "gpu", "gpu": "gpu", "cpu": "cpu", "auto": "auto", "mps"
 
 def _dataset(name: Any, config: dict) -> dict:
     # The hf source streams dataset_name only without train_data/val_data (another config may have set them).
-    return {"data.source": "hf", "data.dataset_name": DATACOMP if name == "datacomp" else name,
-            "data.train_data": None, "data.val_data": None}
+    return {
+        "data.source": "hf",
+        "data.dataset_name": DATACOMP if name == "datacomp" else name,
+        "data.train_data": None,
+        "data.val_data": None,
+    }
 
 
 def _wandb(enabled: Any, config: dict) -> dict:
@@ -110,12 +115,11 @@ _CONVERTED_TO = {
 # Guide keys with no equivalent: why, and the nearest option.
 NO_EQUIVALENT = {
     "log_to_tensorboard": "the run's TensorBoard events go to the Hub with hub.push_logs: true; for a local "
-                          "TensorBoard log set trainer.logger: lightning.pytorch.loggers.TensorBoardLogger",
+    "TensorBoard log set trainer.logger: lightning.pytorch.loggers.TensorBoardLogger",
     "eval_strategy": "validation runs every trainer.val_check_interval steps (the guide's eval_steps)",
     "evaluation_strategy": "validation runs every trainer.val_check_interval steps (the guide's eval_steps)",
     "save_strategy": "checkpoints are saved every checkpoint.every_n_train_steps steps (the guide's save_steps)",
-    "lr_scheduler_type": "the schedule is a linear warmup then a cosine decay (model.warmup_steps, "
-                         "model.min_lr_ratio)",
+    "lr_scheduler_type": "the schedule is a linear warmup then a cosine decay (model.warmup_steps, model.min_lr_ratio)",
     "report_to": "set the logger with trainer.logger (log_to_wandb: true is W&B)",
     "load_full_cosmos_pipeline": "only the Cosmos VAE is loaded (model.cosmos_model_name, model.cosmos_subfolder)",
 }
@@ -123,8 +127,11 @@ NO_EQUIVALENT = {
 
 def is_guide_config(data: Any) -> bool:
     """A flat mapping with at least one of the guide's keys (TheWorld's own configs nest their settings)."""
-    return (isinstance(data, dict) and not any(isinstance(value, dict) for value in data.values())
-            and any(str(key).startswith("_") or key in RENAMED or key in CONVERTED for key in data))
+    return (
+        isinstance(data, dict)
+        and not any(isinstance(value, dict) for value in data.values())
+        and any(str(key).startswith("_") or key in RENAMED or key in CONVERTED for key in data)
+    )
 
 
 def translate(data: dict, name: str) -> tuple[dict, list[str]]:
@@ -154,11 +161,13 @@ def translate(data: dict, name: str) -> tuple[dict, list[str]]:
             hint = f" (did you mean {close[0]}?)" if close else ""
             refused.append(f"{key}: not a key of the guide's configs{hint}")
     if refused:
-        raise ConfigError(redact(
-            f"--config {name} is a config of the Hub upload guide, and {len(refused)} of its keys have no place in "
-            "TheWorld's config: " + "; ".join(refused) + ". Remove them (or set the option named) and run again; "
-            f"every other key is translated (the table is in README.md, 'Configs from the Hub upload guide')."
-        ))
+        raise ConfigError(
+            redact(
+                f"--config {name} is a config of the Hub upload guide, and {len(refused)} of its keys have no place in "
+                "TheWorld's config: " + "; ".join(refused) + ". Remove them (or set the option named) and run again; "
+                "every other key is translated (the table is in README.md, 'Configs from the Hub upload guide')."
+            )
+        )
     nested: dict[str, Any] = {}
     for dotted, value in settings.items():
         *groups, leaf = dotted.split(".")
@@ -199,6 +208,8 @@ def _translated_file(path: str) -> str | None:
     if not is_guide_config(data):
         return None
     nested, lines = translate(data, path)
-    sys.stderr.write(f"theworld: {path} is a config of the Hub upload guide; its keys in TheWorld's config "
-                     f"(--print_config shows the whole YAML):\n" + "\n".join(lines) + "\n")
+    sys.stderr.write(
+        f"theworld: {path} is a config of the Hub upload guide; its keys in TheWorld's config "
+        f"(--print_config shows the whole YAML):\n" + "\n".join(lines) + "\n"
+    )
     return yaml.safe_dump(nested, sort_keys=False)

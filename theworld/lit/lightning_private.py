@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     import lightning as L
     import torch
+    from lightning.fabric.plugins.environments import ClusterEnvironment
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-    from lightning.fabric.plugins.environments import ClusterEnvironment
 
 
 class PrivateAccess(NamedTuple):
@@ -38,50 +38,103 @@ _FIT_LOOP_STATE = "lightning.pytorch.loops._FitLoop.state_dict()"
 
 PRIVATE_ACCESSES: tuple[PrivateAccess, ...] = (
     # TrainableCheckpoint (theworld/callbacks/checkpoint.py)
-    PrivateAccess(_MODEL_CHECKPOINT, "_save_topk_checkpoint", "override, call",
-                  "overridden to announce a save after its rotation; called to save the step a signal or the end of "
-                  "training stops at like any scheduled save: ModelCheckpoint has no public 'save now'"),
-    PrivateAccess(_MODEL_CHECKPOINT, "_save_last_checkpoint", "call",
-                  "updates `last` after such a save (link or copy, per save_last): no public equivalent"),
-    PrivateAccess(_MODEL_CHECKPOINT, "_link_checkpoint", "override",
-                  "the one place Lightning links `last`: overridden to queue the link behind the asynchronous write"),
-    PrivateAccess(_MODEL_CHECKPOINT, "_monitor_candidates", "call",
-                  "the metrics dict _save_topk_checkpoint/_save_last_checkpoint take: no public builder"),
-    PrivateAccess(_MODEL_CHECKPOINT, "_last_global_step_saved", "read",
-                  "the step this callback last saved (not other callbacks' saves): no public property"),
-    PrivateAccess(_MODEL_CHECKPOINT, "_find_last_checkpoints", "override",
-                  "what `--ckpt_path last` asks each ModelCheckpoint: overridden to find checkpoint folders"),
+    PrivateAccess(
+        _MODEL_CHECKPOINT,
+        "_save_topk_checkpoint",
+        "override, call",
+        "overridden to announce a save after its rotation; called to save the step a signal or the end of "
+        "training stops at like any scheduled save: ModelCheckpoint has no public 'save now'",
+    ),
+    PrivateAccess(
+        _MODEL_CHECKPOINT,
+        "_save_last_checkpoint",
+        "call",
+        "updates `last` after such a save (link or copy, per save_last): no public equivalent",
+    ),
+    PrivateAccess(
+        _MODEL_CHECKPOINT,
+        "_link_checkpoint",
+        "override",
+        "the one place Lightning links `last`: overridden to queue the link behind the asynchronous write",
+    ),
+    PrivateAccess(
+        _MODEL_CHECKPOINT,
+        "_monitor_candidates",
+        "call",
+        "the metrics dict _save_topk_checkpoint/_save_last_checkpoint take: no public builder",
+    ),
+    PrivateAccess(
+        _MODEL_CHECKPOINT,
+        "_last_global_step_saved",
+        "read",
+        "the step this callback last saved (not other callbacks' saves): no public property",
+    ),
+    PrivateAccess(
+        _MODEL_CHECKPOINT,
+        "_find_last_checkpoints",
+        "override",
+        "what `--ckpt_path last` asks each ModelCheckpoint: overridden to find checkpoint folders",
+    ),
     # slurm_requeue_signal (theworld/callbacks/checkpoint.py)
-    PrivateAccess(_TRAINER, "_accelerator_connector", "read",
-                  "its cluster_environment is Lightning's SLURM environment (auto_requeue, requeue_signal) on every "
-                  "strategy; trainer.strategy.cluster_environment exists on parallel strategies only"),
+    PrivateAccess(
+        _TRAINER,
+        "_accelerator_connector",
+        "read",
+        "its cluster_environment is Lightning's SLURM environment (auto_requeue, requeue_signal) on every "
+        "strategy; trainer.strategy.cluster_environment exists on parallel strategies only",
+    ),
     # TheWorldModule (theworld/lit/module.py)
-    PrivateAccess(_TRAINER, "_logger_connector", "read",
-                  "its should_update_logs says whether the loggers write this step, as LearningRateMonitor asks it; "
-                  "log_every_n_steps alone misses its step counter and should_stop"),
-    PrivateAccess("lightning.pytorch.loops._TrainingEpochLoop", "_batches_that_stepped", "write",
-                  "the step metrics are logged at; a revalidation after resume takes back the one it adds: no "
-                  "public setter"),
-    PrivateAccess(_FIT_LOOP_STATE, "epoch_loop.val_loop.batch_progress", "checkpoint key",
-                  "marked mid-validation in a checkpoint so that the resume step's validation runs again: loop "
-                  "progress has no public restart API"),
-    PrivateAccess(_FIT_LOOP_STATE, "state_dict.combined_loader", "checkpoint key",
-                  "the data loader's position, which Lightning saves for rank 0 only: each rank's is swapped in"),
+    PrivateAccess(
+        _TRAINER,
+        "_logger_connector",
+        "read",
+        "its should_update_logs says whether the loggers write this step, as LearningRateMonitor asks it; "
+        "log_every_n_steps alone misses its step counter and should_stop",
+    ),
+    PrivateAccess(
+        "lightning.pytorch.loops._TrainingEpochLoop",
+        "_batches_that_stepped",
+        "write",
+        "the step metrics are logged at; a revalidation after resume takes back the one it adds: no public setter",
+    ),
+    PrivateAccess(
+        _FIT_LOOP_STATE,
+        "epoch_loop.val_loop.batch_progress",
+        "checkpoint key",
+        "marked mid-validation in a checkpoint so that the resume step's validation runs again: loop "
+        "progress has no public restart API",
+    ),
+    PrivateAccess(
+        _FIT_LOOP_STATE,
+        "state_dict.combined_loader",
+        "checkpoint key",
+        "the data loader's position, which Lightning saves for rank 0 only: each rank's is swapped in",
+    ),
     # TheWorldFSDPStrategy (theworld/lit/strategies.py)
-    PrivateAccess("lightning.pytorch.strategies.FSDPStrategy", "_setup_model", "override",
-                  "where FSDP wraps the model: overridden to name the CPU device (Lightning passes none)"),
+    PrivateAccess(
+        "lightning.pytorch.strategies.FSDPStrategy",
+        "_setup_model",
+        "override",
+        "where FSDP wraps the model: overridden to name the CPU device (Lightning passes none)",
+    ),
     # TheWorldCLI (theworld/lit/cli.py)
-    PrivateAccess("lightning.pytorch.cli.LightningCLI", "_parser", "call",
-                  "the subcommand's parser, to dump its config (redacted): LightningCLI exposes the top one only"),
+    PrivateAccess(
+        "lightning.pytorch.cli.LightningCLI",
+        "_parser",
+        "call",
+        "the subcommand's parser, to dump its config (redacted): LightningCLI exposes the top one only",
+    ),
 )
 
 # The methods TheWorld overrides, where they are: {(file under theworld/, method name)}.
-OVERRIDES = frozenset({
-    ("callbacks/checkpoint.py", "_save_topk_checkpoint"),
-    ("callbacks/checkpoint.py", "_link_checkpoint"),
-    ("callbacks/checkpoint.py", "_find_last_checkpoints"),
-    ("lit/strategies.py", "_setup_model"),
-})
+OVERRIDES = frozenset(
+    {
+        ("callbacks/checkpoint.py", "_save_topk_checkpoint"),
+        ("callbacks/checkpoint.py", "_link_checkpoint"),
+        ("callbacks/checkpoint.py", "_find_last_checkpoints"),
+        ("lit/strategies.py", "_setup_model"),
+    }
+)
 
 
 # ---------------------------------------------------------------- ModelCheckpoint

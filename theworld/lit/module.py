@@ -21,12 +21,12 @@ from torch.optim.lr_scheduler import LRScheduler
 from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
 from theworld.data.decode import SKIP_REASONS
+from theworld.evaluate import EvaluationResult
 from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE, data_yield_json
 from theworld.layout import WEIGHTS_NAME
 from theworld.lit import lightning_private
 from theworld.model import TheWorld
 from theworld.provenance import KEY_KINDS, PROVENANCE_KEY, TrainedSamples, with_key_kinds
-from theworld.evaluate import EvaluationResult
 from theworld.run_summary import BenchmarkRecord, RunSummary, ValidationRecord
 
 # Checkpoint key of the per-rank loader states (index = global rank) of a multi-process run.
@@ -272,13 +272,17 @@ class TheWorldModule(L.LightningModule):
         """Generates captions for up to ``limit`` images of a validation batch, beside their references."""
         # Lightning sets Trainer.datamodule in its data connector; the class does not declare it
         processor = self.trainer.datamodule.processor  # type: ignore[attr-defined]
-        rows = {key: value[:limit] if isinstance(value, (torch.Tensor, list)) else value
-                for key, value in processor.prompt_only(batch).items()}
+        rows = {
+            key: value[:limit] if isinstance(value, (torch.Tensor, list)) else value
+            for key, value in processor.prompt_only(batch).items()
+        }
         assert self.model is not None, "configure_model builds the model"
         generated = self.model.generate_from_batch(rows, max_new_tokens=self.hparams["max_new_tokens"])
         images = processor.images(rows) or [None] * len(generated)
-        return [CaptionSample(key, reference, text, image)
-                for key, reference, text, image in zip(rows["key"], rows["caption"], generated, images)]
+        return [
+            CaptionSample(key, reference, text, image)
+            for key, reference, text, image in zip(rows["key"], rows["caption"], generated, images, strict=True)
+        ]
 
     def on_validation_epoch_start(self) -> None:
         self.caption_samples = []
@@ -294,11 +298,21 @@ class TheWorldModule(L.LightningModule):
         if self.trainer.state.fn != "fit" or self.trainer.sanity_checking:
             return
         metrics = self.trainer.callback_metrics
-        captions = {name.removeprefix("val/caption_"): float(value) for name, value in metrics.items()
-                    if name.startswith("val/caption_")}
+        captions = {
+            name.removeprefix("val/caption_"): float(value)
+            for name, value in metrics.items()
+            if name.startswith("val/caption_")
+        }
         summary = self.run_summary()
-        self._history.append(ValidationRecord(self.global_step, summary.samples_seen, summary.train_loss,
-                                              float(metrics["val/loss"]) if "val/loss" in metrics else None, captions))
+        self._history.append(
+            ValidationRecord(
+                self.global_step,
+                summary.samples_seen,
+                summary.train_loss,
+                float(metrics["val/loss"]) if "val/loss" in metrics else None,
+                captions,
+            )
+        )
         self._gallery = list(self.caption_samples)
         self._log_gallery()
 
@@ -309,9 +323,12 @@ class TheWorldModule(L.LightningModule):
             if isinstance(logger, WandbLogger) and rows:
                 import wandb
 
-                logger.log_table("val/gallery", columns=["image", "generated", "reference"],
-                                 data=[[wandb.Image(s.image), s.generated, s.reference] for s in rows],
-                                 step=self.global_step)
+                logger.log_table(
+                    "val/gallery",
+                    columns=["image", "generated", "reference"],
+                    data=[[wandb.Image(s.image), s.generated, s.reference] for s in rows],
+                    step=self.global_step,
+                )
 
     def on_validation_epoch_end(self) -> None:
         if not self.caption_samples:
@@ -327,7 +344,7 @@ class TheWorldModule(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         assert self.model is not None, "configure_model builds the model"
         texts = self.model.generate_from_batch(batch, max_new_tokens=self.hparams["max_new_tokens"])
-        return [{"image": key, "text": text} for key, text in zip(batch["key"], texts)]
+        return [{"image": key, "text": text} for key, text in zip(batch["key"], texts, strict=True)]
 
     def on_train_epoch_end(self) -> None:
         # Step values reach the loggers only every log_every_n_steps, so the last steps' counts would be
@@ -342,12 +359,16 @@ class TheWorldModule(L.LightningModule):
             self._skipped_reported = dict(self.skipped_samples)
             self._trained_reported = self.samples_trained
             return self._skipped_reported
-        counts = torch.tensor([self.skipped_samples[reason] for reason in SKIP_REASONS] + [self.samples_trained]
-                              + [kind in self.key_kinds for kind in KEY_KINDS], device=self.device)
+        counts = torch.tensor(
+            [self.skipped_samples[reason] for reason in SKIP_REASONS]
+            + [self.samples_trained]
+            + [kind in self.key_kinds for kind in KEY_KINDS],
+            device=self.device,
+        )
         totals = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
-        self._skipped_reported = {reason: n for reason, n in zip(SKIP_REASONS, totals) if n}
+        self._skipped_reported = {reason: n for reason, n in zip(SKIP_REASONS, totals, strict=False) if n}
         self._trained_reported = totals[len(SKIP_REASONS)]
-        self.key_kinds = {kind for kind, n in zip(KEY_KINDS, totals[len(SKIP_REASONS) + 1:]) if n}
+        self.key_kinds = {kind for kind, n in zip(KEY_KINDS, totals[len(SKIP_REASONS) + 1 :], strict=False) if n}
         return self._skipped_reported
 
     # ------------------------------------------------------------------------ optimisation
@@ -382,8 +403,10 @@ class TheWorldModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and isinstance(
-            self.trainer.strategy, FSDPStrategy
+        if (
+            gradient_clip_val
+            and gradient_clip_algorithm in (None, "norm")
+            and isinstance(self.trainer.strategy, FSDPStrategy)
         ):
             # Lightning's FSDP precision plugin refuses norm clipping: the norm spans every rank's
             # shards, which FSDP's own clip_grad_norm_ computes.
@@ -433,8 +456,9 @@ class TheWorldModule(L.LightningModule):
             "wall_seconds": summary.wall_seconds,
             "train_losses": [list(pair) for pair in summary.train_losses],
             "history": [dataclasses.asdict(record) for record in summary.history],
-            "benchmark": ({"step": self.benchmark.step, "result": self.benchmark.result.to_dict()}
-                          if self.benchmark else None),
+            "benchmark": (
+                {"step": self.benchmark.step, "result": self.benchmark.result.to_dict()} if self.benchmark else None
+            ),
         }
         if self.trainer.world_size > 1:
             # Lightning keeps rank 0's loader state only, but every rank reads its own share of the
@@ -476,8 +500,9 @@ class TheWorldModule(L.LightningModule):
         self._train_losses = [tuple(pair) for pair in carried.get("train_losses", [])]
         self._history = [ValidationRecord(**record) for record in carried.get("history", [])]
         benchmark = carried.get("benchmark")
-        self.benchmark = (BenchmarkRecord(benchmark["step"], EvaluationResult.from_dict(benchmark["result"]))
-                          if benchmark else None)
+        self.benchmark = (
+            BenchmarkRecord(benchmark["step"], EvaluationResult.from_dict(benchmark["result"])) if benchmark else None
+        )
         self._validate_the_resume_step_again(checkpoint)
         # Runs before Lightning restores the loops: hand each rank its own data position.
         positions = checkpoint.get(DATA_POSITIONS)

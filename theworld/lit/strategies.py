@@ -77,8 +77,14 @@ class TheWorldFSDPStrategy(FSDPStrategy):
             return super()._setup_model(model)
         # Lightning hands FSDP the CUDA device index (None on CPU) and torch's FSDP then refuses a
         # machine without an accelerator; naming the CPU lets it shard over gloo (the CPU tests).
-        return FSDP(model, cpu_offload=self.cpu_offload, mixed_precision=self.mixed_precision_config,
-                    sharding_strategy=self.sharding_strategy, device_id=self.root_device, **self.kwargs)
+        return FSDP(
+            model,
+            cpu_offload=self.cpu_offload,
+            mixed_precision=self.mixed_precision_config,
+            sharding_strategy=self.sharding_strategy,
+            device_id=self.root_device,
+            **self.kwargs,
+        )
 
     def _full_state(self, rank0_only: bool = True):
         """Unsharded model and optimizer state dicts, as CPU tensors on rank 0 alone.
@@ -126,7 +132,7 @@ class TheWorldFSDPStrategy(FSDPStrategy):
         with self._full_state(rank0_only=False):
             # Trainable tensors only: the frozen ones came from the base models.
             self.model.load_state_dict(checkpoint.pop("state_dict"), strict=False)
-            for optimizer, state in zip(self.optimizers, optimizer_states or []):
+            for optimizer, state in zip(self.optimizers, optimizer_states or [], strict=False):
                 state = FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_NAME, self.model, optim=optimizer)
                 optimizer.load_state_dict(FSDP.optim_state_dict_to_load(self.model, optimizer, state))
         return checkpoint

@@ -25,17 +25,25 @@ if TYPE_CHECKING:
     from theworld.lit.datamodule import TheWorldDataModule
     from theworld.lit.module import TheWorldModule
 
-_CKPT_PATH = ("A checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
-              "hf://user/repo[@revision][/folder] (its last-checkpoint/, downloaded)")
-_WEIGHTS_ONLY = ("false loads a training_state.pt that holds more than tensors (it could run code): only for a file "
-                 "you trust")
+_CKPT_PATH = (
+    "A checkpoint-N/ or last/ folder, `last` (the newest in checkpoint.dirpath), or "
+    "hf://user/repo[@revision][/folder] (its last-checkpoint/, downloaded)"
+)
+_WEIGHTS_ONLY = (
+    "false loads a training_state.pt that holds more than tensors (it could run code): only for a file you trust"
+)
 
 
 class TheWorldTrainer(Trainer):
     """Lightning's Trainer; its subcommands' arguments documented for ``theworld --help``."""
 
     def fit(  # type: ignore[override]  # ckpt_path: str only, so that the CLI parses it as a plain string
-        self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path: str | None = None,
+        self,
+        model,
+        train_dataloaders=None,
+        val_dataloaders=None,
+        datamodule=None,
+        ckpt_path: str | None = None,
         weights_only: bool | None = None,
     ) -> None:
         """Train the model, saving trainable-only checkpoints (and pushing them to the Hub when configured).
@@ -51,7 +59,12 @@ class TheWorldTrainer(Trainer):
         return super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=weights_only)
 
     def validate(  # type: ignore[override]  # ckpt_path: str only, so that the CLI parses it as a plain string
-        self, model=None, dataloaders=None, ckpt_path: str | None = None, verbose: bool = True, datamodule=None,
+        self,
+        model=None,
+        dataloaders=None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule=None,
         weights_only: bool | None = None,
     ):
         """Validation loss and held-out caption accuracy of trained weights (--model.init_from or --ckpt_path).
@@ -67,8 +80,13 @@ class TheWorldTrainer(Trainer):
         return super().validate(model, dataloaders, ckpt_path, verbose, datamodule, weights_only=weights_only)
 
     def predict(  # type: ignore[override]  # ckpt_path: str only, so that the CLI parses it as a plain string
-        self, model=None, dataloaders=None, datamodule=None, return_predictions: bool | None = None,
-        ckpt_path: str | None = None, weights_only: bool | None = None,
+        self,
+        model=None,
+        dataloaders=None,
+        datamodule=None,
+        return_predictions: bool | None = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
     ):
         """Caption the images of --data.predict_data into --predictions.output_path (JSON lines).
 
@@ -80,8 +98,7 @@ class TheWorldTrainer(Trainer):
             ckpt_path: The weights to caption with. {ckpt}.
             weights_only: {weights_only}.
         """
-        return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path,
-                               weights_only=weights_only)
+        return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only=weights_only)
 
     def cache_latents(
         self,
@@ -115,25 +132,41 @@ class TheWorldTrainer(Trainer):
         # The CLI hands TheWorld's own module and data module; the annotations stay as jsonargparse reads them.
         config, data = cast("TheWorldModule", model).world_config, cast("TheWorldDataModule", datamodule)
         if not config.freeze_cosmos_vae:
-            raise LatentCacheError("model.freeze_cosmos_vae is false: a trained VAE changes its latents every step, "
-                                   "so they cannot be cached. Train from the images instead.")
+            raise LatentCacheError(
+                "model.freeze_cosmos_vae is false: a trained VAE changes its latents every step, "
+                "so they cannot be cached. Train from the images instead."
+            )
         rank, world_size = self.global_rank, self.world_size
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         source = data.raw_source(train=split == "train", rank=rank, world_size=world_size, one_pass=True)
         summary = write_latent_cache(
-            config, source, output_dir, batch_size=batch_size,
+            config,
+            source,
+            output_dir,
+            batch_size=batch_size,
             num_workers=data.config.num_workers if num_workers is None else num_workers,
-            samples_per_shard=samples_per_shard, dtype=dtype, limit=limit,
+            samples_per_shard=samples_per_shard,
+            dtype=dtype,
+            limit=limit,
             shard_prefix=f"shard-r{rank}" if world_size > 1 else "shard",
         )
-        rank_zero_info(f"theworld: cached {summary['samples']} samples in {len(summary['shards'])} shards under "
-                       f"{os.path.abspath(output_dir)}: {json.dumps(summary['skipped'])} skipped")
+        rank_zero_info(
+            f"theworld: cached {summary['samples']} samples in {len(summary['shards'])} shards under "
+            f"{os.path.abspath(output_dir)}: {json.dumps(summary['skipped'])} skipped"
+        )
         return summary
 
-    def estimate(self, model: LightningModule, datamodule: LightningDataModule, gpu: str = "h100-80gb",
-                 gpus: int | None = None, samples: int | None = None, mfu: float | None = None,
-                 json: bool = False) -> Estimate:
+    def estimate(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        gpu: str = "h100-80gb",
+        gpus: int | None = None,
+        samples: int | None = None,
+        mfu: float | None = None,
+        json: bool = False,
+    ) -> Estimate:
         """Predict a run's memory per GPU, FLOPs, step time, hours and loader workers, without loading weights.
 
         One training step of the configured model and batch runs under fake tensors on the CPU (see
@@ -150,8 +183,15 @@ class TheWorldTrainer(Trainer):
         """
         # The CLI hands TheWorld's own module and data module; the annotations stay as jsonargparse reads them.
         config, data = cast("TheWorldModule", model).world_config, cast("TheWorldDataModule", datamodule).config
-        return estimate_run(config, data, fsdp_units=default_wrap_layers(), gpu=gpu,
-                            gpus=gpus or self.world_size, samples=samples, mfu=mfu)
+        return estimate_run(
+            config,
+            data,
+            fsdp_units=default_wrap_layers(),
+            gpu=gpu,
+            gpus=gpus or self.world_size,
+            samples=samples,
+            mfu=mfu,
+        )
 
     def evaluate(
         self,
@@ -207,8 +247,10 @@ class TheWorldTrainer(Trainer):
             folder = next(c for c in callbacks if isinstance(c, TrainableCheckpoint)).resolve_dirpath(self)
             weights = newest_checkpoint(folder)
             if weights is None:
-                raise UserError(f"--ckpt_path last: there is no checkpoint in {folder}. Give the weights to evaluate "
-                                f"with --ckpt_path <folder> or --model.init_from <folder> (final/ included).")
+                raise UserError(
+                    f"--ckpt_path last: there is no checkpoint in {folder}. Give the weights to evaluate "
+                    f"with --ckpt_path <folder> or --model.init_from <folder> (final/ included)."
+                )
         module.configure_model()  # the base models, and the --model.init_from weights
         assert module.model is not None  # built by configure_model
         if weights:
@@ -216,9 +258,15 @@ class TheWorldTrainer(Trainer):
             module.weights_step = saved_step(Path(weights) / WEIGHTS_NAME) or 0
         world_model = module.model.to(self.strategy.root_device).eval()
         with self.precision_plugin.forward_context():
-            result = evaluate_benchmarks(world_model, benchmarks, chosen, batch_size=batch_size,
-                                         bootstrap_samples=bootstrap_samples, seed=seed,
-                                         max_new_tokens=max_new_tokens)
+            result = evaluate_benchmarks(
+                world_model,
+                benchmarks,
+                chosen,
+                batch_size=batch_size,
+                bootstrap_samples=bootstrap_samples,
+                seed=seed,
+                max_new_tokens=max_new_tokens,
+            )
         path = result.save(output or Path(self.default_root_dir) / "evaluate" / f"{Path(benchmark).name}.json")
         for logger in self.loggers:  # W&B, TensorBoard, CSV: eval/<task>/<condition> at the weights' step
             logger.log_metrics(result.metrics(), step=module.weights_step)

@@ -18,8 +18,9 @@ from theworld.testing.synthetic import write_webdataset_shards
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma
 
 
-def write_demo_assets(out_dir: str | Path = "demo_assets", train_shards: int = 16, samples_per_shard: int = 1024,
-                      seed: int = 0) -> Path:
+def write_demo_assets(
+    out_dir: str | Path = "demo_assets", train_shards: int = 16, samples_per_shard: int = 1024, seed: int = 0
+) -> Path:
     """Tiny models and one epoch of configs/demo.yaml's data (1000 steps x 16), plus a 64-image held-out shard;
     spatial question shards for configs/demo_spatial.yaml and the spatial benchmark, each from a seed of its own."""
     out_dir = Path(out_dir)

@@ -35,8 +35,14 @@ class _QuietServer(ThreadingHTTPServer):
 
 class _Handler(SimpleHTTPRequestHandler):
     def __init__(
-        self, *args, status: Mapping[str, int], delay_s: Mapping[str, float], headers: Mapping[str, Mapping[str, str]],
-        hits: Counter, stopped: threading.Event, **kwargs
+        self,
+        *args,
+        status: Mapping[str, int],
+        delay_s: Mapping[str, float],
+        headers: Mapping[str, Mapping[str, str]],
+        hits: Counter,
+        stopped: threading.Event,
+        **kwargs,
     ):
         self._status, self._delay_s, self._headers, self._hits = status, delay_s, headers, hits
         self._stopped = stopped

@@ -134,17 +134,19 @@ def parquet_schema(text_type: str = "string"):
     """DataComp's metadata columns (``text`` as ``binary`` can hold invalid UTF-8, for bad-sample tests)."""
     import pyarrow as pa
 
-    return pa.schema([
-        ("uid", pa.string()),
-        ("url", pa.string()),
-        ("text", pa.binary() if text_type == "binary" else pa.string()),
-        ("original_width", pa.int64()),
-        ("original_height", pa.int64()),
-        ("clip_b32_similarity_score", pa.float64()),
-        ("clip_l14_similarity_score", pa.float64()),
-        ("face_bboxes", pa.list_(pa.list_(pa.float64()))),  # normalised x0, y0, x1, y1 per face
-        ("sha256", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("uid", pa.string()),
+            ("url", pa.string()),
+            ("text", pa.binary() if text_type == "binary" else pa.string()),
+            ("original_width", pa.int64()),
+            ("original_height", pa.int64()),
+            ("clip_b32_similarity_score", pa.float64()),
+            ("clip_l14_similarity_score", pa.float64()),
+            ("face_bboxes", pa.list_(pa.list_(pa.float64()))),  # normalised x0, y0, x1, y1 per face
+            ("sha256", pa.string()),
+        ]
+    )
 
 
 def uid_of(index: int) -> str:

@@ -18,15 +18,24 @@ from pathlib import Path
 import torch
 
 GEMMA_SPECIAL_TOKENS = [  # Gemma's own order for the first ids: pad 0, eos 1, bos 2, unk 3
-    "<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
-    "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<mask>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
 ]
 
 # Gemma 3's chat format: the system prompt is folded into the first user turn, assistant -> model.
 GEMMA3_CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set sys = messages[0]['content'] if messages[0]['content'] is string else messages[0]['content'][0]['text'] -%}"
+    "{%- set sys = messages[0]['content'] if messages[0]['content'] is string "
+    "else messages[0]['content'][0]['text'] -%}"
     "{%- set first_user_prefix = sys + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
     "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
     "{%- for message in loop_messages -%}"
@@ -43,12 +52,19 @@ GEMMA3_CHAT_TEMPLATE = (
 )
 
 _CORPUS = [
-    "Describe the image.", "What is in the picture?", "a red green blue yellow purple orange white black",
+    "Describe the image.",
+    "What is in the picture?",
+    "a red green blue yellow purple orange white black",
     "circle square triangle star cross diamond hexagon shape on a background",
-    "small large left right top bottom center", "The image shows a picture of an object.",
+    "small large left right top bottom center",
+    "The image shows a picture of an object.",
     # Gemma's vocabulary has tokens for runs of newlines, so the chat template's "user\n" followed by the image
     # block's "\n\n" tokenises differently in one piece than in two: the tiny tokenizer must merge them too.
-    "user\n\n\nDescribe", "model\n", "\n\nDescribe the image.", "user\n\n\n", "\n\n\n\n",
+    "user\n\n\nDescribe",
+    "model\n",
+    "\n\nDescribe the image.",
+    "user\n\n\n",
+    "\n\n\n\n",
 ]
 
 
@@ -96,10 +112,16 @@ def write_tiny_gemma(
     out_dir = Path(out_dir)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=_train_tokenizer(vocab_size=512),
-        bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
         additional_special_tokens=GEMMA_SPECIAL_TOKENS[5:],
         extra_special_tokens={
-            "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>",
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
         },
         padding_side="right",
     )
@@ -123,15 +145,28 @@ def write_tiny_gemma(
 
     config = Gemma3Config(
         text_config=dict(
-            vocab_size=vocab, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-            num_hidden_layers=len(layer_types), layer_types=list(layer_types), num_attention_heads=4,
-            num_key_value_heads=2, head_dim=hidden_size // 4, sliding_window=sliding_window,
+            vocab_size=vocab,
+            hidden_size=hidden_size,
+            intermediate_size=hidden_size * 2,
+            num_hidden_layers=len(layer_types),
+            layer_types=list(layer_types),
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=hidden_size // 4,
+            sliding_window=sliding_window,
             max_position_embeddings=4096,
-            pad_token_id=token_id("<pad>"), bos_token_id=token_id("<bos>"), eos_token_id=token_id("<eos>"),
+            pad_token_id=token_id("<pad>"),
+            bos_token_id=token_id("<bos>"),
+            eos_token_id=token_id("<eos>"),
         ),
         vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=image_size, patch_size=patch_size, vision_use_head=False,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch_size,
+            vision_use_head=False,
         ),
         mm_tokens_per_image=mm_tokens_per_image,
         boi_token_index=token_id("<start_of_image>"),
