@@ -15,13 +15,23 @@ def module_name(path: Path) -> str:
     return name.removesuffix(".__init__")
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def imports() -> dict[str, set[str]]:
     """module -> the modules (of theworld, or lightning) it imports anywhere in its source."""
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         targets = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        # An import under `if TYPE_CHECKING:` only names the type of what a module is handed (a callback's
+        # TheWorldModule); it runs nothing, so it is not a dependency.
+        type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                     for stmt in block.body for n in ast.walk(stmt)}
+        for node in (n for n in ast.walk(tree) if id(n) not in type_only):
             if isinstance(node, ast.ImportFrom) and node.module:
                 targets |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
             elif isinstance(node, ast.Import):

@@ -1,4 +1,4 @@
-"""The private Lightning names TheWorld relies on (theworld/lit/lightning_private.py) still exist, and no other file
+"""The private Lightning names TheWorld relies on (theworld/lightning_private.py) still exist, and no other file
 of theworld uses one.
 
 Each entry of PRIVATE_ACCESSES is its own test, named ``Owner.name``: a red one names what a new Lightning renamed or
@@ -17,10 +17,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from theworld.lit import lightning_private
-from theworld.lit.lightning_private import OVERRIDES, PRIVATE_ACCESSES
+from theworld import lightning_private
+from theworld.lightning_private import OVERRIDES, PRIVATE_ACCESSES
 
-SOURCE = Path(lightning_private.__file__).resolve().parents[1]  # theworld/
+SOURCE = Path(lightning_private.__file__).resolve().parent  # theworld/
 MODULE = Path(lightning_private.__file__).resolve()
 
 # Private names of other libraries that theworld uses (not Lightning's: out of this test's scope), by name.
@@ -109,7 +109,7 @@ def saved_checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("access", PRIVATE_ACCESSES, ids=_test_id)
 def test_private_lightning_name_still_exists(access, instances, saved_checkpoint):
     fix = (f"Lightning {L.__version__} has no {access.owner}.{access.name}, which theworld uses ({access.how}: "
-           f"{access.why}). Find what replaced it in Lightning's source, update theworld/lit/lightning_private.py "
+           f"{access.why}). Find what replaced it in Lightning's source, update theworld/lightning_private.py "
            f"(and the override, if it is one) and this entry, then raise the bound on lightning in pyproject.toml.")
     if access.how == "checkpoint key":
         found = {"epoch_loop.val_loop.batch_progress": lightning_private.validation_progress,
@@ -243,7 +243,7 @@ def _private_uses(path: Path):
 
 
 def test_no_private_lightning_name_outside_the_module():
-    """Only theworld/lit/lightning_private.py (and the declared overrides) may name a private Lightning attribute:
+    """Only theworld/lightning_private.py (and the declared overrides) may name a private Lightning attribute:
     a name from PRIVATE_ACCESSES, a Lightning base class's private name used through self, or any private name on
     another object that is neither theworld's own nor listed in NOT_LIGHTNING."""
     declared = {access.name for access in PRIVATE_ACCESSES}
@@ -260,7 +260,7 @@ def test_no_private_lightning_name_outside_the_module():
             if name in overrides and (on == "def" or (on == "super" and method == name)):
                 continue
             if name in declared:
-                found.append(f"{where} (private Lightning: call it through theworld.lit.lightning_private)")
+                found.append(f"{where} (private Lightning: call it through theworld.lightning_private)")
             elif on in ("self", "super", "def") and cls is not None and _defined_by(_lightning_bases(module_name, cls),
                                                                                      name):
                 found.append(f"{where} (defined by {cls}'s Lightning base class: an override or use of a private "
@@ -271,5 +271,5 @@ def test_no_private_lightning_name_outside_the_module():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and node.value in key_strings:
                 found.append(f"theworld/{relative}:{node.lineno}: {node.value!r} (Lightning's checkpoint layout of "
-                             f"its loops: read it through theworld.lit.lightning_private)")
-    assert not found, "Private Lightning names outside theworld/lit/lightning_private.py:\n" + "\n".join(found)
+                             f"its loops: read it through theworld.lightning_private)")
+    assert not found, "Private Lightning names outside theworld/lightning_private.py:\n" + "\n".join(found)

@@ -48,7 +48,7 @@ from theworld.checkpoint import (
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
 from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
-from theworld.lit import lightning_private
+from theworld import lightning_private
 from theworld.provenance import PROVENANCE_KEY, TrainedSamples, write_provenance
 
 if TYPE_CHECKING:

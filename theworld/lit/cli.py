@@ -47,7 +47,7 @@ from theworld.hub import (
     resolve_token,
 )
 from theworld.layout import TRAINING_STATE_NAME, WEIGHTS_NAME
-from theworld.lit import lightning_private
+from theworld import lightning_private
 from theworld.lit.datamodule import TheWorldDataModule
 from theworld.lit.guide_config import translate_arguments
 from theworld.lit.module import TheWorldModule

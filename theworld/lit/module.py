@@ -24,7 +24,7 @@ from theworld.data.decode import SKIP_REASONS
 from theworld.evaluate import EvaluationResult
 from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE, data_yield_json
 from theworld.layout import WEIGHTS_NAME
-from theworld.lit import lightning_private
+from theworld import lightning_private
 from theworld.model import TheWorld
 from theworld.provenance import KEY_KINDS, PROVENANCE_KEY, TrainedSamples, with_key_kinds
 from theworld.run_summary import BenchmarkRecord, RunSummary, ValidationRecord

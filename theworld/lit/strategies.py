@@ -72,7 +72,7 @@ class TheWorldFSDPStrategy(FSDPStrategy):
         # the VAE's latent statistics lose digits too: keep buffers in the dtype they were loaded in.
         return dataclasses.replace(config, buffer_dtype=None)
 
-    def _setup_model(self, model: Module) -> Module:  # an override: see theworld.lit.lightning_private
+    def _setup_model(self, model: Module) -> Module:  # an override: see theworld.lightning_private
         if self.root_device.type != "cpu":
             return super()._setup_model(model)
         # Lightning hands FSDP the CUDA device index (None on CPU) and torch's FSDP then refuses a
