@@ -38,6 +38,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_utilities.core.apply_func import apply_to_collection
 from safetensors.torch import load_file
 
+from theworld import lightning_private
 from theworld.checkpoint import (
     UnsafeCheckpointError,
     atomic_directory,
@@ -48,7 +49,6 @@ from theworld.checkpoint import (
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
 from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
-from theworld import lightning_private
 from theworld.provenance import PROVENANCE_KEY, TrainedSamples, write_provenance
 
 if TYPE_CHECKING:

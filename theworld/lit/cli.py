@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from theworld import lightning_private
 from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainingInterrupted, check_intact, newest_checkpoint
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
@@ -47,7 +48,6 @@ from theworld.hub import (
     resolve_token,
 )
 from theworld.layout import TRAINING_STATE_NAME, WEIGHTS_NAME
-from theworld import lightning_private
 from theworld.lit.datamodule import TheWorldDataModule
 from theworld.lit.guide_config import translate_arguments
 from theworld.lit.module import TheWorldModule

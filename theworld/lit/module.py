@@ -18,13 +18,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
+from theworld import lightning_private
 from theworld.captions import CaptionSample, CaptionScores, score_captions
 from theworld.config import TheWorldConfig
 from theworld.data.decode import SKIP_REASONS
 from theworld.evaluate import EvaluationResult
 from theworld.hub.report import DATA_YIELD_NAME, GALLERY_SIZE, data_yield_json
 from theworld.layout import WEIGHTS_NAME
-from theworld import lightning_private
 from theworld.model import TheWorld
 from theworld.provenance import KEY_KINDS, PROVENANCE_KEY, TrainedSamples, with_key_kinds
 from theworld.run_summary import BenchmarkRecord, RunSummary, ValidationRecord
