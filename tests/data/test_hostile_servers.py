@@ -2,15 +2,19 @@
 make decoding raise something unforeseen. One image must never stall a loader worker for long or end the run."""
 
 import logging
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.error import HTTPError
 
 import pytest
 from PIL import Image
 
 from theworld import retry
-from theworld.data.http import download
+from theworld.data.http import ImageTooLarge, download, failure_reason
 from theworld.data.parquet import ParquetURLSource
 from theworld.testing.synthetic import encode_image, good_row, write_rows
 
@@ -123,3 +127,76 @@ def test_an_unexpected_exception_fetching_or_decoding_one_image_is_a_counted_ski
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 2, "one line per exception type"
     assert any("OddCodecError: the codec exploded" in w for w in warned) and any("ValueError" in w for w in warned)
+
+
+FLOOD_BYTES = 2 << 30  # what the flood server offers: 2 GiB of zeros
+
+
+class FloodHandler(BaseHTTPRequestHandler):
+    """``/announced``: says its 2 GiB in Content-Length; ``/unannounced``: says nothing and streams them."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        if self.path == "/announced":
+            self.send_header("Content-Length", str(FLOOD_BYTES))
+        self.end_headers()
+        block, sent = bytes(1 << 20), 0
+        try:
+            while sent < FLOOD_BYTES:
+                self.wfile.write(block)
+                sent += len(block)
+        except OSError:  # the client hung up: what a capped download does
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flood():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FloodHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("path", ["/announced", "/unannounced"])
+def test_a_flood_is_cut_at_max_image_bytes_and_skipped_as_too_large(tmp_path, serve, flood, path):
+    url = serve(tmp_path / "images")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    rows = [good_row(0, i, 64, url, tmp_path / "images") for i in range(3)]
+    rows[1]["url"] = flood + path
+    write_rows(rows, tmp_path / "meta.parquet")
+    source = ParquetURLSource(str(tmp_path / "meta.parquet"), max_image_bytes=1_000_000, download_retries=2)
+    keys, skipped = keys_and_skips(source)
+    assert keys == [rows[0]["uid"], rows[2]["uid"]] and skipped == {"too_large": 1}
+    with pytest.raises(ImageTooLarge) as raised:
+        download(flood + path, timeout_s=30, retries=2, backoff_s=0.01, max_bytes=1_000_000)
+    assert failure_reason(raised.value) == "too_large"
+
+
+PEAK_RSS = """
+import resource, sys
+from theworld.data.http import ImageTooLarge, download
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    download(sys.argv[1], timeout_s=60, retries=0, backoff_s=0, max_bytes=int(sys.argv[2]))
+    outcome = "downloaded"
+except ImageTooLarge:
+    outcome = "too_large"
+print(outcome, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)  # MiB
+"""
+
+
+def test_a_flood_leaves_the_workers_memory_bounded(flood):
+    """A loader worker downloading from a server that never stops grows by about the cap, not by what was sent
+    (before the cap: the 2 GiB body and its join copy, 4.4 GB in one worker)."""
+    cap = 16_000_000
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, flood + "/unannounced", str(cap)], capture_output=True,
+                            text=True, timeout=120, check=True)
+    outcome, grown = result.stdout.split()
+    assert outcome == "too_large"
+    grown_mib = int(grown)
+    assert grown_mib < 3 * cap / 2**20, f"the worker grew by {grown_mib} MiB for a {cap / 2**20:.0f} MiB cap"

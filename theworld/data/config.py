@@ -57,6 +57,8 @@ class DataConfig:
         download_backoff_s: First wait before a retry; it doubles each time.
         download_threads: Source hf: parallel image downloads per loader worker.
         max_image_pixels: Images with more pixels are skipped (decompression_bomb), checked before decoding.
+        max_image_bytes: Source hf: image downloads larger than this are skipped (too_large), checked on the
+            Content-Length and on the bytes read, so a loader worker's memory stays bounded whatever a server sends.
         max_consecutive_bad: A worker that skips this many records in a row stops the run with the counts.
         predict_data: Images for `theworld predict`: a folder, a glob or a list of paths.
     """
@@ -91,6 +93,7 @@ class DataConfig:
     download_backoff_s: float = 0.5
     download_threads: int = 16
     max_image_pixels: int = 50_000_000
+    max_image_bytes: int = 32_000_000
     max_consecutive_bad: int = 1000
     predict_data: str | list[str] | None = None
 
@@ -121,5 +124,6 @@ _SMALLEST = {
     "download_backoff_s": 0,
     "download_threads": 1,
     "max_image_pixels": 1,
+    "max_image_bytes": 1,
     "max_consecutive_bad": 1,
 }

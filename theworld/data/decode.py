@@ -47,6 +47,7 @@ SKIP_REASONS = (
     "corrupt",
     "truncated",
     "decompression_bomb",
+    "too_large",
     "too_small",
     "missing_caption",
     "empty_caption",

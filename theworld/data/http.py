@@ -14,8 +14,14 @@ _USER_AGENT = "theworld-data/0.1"
 NETWORK_ERRORS = (OSError, ValueError, http.client.HTTPException)
 
 
+class ImageTooLarge(ValueError):
+    """A download over ``data.max_image_bytes`` (its Content-Length, or the bytes read): skipped, never retried."""
+
+
 def failure_reason(error: BaseException) -> str:
-    """The skip reason of a download that failed: ``timeout`` or ``http_error``."""
+    """The skip reason of a download that failed: ``too_large``, ``timeout`` or ``http_error``."""
+    if isinstance(error, ImageTooLarge):
+        return "too_large"
     timed_out = isinstance(error, TimeoutError) or (
         isinstance(error, URLError) and isinstance(error.reason, TimeoutError)
     )
@@ -34,18 +40,25 @@ def open_url(url: str, timeout_s: float, retries: int, backoff_s: float):
     )
 
 
-def download(url: str, timeout_s: float, retries: int, backoff_s: float) -> bytes:
+def download(url: str, timeout_s: float, retries: int, backoff_s: float, max_bytes: int | None = None) -> bytes:
     """The bytes at ``url``; each attempt must finish within ``timeout_s`` (also a slow trickle), and no wait
-    between attempts is longer (a server's ``Retry-After`` included: a loader worker never sleeps for a day)."""
+    between attempts is longer (a server's ``Retry-After`` included: a loader worker never sleeps for a day).
+    A body over ``max_bytes`` raises :class:`ImageTooLarge` as soon as its Content-Length says so, or as soon as
+    that many bytes have come: a loader worker holds at most about ``max_bytes`` whatever the server sends."""
 
     def attempt() -> bytes:
         deadline = time.monotonic() + timeout_s  # urlopen's timeout bounds each socket operation only
-        chunks = []
+        body = bytearray()
         with urlopen(Request(url, headers={"User-Agent": _USER_AGENT}), timeout=timeout_s) as response:
+            announced = response.headers.get("Content-Length", "")
+            if max_bytes is not None and announced.isdigit() and int(announced) > max_bytes:
+                raise ImageTooLarge(f"{url} is {int(announced)} bytes, over data.max_image_bytes={max_bytes}")
             while chunk := response.read(1 << 16):
-                chunks.append(chunk)
+                body += chunk
+                if max_bytes is not None and len(body) > max_bytes:
+                    raise ImageTooLarge(f"{url} sent over {max_bytes} bytes (data.max_image_bytes)")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"downloading {url} took over {timeout_s}s")
-        return b"".join(chunks)
+        return bytes(body)
 
     return with_retries(attempt, what=url, retries=retries, wait_s=backoff_s, max_wait_s=timeout_s, quiet=True)

@@ -196,7 +196,13 @@ class ParquetURLSource(StreamSource):
         else:
             url = values[self.url_column] or ""  # a missing URL fails like a malformed one
             try:
-                data = download(url, config.download_timeout_s, config.download_retries, config.download_backoff_s)
+                data = download(
+                    url,
+                    config.download_timeout_s,
+                    config.download_retries,
+                    config.download_backoff_s,
+                    max_bytes=config.max_image_bytes,
+                )
             except NETWORK_ERRORS as error:
                 logger.debug("%r: %s failed: %s", self, url, error)
                 return Outcome(key, reason=failure_reason(error), key_kind=key_kind)
