@@ -454,6 +454,7 @@ def test_bytes_that_differ_from_the_metadata_sha256_are_a_hash_mismatch(tmp_path
     (tmp_path / "images").mkdir(exist_ok=True)
     rows = [good_row(0, i, 64, url, tmp_path / "images") for i in range(4)]
     rows[2]["sha256"] = rows[1]["sha256"]  # as if the server now sends another image than the one listed
+    rows[3]["sha256"] = rows[3]["sha256"].upper()  # the same hash in the other hex case: a match
     write_rows(rows, tmp_path / "meta.parquet")
     keys, skipped = keys_and_skips(ParquetURLSource(str(tmp_path / "meta.parquet"), verify_sha256=True))
     assert keys == [rows[i]["uid"] for i in (0, 1, 3)] and skipped == {"hash_mismatch": 1}

@@ -206,7 +206,8 @@ class ParquetURLSource(StreamSource):
             except NETWORK_ERRORS as error:
                 logger.debug("%r: %s failed: %s", self, url, error)
                 return Outcome(key, reason=failure_reason(error), key_kind=key_kind)
-        if config.verify_sha256 and hashlib.sha256(data).hexdigest() != values[self.sha256_column]:
+        # Hex digits in either case name the same hash (DataComp's own are lower case; other tools write upper).
+        if config.verify_sha256 and hashlib.sha256(data).hexdigest() != (values[self.sha256_column] or "").lower():
             return Outcome(key, reason="hash_mismatch", key_kind=key_kind)
         return self._image_outcome(
             key, data, text, faces=values.get(self.face_bboxes_column), key_kind=key_kind, prompt=prompt
