@@ -522,10 +522,7 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def _stop_for_signal(self, trainer: L.Trainer) -> None:
         signum = self._signal or signal.SIGTERM
-        if lightning_private.last_global_step_saved(self) != trainer.global_step:  # saved like a scheduled save
-            candidates = lightning_private.monitor_candidates(self, trainer)
-            lightning_private.save_topk(self, trainer, candidates)
-            lightning_private.save_last(self, trainer, candidates)
+        self._save_unsaved_step(trainer)
         _checkpoint_io(trainer).wait()
         assert self.dirpath is not None, "setup() resolves dirpath"
         path = Path(self.dirpath) / self.CHECKPOINT_NAME_LAST
@@ -543,12 +540,13 @@ class TrainableCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_signal_handlers()
         super().on_train_end(trainer, pl_module)
-        self._save_last_step(trainer)
+        self._save_unsaved_step(trainer)
         self._write_final(trainer, pl_module, trainer.global_step)
 
-    def _save_last_step(self, trainer: L.Trainer) -> None:
-        """The last step as a resumable ``checkpoint-N/`` (and ``last``) when the schedule did not save it, so that
-        ``--ckpt_path last`` on a finished run finds it finished instead of training its last steps again."""
+    def _save_unsaved_step(self, trainer: L.Trainer) -> None:
+        """The current step as a resumable ``checkpoint-N/`` (and ``last``), saved like a scheduled save, when the
+        schedule did not save it: at a signal stop, and at the end, so that ``--ckpt_path last`` on a finished run
+        finds it finished instead of training its last steps again."""
         if trainer.global_step > 0 and lightning_private.last_global_step_saved(self) != trainer.global_step:
             candidates = lightning_private.monitor_candidates(self, trainer)
             lightning_private.save_topk(self, trainer, candidates)

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -300,6 +301,7 @@ def card_from_summary(summary: RunSummary, repo_id: str, hub_strategy: str | Non
     )
 
 
+@functools.cache  # what is installed does not change while a run pushes its card again and again
 def framework_versions() -> dict[str, str]:
     """Python, theworld and every package theworld depends on, as installed in the process that trained: the card
     records what made the weights (constraints.txt holds what CI tested)."""
