@@ -7,9 +7,11 @@ leaves a half-written checkpoint under a name that loading or resuming would pic
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import uuid
@@ -69,6 +71,58 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class CheckpointWriteFailed(UserError):
+    """A checkpoint folder could not be written (a full disk, an I/O error, a read-only or forbidden folder)."""
+
+
+# What to do about a failed write, by errno; anything else is an I/O error of the device.
+_WRITE_FIXES = {
+    errno.ENOSPC: "free space on that filesystem, or give the checkpoints another with --checkpoint.dirpath",
+    errno.EDQUOT: "free space within your quota, or give the checkpoints another folder with --checkpoint.dirpath",
+    errno.EROFS: "the filesystem is read-only: give the checkpoints a writable folder with --checkpoint.dirpath",
+    errno.EACCES: "make the folder writable, or give the checkpoints another with --checkpoint.dirpath",
+    errno.EPERM: "make the folder writable, or give the checkpoints another with --checkpoint.dirpath",
+}
+
+
+def errno_of(error: BaseException) -> int | None:
+    """The operating system's errno behind a failed write, wherever the writer put it: an OSError in the chain (a
+    write through a Python file object), or the text of a Rust ``io::Error`` (safetensors)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        if found := re.search(r"\(os error (\d+)\)", str(seen)):
+            return int(found[1])
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def writing_checkpoint(folder: str | Path, newest_complete: Path | None) -> Iterator[Path]:
+    """:func:`atomic_directory` for a checkpoint; a write the operating system refused raises
+    :class:`CheckpointWriteFailed` naming the folder, the errno's words, the fix and ``newest_complete`` (the
+    checkpoint that is still whole). Nothing of the failed folder is left behind."""
+    try:
+        with atomic_directory(folder) as tmp:
+            yield tmp
+    except Exception as err:
+        code = errno_of(err)
+        if code is None:
+            raise
+        kept = (
+            f"The newest complete checkpoint is {newest_complete}, and `last` still points at it."
+            if newest_complete
+            else "No checkpoint of this run is complete yet."
+        )
+        raise CheckpointWriteFailed(
+            f"Writing the checkpoint {Path(folder).resolve()} failed: {os.strerror(code)} "
+            f"({errno.errorcode.get(code, code)}); nothing of it was kept. {kept} To go on, "
+            f"{_WRITE_FIXES.get(code, 'check the device (it reported an I/O error)')}, then resume with "
+            f"--ckpt_path last."
+        ) from err
 
 
 def remove_stale_temporaries(directory: str | Path) -> None:

@@ -17,7 +17,7 @@ SHORT = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "-
          "100", "--checkpoint.save_top_k", "-1", "--data.batch_size", "8"]
 
 
-CLI = [sys.executable, "-m", "theworld.lit.cli"]
+CLI = [sys.executable, "-m", "theworld"]
 
 
 def theworld(*args, cwd, env=None, program=CLI, timeout=600, **popen):
@@ -25,7 +25,7 @@ def theworld(*args, cwd, env=None, program=CLI, timeout=600, **popen):
 
     ``env`` is laid over this process's environment (a None value removes the variable); theworld is imported from
     this checkout, and tests/support is importable (test callbacks: ``--trainer.callbacks+=module.Class``). ``program`` replaces
-    ``python -m theworld.lit.cli`` (torchrun, the weight spy). With ``popen`` keywords (``stdout=``...) returns
+    ``python -m theworld`` (torchrun, the weight spy). With ``popen`` keywords (``stdout=``...) returns
     the running Popen, otherwise the finished run with its ``.seconds``."""
     # theworld from this checkout (whatever is installed), and the test callbacks
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests/support"), str(REPO)])}

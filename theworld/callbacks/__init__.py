@@ -1,4 +1,4 @@
-from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainableCheckpointIO, TrainingInterrupted
+from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainableCheckpointIO
 from theworld.callbacks.evaluation import BenchmarkEvaluation
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.progress import TrainingProgress
@@ -8,6 +8,5 @@ __all__ = [
     "HubSyncCallback",
     "TrainableCheckpoint",
     "TrainableCheckpointIO",
-    "TrainingInterrupted",
     "TrainingProgress",
 ]

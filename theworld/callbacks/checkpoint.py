@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import pickle
 import re
 import shutil
 import signal
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,13 +38,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_utilities.core.apply_func import apply_to_collection
 from safetensors.torch import load_file
 
-from theworld import lightning_private
+from theworld import lightning_private, stops
 from theworld.checkpoint import (
+    CheckpointWriteFailed,
     UnsafeCheckpointError,
-    atomic_directory,
     damage,
     remove_stale_temporaries,
     save_weights,
+    writing_checkpoint,
 )
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
@@ -149,26 +150,42 @@ class TrainableCheckpointIO(CheckpointIO):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="theworld-ckpt") if async_save else None
         self._pending: list[Future] = []
         self._deferred: list[tuple[int, Path]] | None = None  # inside announcing_after(): (step, folder) saved
+        self._failure: Exception | None = None  # the write that failed; nothing queued after it runs
+        self._failure_reported = False
 
     def _submit(self, fn: Callable, *args: Any) -> None:
+        self.check()
         if self._executor is None:
-            fn(*args)
+            self._unless_failed(fn, *args)
             return
-        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
-        self._raise_failed()
-        self._pending.append(self._executor.submit(fn, *args))
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self._executor.submit(self._unless_failed, fn, *args))
 
-    def _raise_failed(self) -> None:
-        for future in self._pending:
-            if future.done() and future.exception() is not None:
-                raise RuntimeError(f"Writing a checkpoint failed: {future.exception()}") from future.exception()
+    def _unless_failed(self, fn: Callable, *args: Any) -> None:
+        # After a failed write nothing queued behind it runs: `last` keeps pointing at the newest complete folder,
+        # and no rotation removes a checkpoint the failed one was to replace.
+        if self._failure is None:
+            try:
+                fn(*args)
+            except Exception as err:
+                self._failure = err
+                if self._executor is None:
+                    self.check()
+
+    def check(self) -> None:
+        """Raises :class:`CheckpointWriteFailed` (once) if a queued write failed; cheap, called at every step."""
+        if self._failure is not None and not self._failure_reported:
+            self._failure_reported = True
+            if isinstance(self._failure, CheckpointWriteFailed):
+                raise self._failure
+            raise RuntimeError(f"Writing a checkpoint failed: {self._failure}") from self._failure
 
     def wait(self) -> None:
         """Blocks until every queued write/link/remove is done; raises if one failed."""
         for future in self._pending:
             future.exception()
-        self._raise_failed()
         self._pending.clear()
+        self.check()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         # The snapshot decouples the write from the next optimizer step mutating the tensors.
@@ -201,11 +218,12 @@ class TrainableCheckpointIO(CheckpointIO):
         weights = {k.removeprefix(_MODEL_PREFIX): v for k, v in state.pop("state_dict").items()}
         config = TheWorldConfig.from_dict(state.pop("theworld_config"))
         provenance = state.pop(PROVENANCE_KEY, None)
-        with atomic_directory(path) as tmp:
+        with writing_checkpoint(path, stops.progress().checkpoint) as tmp:
             save_weights(weights, config, tmp, step=state["global_step"])
             if provenance is not None:
                 write_provenance(provenance, tmp)
-            torch.save(state, tmp / TRAINING_STATE_NAME)
+            with open(tmp / TRAINING_STATE_NAME, "wb") as fh:  # a file object: a failed write keeps its errno
+                torch.save(state, fh)
 
     def link(self, target: str, link: str) -> None:
         """Points ``link`` at ``target`` once ``target`` is written (replacing ``link`` atomically)."""
@@ -268,22 +286,6 @@ def _checkpoint_io(trainer: L.Trainer) -> TrainableCheckpointIO:
     return cast(TrainableCheckpointIO, trainer.strategy.checkpoint_io)
 
 
-class TrainingInterrupted(SystemExit):
-    """Raised by :class:`TrainableCheckpoint` after SIGINT/SIGTERM (or SLURM's requeue signal) once the current
-    step is checkpointed. ``requeued``: the SLURM job id that was requeued, which then resumes by itself.
-
-    The exit status is the shell's for that signal (130 for SIGINT, 143 for SIGTERM).
-    """
-
-    def __init__(self, signum: int, step: int, path: Path, requeued: str | None = None):
-        super().__init__(128 + signum)
-        self.signum, self.step, self.path, self.requeued = signum, step, path, requeued
-
-    @property
-    def signal_name(self) -> str:
-        return signal.Signals(self.signum).name
-
-
 def slurm_requeue_signal(trainer: L.Trainer) -> int | None:
     """The signal on which Lightning's SLURM auto-requeue requeues the job (SIGUSR1 unless configured), or None
     when the run is not a SLURM batch job with auto-requeue on."""
@@ -291,25 +293,6 @@ def slurm_requeue_signal(trainer: L.Trainer) -> int | None:
     environment = lightning_private.cluster_environment(trainer)
     if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
         return environment.requeue_signal
-    return None
-
-
-def requeue_slurm_job() -> str | None:
-    """``scontrol requeue`` of this job (of this array task); returns the job id, or None (with a warning) when
-    SLURM refused. A requeued job ends and its batch script runs again, and its ``--ckpt_path last`` resumes."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
-    try:
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    except FileNotFoundError:
-        result = subprocess.CompletedProcess([], 127, stderr="scontrol is not on PATH")
-    if result.returncode == 0:
-        return job
-    log.warning(
-        "theworld: `scontrol requeue %s` failed (%s): resubmit the job to resume.",
-        job,
-        result.stderr.strip() or f"exit {result.returncode}",
-    )
     return None
 
 
@@ -323,8 +306,9 @@ class TrainableCheckpoint(ModelCheckpoint):
     ``--ckpt_path last`` resumes from ``<dirpath>/last`` (or the newest complete ``checkpoint-N``). A run started
     without ``--ckpt_path`` refuses a folder that already holds checkpoints, unless ``overwrite``. SIGINT (Ctrl-C)
     and SIGTERM (SLURM preemption, ``scancel``, Kubernetes) finish the current step, save it like any other
-    checkpoint and stop the run with :class:`TrainingInterrupted`; a second Ctrl-C stops at once. Under SLURM with
-    Lightning's auto-requeue (``#SBATCH --signal=USR1@90``) its signal does the same, then requeues the job.
+    checkpoint and stop the run with :class:`~theworld.stops.RunStopped`; a second Ctrl-C stops at once. Under SLURM
+    with Lightning's auto-requeue (``#SBATCH --signal=USR1@90``) its signal does the same, then requeues the job.
+    Outside the training steps (start-up, the final push) :mod:`theworld.stops` handles the same signals.
 
     Example (YAML)::
 
@@ -415,7 +399,7 @@ class TrainableCheckpoint(ModelCheckpoint):
         # The folder format belongs to this callback, so it installs its own CheckpointIO.
         if not isinstance(trainer.strategy.checkpoint_io, TrainableCheckpointIO):
             trainer.strategy.checkpoint_io = TrainableCheckpointIO(async_save=self.async_save)
-        trainer.strategy.checkpoint_io.on_saved = lambda saved: self._announce(trainer, saved)
+        trainer.strategy.checkpoint_io.on_saved = lambda saved: self._on_saved(trainer, saved)
         if trainer.is_global_zero:
             remove_stale_temporaries(self.dirpath)
 
@@ -447,6 +431,10 @@ class TrainableCheckpoint(ModelCheckpoint):
         # rotates away: the record comes after both.
         with _checkpoint_io(trainer).announcing_after():
             super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def _on_saved(self, trainer: L.Trainer, saved: SavedCheckpoint) -> None:
+        stops.record_checkpoint(saved.step, saved.path)
+        self._announce(trainer, saved)
 
     @staticmethod
     def _announce(trainer: L.Trainer, saved: SavedCheckpoint) -> None:
@@ -490,17 +478,21 @@ class TrainableCheckpoint(ModelCheckpoint):
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # Runs before on_fit_start, which comes before Lightning restores the loops' step counters.
         self._resumed_step = checkpoint.get("global_step")
+        if trainer.ckpt_path is not None:
+            stops.record_checkpoint(self._resumed_step or 0, Path(trainer.ckpt_path).resolve())
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._requeue_signal = slurm_requeue_signal(trainer)
         if threading.current_thread() is threading.main_thread():
             # SLURM's requeue signal replaces Lightning's handler, which would save a mid-step checkpoint.
+            handler = functools.partial(self._on_signal, trainer)
             for signum in [s for s in {signal.SIGINT, signal.SIGTERM, self._requeue_signal} if s is not None]:
-                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+                self._previous_handlers[signum] = signal.signal(signum, handler)
 
-    def _on_signal(self, signum: int, frame) -> None:
-        if self._signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+    def _on_signal(self, trainer: L.Trainer, signum: int, frame) -> None:
+        if self._signal is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without the step
+            self._restore_signal_handlers()
+            raise stops.RunStopped(signum, unsaved_step=trainer.global_step + 1)
         self._signal = signum
         rank_zero_info(
             f"\ntheworld: {signal.Signals(signum).name} received: saving a checkpoint at the end of this "
@@ -514,6 +506,7 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        _checkpoint_io(trainer).check()  # a write that failed meanwhile stops the run now, not at the next save
         requested = self._signal is not None
         if trainer.world_size > 1:  # every rank stops at the same step (a signal may reach only some of them)
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
@@ -531,8 +524,8 @@ class TrainableCheckpoint(ModelCheckpoint):
         self._restore_signal_handlers()
         requeued = None
         if signum == self._requeue_signal:
-            requeued = trainer.strategy.broadcast(requeue_slurm_job() if trainer.is_global_zero else None, src=0)
-        raise TrainingInterrupted(signum, trainer.global_step, path, requeued)
+            requeued = trainer.strategy.broadcast(stops.requeue_slurm_job() if trainer.is_global_zero else None, src=0)
+        raise stops.RunStopped(signum, stops.RunProgress(trainer.global_step, path), saved=True, requeued=requeued)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_signal_handlers()
@@ -542,6 +535,8 @@ class TrainableCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         self._save_unsaved_step(trainer)
         self._write_final(trainer, pl_module, trainer.global_step)
+        if self._signal is not None:  # it came after the last step's end (in the last validation, say)
+            raise stops.RunStopped(self._signal, stops.progress(), saved=True)
 
     def _save_unsaved_step(self, trainer: L.Trainer) -> None:
         """The current step as a resumable ``checkpoint-N/`` (and ``last``), saved like a scheduled save, when the
@@ -562,11 +557,13 @@ class TrainableCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             _checkpoint_io(trainer).wait()
             if not (keep_existing and (self.final_dir / WEIGHTS_NAME).is_file()):
-                with atomic_directory(self.final_dir) as tmp:
+                with writing_checkpoint(self.final_dir, stops.progress().checkpoint) as tmp:
                     save_weights(weights, module.world_config, tmp, step=step)
                     if provenance is not None:
                         write_provenance(provenance, tmp)
             rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")
             kept = tuple(resumable_folders(self.final_dir.parent))
+            if kept:
+                stops.record_checkpoint(step, kept[-1], trained_to_end=True)
             self._announce(trainer, SavedCheckpoint(step, self.final_dir, True, kept))
         trainer.strategy.barrier("theworld_final_saved")

@@ -54,7 +54,7 @@ from huggingface_hub import (
 )
 from lightning.pytorch.callbacks import Callback
 
-from theworld.callbacks.checkpoint import SavedCheckpoint, TrainingInterrupted
+from theworld.callbacks.checkpoint import SavedCheckpoint
 from theworld.hub.card import card_from_summary
 from theworld.hub.config import HubConfig
 from theworld.hub.errors import HubError, HubUnreachableError, explain
@@ -76,6 +76,7 @@ from theworld.layout import (
 )
 from theworld.provenance import read_history, repo_deltas
 from theworld.retry import describe_error, http_status, with_retries
+from theworld.stops import RunStopped
 
 if TYPE_CHECKING:
     from theworld.lit.module import TheWorldModule
@@ -382,7 +383,7 @@ class HubSyncCallback(Callback):
         )
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, TrainingInterrupted) and self._uploader is not None:
+        if isinstance(exception, RunStopped) and exception.saved and self._uploader is not None:
             uploader = self._uploader
 
             # The interrupted step's checkpoint is queued: give it the final push's time to land.
@@ -392,9 +393,12 @@ class HubSyncCallback(Callback):
 
             try:
                 self._wait(idle, self.config.hub_final_push_timeout, "the interrupted run's last push")
-                log.info("The interrupted run's checkpoint of step %d is on %s", exception.step, self.repo_url)
+                log.info("The interrupted run's checkpoint of step %d is on %s", exception.progress.step, self.repo_url)
             except FutureTimeout:
-                log.warning("The last push did not land in time; the local checkpoint %s is intact.", exception.path)
+                log.warning(
+                    "The last push did not land in time; the local checkpoint %s is intact.",
+                    exception.progress.checkpoint,
+                )
         self._shutdown()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -31,6 +31,7 @@ import os
 import signal
 import threading
 from functools import partial
+from multiprocessing import resource_tracker
 from typing import Any
 
 # Ctrl-C, preemption and time limits, and the signals SLURM sends before the limit (``--signal=USR1@90``): their
@@ -51,6 +52,10 @@ def worker_options(num_workers: int | None = None) -> dict[str, Any]:
     # job ends them. A signal that comes meanwhile waits, blocked in this thread, until the mask is restored.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, JOB_SIGNALS)
     try:
+        # The tracker first: its start unblocks SIGINT and SIGTERM when it is done (CPython's resource_tracker), so
+        # started inside the forkserver's start it would leave the forkserver and its workers open to them.
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, JOB_SIGNALS)
         multiprocessing.forkserver.ensure_running()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -25,8 +24,8 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from theworld import lightning_private
-from theworld.callbacks.checkpoint import TrainableCheckpoint, TrainingInterrupted, check_intact, newest_checkpoint
+from theworld import lightning_private, stops
+from theworld.callbacks.checkpoint import TrainableCheckpoint, check_intact, newest_checkpoint
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.callbacks.progress import TrainingProgress
@@ -56,7 +55,6 @@ from theworld.lit.trainer import TheWorldTrainer
 
 log = logging.getLogger(__name__)
 
-_TOKEN_FLAGS = ("--hf_token", "--hub.hf_token")
 _CONFIG_FLAGS = ("-c", "--config")
 _CONFIG_FILE_TOKEN = "hf_token in the config file"  # a top-level `hf_token:` (the flag's name, set in YAML)
 # What people type for --hf_token: --hf-token, --token, --hub.token, --hub_token, --huggingface-token, --auth_token...
@@ -175,7 +173,7 @@ class TheWorldCLI(LightningCLI):
         # From here on the token lives only in `hub_token`: config.yaml, hparams and training_args.json are
         # written from this config, and W&B records sys.argv.
         config.hf_token = config.hub.hf_token = None
-        _hide_token_flags(sys.argv)
+        sys.argv[:] = stops.without_flags(sys.argv, stops.TOKEN_FLAGS)
         if self.hub_token is not None and self.hub_token.source in ("--hf_token", "hub.hf_token", _CONFIG_FILE_TOKEN):
             # Every Hub call of the run uses it (gated base-model downloads too), and so do DDP
             # workers re-launched from the scrubbed sys.argv.
@@ -372,19 +370,6 @@ def _same_base(saved: str, name: str) -> bool:
     return saved == name or Path(name).expanduser().resolve() == Path(saved)
 
 
-def _hide_token_flags(argv: list[str]) -> None:
-    """Removes ``--hf_token X`` / ``--hf_token=X`` (and ``--hub.hf_token``) from ``argv``, in place."""
-    kept, skip_value = [], False
-    for arg in argv:
-        if skip_value:
-            skip_value = False
-        elif arg in _TOKEN_FLAGS:
-            skip_value = True
-        elif not arg.startswith(tuple(f"{flag}=" for flag in _TOKEN_FLAGS)):
-            kept.append(arg)
-    argv[:] = kept
-
-
 def _user_message(err: UserError) -> str:
     """The error's own words; one raised in a DataLoader worker arrives wrapped in its traceback."""
     text = str(err).strip()
@@ -457,6 +442,7 @@ def _quiet_known_noise() -> None:
 
 
 def main(args: list[str] | None = None) -> None:
+    stops.install()  # again after the imports: `python -m theworld.lit.cli`, and a library may have replaced them
     argv = sys.argv[1:] if args is None else args
     _log_to_stderr()
     _redact_warnings()
@@ -487,35 +473,16 @@ def main(args: list[str] | None = None) -> None:
             auto_configure_optimizers=False,
         )
     except UserError as err:
+        stops.exiting()
         # A problem the user can fix (a config value, a base model id, the Hub token or access, the final push,
         # an unsafe checkpoint): the message, not a traceback.
         sys.stderr.write(f"theworld: error: {redact(_user_message(err))}\n")
         sys.exit(err.exit_code)
-    except TrainingInterrupted as stop:
-        then = (
-            f"SLURM requeued job {stop.requeued}: it resumes from there when it starts again.\n"
-            if stop.requeued
-            else f"Resume with:\n  {_resume_command(argv)}\n"
-        )
-        sys.stderr.write(
-            f"theworld: stopped by {stop.signal_name} after step {stop.step}; the checkpoint is {stop.path}. {then}"
-        )
+    except stops.RunStopped as stop:
+        stops.exiting()
+        rank_zero_only(sys.stderr.write)(stop.describe(stops.resume_command(argv)))  # one line per job
         sys.exit(stop.code)
-
-
-def _resume_command(argv: list[str]) -> str:
-    """This run's command line, without token flags and with ``--ckpt_path last`` instead of its own."""
-    argv = list(argv)
-    _hide_token_flags(argv)
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in ("--ckpt_path", "--resume_from"):
-            skip = True
-        elif not arg.startswith(("--ckpt_path=", "--resume_from=")):
-            kept.append(arg)
-    return shlex.join(["theworld", *kept, "--ckpt_path", "last"])
+    stops.exiting()
 
 
 if __name__ == "__main__":

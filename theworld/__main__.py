@@ -1,0 +1,21 @@
+"""``theworld`` (the console script) and ``python -m theworld``: the stop signals' handlers first, then the imports
+(8 s and more on a busy machine) and the CLI, so a signal during start-up ends the run as any other stop does."""
+
+import sys
+
+from theworld import stops
+
+
+def main() -> None:
+    stops.install()
+    try:
+        from theworld.lit.cli import main as run_cli
+    except stops.RunStopped as stop:
+        stops.exiting()
+        sys.stderr.write(stop.describe(stops.resume_command(sys.argv[1:])))
+        sys.exit(stop.code)
+    run_cli()
+
+
+if __name__ == "__main__":
+    main()

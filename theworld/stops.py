@@ -1,0 +1,190 @@
+"""How a run ends on a signal, from process start to exit: with the shell's status for that signal (130 for SIGINT,
+143 for SIGTERM, 138 for SLURM's requeue signal), never 0, and one line saying what was saved and how to resume.
+
+Inside the training steps :class:`~theworld.callbacks.checkpoint.TrainableCheckpoint` takes SIGINT and SIGTERM over:
+it finishes the step, saves it and raises :class:`RunStopped`. Everywhere else (imports, parsing, weight loading,
+loader start, the final push, the exit) the handlers installed here raise it at once: nothing was trained since the
+last checkpoint, so nothing is lost by not waiting. They are installed before the heavy imports (``theworld``, the
+console script, and ``python -m theworld``), so a signal during start-up (10-20 s on 2 cores, again at every
+restart) meets neither the default action nor Lightning's SIGTERM handler, which ended such a run with status 0.
+
+    stops.install()                 # first thing in the process
+    try:
+        run()
+    except stops.RunStopped as stop:
+        sys.stderr.write(stop.describe(resume_command))
+        sys.exit(stop.code)
+
+The module imports nothing heavy: it runs before torch is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """What a stop line reports: the newest checkpoint, kept by the checkpoint callback as the run goes."""
+
+    step: int = 0  # the step of the newest checkpoint (0: none yet)
+    checkpoint: Path | None = None  # the newest complete checkpoint folder
+    trained_to_end: bool = False  # training reached its end and final/ is written
+
+
+_progress = RunProgress()
+
+
+def record_checkpoint(step: int, checkpoint: Path, trained_to_end: bool = False) -> None:
+    """The run's newest complete checkpoint (saved, or resumed from): what a stop from now on reports. One
+    assignment, so a signal handler never reads a half-updated record (saves are announced on the writer thread)."""
+    global _progress
+    _progress = RunProgress(step, checkpoint, trained_to_end)
+
+
+def progress() -> RunProgress:
+    """The run's newest complete checkpoint, as last recorded."""
+    return _progress
+
+
+class RunStopped(SystemExit):
+    """A run stopped by ``signum``; its exit status is the shell's for that signal (128 + ``signum``).
+
+    ``progress``: the newest checkpoint when it stopped; ``saved``: that checkpoint was written for this stop (the
+    step the signal came in). ``unsaved_step``: the step a second Ctrl-C cut short, not saved. ``requeued``: the
+    SLURM job id requeued, which then resumes by itself."""
+
+    def __init__(
+        self,
+        signum: int,
+        progress: RunProgress | None = None,
+        saved: bool = False,
+        unsaved_step: int | None = None,
+        requeued: str | None = None,
+    ):
+        super().__init__(128 + signum)
+        self.signum, self.progress, self.saved = signum, progress or _progress, saved
+        self.unsaved_step, self.requeued = unsaved_step, requeued
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    def describe(self, resume_command: str) -> str:
+        """The stop's line(s) for the terminal: what was saved, and how the run goes on."""
+        step, checkpoint = self.progress.step, self.progress.checkpoint
+        newest = f"the checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written yet"
+        if self.saved:
+            what = f"after step {step}; {newest}."
+        elif self.unsaved_step is not None:
+            what = f"a second time, in step {self.unsaved_step}, which is not saved; {newest}"
+            what += f" (step {step})." if checkpoint else "."
+        elif self.progress.trained_to_end:
+            what = (
+                f"after training finished at step {step}, while finishing; {newest}, and final/ beside it. The final "
+                f"push, if any, may not have landed: resuming pushes what is missing."
+            )
+        elif checkpoint:
+            what = f"before this run trained a step past step {step}: nothing new to save; {newest}."
+        else:
+            what = "before any step was trained: nothing to save."
+        then = (
+            f"SLURM requeued job {self.requeued}: it resumes from there when it starts again.\n"
+            if self.requeued
+            else f"Resume with:\n  {resume_command}\n"
+        )
+        return f"theworld: stopped by {self.signal_name} {what} {then}"
+
+
+def slurm_batch_job() -> bool:
+    """Whether this process is a step of a SLURM batch job (not ``srun --pty bash`` nor ``salloc``), where
+    Lightning's auto-requeue applies; the test is Lightning's own (``SLURMEnvironment.detect`` and its job name)."""
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+# SLURM sends SIGUSR1 before a time limit (``#SBATCH --signal=USR1@90``): Lightning's default requeue signal.
+REQUEUE_SIGNAL = signal.SIGUSR1
+
+
+def install() -> None:
+    """Handlers for SIGINT and SIGTERM (and, in a SLURM batch job, the requeue signal) that raise
+    :class:`RunStopped` where they land. Called again, it re-installs them (after a library replaced them). A signal
+    the process was started with ignored (``cmd &`` in a script ignores SIGINT, ``nohup``...) stays ignored, as
+    Python leaves it."""
+    for signum in (signal.SIGINT, signal.SIGTERM, *([REQUEUE_SIGNAL] if slurm_batch_job() else [])):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _on_signal)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(REQUEUE_SIGNAL, signal.SIG_IGN)
+    # A second Ctrl-C while the stop unwinds (a loader's shutdown, a push's wait): the user wants out, now.
+    signal.signal(signal.SIGINT, _exit_at_once("again while stopping"))
+    raise RunStopped(signum, requeued=requeue_slurm_job() if signum == REQUEUE_SIGNAL else None)
+
+
+def exiting() -> None:
+    """From here on (the run's result is decided, the process is exiting) a signal ends the process at once with its
+    status, after one line: raising in the interpreter's exit handlers would print a traceback instead."""
+    for signum in (signal.SIGINT, signal.SIGTERM, REQUEUE_SIGNAL):
+        if signal.getsignal(signum) not in (signal.SIG_DFL, None):
+            signal.signal(signum, _exit_at_once("while exiting"))
+
+
+def _exit_at_once(when: str) -> Callable[[int, FrameType | None], None]:
+    def exit_now(signum: int, frame: FrameType | None) -> None:
+        sys.stderr.write(f"\ntheworld: {signal.Signals(signum).name} {when}: exiting at once.\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    return exit_now
+
+
+# Flags whose value is the Hub token: never in a line theworld prints.
+TOKEN_FLAGS = ("--hf_token", "--hub.hf_token")
+
+
+def without_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``argv`` without ``--flag value`` and ``--flag=value`` for each of ``flags``."""
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg in flags:
+            skip_value = True
+        elif not arg.startswith(tuple(f"{flag}=" for flag in flags)):
+            kept.append(arg)
+    return kept
+
+
+def resume_command(argv: list[str]) -> str:
+    """This run's command line, without token flags and with ``--ckpt_path last`` instead of its own."""
+    kept = without_flags(argv, (*TOKEN_FLAGS, "--ckpt_path", "--resume_from"))
+    return shlex.join(["theworld", *kept, "--ckpt_path", "last"])
+
+
+def requeue_slurm_job() -> str | None:
+    """``scontrol requeue`` of this job (of this array task); returns the job id, or None (with a warning) when
+    SLURM refused. A requeued job ends and its batch script runs again, and its ``--ckpt_path last`` resumes."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    except FileNotFoundError:
+        result = subprocess.CompletedProcess([], 127, stderr="scontrol is not on PATH")
+    if result.returncode == 0:
+        return job
+    sys.stderr.write(
+        f"theworld: `scontrol requeue {job}` failed ({result.stderr.strip() or f'exit {result.returncode}'}): "
+        "resubmit the job to resume.\n"
+    )
+    return None
