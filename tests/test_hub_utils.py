@@ -140,6 +140,18 @@ def test_preflight_against_a_down_hub_says_unreachable(hub):
         preflight(config(), token(ALICE), endpoint=hub.url, retries=1, wait_s=0.01)
 
 
+def test_preflight_against_a_failing_hub_says_what_it_answered(hub):
+    """A Hub answering HTTP 500 is there and failing: the message says so, not that it did not answer."""
+    from hub_server import Faults
+
+    from theworld.hub import HubUnreachableError
+
+    hub.faults = Faults(error_rate=1.0, error_status=500)
+    with pytest.raises(HubUnreachableError, match="answered HTTP 500") as raised:
+        preflight(config(), token(ALICE), endpoint=hub.url, retries=1, wait_s=0.01)
+    assert "did not answer" not in str(raised.value)
+
+
 # ------------------------------------------------------------------------------------------ downloads
 def seed_repo(hub, repo_id, files, private=False):
     hub.create_repo(repo_id, private=private)

@@ -89,7 +89,8 @@ PRIVATE_ACCESSES: tuple[PrivateAccess, ...] = (
         "_logger_connector",
         "read",
         "its should_update_logs says whether the loggers write this step, as LearningRateMonitor asks it; "
-        "log_every_n_steps alone misses its step counter and should_stop",
+        "log_every_n_steps alone misses its step counter and should_stop. Called (on_batch_end, "
+        "update_train_step_metrics) to log the step a signal stops at: there is no public 'log this step now'",
     ),
     PrivateAccess(
         "lightning.pytorch.loops._TrainingEpochLoop",
@@ -168,6 +169,13 @@ def cluster_environment(trainer: L.Trainer) -> ClusterEnvironment:
 def should_update_logs(trainer: L.Trainer) -> bool:
     """Whether the loggers write this step (why: no public property; LearningRateMonitor asks the same)."""
     return trainer._logger_connector.should_update_logs
+
+
+def log_this_step(trainer: L.Trainer) -> None:
+    """Logs the current step's metrics now, as the training loop does right after ``on_train_batch_end``: for a stop
+    raised in that hook, whose step would otherwise miss its row (why: no public 'log this step now')."""
+    trainer._logger_connector.on_batch_end()
+    trainer._logger_connector.update_train_step_metrics()
 
 
 def take_back_logged_step(trainer: L.Trainer) -> None:

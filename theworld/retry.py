@@ -82,6 +82,13 @@ def is_transient(err: BaseException) -> bool:
     return not isinstance(err, (UserError, ValueError, TypeError, KeyError, AttributeError, FileNotFoundError))
 
 
+def answer_of(err: BaseException) -> str:
+    """How a server failed, for a sentence about it: "answered HTTP 503" (it is there, and failing), or "did not
+    answer" (refused, timed out, cut off)."""
+    status = http_status(err)
+    return f"answered HTTP {status}" if status is not None else "did not answer"
+
+
 def describe_error(err: BaseException) -> str:
     """One line for logs: the exception type and the first line of its message."""
     text = str(err).strip().splitlines()

@@ -78,6 +78,7 @@ def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_
     assert "Traceback" not in text, text[-3000:]
     assert (tmp_path / "checkpoints/last").resolve().name == "checkpoint-3"
     assert not (tmp_path / "checkpoints/final").exists()
+    assert sorted(logged_losses(tmp_path)) == [0, 1, 2], "the stopped step keeps its row in metrics.csv"
 
     resumed = fit(demo_dir, *SHORT, *run_dirs(tmp_path), "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -86,6 +87,33 @@ def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_
     assert_resumed(tmp_path, straight_run, from_step=3)
     assert_same_weights(straight_run / "checkpoints/final", tmp_path / "checkpoints/final")
     assert provenance(tmp_path / "checkpoints/final") == provenance(straight_run / "checkpoints/final")
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_what_is_not_saved(demo_dir, tmp_path):
+    """Ctrl-C, then Ctrl-C again while the step still runs: the user wants out now. The run ends with 130 and one
+    line saying that the step in progress is not saved and where the newest checkpoint is (none yet: SHORT saves
+    every 4 steps); not Lightning's "Detected KeyboardInterrupt" and exit 1."""
+    marker, log = tmp_path / "in-step-3", tmp_path / "interrupted.log"
+    with open(log, "w") as out:
+        proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), "--trainer.callbacks+=kill_points.PauseInStep",
+                   "--trainer.callbacks.init_args.at_step", "2", "--trainer.callbacks.init_args.marker", marker,
+                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        workers = loader_workers(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        status = proc.wait(timeout=300)
+    assert_ended(workers)
+    text = log.read_text()
+    assert status == 130, text[-3000:]
+    assert "theworld: stopped by SIGINT a second time, in step 3, which is not saved; no checkpoint was written " \
+           "yet." in text and "--ckpt_path last" in text, text[-3000:]
+    assert "Traceback" not in text and "Detected KeyboardInterrupt" not in text, text[-3000:]
+    assert not list((tmp_path / "checkpoints").glob("checkpoint-*"))
 
 
 def test_slurm_requeue_saves_the_step_requeues_and_the_restarted_job_resumes(straight_run, demo_dir, tmp_path,

@@ -515,6 +515,7 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def _stop_for_signal(self, trainer: L.Trainer) -> None:
         signum = self._signal or signal.SIGTERM
+        lightning_private.log_this_step(trainer)  # the stop skips the loop's logging of this step
         self._save_unsaved_step(trainer)
         _checkpoint_io(trainer).wait()
         assert self.dirpath is not None, "setup() resolves dirpath"

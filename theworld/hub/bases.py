@@ -21,7 +21,7 @@ from theworld.config import CONFIG_NAME
 from theworld.errors import UserError
 from theworld.hub.errors import explain
 from theworld.hub.tokens import HubToken
-from theworld.retry import describe_error, http_status
+from theworld.retry import answer_of, describe_error, http_status
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def pin_base(
         except Exception as err:
             if http_status(err) == 401:
                 raise explain(err, name, token, endpoint) from None
-            reason = f"the Hub at {endpoint} did not answer ({describe_error(err)})"
+            reason = f"the Hub at {endpoint} {answer_of(err)} ({describe_error(err)})"
     cached = try_to_load_from_cache(name, file, revision=revision)
     if isinstance(cached, str):
         commit = Path(cached).parents[len(Path(file).parts) - 1].name

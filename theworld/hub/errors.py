@@ -6,7 +6,7 @@ from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, Repositor
 
 from theworld.errors import UserError
 from theworld.hub.tokens import HubToken
-from theworld.retry import describe_error, http_status, is_transient
+from theworld.retry import answer_of, describe_error, http_status, is_transient
 
 
 class HubError(UserError):
@@ -14,7 +14,8 @@ class HubError(UserError):
 
 
 class HubUnreachableError(HubError):
-    """The Hub did not answer (connection refused, timeouts, 5xx) after a few tries: worth trying again later."""
+    """The Hub did not answer (connection refused, timeouts) or failed (5xx, 429) after a few tries: worth trying
+    again later."""
 
     transient = True
 
@@ -54,5 +55,5 @@ def explain(err: BaseException, repo_id: str, token: HubToken | None, endpoint: 
             f"repo under your own username."
         )
     if is_transient(err):
-        return HubUnreachableError(f"The Hub at {endpoint} did not answer for {repo_id} ({describe_error(err)}).")
+        return HubUnreachableError(f"The Hub at {endpoint} {answer_of(err)} for {repo_id} ({describe_error(err)}).")
     return HubError(f"Hub request for {where} failed: {describe_error(err)}")

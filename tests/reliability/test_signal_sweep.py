@@ -1,0 +1,127 @@
+"""SIGTERM and SIGINT at any moment of a run's life, as SLURM, ``timeout``, Kubernetes and a terminal send them.
+
+One uninterrupted run measures the life of a short run (start-up, loader start, four steps with two validations and
+two scheduled saves, final/, exit); then a run per offset, spread evenly from process start to exit, gets the signal
+at that offset (the first at FIRST_OFFSET_S: before it the interpreter itself is starting, and no code of ours has
+run: a SIGTERM there is the default action, which a shell reports as 143, a SIGINT Python's KeyboardInterrupt), to its whole process group (as ``timeout``, SLURM and Ctrl-C in a terminal send it). Each must exit
+with the shell's status for the signal (143, 130), never 0 unless it had ended before the signal was due, never with
+a traceback; its stop line says what was saved and how to resume; a step trained since the last checkpoint is
+saved, ``last`` points at it, and a resume from there starts at that step with the uninterrupted run's loss.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from support.cli_runs import fit, logged_losses
+
+from theworld.callbacks.checkpoint import check_intact
+
+pytestmark = pytest.mark.reliability
+
+OFFSETS = 20
+FIRST_OFFSET_S = 0.5
+MAX_STEPS = 4
+SWEEP = ["--trainer.max_steps", MAX_STEPS, "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval",
+         "2", "--trainer.limit_val_batches", "1", "--checkpoint.save_top_k", "-1", "--data.batch_size", "4"]
+STOPPED = re.compile(r"theworld: stopped by (SIG\w+) (.*)")
+
+
+def run_dirs(path: Path) -> list:
+    return ["--trainer.default_root_dir", path, "--trainer.logger.init_args.save_dir", path]
+
+
+@pytest.fixture(scope="module")
+def reference(demo_dir, tmp_path_factory) -> tuple[Path, float]:
+    """The uninterrupted run: its folder (losses, checkpoints) and its life in seconds, process start to exit."""
+    root = tmp_path_factory.mktemp("reference")
+    result = fit(demo_dir, *SWEEP, *run_dirs(root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result.seconds
+
+
+def signalled_run(demo_dir, run: Path, signum: int, offset: float) -> tuple[int | None, str]:
+    """A run in ``run`` whose process group gets ``signum`` ``offset`` s after its start: (exit status, output).
+    The status is None when the run had ended before the signal was due (it was not sent)."""
+    run.mkdir()
+    log = run / "output.log"
+    with open(log, "w") as out:
+        proc = fit(demo_dir, *SWEEP, *run_dirs(run), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        time.sleep(offset)
+        ended_before = proc.poll() is not None
+        if not ended_before:
+            os.killpg(proc.pid, signum)
+        status = proc.wait(timeout=600)
+    return (None if ended_before else status), log.read_text()
+
+
+def check_stop(run: Path, signum: int, status: int | None, text: str) -> tuple[str, int | None]:
+    """Asserts what a stop must leave; returns (the moment it hit, the step a resume must start at, or None)."""
+    checkpoints = run / "checkpoints"
+    assert "Traceback" not in text, text[-3000:]
+    if status is None:
+        assert "theworld: final weights in" in text, text[-3000:]
+        return "ended before the signal", None
+    assert status == 128 + signum, f"exit {status} for {signal.Signals(signum).name}:\n{text[-3000:]}"
+    stop = STOPPED.search(text)
+    if stop is None:
+        # After the run's result was printed: the exit itself.
+        assert f"theworld: {signal.Signals(signum).name} received while exiting" in text, text[-3000:]
+        assert (checkpoints / "final").is_dir()
+        return "the exit", None
+    assert stop[1] == signal.Signals(signum).name and "--ckpt_path last" in text, text[-3000:]
+    what = stop[2]
+    if what.startswith("before any step was trained"):
+        assert not list(checkpoints.glob("checkpoint-*")), "no step trained, so no checkpoint"
+        return "start-up", None
+    step = int(re.search(r"(?:after|at) step (\d+)", what)[1])
+    last = (checkpoints / "last").resolve()
+    assert last.name == f"checkpoint-{step}", (what, last)
+    check_intact(last, "--ckpt_path")
+    if what.startswith("after training finished"):
+        assert step == MAX_STEPS and (checkpoints / "final").is_dir()
+        return "finishing (final/ written)", None
+    assert what.startswith(f"after step {step};"), what
+    return f"step {step}", step if step < MAX_STEPS else None
+
+
+def sweep(signum: int, demo_dir: Path, tmp_path: Path, reference: tuple[Path, float], figures) -> None:
+    straight, life = reference
+    moments: Counter = Counter()
+    resume_at: dict[int, Path] = {}
+    for i in range(OFFSETS):
+        offset = FIRST_OFFSET_S + (life - FIRST_OFFSET_S) * i / (OFFSETS - 1)
+        run = tmp_path / f"at-{offset:05.1f}s"
+        status, text = signalled_run(demo_dir, run, signum, offset)
+        moment, step = check_stop(run, signum, status, text)
+        moments[moment] += 1
+        figures.record("signal_offset", signal=signal.Signals(signum).name, offset=round(offset, 1),
+                       life=round(life, 1), status=status, moment=moment)
+        if step is not None:
+            resume_at.setdefault(step, run)
+    # Spread over the life: start-up, the steps and the end were each hit.
+    assert moments["start-up"] and len(resume_at) >= 1, moments
+    assert any(m in moments for m in ("finishing (final/ written)", "the exit", "ended before the signal")), moments
+    straight_losses = logged_losses(straight)
+    for step, run in resume_at.items():  # one resume per saved step: the same step saves the same state
+        result = fit(demo_dir, *SWEEP, *run_dirs(run), "--ckpt_path", "last", "--trainer.max_steps", step + 1)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"training steps {step} -> {step + 1}" in result.stderr + result.stdout
+        resumed = logged_losses(run)
+        assert sorted(resumed) == [step], resumed
+        assert abs(resumed[step] - straight_losses[step]) <= 1e-5, (resumed, straight_losses[step])
+        figures.record("signal", signal=signal.Signals(signum).name, saved_step=step, resumed_at=min(resumed),
+                       equal_losses=True)
+
+
+def test_sigterm_at_twenty_moments_of_a_run(demo_dir, tmp_path, reference, figures):
+    sweep(signal.SIGTERM, demo_dir, tmp_path, reference, figures)
+
+
+def test_sigint_at_twenty_moments_of_a_run(demo_dir, tmp_path, reference, figures):
+    sweep(signal.SIGINT, demo_dir, tmp_path, reference, figures)
