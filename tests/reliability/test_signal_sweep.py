@@ -24,8 +24,10 @@ from theworld.callbacks.checkpoint import check_intact
 
 pytestmark = pytest.mark.reliability
 
-OFFSETS = 20
 FIRST_OFFSET_S = 0.5
+# CI sends each signal at 8 moments (each run costs up to a whole run's life); `-m slow` and
+# `python tests/reliability/report.py --slow` at 24.
+SWEEPS = [8, pytest.param(24, marks=[pytest.mark.slow, pytest.mark.timeout(7200)])]
 MAX_STEPS = 4
 SWEEP = ["--trainer.max_steps", MAX_STEPS, "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval",
          "2", "--trainer.limit_val_batches", "1", "--checkpoint.save_top_k", "-1", "--data.batch_size", "4"]
@@ -90,18 +92,18 @@ def check_stop(run: Path, signum: int, status: int | None, text: str) -> tuple[s
     return f"step {step}", step if step < MAX_STEPS else None
 
 
-def sweep(signum: int, demo_dir: Path, tmp_path: Path, reference: tuple[Path, float], figures) -> None:
+def sweep(signum: int, offsets: int, demo_dir: Path, tmp_path: Path, reference: tuple[Path, float], figures) -> None:
     straight, life = reference
     moments: Counter = Counter()
     resume_at: dict[int, Path] = {}
-    for i in range(OFFSETS):
-        offset = FIRST_OFFSET_S + (life - FIRST_OFFSET_S) * i / (OFFSETS - 1)
+    for i in range(offsets):
+        offset = FIRST_OFFSET_S + (life - FIRST_OFFSET_S) * i / (offsets - 1)
         run = tmp_path / f"at-{offset:05.1f}s"
         status, text = signalled_run(demo_dir, run, signum, offset)
         moment, step = check_stop(run, signum, status, text)
         moments[moment] += 1
         figures.record("signal_offset", signal=signal.Signals(signum).name, offset=round(offset, 1),
-                       life=round(life, 1), status=status, moment=moment)
+                       life=round(life, 1), status=status, moment=moment, saved_step=step)
         if step is not None:
             resume_at.setdefault(step, run)
     # Spread over the life: start-up, the steps and the end were each hit.
@@ -119,9 +121,11 @@ def sweep(signum: int, demo_dir: Path, tmp_path: Path, reference: tuple[Path, fl
                        equal_losses=True)
 
 
-def test_sigterm_at_twenty_moments_of_a_run(demo_dir, tmp_path, reference, figures):
-    sweep(signal.SIGTERM, demo_dir, tmp_path, reference, figures)
+@pytest.mark.parametrize("offsets", SWEEPS)
+def test_sigterm_at_any_moment_of_a_run(demo_dir, tmp_path, reference, figures, offsets):
+    sweep(signal.SIGTERM, offsets, demo_dir, tmp_path, reference, figures)
 
 
-def test_sigint_at_twenty_moments_of_a_run(demo_dir, tmp_path, reference, figures):
-    sweep(signal.SIGINT, demo_dir, tmp_path, reference, figures)
+@pytest.mark.parametrize("offsets", SWEEPS)
+def test_sigint_at_any_moment_of_a_run(demo_dir, tmp_path, reference, figures, offsets):
+    sweep(signal.SIGINT, offsets, demo_dir, tmp_path, reference, figures)

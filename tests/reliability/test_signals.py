@@ -144,6 +144,29 @@ def test_slurm_requeue_saves_the_step_requeues_and_the_restarted_job_resumes(str
     assert_same_weights(straight_run / "checkpoints/final", run / "checkpoints/final")
 
 
+def test_slurm_requeue_signal_during_start_up_requeues_the_job(demo_dir, tmp_path):
+    """SLURM's requeue signal can come before the first step (a job requeued near its time limit restarts and is
+    signalled again while loading): the job is requeued and ends with 138 and its line, as later in the run."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = dict(SLURM_JOB_ID="778", SLURM_JOB_NAME="theworld", SLURM_NTASKS="1", SLURM_NNODES="1",
+                 SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    log = tmp_path / "requeued.log"
+    with open(log, "w") as out:
+        proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), env=slurm, stdout=out, stderr=subprocess.STDOUT,
+                   start_new_session=True)
+        time.sleep(2)  # imports: seconds before the first step on any machine
+        os.killpg(proc.pid, signal.SIGUSR1)
+        status = proc.wait(timeout=300)
+    text = log.read_text()
+    assert status == 128 + signal.SIGUSR1, text[-3000:]
+    assert "theworld: stopped by SIGUSR1 before any step was trained" in text, text[-3000:]
+    assert "SLURM requeued job 778" in text and "Traceback" not in text, text[-3000:]
+    assert calls.read_text() == "requeue 778\n"
+
+
 def test_sigkill_of_the_trainer_leaves_no_process_behind(demo_dir, tmp_path):
     """An OOM kill or ``kill -9`` ends the trainer without a word: its forkserver, resource tracker and loader
     workers must end with it (within seconds), not live on under PID 1 holding memory and the job's output pipe."""

@@ -1,0 +1,34 @@
+"""theworld.stops without a run: its SLURM rule is Lightning's, and it is in place before torch is imported."""
+
+import subprocess
+import sys
+
+import pytest
+from lightning.fabric.plugins.environments.slurm import _is_srun_used
+
+from theworld import stops
+
+
+@pytest.mark.parametrize("env", [
+    {},
+    {"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train"},
+    {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "bash"},
+    {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "interactive"},
+    {"SLURM_NTASKS": "1"},
+    {"SLURM_JOB_NAME": "train"},
+])
+def test_a_slurm_batch_job_is_what_lightning_calls_one(monkeypatch, env):
+    """The rule is restated (it runs before Lightning is imported); it must stay Lightning's own."""
+    for name in ("SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert stops.slurm_batch_job() == _is_srun_used()
+
+
+def test_the_console_script_reaches_its_handlers_before_torch_is_imported():
+    """``theworld`` imports theworld.__main__, whose main() installs the handlers first: nothing heavy may come
+    before (a signal in torch's or Lightning's import would meet the default action, or Lightning's handler)."""
+    code = "import sys\nimport theworld.__main__\nprint(sorted({'torch', 'lightning', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
