@@ -59,7 +59,7 @@ def run_args(root: Path, shard: Path, *args) -> list[str]:
 
 def fit(demo_dir: Path, args: list[str], launcher: list[str] | None = None, env: dict | None = None):
     """``theworld fit`` (under ``launcher``, e.g. torchrun); returns the CompletedProcess with ``.seconds``."""
-    program = [*launcher, "-m", "theworld.lit.cli"] if launcher else CLI
+    program = [*launcher, "-m", "theworld"] if launcher else CLI
     result = theworld("fit", *args, cwd=demo_dir, env=clean_env(**(env or {})), program=program, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -118,7 +118,8 @@ def one_process(demo_dir, shard, tmp_path_factory) -> Path:
 def two_ranks(demo_dir, shard, tmp_path_factory) -> Path:
     """Lightning's own launcher: ``--trainer.devices 2`` with configs/ddp.yaml, global batch 2 x 4."""
     root = tmp_path_factory.mktemp("two_ranks")
-    fit(demo_dir, run_args(root, shard, *DDP, "--data.batch_size", "4"))
+    result = fit(demo_dir, run_args(root, shard, *DDP, "--data.batch_size", "4"))
+    (root / "life-seconds").write_text(f"{result.seconds:.1f}")  # for the signal sweep
     return root
 
 

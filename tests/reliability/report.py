@@ -55,7 +55,7 @@ def markdown(rows: list[dict], summary: str, seconds: float, exit_code: int, slo
     # Data is lost if a checkpoint could not be loaded, a killed run ended with other weights (or did not end), or a
     # run restarted from another step than the checkpoint it was resuming (work done again, or skipped).
     restarted = [k for k in kills if k.get("started_at") != k["start_step"]]
-    signals = events["signal"]
+    signals, offsets = events["signal"], events["signal_offset"]
     # A signalled run loses data if it did not resume at the step it saved, or trained on with other losses.
     signal_lost = sum(s["resumed_at"] != s["saved_step"] or not s["equal_losses"] for s in signals)
     lost = (unloadable + len(runs) - equal + sum(not run["hub_final_equal"] for run in runs) + len(restarted)
@@ -108,6 +108,28 @@ def markdown(rows: list[dict], summary: str, seconds: float, exit_code: int, slo
         *(f"| {s['signal']} | {'the whole process group' if s['to'] == 'group' else 'the main process'} | "
           f"{s['exit_code']} | {s['saved_step']} | {s['resumed_at']} | {'yes' if s['equal_losses'] else 'NO'} |"
           for s in signals),
+        "",
+        f"## Signals at any moment: {len(offsets)} runs",
+        "",
+        "A run per offset, spread evenly from process start (0.5 s: before it, the interpreter itself starts) to "
+        "exit, signalled at that offset (its whole process group); the exit code is 128 + the signal whenever the "
+        "signal came while the run lived (\"-\": the run had ended before it was due).",
+        "",
+        "| signal | offset (s) | run's life (s) | exit code | where it landed | saved step |",
+        "|---|---|---|---|---|---|",
+        *(f"| {o['signal']} | {o['offset']} | {o['life']} | {o['status'] if o['status'] is not None else '-'} | "
+          f"{o['moment'] or '-'} | {o.get('saved_step') if o.get('saved_step') is not None else '-'} |"
+          for o in offsets),
+        "",
+        *(f"- {landed}: {count} run(s)" for landed, count in sorted(Counter(o["moment"] or "-" for o in offsets)
+                                                                   .items())),
+        "",
+        "## Disk full and SIGKILL",
+        "",
+        *(f"- Checkpoints on a {d['filesystem']} tmpfs: exit {d['exit_code']} at step {d['stopped_at']}, the failed "
+          f"save named ({d['named']}), `last` at a complete {d['last']}" for d in events["disk_full"]),
+        *(f"- `kill -9` of the trainer: {k['helpers']} helper processes (forkserver, resource tracker, loader "
+          f"workers) before, {k['left']} left {k['after_s']} s after" for k in events["sigkill"]),
         "",
         f"## Hub faults injected: {sum(faults.values())}",
         "",

@@ -29,7 +29,8 @@ def small_filesystem(tmp_path):
     subprocess.run(["umount", "-l", mount], check=True)
 
 
-def test_a_full_disk_stops_the_run_at_the_failed_save_and_last_stays_complete(demo_dir, tmp_path, small_filesystem):
+def test_a_full_disk_stops_the_run_at_the_failed_save_and_last_stays_complete(demo_dir, tmp_path, small_filesystem,
+                                                                               figures):
     checkpoints = small_filesystem / "checkpoints"
     result = fit(demo_dir, "--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "2",
                  "--checkpoint.save_top_k", "-1", "--trainer.val_check_interval", "100", "--data.batch_size", "4",
@@ -52,3 +53,5 @@ def test_a_full_disk_stops_the_run_at_the_failed_save_and_last_stays_complete(de
     trained = sorted(logged_losses(tmp_path))
     assert trained and trained[-1] <= 5, trained
     assert not (checkpoints / "final").exists()
+    figures.record("disk_full", filesystem=SMALL_FILESYSTEM, exit_code=result.returncode, stopped_at=trained[-1] + 1,
+                   named="checkpoint-4, ENOSPC, the newest complete checkpoint-2", last="checkpoint-2")

@@ -18,7 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support.cli_runs import fit, logged_losses
+from support.cli_runs import fit, logged_losses, theworld
+from test_ddp import DDP, clean_env, losses, run_args, shard, two_ranks  # noqa: F401 (fixtures)
 
 from theworld.callbacks.checkpoint import check_intact
 
@@ -117,8 +118,8 @@ def sweep(signum: int, offsets: int, demo_dir: Path, tmp_path: Path, reference: 
         resumed = logged_losses(run)
         assert sorted(resumed) == [step], resumed
         assert abs(resumed[step] - straight_losses[step]) <= 1e-5, (resumed, straight_losses[step])
-        figures.record("signal", signal=signal.Signals(signum).name, saved_step=step, resumed_at=min(resumed),
-                       equal_losses=True)
+        figures.record("signal", signal=f"{signal.Signals(signum).name} (sweep)", to="group", exit_code=128 + signum,
+                       saved_step=step, resumed_at=min(resumed), equal_losses=True)
 
 
 @pytest.mark.parametrize("offsets", SWEEPS)
@@ -129,3 +130,46 @@ def test_sigterm_at_any_moment_of_a_run(demo_dir, tmp_path, reference, figures, 
 @pytest.mark.parametrize("offsets", SWEEPS)
 def test_sigint_at_any_moment_of_a_run(demo_dir, tmp_path, reference, figures, offsets):
     sweep(signal.SIGINT, offsets, demo_dir, tmp_path, reference, figures)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_sigterm_to_a_ddp_job_at_any_moment(two_ranks, demo_dir, shard, tmp_path, figures):
+    """The whole-job SIGTERM of SLURM and ``timeout`` at moments spread over a 2-rank run's life (start-up and
+    rendezvous, loader start, the steps): each ends with 143, no traceback and one stop line, saves the step in
+    progress, and a resume starts at that step with the uninterrupted run's loss."""
+    life = float((two_ranks / "life-seconds").read_text())
+    for fraction in (0.1, 0.35, 0.6, 0.85):
+        run = tmp_path / f"at-{fraction}"
+        run.mkdir()
+        args = run_args(run, shard, *DDP, "--data.batch_size", "4", "--data.num_workers", "1")
+        log = run / "output.log"
+        with open(log, "w") as out:
+            proc = theworld("fit", *args, cwd=demo_dir, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+            time.sleep(life * fraction)
+            ended_before = proc.poll() is not None
+            if not ended_before:
+                os.killpg(proc.pid, signal.SIGTERM)
+            status = proc.wait(timeout=300)
+        text = log.read_text()
+        assert "Traceback" not in text, text[-4000:]
+        figures.record("signal_offset", signal="SIGTERM (2 DDP ranks)", offset=round(life * fraction, 1),
+                       life=round(life, 1), status=None if ended_before else status, moment=None)
+        if ended_before:
+            assert "theworld: final weights in" in text
+            continue
+        assert status == 128 + signal.SIGTERM, text[-4000:]
+        stop = re.search(r"theworld: stopped by SIGTERM (after step (\d+)|before any step was trained)", text)
+        assert stop and "--ckpt_path last" in text, text[-4000:]
+        assert text.count("theworld: stopped by") == 1, "one line for the job, not one per rank"
+        if stop[2] is None:
+            assert not list((run / "checkpoints").glob("checkpoint-*"))
+            continue
+        step = int(stop[2])
+        assert (run / "checkpoints/last").resolve().name == f"checkpoint-{step}"
+        if step < 8:
+            theworld("fit", *args, "--ckpt_path", "last", "--trainer.max_steps", step + 1, cwd=demo_dir,
+                     env=clean_env(), timeout=300)
+            assert sorted(losses(run)) == [step], "the resume starts at the checkpoint's step"
+            assert losses(run)[step] == pytest.approx(losses(two_ranks)[step], abs=1e-6)

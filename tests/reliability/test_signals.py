@@ -167,7 +167,7 @@ def test_slurm_requeue_signal_during_start_up_requeues_the_job(demo_dir, tmp_pat
     assert calls.read_text() == "requeue 778\n"
 
 
-def test_sigkill_of_the_trainer_leaves_no_process_behind(demo_dir, tmp_path):
+def test_sigkill_of_the_trainer_leaves_no_process_behind(demo_dir, tmp_path, figures):
     """An OOM kill or ``kill -9`` ends the trainer without a word: its forkserver, resource tracker and loader
     workers must end with it (within seconds), not live on under PID 1 holding memory and the job's output pipe."""
     marker, log = tmp_path / "in-step-3", tmp_path / "killed.log"
@@ -184,3 +184,4 @@ def test_sigkill_of_the_trainer_leaves_no_process_behind(demo_dir, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
     assert_ended(helpers, wait_s=10)
+    figures.record("sigkill", helpers=len(helpers), left=0, after_s=10)
