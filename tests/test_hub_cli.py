@@ -78,6 +78,7 @@ def test_push_lands_the_checkpoint_layout_in_a_private_repo(pushed, hub):
     assert hub.is_private("alice/run")
     local = cwd / "runs/demo/checkpoints"
     assert files["final/model.safetensors"] == (local / "final/model.safetensors").read_bytes()
+    assert not list(local.glob(".hub-staging-*")), "a clean exit leaves no staging folder"
     # The last step, saved at the end although the schedule (every 4) did not ask for it: resumable, and finished.
     assert files["last-checkpoint/training_state.pt"] == (local / "checkpoint-6/training_state.pt").read_bytes()
     messages = [c["message"] for c in hub.commits("alice/run")]

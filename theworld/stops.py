@@ -20,12 +20,13 @@ The module imports nothing heavy: it runs before torch is imported.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -124,7 +125,33 @@ def install() -> None:
             signal.signal(signum, _on_signal)
 
 
+# Signals that came inside held(), delivered when it ends; None outside it.
+_held: list[int] | None = None
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """A stop that comes inside waits until the block is done, then happens: for a start that a stop must not cut
+    in half (the loader workers': a worker still starting when its trainer exits prints a traceback). Blocking the
+    signals in one thread cannot do this: the kernel hands a process's signal to any thread that does not block it,
+    and Python then runs the handler in the main thread wherever it is."""
+    global _held
+    if _held is not None:  # nested: the outer block delivers
+        yield
+        return
+    _held = []
+    try:
+        yield
+    finally:
+        pending, _held = _held, None
+        if pending:
+            _on_signal(pending[0], None)
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _held is not None:
+        _held.append(signum)
+        return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(REQUEUE_SIGNAL, signal.SIG_IGN)
     # A second Ctrl-C while the stop unwinds (a loader's shutdown, a push's wait): the user wants out, now.

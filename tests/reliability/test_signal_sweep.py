@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support.cli_runs import fit, logged_losses, theworld
+from support.cli_runs import assert_ended, fit, loader_workers, logged_losses, theworld
 from test_ddp import DDP, clean_env, losses, run_args, shard, two_ranks  # noqa: F401 (fixtures)
 
 from theworld.callbacks.checkpoint import check_intact
@@ -60,6 +60,8 @@ def signalled_run(demo_dir, run: Path, signum: int, offset: float) -> tuple[int 
         if not ended_before:
             os.killpg(proc.pid, signum)
         status = proc.wait(timeout=600)
+    # Its helpers end with it (a worker still starting printed a traceback after the trainer's exit).
+    assert_ended(loader_workers(proc.pid))
     return (None if ended_before else status), log.read_text()
 
 

@@ -187,6 +187,7 @@ class HubSyncCallback(Callback):
     """
 
     STATUS_EVERY_S = 60.0  # how often a long push is reported
+    STOP_WAIT_S = 5.0  # how long the end of a run waits for the uploader's thread to clean up
 
     def __init__(
         self,
@@ -485,8 +486,11 @@ class HubSyncCallback(Callback):
     def _shutdown(self) -> None:
         with self._lock:
             self._closed = True
-            if self._uploader is not None:
-                self._uploader.stop()  # its thread removes the staging folder once no push reads from it
+            uploader = self._uploader
+        if uploader is not None:
+            # Its thread removes the staging folder (taking the lock) once no push reads from it: at once when
+            # idle, as at a clean exit; a push stuck in flight is not waited for longer than this.
+            uploader.stop(wait_s=self.STOP_WAIT_S)
 
     def _remove_staging(self) -> None:
         with self._lock:

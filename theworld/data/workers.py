@@ -34,6 +34,8 @@ from functools import partial
 from multiprocessing import resource_tracker
 from typing import Any
 
+from theworld import stops
+
 # Ctrl-C, preemption and time limits, and the signals SLURM sends before the limit (``--signal=USR1@90``): their
 # default action ends a process.
 JOB_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
@@ -47,9 +49,17 @@ def worker_options(num_workers: int | None = None) -> dict[str, Any]:
         return {}
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
-    # Started (if not yet) with the job's signals blocked: the forkserver and multiprocessing's resource tracker,
-    # both started by exec, and the workers forked from the forkserver keep that mask, so no signal meant for the
-    # job ends them. A signal that comes meanwhile waits, blocked in this thread, until the mask is restored.
+    # A stop that comes meanwhile waits until both are started, rather than leaving one half-started (its handler
+    # runs in this thread whichever thread the kernel gave the signal to: blocking it here is not enough).
+    with stops.held():
+        _start_forkserver()
+    return {"multiprocessing_context": context, "worker_init_fn": partial(obey_only_the_trainer, os.getpid())}
+
+
+def _start_forkserver() -> None:
+    """Starts (if not yet) the forkserver and multiprocessing's resource tracker with the job's signals blocked: both
+    start by exec, and they and the workers forked from the forkserver keep that mask, so no signal meant for the
+    job ends them."""
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, JOB_SIGNALS)
     try:
         # The tracker first: its start unblocks SIGINT and SIGTERM when it is done (CPython's resource_tracker), so
@@ -59,7 +69,6 @@ def worker_options(num_workers: int | None = None) -> dict[str, Any]:
         multiprocessing.forkserver.ensure_running()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    return {"multiprocessing_context": context, "worker_init_fn": partial(obey_only_the_trainer, os.getpid())}
 
 
 def obey_only_the_trainer(trainer_pid: int, worker_id: int) -> None:

@@ -109,14 +109,17 @@ class Uploader:
         )
         return f"{line}; last error: {self.last_error}" if self.last_error else line
 
-    def stop(self) -> None:
-        """Stops after the push in flight (its retries are abandoned); a queued push is dropped."""
+    def stop(self, wait_s: float = 0.0) -> None:
+        """Stops after the push in flight (its retries are abandoned); a queued push is dropped. Waits up to
+        ``wait_s`` for the thread to end (and run ``on_stopped``): the thread is a daemon, which the process's exit
+        would end mid-cleanup."""
         with self._cond:
             self._stopped = True
             queued, self._queued = self._queued, None
             self._cond.notify_all()
         if queued is not None:
             self._discard(queued)
+        self._thread.join(wait_s)
 
     def _discard(self, job: Push) -> None:
         with self._cond:

@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from theworld import stops
 from theworld.config import TheWorldConfig
 from theworld.data.config import DataConfig
 from theworld.data.latents import unpack_world_latents
@@ -35,7 +36,7 @@ class ConsumedStateDataLoader(StatefulDataLoader):
     """
 
     def __iter__(self):
-        iterator = super().__iter__()
+        iterator = self._start_workers()
         self._consumed_state = None
         while True:
             before = super().state_dict()
@@ -46,6 +47,13 @@ class ConsumedStateDataLoader(StatefulDataLoader):
                 return
             self._consumed_state = before
             yield batch
+
+    def _start_workers(self):
+        # The workers start whole (a worker still starting when the trainer exits prints a traceback): a stop that
+        # comes meanwhile happens once they have, and the iterator, never bound to a name here, ends them as the
+        # stop unwinds (bound, the stop's traceback would keep it, and them, until the process exits).
+        with stops.held():
+            return super().__iter__()
 
     def state_dict(self) -> dict[str, Any]:
         consumed = getattr(self, "_consumed_state", None)
