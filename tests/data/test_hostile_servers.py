@@ -177,6 +177,39 @@ def test_a_flood_is_cut_at_max_image_bytes_and_skipped_as_too_large(tmp_path, se
     assert failure_reason(raised.value) == "too_large"
 
 
+class CutShortHandler(BaseHTTPRequestHandler):
+    """Announces a JPEG's length and closes the connection after half of it."""
+
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body[: len(self.body) // 2])
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_body_cut_short_of_its_content_length_is_skipped_as_truncated(tmp_path, serve):
+    url = serve(tmp_path / "images")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    rows = [good_row(0, i, 64, url, tmp_path / "images") for i in range(3)]
+    CutShortHandler.body = (tmp_path / "images" / rows[1]["url"].rsplit("/", 1)[1]).read_bytes()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CutShortHandler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        rows[1]["url"] = f"http://127.0.0.1:{server.server_address[1]}/cut.jpg"
+        write_rows(rows, tmp_path / "meta.parquet")
+        keys, skipped = keys_and_skips(ParquetURLSource(str(tmp_path / "meta.parquet"), download_retries=1))
+    finally:
+        server.shutdown()
+    assert keys == [rows[0]["uid"], rows[2]["uid"]] and skipped == {"truncated": 1}
+
+
 PEAK_RSS = """
 import resource, sys
 from theworld.data.http import ImageTooLarge, download

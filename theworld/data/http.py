@@ -19,9 +19,12 @@ class ImageTooLarge(ValueError):
 
 
 def failure_reason(error: BaseException) -> str:
-    """The skip reason of a download that failed: ``too_large``, ``timeout`` or ``http_error``."""
+    """The skip reason of a download that failed: ``too_large``, ``truncated`` (the connection closed before the
+    Content-Length's bytes came), ``timeout`` or ``http_error``."""
     if isinstance(error, ImageTooLarge):
         return "too_large"
+    if isinstance(error, http.client.IncompleteRead):
+        return "truncated"
     timed_out = isinstance(error, TimeoutError) or (
         isinstance(error, URLError) and isinstance(error.reason, TimeoutError)
     )
@@ -59,6 +62,8 @@ def download(url: str, timeout_s: float, retries: int, backoff_s: float, max_byt
                     raise ImageTooLarge(f"{url} sent over {max_bytes} bytes (data.max_image_bytes)")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"downloading {url} took over {timeout_s}s")
+        if announced.isdigit() and len(body) < int(announced):  # http.client returns a cut-off body silently
+            raise http.client.IncompleteRead(bytes(body), int(announced) - len(body))
         return bytes(body)
 
     return with_retries(attempt, what=url, retries=retries, wait_s=backoff_s, max_wait_s=timeout_s, quiet=True)
