@@ -56,18 +56,18 @@ def pushed(demo_dir, hub, hf_home, tmp_path_factory):
     return cwd, result
 
 
-def readme_hub_layout() -> list[str]:
-    """The paths the README's "path on the Hub" table lists (`checkpoint-{step}/` as written there)."""
-    lines = (REPO / "README.md").read_text().split("| path on the Hub |", 1)[1].split("\n\n", 1)[0].splitlines()
+def documented_hub_layout() -> list[str]:
+    """The paths the "path on the Hub" table of docs/hub.md lists (`checkpoint-{step}/` as written there)."""
+    lines = (REPO / "docs/hub.md").read_text().split("| path on the Hub |", 1)[1].split("\n\n", 1)[0].splitlines()
     return [path for line in lines[2:] for path in re.findall(r"`([^`]+)`", line.split("|")[1])]
 
 
-def test_the_readme_hub_table_lists_every_pushed_file(pushed, hub):
+def test_the_documented_hub_table_lists_every_pushed_file(pushed, hub):
     listed = [re.escape(path).replace(r"\{step\}", r"\d+") + ("" if path.endswith("/") else "$")
-              for path in readme_hub_layout()]
+              for path in documented_hub_layout()]
     pushed_files = set(hub.files("alice/run")) - {".gitattributes"}
     unlisted = sorted(f for f in pushed_files if not any(re.match(pattern, f) for pattern in listed))
-    assert not unlisted, f"pushed but missing from the README's Hub layout table: {unlisted}"
+    assert not unlisted, f"pushed but missing from the Hub layout table of docs/hub.md: {unlisted}"
 
 
 def test_push_lands_the_checkpoint_layout_in_a_private_repo(pushed, hub):
@@ -117,7 +117,8 @@ def test_the_card_shows_the_results_the_loss_curve_and_held_out_samples(pushed, 
     assert f"`{config['gemma_model_name']}`" in text and "| effective batch | 8 |" in text
     # Every trained sample's key, pushed beside the weights and named by the card.
     assert json.loads(files["provenance.json"])["rows"] == 48
-    assert "| provenance | each trained sample's key: `provenance/`, the files `provenance.json` names (48 rows)" in text
+    assert ("| provenance | each trained sample's key: `provenance/`, the files `provenance.json` names (48 rows)"
+            in text)
     # The same gallery went to W&B as a table.
     assert list((cwd / "wandb_out").rglob("media/table/val/gallery_*.table.json"))
 

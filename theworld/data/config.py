@@ -47,8 +47,9 @@ class DataConfig:
         min_image_size: Images with a shorter side are skipped (too_small).
         clip_score_threshold: Source hf: skip rows whose clip_b32_similarity_score is lower.
         blur_faces: Blur the face_bboxes of the metadata (source hf) or of each shard sample's .json (source
-            webdataset), never weaker than DataComp's downloader, img2dataset 1.40.0 (see the README's "DataComp's
-            rules" table). Shards that downloader made are blurred already; false keeps their pixels exactly.
+            webdataset), never weaker than DataComp's downloader, img2dataset 1.40.0 (see docs/data.md, "DataComp's
+            rules beside this loader's"). Shards that downloader made are blurred already; false keeps their pixels
+            exactly.
         datacomp_resize: Shrink each image to at most 512 px on its longer side (keeping the ratio, never
             enlarging) before the blur, as DataComp's download does, so hf-source pixels match its shards.
         verify_sha256: Source hf: skip images whose bytes differ from the metadata's sha256 (hash_mismatch).

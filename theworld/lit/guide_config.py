@@ -165,7 +165,7 @@ def translate(data: dict, name: str) -> tuple[dict, list[str]]:
             redact(
                 f"--config {name} is a config of the Hub upload guide, and {len(refused)} of its keys have no place in "
                 "TheWorld's config: " + "; ".join(refused) + ". Remove them (or set the option named) and run again; "
-                "every other key is translated (the table is in README.md, 'Configs from the Hub upload guide')."
+                "every other key is translated (the table: docs/guide-configs.md, 'Configs from the Hub upload guide')."
             )
         )
     nested: dict[str, Any] = {}
