@@ -13,7 +13,7 @@ cached tokens were made with its own ``cosmos_model_name`` / ``world_image_size`
     theworld fit --config configs/datacomp.yaml --data.source webdataset \\
         --data.train_data /data/datacomp-latents/train --data.val_data /data/datacomp-latents/val
 
-Several GPUs split the work: ``torchrun --nproc_per_node 8 -m theworld.lit.cli cache_latents ...``
+Several GPUs split the work: ``torchrun --nproc_per_node 8 -m theworld cache_latents ...``
 (each rank writes its own ``shard-r{rank}-*.tar``).
 """
 
