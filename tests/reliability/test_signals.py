@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hub_server import Faults
+from support.accounts import SECRET
 from support.cli_runs import (
     SHORT,
     assert_ended,
@@ -21,6 +23,7 @@ from support.cli_runs import (
     logged_losses,
     provenance,
 )
+from support.hub_cli import hub_env
 
 pytestmark = pytest.mark.reliability
 
@@ -165,6 +168,38 @@ def test_slurm_requeue_signal_during_start_up_requeues_the_job(demo_dir, tmp_pat
     assert "theworld: stopped by SIGUSR1 before any step was trained" in text, text[-3000:]
     assert "SLURM requeued job 778" in text and "Traceback" not in text, text[-3000:]
     assert calls.read_text() == "requeue 778\n"
+
+
+def test_sigterm_during_the_final_push_says_so_and_a_resume_pushes_final(demo_dir, hub, tmp_path):
+    """Training finished, final/ written, and the final push is slow to land when SIGTERM comes: the run ends at
+    once with 143 (not 0: it did not finish what it was asked), says training finished and the push may not have
+    landed; ``--ckpt_path last`` then finds the run finished and pushes final/."""
+    hub.faults = Faults(latency_s=60, paths=r"/commit/")
+    hub_args = ["--hub.push_to_hub", "true", "--hub.hub_model_id", "alice/stopped", "--hub.hub_strategy", "end",
+                "--hf_token", SECRET]
+    env = hub_env(hub.url, tmp_path / "hf_home")
+    log = tmp_path / "stopped.log"
+    with open(log, "w") as out:
+        proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), *hub_args, env=env, stdout=out, stderr=subprocess.STDOUT,
+                   start_new_session=True)
+        deadline = time.monotonic() + 300
+        while "Waiting for the final push" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        status = proc.wait(timeout=60)
+    text = log.read_text()
+    assert status == 128 + signal.SIGTERM, text[-3000:]
+    assert "theworld: stopped by SIGTERM after training finished at step 8, while finishing" in text, text[-3000:]
+    assert "Traceback" not in text and "pushed" not in text.split("stopped by")[-1], text[-3000:]
+    assert (tmp_path / "checkpoints/last").resolve().name == "checkpoint-8"
+    assert "final/model.safetensors" not in hub.files("alice/stopped")
+
+    hub.faults = Faults()
+    resumed = fit(demo_dir, *SHORT, *run_dirs(tmp_path), *hub_args, "--ckpt_path", "last", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert hub.files("alice/stopped")["final/model.safetensors"] == \
+        (tmp_path / "checkpoints/final/model.safetensors").read_bytes()
 
 
 def test_sigkill_of_the_trainer_leaves_no_process_behind(demo_dir, tmp_path, figures):
