@@ -111,9 +111,10 @@ def markdown(rows: list[dict], summary: str, seconds: float, exit_code: int, slo
         "",
         f"## Signals at any moment: {len(offsets)} runs",
         "",
-        "A run per offset, spread evenly from process start (0.5 s: before it, the interpreter itself starts) to "
-        "exit, signalled at that offset (its whole process group); the exit code is 128 + the signal whenever the "
-        "signal came while the run lived (\"-\": the run had ended before it was due).",
+        "A run per offset, signalled at that offset (its whole process group): half the offsets spread evenly over "
+        "the start-up (from 0.5 s: before it the interpreter itself starts), half over the rest of an uninterrupted "
+        "run's life to its exit; the exit code is 128 + the signal whenever the signal came while the run lived "
+        "(\"-\": the run had ended before it was due).",
         "",
         "| signal | offset (s) | run's life (s) | exit code | where it landed | saved step |",
         "|---|---|---|---|---|---|",

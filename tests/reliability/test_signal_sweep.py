@@ -1,8 +1,8 @@
 """SIGTERM and SIGINT at any moment of a run's life, as SLURM, ``timeout``, Kubernetes and a terminal send them.
 
 One uninterrupted run measures the life of a short run (start-up, loader start, four steps with two validations and
-two scheduled saves, final/, exit); then a run per offset, spread evenly from process start to exit, gets the signal
-at that offset (the first at FIRST_OFFSET_S: before it the interpreter itself is starting, and no code of ours has
+two scheduled saves, final/, exit); then a run per offset, half spread evenly over its start-up and half over the
+rest of its life to its exit, gets the signal at that offset (the first at FIRST_OFFSET_S: before it the interpreter itself is starting, and no code of ours has
 run: a SIGTERM there is the default action, which a shell reports as 143, a SIGINT Python's KeyboardInterrupt), to its whole process group (as ``timeout``, SLURM and Ctrl-C in a terminal send it). Each must exit
 with the shell's status for the signal (143, 130), never 0 unless it had ended before the signal was due, never with
 a traceback; its stop line says what was saved and how to resume; a step trained since the last checkpoint is
@@ -40,12 +40,28 @@ def run_dirs(path: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def reference(demo_dir, tmp_path_factory) -> tuple[Path, float]:
-    """The uninterrupted run: its folder (losses, checkpoints) and its life in seconds, process start to exit."""
+def reference(demo_dir, tmp_path_factory) -> tuple[Path, float, float]:
+    """The uninterrupted run: its folder (losses, checkpoints), the second its training started (its "training
+    steps" line) and its life in seconds, process start to exit."""
     root = tmp_path_factory.mktemp("reference")
-    result = fit(demo_dir, *SWEEP, *run_dirs(root))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root, result.seconds
+    start = time.monotonic()
+    proc = fit(demo_dir, *SWEEP, *run_dirs(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    training, lines = None, []
+    for line in proc.stdout:
+        lines.append(line)
+        if training is None and line.startswith("theworld: training steps"):
+            training = time.monotonic() - start
+    assert proc.wait() == 0 and training is not None, "".join(lines)[-3000:]
+    return root, training, time.monotonic() - start
+
+
+def moments(count: int, training: float, life: float) -> list[float]:
+    """``count`` offsets: half spread evenly over the start-up (FIRST_OFFSET_S to the start of training), half over
+    training and the end (to the reference's exit), where the steps, validations, saves and final/ are."""
+    early = count // 2
+    late = count - early
+    return ([FIRST_OFFSET_S + (training - FIRST_OFFSET_S) * i / early for i in range(early)]
+            + [training + (life - training) * i / (late - 1) for i in range(late)])
 
 
 def signalled_run(demo_dir, run: Path, signum: int, offset: float) -> tuple[int | None, str]:
@@ -95,12 +111,12 @@ def check_stop(run: Path, signum: int, status: int | None, text: str) -> tuple[s
     return f"step {step}", step if step < MAX_STEPS else None
 
 
-def sweep(signum: int, offsets: int, demo_dir: Path, tmp_path: Path, reference: tuple[Path, float], figures) -> None:
-    straight, life = reference
+def sweep(signum: int, offsets: int, demo_dir: Path, tmp_path: Path, reference: tuple[Path, float, float],
+          figures) -> None:
+    straight, training, life = reference
     moments: Counter = Counter()
     resume_at: dict[int, Path] = {}
-    for i in range(offsets):
-        offset = FIRST_OFFSET_S + (life - FIRST_OFFSET_S) * i / (offsets - 1)
+    for offset in moments(offsets, training, life):
         run = tmp_path / f"at-{offset:05.1f}s"
         status, text = signalled_run(demo_dir, run, signum, offset)
         moment, step = check_stop(run, signum, status, text)
