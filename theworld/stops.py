@@ -97,10 +97,11 @@ class RunStopped(SystemExit):
             what = f"before this run trained a step past step {step}: nothing new to save; {newest}."
         else:
             what = "before any step was trained: nothing to save."
+        verb = "Resume" if resume_command.startswith("theworld fit") else "Run it again"
         then = (
             f"SLURM requeued job {self.requeued}: it resumes from there when it starts again.\n"
             if self.requeued
-            else f"Resume with:\n  {resume_command}\n"
+            else f"{verb} with:\n  {resume_command}\n"
         )
         return f"theworld: stopped by {self.signal_name} {what} {then}"
 
@@ -194,7 +195,9 @@ def without_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 
 
 def resume_command(argv: list[str]) -> str:
-    """This run's command line, without token flags and with ``--ckpt_path last`` instead of its own."""
+    """This run's command line without token flags; for ``fit``, with ``--ckpt_path last`` instead of its own."""
+    if argv[:1] != ["fit"]:
+        return shlex.join(["theworld", *without_flags(argv, TOKEN_FLAGS)])
     kept = without_flags(argv, (*TOKEN_FLAGS, "--ckpt_path", "--resume_from"))
     return shlex.join(["theworld", *kept, "--ckpt_path", "last"])
 

@@ -32,3 +32,14 @@ def test_the_console_script_reaches_its_handlers_before_torch_is_imported():
     code = "import sys\nimport theworld.__main__\nprint(sorted({'torch', 'lightning', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["fit", "--config", "c.yaml", "--hf_token", "hf_secret", "--ckpt_path", "hf://a/b"],
+     "Resume with:\n  theworld fit --config c.yaml --ckpt_path last"),
+    (["fit", "--hub.hf_token=hf_secret", "--resume_from=x"], "Resume with:\n  theworld fit --ckpt_path last"),
+    (["validate", "--config", "c.yaml", "--hf_token", "hf_secret"], "Run it again with:\n  theworld validate --config c.yaml"),
+])
+def test_the_stop_line_gives_the_command_to_go_on_and_never_the_token(argv, expected):
+    line = stops.RunStopped(15).describe(stops.resume_command(argv))
+    assert line.endswith(expected + "\n") and "hf_secret" not in line
