@@ -26,9 +26,10 @@ from theworld.callbacks.checkpoint import check_intact
 pytestmark = pytest.mark.reliability
 
 FIRST_OFFSET_S = 0.5
-# CI sends each signal at 8 moments (each run costs up to a whole run's life); `-m slow` and
-# `python tests/reliability/report.py --slow` at 24.
-SWEEPS = [8, pytest.param(24, marks=[pytest.mark.slow, pytest.mark.timeout(7200)])]
+# CI sends each signal at 10 moments, 20 in all (each run costs up to a whole run's life); `-m slow` and
+# `python tests/reliability/report.py --slow` at 24 each.
+SWEEPS = [pytest.param(10, marks=pytest.mark.timeout(3600)),
+          pytest.param(24, marks=[pytest.mark.slow, pytest.mark.timeout(7200)])]
 MAX_STEPS = 4
 SWEEP = ["--trainer.max_steps", MAX_STEPS, "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval",
          "2", "--trainer.limit_val_batches", "1", "--checkpoint.save_top_k", "-1", "--data.batch_size", "4"]
