@@ -6,6 +6,7 @@ Every record a source reads ends as an :class:`Outcome`. Reasons, as counted in 
 ``http_error``          download failed: HTTP 4xx/5xx, connection or DNS error, bad URL
 ``timeout``             download slower than ``timeout_s`` (after retries)
 ``corrupt``             bytes PIL can't decode
+``unsupported_format``  a GIF: DataComp's downloader (OpenCV) cannot decode it, so it is not in DataComp's pool
 ``truncated``           image data ends early
 ``decompression_bomb``  more than ``max_image_pixels`` pixels
 ``too_small``           shorter side below ``min_image_size``
@@ -48,6 +49,7 @@ SKIP_REASONS = (
     "http_error",
     "timeout",
     "corrupt",
+    "unsupported_format",
     "truncated",
     "decompression_bomb",
     "too_large",
@@ -162,6 +164,8 @@ def decode_image(
     """
     try:
         image = Image.open(io.BytesIO(data))
+        if image.format == "GIF":  # DataComp's downloader decodes with OpenCV, which reads no GIF: not in its pool
+            return None, "unsupported_format", False
         width, height = image.size
         if width * height > max_image_pixels:
             return None, "decompression_bomb", False

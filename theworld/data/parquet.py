@@ -171,7 +171,7 @@ class ParquetURLSource(StreamSource):
         for table in dataset.with_format("arrow").iter(batch_size=self.metadata_batch_size):
             stop = len(table) if self.take_first is None else min(len(table), self.take_first - row)
             mine = list(range((consumer.index - row) % consumer.count, stop, consumer.count))
-            for i, values in zip(mine, table.take(mine).to_pylist(), strict=True):
+            for i, values in zip(mine, python_rows(table.take(mine)), strict=True):
                 yield {"row": row + i + 1}, (row + i, values)
             row += len(table)
             if self.take_first is not None and row >= self.take_first:
@@ -253,6 +253,27 @@ class ParquetURLSource(StreamSource):
         return self._image_outcome(
             key, data, text, faces=values.get(self.face_bboxes_column), key_kind=key_kind, prompt=prompt
         )
+
+
+def python_rows(table: Any) -> list[dict]:
+    """An Arrow table's rows as dicts. A string column is UTF-8 by Parquet's rules, but writers that skip the check
+    exist: a value that does not decode comes as its bytes, so that its row is skipped by reason (a caption:
+    ``bad_utf8``) instead of ending the run."""
+    import pyarrow as pa
+
+    try:
+        return table.to_pylist()
+    except UnicodeDecodeError:
+        texts = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        raw = table.cast(pa.schema([f.with_type(pa.binary()) if f.name in texts else f for f in table.schema]))
+        rows = raw.to_pylist()
+        for row in rows:
+            for name in texts:
+                try:
+                    row[name] = row[name].decode() if row[name] is not None else None
+                except UnicodeDecodeError:
+                    pass  # kept as bytes: decode_caption calls it bad_utf8
+        return rows
 
 
 def check_local_files(data_files: str | Sequence[str] | dict) -> list[str]:
