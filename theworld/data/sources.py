@@ -16,8 +16,11 @@ from theworld.data.webdataset import WebDatasetSource
 from theworld.errors import ConfigError
 
 SOURCES: dict[str, type[StreamSource]] = {cls.NAME: cls for cls in (WebDatasetSource, ParquetURLSource)}
-# Every option some source applies in a way of its own, in DataConfig's order.
-_SOURCE_OPTIONS = [f.name for f in fields(DataConfig) if any(f.name in cls.OPTIONS for cls in SOURCES.values())]
+
+
+def source_options() -> list[str]:
+    """Every option some source applies in a way of its own (so others may refuse it), in DataConfig's order."""
+    return [f.name for f in fields(DataConfig) if any(f.name in cls.OPTIONS for cls in SOURCES.values())]
 
 
 def refuse_inapplicable(config: DataConfig) -> None:
@@ -26,7 +29,7 @@ def refuse_inapplicable(config: DataConfig) -> None:
     source = SOURCES[config.source]
     defaults = {f.name: f.default for f in fields(DataConfig)}
     problems = []
-    for name in _SOURCE_OPTIONS:
+    for name in source_options():
         value = getattr(config, name)
         if name not in source.OPTIONS and value != defaults[name]:
             where = " or ".join(f"{cls.NAME} ({cls.OPTIONS[name]})" for cls in SOURCES.values() if name in cls.OPTIONS)
@@ -49,7 +52,7 @@ def options_table() -> str:
         "| option | " + " | ".join(f"`{name}` source" for name in names) + " |",
         "| --- |" + " --- |" * len(names),
     ]
-    for option in _SOURCE_OPTIONS:
+    for option in source_options():
         cells = []
         for cls in SOURCES.values():
             how = cls.OPTIONS.get(option, "stops the run before any weight loads")

@@ -1,0 +1,42 @@
+"""The data-source registry: each data option a source cannot apply is refused there, naming option and source;
+the README's table of which option applies where is the registry's own."""
+
+from pathlib import Path
+
+import pytest
+from support.data_options import VALUES, inapplicable
+
+from theworld.data.config import DataConfig
+from theworld.data.sources import SOURCES, options_table, source_options
+from theworld.errors import ConfigError
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def test_every_option_a_source_declares_has_a_test_value():
+    assert set(source_options()) == set(VALUES)
+
+
+@pytest.mark.parametrize("source, option", [(s, o) for s in SOURCES for o in inapplicable(s)])
+def test_an_option_on_a_source_that_cannot_apply_it_is_refused(source, option):
+    with pytest.raises(ConfigError) as refused:
+        DataConfig(source=source, **{option: VALUES[option][0]})
+    assert f"data.source={source} cannot apply" in str(refused.value)
+    assert f"data.{option}=" in str(refused.value)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_options_a_source_applies_are_accepted(source):
+    applied = {name: VALUES[name][0] for name in SOURCES[source].OPTIONS}
+    applied |= {needed: VALUES[needed][0] for needed in SOURCES[source].REQUIRES.values()}
+    assert DataConfig(source=source, **applied).source == source
+
+
+def test_shards_filtered_by_metadata_need_the_metadata():
+    for option in ("clip_score_threshold", "verify_sha256"):
+        with pytest.raises(ConfigError, match=f"data.{option} needs data.metadata"):
+            DataConfig(source="webdataset", **{option: VALUES[option][0]})
+
+
+def test_the_readme_table_is_the_registrys():
+    assert options_table() in README.read_text()
