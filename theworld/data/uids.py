@@ -31,14 +31,18 @@ def load_subset(path: str | Path) -> np.ndarray:
         is_npy = handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC
     subset = np.load(path, mmap_mode="r") if is_npy else np.memmap(path, UID_PAIR, mode="r")
     if subset.dtype != UID_PAIR or subset.ndim != 1:
-        raise ValueError(f"it holds {subset.dtype} of shape {subset.shape}, not DataComp's uids (a 1-D array of "
-                         f"np.dtype('u8,u8'): each uid's high and low 64 bits)")
+        raise ValueError(
+            f"it holds {subset.dtype} of shape {subset.shape}, not DataComp's uids (a 1-D array of "
+            f"np.dtype('u8,u8'): each uid's high and low 64 bits)"
+        )
     pairs = subset.view(np.uint64).reshape(-1, 2)
     # Ascending as (high, low): a pair is never below the one before it.
     below = (pairs[1:, 0] < pairs[:-1, 0]) | ((pairs[1:, 0] == pairs[:-1, 0]) & (pairs[1:, 1] < pairs[:-1, 1]))
     if below.any():
-        raise ValueError(f"its uids are not in ascending order (first at entry {int(np.argmax(below)) + 1}), which "
-                         f"DataComp's resharder needs; write it sorted: np.save(path, np.sort(subset))")
+        raise ValueError(
+            f"its uids are not in ascending order (first at entry {int(np.argmax(below)) + 1}), which "
+            f"DataComp's resharder needs; write it sorted: np.save(path, np.sort(subset))"
+        )
     return subset
 
 

@@ -18,8 +18,8 @@ from braceexpand import braceexpand
 from theworld.data.config import DataConfig
 from theworld.data.decode import IMAGE_EXTENSIONS, Outcome, decode_caption, decode_conversation, decode_question
 from theworld.data.http import NETWORK_ERRORS, open_url
-from theworld.data.parquet import check_local_files
 from theworld.data.latents import WORLD_LATENTS_EXT
+from theworld.data.parquet import check_local_files
 from theworld.data.stream import Consumer, StreamSource
 from theworld.data.uids import UidTable
 

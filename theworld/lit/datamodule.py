@@ -233,8 +233,9 @@ class TheWorldDataModule(L.LightningDataModule):
         if not train:  # validation reads in order, all of it
             config = dataclasses.replace(config, shuffle_buffer=0, num_samples=None)
         # Each rank reads its own share; the sources split further across loader workers.
-        return SOURCES[config.source].build(config, data, train=train, transform=transform, rank=rank,
-                                            world_size=world_size)
+        return SOURCES[config.source].build(
+            config, data, train=train, transform=transform, rank=rank, world_size=world_size
+        )
 
     def _loader(self, dataset, batch_size: int) -> StatefulDataLoader:
         workers = self.config.num_workers
