@@ -15,6 +15,7 @@ from theworld.data.config import DataConfig
 from theworld.data.decode import Outcome, decode_caption, decode_conversation, decode_question
 from theworld.data.http import NETWORK_ERRORS, download, failure_reason
 from theworld.data.stream import Consumer, StreamSource
+from theworld.data.uids import CLIP_SCORE_COLUMN, SHA256_COLUMN
 from theworld.retry import describe_error
 
 logger = logging.getLogger(__name__)
@@ -78,9 +79,9 @@ class ParquetURLSource(StreamSource):
         url_column: str = "url",
         text_column: str = "text",
         key_column: str = "uid",
-        clip_score_column: str = "clip_b32_similarity_score",
+        clip_score_column: str = CLIP_SCORE_COLUMN,
         face_bboxes_column: str = "face_bboxes",
-        sha256_column: str = "sha256",
+        sha256_column: str = SHA256_COLUMN,
         metadata_batch_size: int = 1024,
         **options,
     ):

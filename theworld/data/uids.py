@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 UID_PAIR = np.dtype("u8,u8")
+# DataComp's metadata columns that filters read: the CLIP score and the sha256 of the image at its crawl.
+CLIP_SCORE_COLUMN, SHA256_COLUMN = "clip_b32_similarity_score", "sha256"
 _NPY_MAGIC = b"\x93NUMPY"
 
 

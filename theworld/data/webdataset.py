@@ -21,10 +21,7 @@ from theworld.data.http import NETWORK_ERRORS, open_url
 from theworld.data.latents import WORLD_LATENTS_EXT
 from theworld.data.parquet import check_local_files
 from theworld.data.stream import Consumer, StreamSource
-from theworld.data.uids import UidTable
-
-# DataComp's metadata columns the shard filters read from data.metadata.
-CLIP_SCORE_COLUMN, SHA256_COLUMN = "clip_b32_similarity_score", "sha256"
+from theworld.data.uids import CLIP_SCORE_COLUMN, SHA256_COLUMN, UidTable
 
 logger = logging.getLogger(__name__)
 
