@@ -115,6 +115,8 @@ class DataConfig:
             value, smallest = getattr(self, field.name), _SMALLEST.get(field.name)
             if smallest is not None and value is not None and value < smallest:
                 raise ConfigError(f"data.{field.name}={value}: it must be at least {smallest}.")
+        # A list from YAML or JSON names the same directives as the default tuple.
+        self.disallowed_header_directives = tuple(self.disallowed_header_directives)
         # Imported here: the sources import this module.
         from theworld.data.sources import refuse_inapplicable
 
