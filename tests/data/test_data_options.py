@@ -38,5 +38,10 @@ def test_shards_filtered_by_metadata_need_the_metadata():
             DataConfig(source="webdataset", **{option: VALUES[option][0]})
 
 
+def test_held_out_rows_beside_a_validation_set_are_refused():
+    with pytest.raises(ConfigError, match="data.val_samples=4 holds out .* but data.val_data is set"):
+        DataConfig(source="hf", val_samples=4, val_data="val.parquet")
+
+
 def test_the_readme_table_is_the_registrys():
     assert options_table() in README.read_text()
