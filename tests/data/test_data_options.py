@@ -45,3 +45,15 @@ def test_held_out_rows_beside_a_validation_set_are_refused():
 
 def test_the_readme_table_is_the_registrys():
     assert options_table() in README.read_text()
+
+
+def test_metadata_without_the_columns_a_filter_reads_stops_the_run(tmp_path, shards):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from theworld.lit.datamodule import DataConfigError, TheWorldDataModule
+
+    pq.write_table(pa.table({"uid": ["0" * 32], "sha256": ["0" * 64]}), tmp_path / "meta.parquet")
+    with pytest.raises(DataConfigError, match=r"data.metadata=.* lack \['clip_b32_similarity_score'\]"):
+        TheWorldDataModule(source="webdataset", train_data=str(shards.dir), metadata=str(tmp_path / "meta.parquet"),
+                           clip_score_threshold=0.3, verify_sha256=True)

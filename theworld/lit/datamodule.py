@@ -21,7 +21,7 @@ from theworld.data.latents import unpack_world_latents
 from theworld.data.parquet import check_local_files
 from theworld.data.processing import TheWorldProcessor
 from theworld.data.sources import SOURCES
-from theworld.data.uids import load_subset
+from theworld.data.uids import CLIP_SCORE_COLUMN, SHA256_COLUMN, load_subset
 from theworld.data.workers import worker_options
 from theworld.errors import UserError
 from theworld.hub import pin_bases
@@ -177,9 +177,18 @@ class TheWorldDataModule(L.LightningDataModule):
                     f"as np.dtype('u8,u8') pairs, sorted (relative paths start from {Path.cwd()})."
                 ) from None
         if config.metadata is not None:
+            import pyarrow.dataset
+
+            needed = {"uid"}  # and the columns of the filters that read it
+            if config.clip_score_threshold is not None:
+                needed.add(CLIP_SCORE_COLUMN)
+            if config.verify_sha256:
+                needed.add(SHA256_COLUMN)
             try:
-                check_local_files(config.metadata)
-            except (FileNotFoundError, ValueError) as err:
+                names = pyarrow.dataset.dataset(check_local_files(config.metadata), format="parquet").schema.names
+                if needed - set(names):
+                    raise ValueError(f"its columns {sorted(names)} lack {sorted(needed - set(names))}")
+            except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
                 raise DataConfigError(
                     f"data.metadata={config.metadata!r}: {err}. Give DataComp's metadata parquet files, the ones "
                     f"the shards were downloaded from (relative paths start from {Path.cwd()})."
