@@ -14,9 +14,14 @@ run has two phases, both printed:
   resume reads it), the last 3 saves at the real global batch of 4096 (4.1M keys a save): peak RAM and bytes a save
   at full scale. ``extrapolated`` multiplies them out to the whole run.
 
+* ``multi_rank``: 2 ranks (gloo processes), each adding its half of the real global batch, for ``--rank_saves``
+  full intervals: ``TrainedSamples.save`` gathers the ranks' new rows on rank 0, which writes the delta and stages
+  the push with the Hub sync's own ``_stage``, hardlinks failing (every staged file a copy; the deltas an earlier
+  commit sent left out, as ``_commit`` records them). Peak RSS per rank, bytes staged a push.
+
 Each line is JSON. Usage::
 
-    python bench/provenance_scale.py            # about 2-3 minutes on 2 cores
+    python bench/provenance_scale.py            # about 3-4 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from theworld.callbacks import HubSyncCallback
 from theworld.checkpoint import atomic_directory
-from theworld.layout import PROVENANCE_NAME
+from theworld.layout import PROVENANCE_DIR, PROVENANCE_NAME
 from theworld.provenance import TrainedSamples, repo_deltas, write_provenance
 
 SAMPLES = 1_280_000_000  # DataComp large
@@ -82,10 +90,65 @@ def run_saves(folder: Path, trained: TrainedSamples, first_step: int, last_step:
     return records
 
 
+def rank_saves(rank: int, world_size: int, folder: Path, saves: int, port: int, results) -> None:
+    """One rank of the multi_rank phase (a spawned process); its records go to ``results``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    trained, baseline = TrainedSamples(), peak_rss_mib()
+    sync = HubSyncCallback(hub_model_id="bench/provenance") if rank == 0 else None
+
+    def no_hardlinks(source, target):
+        raise OSError(95, "Operation not supported")
+
+    os.link = no_hardlinks  # this process only: the staging copies, as on a filesystem without hardlinks
+    for save_index in range(saves):
+        first, end = save_index * SAVE_EVERY, (save_index + 1) * SAVE_EVERY
+        start = time.perf_counter()
+        for step in range(first, end):
+            trained.add(step, uids(GLOBAL_BATCH // world_size))
+        save = trained.save(rank, world_size, end)
+        record = {"phase": "multi_rank", "rank": rank, "save": save_index + 1, "step": end}
+        if sync is not None:
+            assert save is not None
+            target = folder / f"checkpoint-{end}"
+            with atomic_directory(target) as tmp:
+                write_provenance(save, tmp)
+            del save
+            files = {f"{target.name}/{PROVENANCE_NAME}": target / PROVENANCE_NAME,
+                     **repo_deltas([target / PROVENANCE_NAME])}
+            staged = sync._stage(folder, files, {})
+            record["bytes_staged"] = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
+            record["deltas_staged"] = len(list(staged.glob(f"{PROVENANCE_DIR}/*")))
+            # What a landed commit records: those deltas are on the Hub now.
+            sync._deltas_on_hub = frozenset(rel for rel in files if rel.startswith(f"{PROVENANCE_DIR}/"))
+            shutil.rmtree(staged)
+        record.update(rows_per_rank=GLOBAL_BATCH // world_size * SAVE_EVERY, baseline_rss_mib=round(baseline, 1),
+                      peak_rss_mib=round(peak_rss_mib(), 1), seconds=round(time.perf_counter() - start, 3))
+        results.put(record)
+    torch.distributed.destroy_process_group()
+
+
+def multi_rank(folder: Path, saves: int, world_size: int = 2) -> list[dict]:
+    """The multi_rank phase: ``world_size`` processes, ``saves`` full intervals; their records, by rank and save."""
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = torch.multiprocessing.get_context("spawn")
+    results = context.SimpleQueue()
+    torch.multiprocessing.spawn(rank_saves, args=(world_size, folder, saves, port, results), nprocs=world_size)
+    records = []
+    while not results.empty():
+        records.append(results.get())
+    return sorted(records, key=lambda r: (r["save"], r["rank"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scaled_batch", type=int, default=128, help="global batch of the whole_run phase")
     parser.add_argument("--full_saves", type=int, default=3, help="saves at the real batch in the full_interval phase")
+    parser.add_argument("--rank_saves", type=int, default=3, help="saves of the multi_rank phase (2 ranks)")
     args = parser.parse_args()
     steps = -(-SAMPLES // GLOBAL_BATCH)  # 312,500
     saves = -(-steps // SAVE_EVERY)
@@ -115,6 +178,9 @@ def main() -> None:
                           "history_bytes_on_disk": bytes_a_save * saves,
                           "bytes_per_sample_on_disk": round(bytes_a_save / (GLOBAL_BATCH * SAVE_EVERY), 2),
                           "peak_rss_mib": round(peak_rss_mib(), 1)}))
+    with tempfile.TemporaryDirectory() as tmp:
+        for record in multi_rank(Path(tmp) / "checkpoints", args.rank_saves):
+            print(json.dumps(record))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ DataComp-schema metadata served over HTTP; `theworld fit` trains on its shards; 
 img2dataset runs in its own venv (its pins clash with ours): tests/support/img2dataset_venv.py.
 """
 
+import hashlib
 import json
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +48,17 @@ def _texture(size: tuple[int, int], seed: int) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(coarse) + fine, 0, 255).astype(np.uint8))
 
 
-def _plant(root: Path, url: str) -> tuple[Path, dict]:
-    """DataComp-schema metadata: good rows of several modes and sizes, face rows, and the failures of the issue.
+# The filters of the filtered runs: CLIP threshold, and the uids the subset file leaves out.
+THRESHOLD = 0.2
+OUT_OF_SUBSET = [uid_of(i) for i in (0, 1, 2)]
 
-    Returns the parquet and, by uid, what must become of each row: ``"trained"`` or the reason it is skipped
-    (img2dataset's status, or our loader's reason for a sample img2dataset kept).
+
+def _plant(root: Path, url: str, headers: dict) -> tuple[Path, dict]:
+    """DataComp-schema metadata: good rows of several modes and sizes, face rows, and the failures of the issue;
+    ``headers`` gets the opt-outs' X-Robots-Tag lines.
+
+    Returns the parquet and, by uid, what must become of each row without filters: ``"trained"`` or the reason it
+    is skipped (img2dataset's status, or our loader's reason for a sample img2dataset kept).
     """
     images = root / "images"
     images.mkdir(exist_ok=True)
@@ -62,6 +70,7 @@ def _plant(root: Path, url: str) -> tuple[Path, dict]:
             (images / f"{row['uid']}.jpg").unlink()
             (images / f"{row['uid']}.{ext}").write_bytes(data)
             row["url"] = f"{url}/{row['uid']}.{ext}"
+            row["sha256"] = hashlib.sha256(data).hexdigest()
         rows.append({**row, **fields})
 
     for i in range(12):
@@ -87,6 +96,18 @@ def _plant(root: Path, url: str) -> tuple[Path, dict]:
     fate[uid_of(63)] = fate[uid_of(64)] = "empty_caption"
     add(65, encode_image(_texture((8, 8), 3)))  # img2dataset keeps any size; our loader's minimum is 16 px here
     fate[uid_of(65)] = "too_small"
+    add(66, encode_image(_texture((64, 48), 4), "GIF"), "gif")  # OpenCV decodes no GIF
+    fate[uid_of(66)] = "failed_to_resize"
+    whole = encode_image(_texture((120, 90), 5))
+    add(67, whole[: len(whole) * 2 // 3])  # OpenCV decodes a cut JPEG (the rest grey); img2dataset keeps it
+    fate[uid_of(67)] = "trained"
+    # Servers that opt out (img2dataset refuses them), and lines that are no opt-out for it.
+    for i, tag in enumerate(("noai", "noimageai", "NoIndex, nofollow", "otherbot: noai", "noarchive")):
+        add(70 + i, None)
+        headers[f"/{uid_of(70 + i)}.jpg"] = {"X-Robots-Tag": tag}
+        fate[uid_of(70 + i)] = "failed_to_download" if i < 3 else "trained"
+    for i in (5, 6):  # under the CLIP threshold of the filtered runs
+        rows[i]["clip_b32_similarity_score"] = THRESHOLD / 2
     metadata = root / "metadata" / "part-00000.parquet"
     metadata.parent.mkdir()
     write_rows(rows, metadata)
@@ -95,18 +116,20 @@ def _plant(root: Path, url: str) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def downloaded(img2dataset_python, tmp_path_factory) -> tuple[Path, Path, dict]:
-    """img2dataset 1.40.0's downloads of the planted metadata: (metadata, output folder, fate by uid)."""
+    """img2dataset 1.40.0's downloads of the planted metadata: (metadata, output folder, fate by uid); the images
+    stay served for the module's tests (the hf source downloads them again)."""
     root = tmp_path_factory.mktemp("datacomp")
-    url, stop = serve_directory(root / "images")
+    headers: dict = {}
+    url, stop = serve_directory(root / "images", headers=headers)
     try:
-        metadata, fate = _plant(root, url)
+        metadata, fate = _plant(root, url, headers)
         out = root / "out"
         run = subprocess.run([img2dataset_python, SUPPORT / "img2dataset_run.py", metadata.parent, out],
                              capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-4000:]
+        yield metadata, out, fate
     finally:
         stop()
-    assert run.returncode == 0, run.stderr[-4000:]
-    return metadata, out, fate
 
 
 def _uids(shards: Path) -> dict[str, dict]:
@@ -114,7 +137,43 @@ def _uids(shards: Path) -> dict[str, dict]:
     return {row["uid"]: row for path in shards.glob("*.parquet") for row in pq.read_table(path).to_pylist()}
 
 
-def test_datacomp_shards_train_with_their_uids_and_the_counts_of_its_stats(downloaded, demo_dir, tmp_path):
+def _subset_file(path: Path, uids: list[str]) -> Path:
+    """A subset file as DataComp's filtering track writes it (what its resharder.py reads): the uids' high and low
+    64 bits, np.dtype("u8,u8"), sorted."""
+    np.save(path, np.sort(np.array([divmod(int(uid, 16), 1 << 64) for uid in uids], np.dtype("u8,u8"))))
+    return path
+
+
+# What the hf source, which downloads and decodes the images itself, calls the rows whose fate differs from the
+# shards': img2dataset's failures, the cut JPEG it keeps (OpenCV fills the rest grey; we skip it), a null caption.
+HF_REASONS = {uid_of(60): "http_error", uid_of(61): "corrupt", uid_of(66): "unsupported_format",
+              uid_of(67): "truncated", uid_of(64): "missing_caption", **{uid_of(70 + i): "opted_out" for i in range(3)}}
+
+
+def _fit(demo_dir: Path, run: Path, *args) -> dict:
+    """One epoch of the demo model over ``args``' data; its data_yield.json."""
+    result = fit(demo_dir, "--trainer.default_root_dir", run, "--trainer.logger.init_args.save_dir", run,
+                 "--trainer.max_steps", "-1", "--trainer.max_epochs", "1", "--checkpoint.every_n_train_steps", "0",
+                 "--trainer.limit_val_batches", "0", "--data.val_data", "null", "--data.batch_size", "4", *args,
+                 timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (summary,) = run.glob("logs/version_*/data_yield.json")
+    return json.loads(summary.read_text())
+
+
+def _assert_trained(run: Path, figures: dict, outcome: dict[str, str]) -> None:
+    """Provenance holds exactly the uids whose outcome is "trained"; the yield counts every other by its reason."""
+    final = run / "checkpoints/final"
+    assert sorted(key for _, _, key in provenance(final)) == sorted(u for u, o in outcome.items() if o == "trained")
+    assert key_kinds(final) == {"uid"}
+    assert figures["skipped"] == dict(Counter(o for o in outcome.values() if o != "trained"))
+    assert figures["records"] == len(outcome) and figures["trained"] == list(outcome.values()).count("trained")
+
+
+def test_both_sources_train_the_pool_datacomps_tools_select(downloaded, demo_dir, tmp_path):
+    """DataComp's downloader (opt-outs refused), a subset file as its resharder applies it, then a CLIP threshold
+    and the metadata's sha256: the shards and the hf source train exactly that selection, less the documented
+    differences, with each exclusion counted by its reason."""
     metadata, out, fate = downloaded
     shards = out / "datacomp"
     ((stats_file,),) = [list(shards.glob("*_stats.json"))]
@@ -122,26 +181,45 @@ def test_datacomp_shards_train_with_their_uids_and_the_counts_of_its_stats(downl
     record = _uids(shards)
     assert {uid: row["status"] for uid, row in record.items() if row["status"] != "success"} == {
         uid: reason for uid, reason in fate.items() if reason.startswith("failed")}
+    assert {uid_of(70 + i) for i in range(3)} <= {u for u, r in record.items() if "X-Robots-Tag" in (r["error_message"]
+                                                                                                       or "")}
     written = sorted(uid for uid, row in record.items() if row["status"] == "success")
     assert stats["count"] == len(fate) and stats["successes"] == len(written)
 
-    run = tmp_path / "run"
-    result = fit(demo_dir, "--trainer.default_root_dir", run, "--trainer.logger.init_args.save_dir", run,
-                 "--trainer.max_steps", "-1", "--trainer.max_epochs", "1", "--checkpoint.every_n_train_steps", "0",
-                 "--trainer.limit_val_batches", "0", "--data.val_data", "null", "--data.batch_size", "4",
-                 "--data.train_data", shards, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    # Every sample img2dataset wrote was read: the yield's records are its successes, each trained or skipped.
-    (summary,) = run.glob("logs/version_*/data_yield.json")
-    figures = json.loads(summary.read_text())
-    ours = {reason: sum(1 for f in fate.values() if f == reason) for reason in ("empty_caption", "too_small")}
-    assert figures["records"] == stats["successes"] and figures["skipped"] == ours
-    assert figures["trained"] == stats["successes"] - sum(ours.values())
-    # Provenance: DataComp's uids, as the metadata has them.
-    final = run / "checkpoints/final"
-    trained = [key for _, _, key in provenance(final)]
-    assert sorted(trained) == sorted(uid for uid, f in fate.items() if f == "trained")
-    assert key_kinds(final) == {"uid"}
+    rows = {row["uid"]: row for row in pq.read_table(metadata).to_pylist()}
+    subset = _subset_file(tmp_path / "subset.npy", [uid for uid in rows if uid not in OUT_OF_SUBSET])
+    filters = ["--data.subset_file", subset, "--data.clip_score_threshold", str(THRESHOLD),
+               "--data.verify_sha256", "true"]
+
+    def selection(uid: str, sha256: str | None) -> str | None:
+        """Why the resharder's subset or the metadata's filters leave ``uid`` out (its image's hash ``sha256``)."""
+        if uid in OUT_OF_SUBSET:
+            return "not_in_subset"
+        if rows[uid]["clip_b32_similarity_score"] < THRESHOLD:
+            return "low_clip_score"
+        return "hash_mismatch" if sha256 != rows[uid]["sha256"] else None
+
+    # Shards: the samples img2dataset wrote, its own sha256 of each download against the metadata's.
+    outcome = {uid: selection(uid, record[uid]["sha256"]) or fate[uid] for uid in written}
+    figures = _fit(demo_dir, tmp_path / "shards", "--data.train_data", shards, "--data.metadata", metadata, *filters)
+    _assert_trained(tmp_path / "shards", figures, outcome)
+    assert figures["records"] == stats["successes"], "every sample img2dataset wrote was read"
+    assert set(figures["skipped"]) == {"not_in_subset", "low_clip_score", "hash_mismatch", "empty_caption",
+                                       "too_small"}
+
+    # Parquet rows whose images the loader downloads: the same selection; img2dataset's failures under our names.
+    images = metadata.parents[1] / "images"
+    outcome = {}
+    for uid, row in rows.items():
+        served = images / row["url"].rsplit("/", 1)[1]
+        sha256 = hashlib.sha256(served.read_bytes()).hexdigest() if served.exists() else None
+        pool = selection(uid, rows[uid]["sha256"])  # the subset and the CLIP score come before any download
+        outcome[uid] = (pool if pool in ("not_in_subset", "low_clip_score") else None) or HF_REASONS.get(uid) or (
+            selection(uid, sha256) or fate[uid])
+    figures = _fit(demo_dir, tmp_path / "hf", "--data.source", "hf", "--data.train_data", metadata, *filters)
+    _assert_trained(tmp_path / "hf", figures, outcome)
+    shards_trained = {u for u in written if selection(u, record[u]["sha256"]) is None and fate[u] == "trained"}
+    assert {u for u, o in outcome.items() if o == "trained"} == shards_trained - {uid_of(67)}, "but the cut JPEG"
 
 
 def _rgb(path: Path) -> np.ndarray:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from huggingface_hub import HfApi
 from support.accounts import ALICE
@@ -41,7 +42,8 @@ from theworld.data.parquet import ParquetURLSource
 
 keys = {}
 for rank in range(2):
-    source = ParquetURLSource(dataset_name=sys.argv[1], rank=rank, world_size=2, blur_faces=True, verify_sha256=True)
+    source = ParquetURLSource(dataset_name=sys.argv[1], rank=rank, world_size=2, blur_faces=True, verify_sha256=True,
+                              subset_file=sys.argv[2] if len(sys.argv) > 2 else None)
     for sample in DataLoader(source, batch_size=None, num_workers=2):
         keys.setdefault(f"{rank}", []).append(sample["key"])
 print(json.dumps(keys))
@@ -57,6 +59,16 @@ def test_ranks_and_workers_split_the_hub_dataset_with_no_row_twice(hub_dataset):
     assert sorted(every) == [uid_of(i) for i in range(ROWS_PER_FILE * FILES)], "each row once, none lost"
     # Row i goes to consumer i % 4 (rank-major): rank 0's workers read rows 0, 1, 4, 5, ...
     assert sorted(keys["0"]) == [uid_of(i) for i in range(ROWS_PER_FILE * FILES) if i % 4 < 2]
+
+
+def test_a_subset_file_selects_the_hub_datasets_rows(hub_dataset, tmp_path):
+    chosen = [uid_of(i) for i in range(ROWS_PER_FILE * FILES) if i % 3 == 0]
+    subset = tmp_path / "subset.npy"  # DataComp's layout: each uid's high and low 64 bits, sorted
+    np.save(subset, np.sort(np.array([divmod(int(uid, 16), 1 << 64) for uid in chosen], np.dtype("u8,u8"))))
+    result = subprocess.run([sys.executable, "-c", SHARDING, DATASET, str(subset)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, **hub_dataset, "HF_TOKEN": ALICE})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert sorted(key for rank_keys in json.loads(result.stdout).values() for key in rank_keys) == chosen
 
 
 def test_training_streams_from_the_hub_and_resumes_exactly(hub_dataset, demo_dir, tmp_path):

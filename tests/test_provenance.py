@@ -1,6 +1,7 @@
 """Provenance that scales: each save writes only its new rows (a delta), a push sends only the deltas the Hub lacks,
 pruning keeps every delta a kept checkpoint needs, a resume reads provenance.json alone, init_from carries a stage."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -83,6 +84,33 @@ def test_a_push_sends_only_the_deltas_the_hub_lacks_and_kept_checkpoints_read_wh
         assert keys_of(snapshot / folder) == expected_keys(range(6)), folder
     assert "| provenance | each trained sample's key: `provenance/`" in (snapshot / "README.md").read_text()
     assert "(18 rows)" in (snapshot / "README.md").read_text()
+
+
+class StagingSpy(HubSyncCallback):
+    """Stages each push after the previous one has landed, and records the provenance deltas each push staged."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.staged: list[list[str]] = []
+
+    def _submit(self, trainer, saved):
+        assert self._uploader is not None and self._uploader.wait_idle(60)
+        push = super()._submit(trainer, saved)
+        self.staged.append(sorted(p.name.split("-")[2] for p in (push.folder / "provenance").glob("*.parquet")))
+        return push
+
+
+def test_without_hardlinks_a_push_stages_only_the_deltas_the_hub_lacks(hub, tmp_path, monkeypatch):
+    def no_hardlinks(source, target):
+        raise OSError(95, "Operation not supported")  # a filesystem without hardlinks: each staged file is a copy
+
+    monkeypatch.setattr(os, "link", no_hardlinks)
+    sync = StagingSpy(endpoint=hub.url, hub_model_id=REPO, hf_token=ALICE, retry_wait_s=0.01)
+    keyed_fit(tmp_path, max_steps=6, every=2, callbacks=[sync])
+    # Saves at steps 2, 4, 6 and final/: each copies its own new delta only, the final push none.
+    assert sync.staged == [["000000"], ["000002"], ["000004"], []]
+    snapshot = Path(snapshot_download(REPO, token=ALICE, endpoint=hub.url, cache_dir=tmp_path / "cache"))
+    assert keys_of(snapshot / "final") == expected_keys(range(6))
 
 
 def test_local_pruning_keeps_every_delta_a_kept_checkpoint_needs(tmp_path):

@@ -11,7 +11,8 @@ cached tokens were made with its own ``cosmos_model_name`` / ``world_image_size`
     theworld cache_latents --config configs/datacomp.yaml --output_dir /data/datacomp-latents/train
     theworld cache_latents --config configs/datacomp.yaml --output_dir /data/datacomp-latents/val --split val
     theworld fit --config configs/datacomp.yaml --data.source webdataset \\
-        --data.train_data /data/datacomp-latents/train --data.val_data /data/datacomp-latents/val
+        --data.train_data /data/datacomp-latents/train --data.val_data /data/datacomp-latents/val \\
+        --data.dataset_name null --data.val_samples 0 --data.verify_sha256 false  # filtered when cached
 
 Several GPUs split the work: ``torchrun --nproc_per_node 8 -m theworld cache_latents ...``
 (each rank writes its own ``shard-r{rank}-*.tar``).

@@ -1,3 +1,4 @@
+import hashlib
 import io
 import itertools
 import json
@@ -460,3 +461,93 @@ def test_bytes_that_differ_from_the_metadata_sha256_are_a_hash_mismatch(tmp_path
     assert keys == [rows[i]["uid"] for i in (0, 1, 3)] and skipped == {"hash_mismatch": 1}
     keys, skipped = keys_and_skips(ParquetURLSource(str(tmp_path / "meta.parquet")))
     assert len(keys) == 4 and skipped == {}, "verify_sha256 is opt-in"
+
+
+# -- DataComp's pool: opt-outs, subset files, filters on every source ------------------------------
+
+
+def _shards_of(rows, tmp_path, name="pool.tar"):
+    """``rows`` as img2dataset writes them with DataComp's arguments: the image, its caption, a .json with the uid
+    and the sha256 of the bytes it downloaded."""
+    with shard_writer(str(tmp_path / name)) as writer:
+        for i, row in enumerate(rows):
+            data = (tmp_path / "images" / f"{row['uid']}.jpg").read_bytes()
+            meta = {"uid": row["uid"], "key": make_key(i), "sha256": hashlib.sha256(data).hexdigest()}
+            writer.write({"__key__": make_key(i), "jpg": data, "txt": row["text"].encode(),
+                          "json": json.dumps(meta).encode()})
+    return str(tmp_path / name)
+
+
+def test_images_whose_server_opts_out_are_skipped_as_img2dataset_refuses_them(tmp_path, serve):
+    headers = {}
+    url = serve(tmp_path / "images", headers=headers)
+    (tmp_path / "images").mkdir(exist_ok=True)
+    rows = [good_row(0, i, 64, url, tmp_path / "images") for i in range(6)]
+    for i, tag in {1: "noai", 2: "NoImageIndex, nofollow", 3: "otherbot: noai", 4: "noarchive"}.items():
+        headers[f"/{rows[i]['uid']}.jpg"] = {"X-Robots-Tag": tag}
+    write_rows(rows, tmp_path / "meta.parquet")
+    keys, skipped = keys_and_skips(ParquetURLSource(str(tmp_path / "meta.parquet")))
+    # img2dataset 1.40.0 (no agent token, as DataComp runs it): another crawler's line and other directives pass.
+    assert keys == [rows[i]["uid"] for i in (0, 3, 4, 5)] and skipped == {"opted_out": 2}
+    keys, skipped = keys_and_skips(ParquetURLSource(str(tmp_path / "meta.parquet"), disallowed_header_directives=()))
+    assert len(keys) == 6 and skipped == {}, "an empty list downloads them anyway"
+
+
+def _subset(path, uids):
+    """A subset file as DataComp's filtering track writes it: sorted (high, low) halves of each uid."""
+    np.save(path, np.sort(np.array([divmod(int(uid, 16), 1 << 64) for uid in uids], np.dtype("u8,u8"))))
+    return str(path)
+
+
+def test_a_subset_file_selects_the_pool_on_both_sources(tmp_path, serve):
+    url = serve(tmp_path / "images")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    # uids above 2**64 too: both halves count
+    rows = [good_row(0, i, 64, url, tmp_path / "images") for i in (1, 2, 3, 2**64 + 1, 2**64 + 2, 2**70)]
+    chosen = [rows[i]["uid"] for i in (0, 3, 5)] + ["f" * 32]  # and a uid not in the pool
+    subset = _subset(tmp_path / "subset.npy", chosen)
+    write_rows(rows, tmp_path / "meta.parquet")
+    for source in (ParquetURLSource(str(tmp_path / "meta.parquet"), subset_file=subset),
+                   WebDatasetSource(_shards_of(rows, tmp_path), subset_file=subset)):
+        keys, skipped = keys_and_skips(source)
+        assert keys == chosen[:3] and skipped == {"not_in_subset": 3}, source
+
+
+def test_shards_filter_by_clip_score_and_sha256_from_the_metadata_joined_by_uid(tmp_path):
+    (tmp_path / "images").mkdir()
+    rows = [good_row(0, i, 64, "http://unused", tmp_path / "images") for i in range(5)]
+    shards = _shards_of(rows, tmp_path)
+    rows[1]["clip_b32_similarity_score"] = 0.1
+    rows[2]["clip_b32_similarity_score"] = None
+    rows[3]["sha256"] = "0" * 64  # the metadata's image is not the one img2dataset downloaded
+    rows[4]["sha256"] = rows[4]["sha256"].upper()
+    write_rows(rows, tmp_path / "meta.parquet")
+    keys, skipped = keys_and_skips(WebDatasetSource(shards, metadata=str(tmp_path / "meta.parquet"),
+                                                    clip_score_threshold=0.2, verify_sha256=True))
+    assert keys == [rows[0]["uid"], rows[4]["uid"]]
+    assert skipped == {"low_clip_score": 2, "hash_mismatch": 1}
+    write_rows(rows[1:], tmp_path / "meta.parquet")  # a sample whose uid the metadata lacks has no score
+    keys, skipped = keys_and_skips(WebDatasetSource(shards, metadata=str(tmp_path / "meta.parquet"),
+                                                    clip_score_threshold=0.2))
+    assert keys == [rows[3]["uid"], rows[4]["uid"]] and skipped == {"low_clip_score": 3}
+
+
+def test_the_edges_of_datacomps_downloader(tmp_path, serve):
+    url = serve(tmp_path / "images")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    rows = [good_row(0, i, 64, url, tmp_path / "images") for i in range(3)]
+    # A GIF, which DataComp's downloader (OpenCV) cannot decode, and a caption that is not UTF-8 in a string column
+    # (Parquet says strings are UTF-8; a writer that skips the check makes such a file).
+    gif = io.BytesIO()
+    Image.open(tmp_path / "images" / f"{rows[1]['uid']}.jpg").save(gif, "GIF")
+    (tmp_path / "images" / f"{rows[1]['uid']}.jpg").write_bytes(gif.getvalue())
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows)
+    texts = [row["text"].encode() for row in rows[:2]] + [b"a red \xff circle"]
+    table = table.set_column(table.schema.get_field_index("text"), "text",
+                             pa.array(texts, pa.binary()).view(pa.string()))
+    pq.write_table(table, tmp_path / "meta.parquet")
+    keys, skipped = keys_and_skips(ParquetURLSource(str(tmp_path / "meta.parquet")))
+    assert keys == [rows[0]["uid"]] and skipped == {"unsupported_format": 1, "bad_utf8": 1}

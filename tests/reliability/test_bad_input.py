@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from hub_server import HubServer
 from support.cli_runs import REPO
 from safetensors.torch import save_file
+from support import data_options
 from support.cli_zygote import Zygote
 from support.hub_cli import SECRET, hub_env, token_leaks, workdir
 
@@ -62,8 +64,16 @@ CASES = {
         "your token (from the HF_TOKEN environment variable)"], env={"HF_TOKEN": SECRET}),
     "shards-for-the-hf-source": Case(["--data.source", "hf"], [
         "data.train_data='demo_assets/data/train-*.tar'", "matches .tar shards", "data.source: webdataset"]),
-    "resampled-rows": Case(["--data.source", "hf", "--data.resampled", "true"],
-                           ["data.resampled draws webdataset shards", "Set data.source: webdataset"], 2),
+    # Every option the source cannot apply (the registry's list), named in one paragraph.
+    "options-the-shards-cannot-apply": Case(data_options.cli_args("webdataset"), [
+        "data.source=webdataset cannot apply", *(f"data.{o}=" for o in data_options.inapplicable("webdataset")),
+        "set data.source to a source that applies them"], 2),
+    "options-the-rows-cannot-apply": Case(["--data.source", "hf", *data_options.cli_args("hf")], [
+        "data.source=hf cannot apply", *(f"data.{o}=" for o in data_options.inapplicable("hf"))], 2),
+    "clip-threshold-on-shards-without-metadata": Case(["--data.clip_score_threshold", "0.3"], [
+        "data.clip_score_threshold needs data.metadata", "clip_b32_similarity_score"], 2),
+    "subset-file-unsorted": Case(["--data.subset_file", "{user}/unsorted.npy"], [
+        "data.subset_file=", "unsorted.npy", "not in ascending order", "np.sort"]),
     "missing-model-folder": Case(["--model.gemma_model_name", "./nope"],
                                  ["model.gemma_model_name='./nope'", "there is no folder", "Fix the path"]),
     # Looks like a Hub id, but demo_assets/ is a folder here: a path with a typo, not something to download.
@@ -168,6 +178,7 @@ def outcomes(demo_dir, tmp_path_factory):
     save_file({"projector.proj.weight": torch.zeros(64, 64)}, user / "from_hub/model.safetensors")
     (user / "guide-resume.json").write_text(json.dumps({"resume_from_checkpoint": str(user / "from_hub"),
                                                         "push_to_hub": False}))
+    np.save(user / "unsorted.npy", np.array([(0, 2), (0, 1)], np.dtype("u8,u8")))  # a subset file out of order
     (user / "guide-extra.json").write_text(json.dumps({"_comment": "the guide's keys", "batch_size": 4,
                                                        "log_to_tensorboard": True, "eval_strategy": "steps",
                                                        "hf_tokn": SECRET}))

@@ -230,6 +230,9 @@ class HubSyncCallback(Callback):
         self._lock = threading.Lock()  # staging runs on the checkpoint writer thread, shutdown on the main one
         self._closed = False
         self._staging: Path | None = None
+        # Provenance deltas a commit of this session found on the Hub or sent there: they never change, so later
+        # pushes do not stage them again (a copy each, where hardlinks fail). Replaced whole by the uploader thread.
+        self._deltas_on_hub: frozenset[str] = frozenset()
         self._final: Future | None = None
         self._final_dir: Path | None = None
         self._last_status = 0.0
@@ -444,7 +447,8 @@ class HubSyncCallback(Callback):
         return push
 
     def _stage(self, checkpoints: Path, files: dict[str, Path], written: dict[str, bytes]) -> Path:
-        """A push's folder: checkpoint files hardlinked, the card and report files written."""
+        """A push's folder: checkpoint files hardlinked (copied where that fails), the card and report files written;
+        provenance deltas already on the Hub are left out."""
         if self._staging is None:
             for stale in checkpoints.glob(".hub-staging-*"):  # left by a killed run (hardlinks hold disk space)
                 shutil.rmtree(stale, ignore_errors=True)
@@ -452,6 +456,8 @@ class HubSyncCallback(Callback):
         folder = Path(tempfile.mkdtemp(prefix="push-", dir=self._staging))
         try:
             for rel, source in files.items():
+                if rel in self._deltas_on_hub:
+                    continue
                 target = folder / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
@@ -563,6 +569,7 @@ class HubSyncCallback(Callback):
         )
         if commit.oid == info.sha:
             log.info("'%s' was already on the Hub (an earlier attempt landed): no new commit", push.message)
+        self._deltas_on_hub = frozenset(rel for rel in remote | set(staged) if rel.startswith(f"{PROVENANCE_DIR}/"))
         return commit.oid
 
     def _tag(self, revision: str, sleep: Callable[[float], bool]) -> None:

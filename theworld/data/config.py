@@ -45,14 +45,23 @@ class DataConfig:
             num_samples, a run at trainer.max_steps.
         num_samples: Cap each epoch at this many samples (split evenly over devices).
         min_image_size: Images with a shorter side are skipped (too_small).
-        clip_score_threshold: Source hf: skip rows whose clip_b32_similarity_score is lower.
+        clip_score_threshold: Skip samples whose clip_b32_similarity_score is lower (low_clip_score): the metadata
+            row's (source hf), or the row of data.metadata with the sample's uid (source webdataset).
+        subset_file: DataComp's subset file (.npy of uids, as its filtering track and resharder.py take them): train
+            only on the samples whose uid it lists; the others are counted as not_in_subset.
+        metadata: Source webdataset: DataComp's metadata parquet files, joined to each shard sample by its uid, for
+            clip_score_threshold and verify_sha256 (img2dataset's shards keep neither column).
+        disallowed_header_directives: Source hf: images served with one of these X-Robots-Tag directives are
+            skipped (opted_out), as DataComp's downloader (img2dataset 1.40.0) refuses them; [] downloads them anyway.
         blur_faces: Blur the face_bboxes of the metadata (source hf) or of each shard sample's .json (source
             webdataset), never weaker than DataComp's downloader, img2dataset 1.40.0 (see docs/data.md, "DataComp's
-            rules beside this loader's"). Shards that downloader made are blurred already; false keeps their pixels
-            exactly.
+            rules beside this loader's"). Default (null): the hf source blurs; the webdataset source does not, since DataComp's
+            shards are blurred by that downloader already (true blurs shards made without its bbox_col).
         datacomp_resize: Shrink each image to at most 512 px on its longer side (keeping the ratio, never
             enlarging) before the blur, as DataComp's download does, so hf-source pixels match its shards.
-        verify_sha256: Source hf: skip images whose bytes differ from the metadata's sha256 (hash_mismatch).
+        verify_sha256: Skip images whose bytes differ from the metadata's sha256 (hash_mismatch): the downloaded
+            bytes (source hf), or the sha256 img2dataset computed from the bytes it downloaded (the shard's .json)
+            against data.metadata's (source webdataset).
         download_timeout_s: Seconds allowed per image download or shard request.
         download_retries: Retries of a download after a timeout, 408/429/5xx or a dropped connection.
         download_backoff_s: First wait before a retry; it doubles each time.
@@ -86,7 +95,10 @@ class DataConfig:
     num_samples: int | None = None
     min_image_size: int = 32
     clip_score_threshold: float | None = None
-    blur_faces: bool = True
+    subset_file: str | None = None
+    metadata: str | list[str] | None = None
+    disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    blur_faces: bool | None = None
     datacomp_resize: bool = False
     verify_sha256: bool = False
     download_timeout_s: float = 10.0
@@ -103,11 +115,17 @@ class DataConfig:
             value, smallest = getattr(self, field.name), _SMALLEST.get(field.name)
             if smallest is not None and value is not None and value < smallest:
                 raise ConfigError(f"data.{field.name}={value}: it must be at least {smallest}.")
-        if self.resampled and self.source != "webdataset":
+        if self.val_samples and self.val_data is not None:
             raise ConfigError(
-                "data.resampled draws webdataset shards at random; the hf source streams rows in "
-                "order. Set data.source: webdataset, or drop data.resampled."
+                f"data.val_samples={self.val_samples} holds out the first rows for validation, but data.val_data is "
+                f"set, and validation reads that instead: the rows would not be held out. Drop one of the two."
             )
+        # A list from YAML or JSON names the same directives as the default tuple.
+        self.disallowed_header_directives = tuple(self.disallowed_header_directives)
+        # Imported here: the sources import this module.
+        from theworld.data.sources import refuse_inapplicable
+
+        refuse_inapplicable(self)
 
 
 # The settings that are counts (or seconds): the smallest value each can take.

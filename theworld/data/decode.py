@@ -6,6 +6,7 @@ Every record a source reads ends as an :class:`Outcome`. Reasons, as counted in 
 ``http_error``          download failed: HTTP 4xx/5xx, connection or DNS error, bad URL
 ``timeout``             download slower than ``timeout_s`` (after retries)
 ``corrupt``             bytes PIL can't decode
+``unsupported_format``  a GIF: DataComp's downloader (OpenCV) cannot decode it, so it is not in DataComp's pool
 ``truncated``           image data ends early
 ``decompression_bomb``  more than ``max_image_pixels`` pixels
 ``too_small``           shorter side below ``min_image_size``
@@ -16,8 +17,11 @@ Every record a source reads ends as an :class:`Outcome`. Reasons, as counted in 
 ``empty_question``      a question that is only whitespace, or a conversation without its question
 ``answer_not_a_choice`` a multiple-choice answer that is neither one of the choices nor a choice's letter
 ``multi_turn``          a conversation of more than one question and answer (only single-turn ones are read)
-``low_clip_score``      below ``clip_score_threshold`` (parquet)
+``not_in_subset``       its uid is not in DataComp's ``subset_file``
+``low_clip_score``      below ``clip_score_threshold``, or no score
 ``hash_mismatch``       downloaded bytes differ from the metadata's ``sha256`` (``verify_sha256``)
+``opted_out``           its server's ``X-Robots-Tag`` forbids use (``disallowed_header_directives``, hf)
+``too_large``           a download over ``max_image_bytes`` (hf)
 ``missing_image``       tar sample without an image member (webdataset), empty ``image_column`` (hf)
 ``shard_error``         a shard could not be opened or read to the end (webdataset)
 ``unexpected_error``    fetching or decoding one image raised something unforeseen (hf; logged once per type)
@@ -45,6 +49,7 @@ SKIP_REASONS = (
     "http_error",
     "timeout",
     "corrupt",
+    "unsupported_format",
     "truncated",
     "decompression_bomb",
     "too_large",
@@ -57,6 +62,8 @@ SKIP_REASONS = (
     "answer_not_a_choice",
     "multi_turn",
     "low_clip_score",
+    "not_in_subset",
+    "opted_out",
     "missing_image",
     "shard_error",
     "converted_mode",
@@ -157,6 +164,8 @@ def decode_image(
     """
     try:
         image = Image.open(io.BytesIO(data))
+        if image.format == "GIF":  # DataComp's downloader decodes with OpenCV, which reads no GIF: not in its pool
+            return None, "unsupported_format", False
         width, height = image.size
         if width * height > max_image_pixels:
             return None, "decompression_bomb", False

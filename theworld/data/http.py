@@ -18,11 +18,30 @@ class ImageTooLarge(ValueError):
     """A download over ``data.max_image_bytes`` (its Content-Length, or the bytes read): skipped, never retried."""
 
 
+class OptedOut(ValueError):
+    """An image whose server says, in ``X-Robots-Tag``, not to use it (``data.disallowed_header_directives``):
+    skipped as ``opted_out``, never retried."""
+
+
+def opted_out(values: list[str], directives: frozenset[str]) -> bool:
+    """Whether ``X-Robots-Tag`` header values forbid use as img2dataset 1.40.0 reads them: each value is
+    comma-separated directives, case-insensitive, optionally after ``agent:``; a value that names an agent is
+    addressed to another crawler (img2dataset, as DataComp runs it, has no agent token) and does not apply."""
+    for value in values:
+        if ":" in value:  # "agent: directives", addressed to one crawler: not to us
+            continue
+        if any(directive.strip().lower() in directives for directive in value.split(",")):
+            return True
+    return False
+
+
 def failure_reason(error: BaseException) -> str:
-    """The skip reason of a download that failed: ``too_large``, ``truncated`` (the connection closed before the
-    Content-Length's bytes came), ``timeout`` or ``http_error``."""
+    """The skip reason of a download that failed: ``too_large``, ``opted_out``, ``truncated`` (the connection closed
+    before the Content-Length's bytes came), ``timeout`` or ``http_error``."""
     if isinstance(error, ImageTooLarge):
         return "too_large"
+    if isinstance(error, OptedOut):
+        return "opted_out"
     if isinstance(error, http.client.IncompleteRead):
         return "truncated"
     timed_out = isinstance(error, TimeoutError) or (
@@ -43,16 +62,27 @@ def open_url(url: str, timeout_s: float, retries: int, backoff_s: float):
     )
 
 
-def download(url: str, timeout_s: float, retries: int, backoff_s: float, max_bytes: int | None = None) -> bytes:
+def download(
+    url: str,
+    timeout_s: float,
+    retries: int,
+    backoff_s: float,
+    max_bytes: int | None = None,
+    disallowed: frozenset[str] = frozenset(),
+) -> bytes:
     """The bytes at ``url``; each attempt must finish within ``timeout_s`` (also a slow trickle), and no wait
     between attempts is longer (a server's ``Retry-After`` included: a loader worker never sleeps for a day).
     A body over ``max_bytes`` raises :class:`ImageTooLarge` as soon as its Content-Length says so, or as soon as
-    that many bytes have come: a loader worker holds at most about ``max_bytes`` whatever the server sends."""
+    that many bytes have come: a loader worker holds at most about ``max_bytes`` whatever the server sends. A response
+    whose ``X-Robots-Tag`` holds one of the ``disallowed`` directives raises :class:`OptedOut` before its body is
+    read."""
 
     def attempt() -> bytes:
         deadline = time.monotonic() + timeout_s  # urlopen's timeout bounds each socket operation only
         body = bytearray()
         with urlopen(Request(url, headers={"User-Agent": _USER_AGENT}), timeout=timeout_s) as response:
+            if disallowed and opted_out(response.headers.get_all("X-Robots-Tag") or [], disallowed):
+                raise OptedOut(f"{url}: its X-Robots-Tag forbids use ({response.headers.get_all('X-Robots-Tag')})")
             announced = response.headers.get("Content-Length", "")
             if max_bytes is not None and announced.isdigit() and int(announced) > max_bytes:
                 raise ImageTooLarge(f"{url} is {int(announced)} bytes, over data.max_image_bytes={max_bytes}")

@@ -15,6 +15,7 @@ from theworld.data.config import DataConfig
 from theworld.data.decode import Outcome, decode_caption, decode_conversation, decode_question
 from theworld.data.http import NETWORK_ERRORS, download, failure_reason
 from theworld.data.stream import Consumer, StreamSource
+from theworld.data.uids import CLIP_SCORE_COLUMN, SHA256_COLUMN
 from theworld.retry import describe_error
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,27 @@ class ParquetURLSource(StreamSource):
     >>> source = ParquetURLSource(dataset_name="mlfoundations/datacomp_small")  # doctest: +SKIP
     """
 
+    NAME = "hf"
+    OPTIONS = {
+        "dataset_name": "streams the Hub dataset's metadata",
+        "dataset_split": "the split of dataset_name",
+        "val_samples": "holds out the first K rows",
+        "question_column": "question-answer rows",
+        "answer_column": "question-answer rows",
+        "choices_column": "question-answer rows",
+        "conversations_column": "LLaVA-style rows",
+        "image_column": "images embedded in the rows",
+        "download_threads": "parallel image downloads per loader worker",
+        "max_image_bytes": "downloads over it are too_large",
+        "disallowed_header_directives": "the image's X-Robots-Tag, before its body is read (opted_out)",
+        "subset_file": "the row's uid, before the download",
+        "clip_score_threshold": "the row's clip_b32_similarity_score, before the download",
+        "verify_sha256": "the downloaded bytes against the row's sha256",
+        "blur_faces": "the row's face_bboxes; on by default",
+    }
+    DATA_KIND = "parquet files"
+    BLURS_BY_DEFAULT = True
+
     def __init__(
         self,
         data_files: str | Sequence[str] | dict[str, str | Sequence[str]] | None = None,
@@ -57,9 +79,9 @@ class ParquetURLSource(StreamSource):
         url_column: str = "url",
         text_column: str = "text",
         key_column: str = "uid",
-        clip_score_column: str = "clip_b32_similarity_score",
+        clip_score_column: str = CLIP_SCORE_COLUMN,
         face_bboxes_column: str = "face_bboxes",
-        sha256_column: str = "sha256",
+        sha256_column: str = SHA256_COLUMN,
         metadata_batch_size: int = 1024,
         **options,
     ):
@@ -81,6 +103,23 @@ class ParquetURLSource(StreamSource):
         self.take_first = take_first
         self.metadata_batch_size = metadata_batch_size
         self._unexpected_seen: set[type] = set()  # exception types already logged (the skips are counted anyway)
+        self._disallowed = frozenset(d.strip().lower() for d in self.config.disallowed_header_directives)
+
+    @classmethod
+    def check_data(cls, data: str | Sequence[str]) -> None:
+        check_local_files(data)
+
+    @classmethod
+    def build(cls, config: DataConfig, data: str | list[str] | None, *, train: bool, **common) -> ParquetURLSource:
+        if config.val_data is None:  # the held-out rows come first: validation takes them, training skips them
+            common.update(skip_first=config.val_samples) if train else common.update(take_first=config.val_samples)
+        return cls(
+            data_files=data,
+            dataset_name=None if data is not None else config.dataset_name,
+            split=config.dataset_split,
+            config=config,
+            **common,
+        )
 
     def __repr__(self) -> str:
         what = (
@@ -114,6 +153,8 @@ class ParquetURLSource(StreamSource):
             required.add(self.text_column)
         if self.config.clip_score_threshold is not None:
             required.add(self.clip_score_column)
+        if self.config.subset_file is not None:
+            required.add(self.key_column)
         if self.config.verify_sha256:
             required.add(self.sha256_column)
         missing = required - set(dataset.column_names)
@@ -131,7 +172,7 @@ class ParquetURLSource(StreamSource):
         for table in dataset.with_format("arrow").iter(batch_size=self.metadata_batch_size):
             stop = len(table) if self.take_first is None else min(len(table), self.take_first - row)
             mine = list(range((consumer.index - row) % consumer.count, stop, consumer.count))
-            for i, values in zip(mine, table.take(mine).to_pylist(), strict=True):
+            for i, values in zip(mine, python_rows(table.take(mine)), strict=True):
                 yield {"row": row + i + 1}, (row + i, values)
             row += len(table)
             if self.take_first is not None and row >= self.take_first:
@@ -174,6 +215,9 @@ class ParquetURLSource(StreamSource):
 
     def _fetch_and_decode(self, key: str, key_kind: str, values: dict) -> Outcome:
         config = self.config
+        reason = self._pool_reason(values.get(self.key_column), values.get(self.clip_score_column))
+        if reason is not None:
+            return Outcome(key, reason=reason, key_kind=key_kind)
         if config.conversations_column:
             prompt, text, reason = decode_conversation(values[config.conversations_column])
         elif config.question_column:
@@ -184,10 +228,6 @@ class ParquetURLSource(StreamSource):
             prompt, (text, reason) = None, decode_caption(values[self.text_column])
         if reason is not None:
             return Outcome(key, reason=reason, key_kind=key_kind)
-        if self.config.clip_score_threshold is not None:
-            score = values[self.clip_score_column]
-            if score is None or score < self.config.clip_score_threshold:
-                return Outcome(key, reason="low_clip_score", key_kind=key_kind)
         if config.image_column:  # embedded: raw bytes, or a `datasets` Image as {bytes, path}
             data = values[config.image_column]
             data = data.get("bytes") if isinstance(data, dict) else data
@@ -202,28 +242,54 @@ class ParquetURLSource(StreamSource):
                     config.download_retries,
                     config.download_backoff_s,
                     max_bytes=config.max_image_bytes,
+                    disallowed=self._disallowed,
                 )
             except NETWORK_ERRORS as error:
                 logger.debug("%r: %s failed: %s", self, url, error)
                 return Outcome(key, reason=failure_reason(error), key_kind=key_kind)
-        # Hex digits in either case name the same hash (DataComp's own are lower case; other tools write upper).
-        if config.verify_sha256 and hashlib.sha256(data).hexdigest() != (values[self.sha256_column] or "").lower():
-            return Outcome(key, reason="hash_mismatch", key_kind=key_kind)
+        if config.verify_sha256:
+            reason = self._hash_reason(hashlib.sha256(data).hexdigest(), values[self.sha256_column])
+            if reason is not None:
+                return Outcome(key, reason=reason, key_kind=key_kind)
         return self._image_outcome(
             key, data, text, faces=values.get(self.face_bboxes_column), key_kind=key_kind, prompt=prompt
         )
 
 
-def check_local_files(data_files: str | Sequence[str] | dict) -> None:
-    """Fail early, naming the pattern, when local parquet paths/globs match nothing."""
+def python_rows(table: Any) -> list[dict]:
+    """An Arrow table's rows as dicts. A string column is UTF-8 by Parquet's rules, but writers that skip the check
+    exist: a value that does not decode comes as its bytes, so that its row is skipped by reason (a caption:
+    ``bad_utf8``) instead of ending the run."""
+    import pyarrow as pa
+
+    try:
+        return table.to_pylist()
+    except UnicodeDecodeError:
+        texts = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        raw = table.cast(pa.schema([f.with_type(pa.binary()) if f.name in texts else f for f in table.schema]))
+        rows = raw.to_pylist()
+        for row in rows:
+            for name in texts:
+                try:
+                    row[name] = row[name].decode() if row[name] is not None else None
+                except UnicodeDecodeError:
+                    pass  # kept as bytes: decode_caption calls it bad_utf8
+        return rows
+
+
+def check_local_files(data_files: str | Sequence[str] | dict) -> list[str]:
+    """The parquet files that paths/globs name (a URL as it is); fails early, naming the pattern, when a local one
+    matches nothing or matches .tar shards."""
     if isinstance(data_files, dict):
         patterns = [p for value in data_files.values() for p in ([value] if isinstance(value, str) else value)]
     else:
         patterns = [data_files] if isinstance(data_files, str) else list(data_files)
+    files = []
     for pattern in patterns:
         if "://" in pattern:
+            files.append(pattern)
             continue
-        matches = glob(os.path.expanduser(pattern))
+        matches = sorted(glob(os.path.expanduser(pattern)))
         if not matches:
             raise FileNotFoundError(f"No parquet files match {pattern!r}")
         if any(match.endswith(".tar") for match in matches):
@@ -231,3 +297,5 @@ def check_local_files(data_files: str | Sequence[str] | dict) -> None:
                 f"{pattern!r} matches .tar shards, which the webdataset source reads (data.source: "
                 "webdataset), not parquet metadata"
             )
+        files += matches
+    return files

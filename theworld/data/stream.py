@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from theworld.data.config import DataConfig
 from theworld.data.decode import Outcome, blur_faces, datacomp_resize, decode_image
+from theworld.data.uids import load_subset, locate
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,19 @@ class StreamSource(IterableDataset):
     Subclasses provide ``_start_position()`` (the position of a fresh epoch), ``_records(state,
     consumer)`` yielding ``(position after the record, record)`` for this consumer, and
     ``_to_outcome(record)``; ``_outcomes`` may be overridden to process records concurrently.
+
+    Each source is also its entry in the registry of ``data.source`` (:mod:`theworld.data.sources`): its ``NAME``,
+    the data options it applies in a way of its own (``OPTIONS``: option -> how; an option some source lists is
+    refused by the sources that do not list it, and the README's table is made from these), the options each of them
+    needs beside it (``REQUIRES``), what ``data.train_data`` holds (``DATA_KIND``, checked by ``check_data``) and
+    ``build``, which makes the reader of a split.
     """
+
+    NAME: str
+    OPTIONS: dict[str, str]
+    REQUIRES: dict[str, str] = {}
+    DATA_KIND: str
+    BLURS_BY_DEFAULT: bool  # what blur_faces: null means here
 
     def __init__(
         self,
@@ -126,13 +139,18 @@ class StreamSource(IterableDataset):
     ):
         if (rank is None) != (world_size is None):
             raise ValueError("pass both rank and world_size, or neither")
-        self.config = config or DataConfig(**options)
+        self.config = config or DataConfig(**{"source": self.NAME, **options})
         self.transform = transform
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
         self._state: dict | None = None  # live position of the running (or last) iteration
         self._resume: dict | None = None  # loaded state, consumed by the next iteration
+        self._loaded: dict[str, Any] = {}  # files read on first use in each worker (a subset file, metadata)
+
+    def __getstate__(self) -> dict:
+        # Workers read the files again themselves (a memory map is shared; pickling it would copy it).
+        return {**self.__dict__, "_loaded": {}}
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -170,6 +188,16 @@ class StreamSource(IterableDataset):
 
     # -- subclass hooks -------------------------------------------------------------------------
 
+    @classmethod
+    def check_data(cls, data: str | list[str]) -> None:
+        """Raises FileNotFoundError or ValueError when ``data`` (train_data, val_data) is not this source's data."""
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, config: DataConfig, data: str | list[str] | None, *, train: bool, **common) -> StreamSource:
+        """The reader of ``data`` (None: the source's own default, e.g. dataset_name) for training or validation."""
+        raise NotImplementedError
+
     def _start_position(self) -> dict[str, int]:
         raise NotImplementedError
 
@@ -184,6 +212,28 @@ class StreamSource(IterableDataset):
             yield position, self._to_outcome(record)
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _pool_reason(self, uid: str | None, clip_score: float | None) -> str | None:
+        """Why DataComp's selection leaves a record out of the pool, before anything is downloaded or decoded: its
+        uid is not in ``subset_file`` (``not_in_subset``), or its CLIP score is under ``clip_score_threshold`` or
+        missing (``low_clip_score``)."""
+        config = self.config
+        if config.subset_file is not None:
+            if "subset" not in self._loaded:
+                self._loaded["subset"] = load_subset(config.subset_file)
+            if locate(self._loaded["subset"], uid) is None:
+                return "not_in_subset"
+        threshold = config.clip_score_threshold
+        if threshold is not None and (clip_score is None or clip_score < threshold):
+            return "low_clip_score"
+        return None
+
+    def _hash_reason(self, actual: str | None, expected: str | None) -> str | None:
+        """``hash_mismatch`` when ``verify_sha256`` is on and the image's sha256 is not the metadata's (hex digits
+        in either case name the same hash: DataComp's are lower case, other tools write upper)."""
+        if self.config.verify_sha256 and (not expected or (actual or "").lower() != expected.lower()):
+            return "hash_mismatch"
+        return None
 
     def _image_outcome(
         self,
@@ -212,7 +262,8 @@ class StreamSource(IterableDataset):
         )
         if image is not None and config.datacomp_resize:
             outcome.image = datacomp_resize(image)
-        if image is not None and config.blur_faces and faces:
+        blur = self.BLURS_BY_DEFAULT if config.blur_faces is None else config.blur_faces
+        if image is not None and blur and faces:
             assert outcome.image is not None  # the decoded image, maybe resized
             outcome.image = blur_faces(outcome.image, faces)
         if outcome.image is not image:

@@ -19,7 +19,9 @@ from theworld.data.config import DataConfig
 from theworld.data.decode import IMAGE_EXTENSIONS, Outcome, decode_caption, decode_conversation, decode_question
 from theworld.data.http import NETWORK_ERRORS, open_url
 from theworld.data.latents import WORLD_LATENTS_EXT
+from theworld.data.parquet import check_local_files
 from theworld.data.stream import Consumer, StreamSource
+from theworld.data.uids import CLIP_SCORE_COLUMN, SHA256_COLUMN, UidTable
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,19 @@ class WebDatasetSource(StreamSource):
     >>> source.set_epoch(1)  # doctest: +SKIP
     """
 
+    NAME = "webdataset"
+    OPTIONS = {
+        "resampled": "draws whole shards at random, with replacement",
+        "metadata": "joined to each sample by its .json's uid",
+        "subset_file": "the .json's uid, before the image is decoded",
+        "clip_score_threshold": "data.metadata's clip_b32_similarity_score for the .json's uid",
+        "verify_sha256": "the .json's sha256 (img2dataset's, of the bytes it downloaded) against data.metadata's",
+        "blur_faces": "the .json's face_bboxes; off by default (DataComp's downloader blurred them already)",
+    }
+    REQUIRES = {"clip_score_threshold": "metadata", "verify_sha256": "metadata"}
+    DATA_KIND = ".tar shards"
+    BLURS_BY_DEFAULT = False
+
     def __init__(
         self,
         urls: str | Sequence[str],
@@ -98,6 +113,15 @@ class WebDatasetSource(StreamSource):
         super().__init__(config, transform, rank, world_size, options)
         self.urls = expand_urls(urls)
         self.skip_keys = skip_keys
+
+    @classmethod
+    def check_data(cls, data: str | Sequence[str]) -> None:
+        expand_urls(data)
+
+    @classmethod
+    def build(cls, config: DataConfig, data: str | list[str] | None, *, train: bool, **common) -> WebDatasetSource:
+        assert data is not None, "data.source webdataset reads shards: set data.train_data"
+        return cls(data, config=config, **common)
 
     def __repr__(self) -> str:
         return f"WebDatasetSource({len(self.urls)} shards from {self.urls[0]!r})"
@@ -162,6 +186,12 @@ class WebDatasetSource(StreamSource):
             return record
         meta = self._metadata(record)
         key, key_kind = (str(meta["uid"]), "uid") if meta.get("uid") else (record["__key__"], "shard_key")
+        joined = self._joined(meta.get("uid"))
+        reason = self._pool_reason(meta.get("uid"), joined.get(CLIP_SCORE_COLUMN)) or self._hash_reason(
+            meta.get("sha256"), joined.get(SHA256_COLUMN)
+        )
+        if reason is not None:
+            return Outcome(key, reason=reason, key_kind=key_kind)
         if "conversations" in meta:  # LLaVA-style
             prompt, text, reason = decode_conversation(meta["conversations"])
         elif "question" in meta or "answer" in meta:
@@ -176,6 +206,20 @@ class WebDatasetSource(StreamSource):
         return self._image_outcome(
             key, data, text, record.get(WORLD_LATENTS_EXT), meta.get("face_bboxes"), key_kind, prompt
         )
+
+    def _joined(self, uid: str | None) -> dict:
+        """``data.metadata``'s row for ``uid`` (its CLIP score and sha256 as the filters need them), ``{}`` when no
+        filter needs it or no row has that uid."""
+        config = self.config
+        if config.metadata is None or (config.clip_score_threshold is None and not config.verify_sha256):
+            return {}
+        if "metadata" not in self._loaded:
+            self._loaded["metadata"] = UidTable(
+                check_local_files(config.metadata),
+                CLIP_SCORE_COLUMN if config.clip_score_threshold is not None else None,
+                SHA256_COLUMN if config.verify_sha256 else None,
+            )
+        return self._loaded["metadata"].row(uid)
 
     def _metadata(self, record: dict) -> dict:
         """The sample's ``.json`` (img2dataset writes the metadata's columns there: DataComp's ``uid`` and

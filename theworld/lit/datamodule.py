@@ -19,9 +19,10 @@ from theworld import stops
 from theworld.config import TheWorldConfig
 from theworld.data.config import DataConfig
 from theworld.data.latents import unpack_world_latents
-from theworld.data.parquet import ParquetURLSource, check_local_files
+from theworld.data.parquet import check_local_files
 from theworld.data.processing import TheWorldProcessor
-from theworld.data.webdataset import WebDatasetSource, expand_urls
+from theworld.data.sources import SOURCES
+from theworld.data.uids import CLIP_SCORE_COLUMN, SHA256_COLUMN, load_subset
 from theworld.data.workers import worker_options
 from theworld.errors import UserError
 from theworld.hub import pin_bases
@@ -160,25 +161,45 @@ class TheWorldDataModule(L.LightningDataModule):
         self.world_config: TheWorldConfig | None = None
 
     def _check_paths(self) -> None:
-        """Local shards and parquet files that match nothing stop the run here, before any weight loads."""
+        """Local shards, parquet files and the files of the DataComp filters that are missing or unreadable stop the
+        run here, before any weight loads."""
         config = self.config
-        if config.source == "webdataset" and config.val_samples and config.val_data is None:
-            raise DataConfigError(
-                "data.val_samples holds out the first rows of a parquet/Hub stream; for webdataset shards set "
-                "data.val_data to held-out shards instead (e.g. the last shard)."
-            )
-
+        source = SOURCES[config.source]
         for field in ("train_data", "val_data"):
             value = getattr(config, field)
             if value is None:
                 continue
             try:
-                expand_urls(value) if config.source == "webdataset" else check_local_files(value)
+                source.check_data(value)
             except (FileNotFoundError, ValueError) as err:
-                what = ".tar shards" if config.source == "webdataset" else "parquet files"
                 raise DataConfigError(
-                    f"data.{field}={value!r}: {err}. Give {what} as paths, globs, folders or brace patterns "
-                    f"(relative paths start from {Path.cwd()})."
+                    f"data.{field}={value!r}: {err}. Give {source.DATA_KIND} as paths, globs, folders or brace "
+                    f"patterns (relative paths start from {Path.cwd()})."
+                ) from None
+        if config.subset_file is not None:
+            try:
+                load_subset(config.subset_file)
+            except (OSError, ValueError) as err:
+                raise DataConfigError(
+                    f"data.subset_file={config.subset_file!r}: {err}. Give DataComp's subset file: a .npy of uids "
+                    f"as np.dtype('u8,u8') pairs, sorted (relative paths start from {Path.cwd()})."
+                ) from None
+        if config.metadata is not None:
+            import pyarrow.dataset
+
+            needed = {"uid"}  # and the columns of the filters that read it
+            if config.clip_score_threshold is not None:
+                needed.add(CLIP_SCORE_COLUMN)
+            if config.verify_sha256:
+                needed.add(SHA256_COLUMN)
+            try:
+                names = pyarrow.dataset.dataset(check_local_files(config.metadata), format="parquet").schema.names
+                if needed - set(names):
+                    raise ValueError(f"its columns {sorted(names)} lack {sorted(needed - set(names))}")
+            except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+                raise DataConfigError(
+                    f"data.metadata={config.metadata!r}: {err}. Give DataComp's metadata parquet files, the ones "
+                    f"the shards were downloaded from (relative paths start from {Path.cwd()})."
                 ) from None
         if config.predict_data is not None:
             try:
@@ -229,17 +250,8 @@ class TheWorldDataModule(L.LightningDataModule):
         if not train:  # validation reads in order, all of it
             config = dataclasses.replace(config, shuffle_buffer=0, num_samples=None)
         # Each rank reads its own share; the sources split further across loader workers.
-        common: dict[str, Any] = dict(transform=transform, config=config, rank=rank, world_size=world_size)
-        if config.source == "webdataset":
-            assert data is not None, "data.source webdataset reads shards: set data.train_data"
-            return WebDatasetSource(data, **common)
-        if config.val_data is None:
-            common.update(skip_first=config.val_samples) if train else common.update(take_first=config.val_samples)
-        return ParquetURLSource(
-            data_files=data,
-            dataset_name=None if data is not None else config.dataset_name,
-            split=config.dataset_split,
-            **common,
+        return SOURCES[config.source].build(
+            config, data, train=train, transform=transform, rank=rank, world_size=world_size
         )
 
     def _loader(self, dataset, batch_size: int) -> StatefulDataLoader:

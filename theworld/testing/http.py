@@ -56,12 +56,16 @@ class _Handler(SimpleHTTPRequestHandler):
             return  # server is stopping: drop the request
         if route in self._status:
             self.send_response(self._status[route])
-            for name, value in self._headers.get(route, {}).items():
-                self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
         super().do_GET()
+
+    def end_headers(self) -> None:
+        # The route's own headers, on a file as on a status answer (a Retry-After, an X-Robots-Tag opt-out).
+        for name, value in self._headers.get(urlsplit(self.path).path, {}).items():
+            self.send_header(name, value)
+        super().end_headers()
 
     def log_message(self, format: str, *args) -> None:
         logger.debug("%s " + format, self.address_string(), *args)
@@ -77,8 +81,9 @@ def serve_directory(
 ) -> tuple[str, Callable[[], None]]:
     """Serve ``path`` on ``127.0.0.1`` at an ephemeral port in a background thread.
 
-    ``status`` maps URL paths (``"/x.jpg"``) to an HTTP status to answer instead of the file, with the
-    ``headers`` given for that path (e.g. a hostile ``Retry-After``);
+    ``status`` maps URL paths (``"/x.jpg"``) to an HTTP status to answer instead of the file; ``headers`` maps
+    URL paths to headers sent with that path's answer, a file or a status (a hostile ``Retry-After``, an
+    ``X-Robots-Tag`` opt-out);
     ``delay_s`` maps URL paths to seconds to wait before answering (to exercise client
     timeouts). The mappings are read on every request, so a caller may fill them after the
     server started (e.g. once it knows the URL it must write into metadata). ``hits`` counts
