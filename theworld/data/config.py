@@ -55,8 +55,8 @@ class DataConfig:
             skipped (opted_out), as DataComp's downloader (img2dataset 1.40.0) refuses them; [] downloads them anyway.
         blur_faces: Blur the face_bboxes of the metadata (source hf) or of each shard sample's .json (source
             webdataset), never weaker than DataComp's downloader, img2dataset 1.40.0 (see docs/data.md, "DataComp's
-            rules beside this loader's"). Default (null): the hf source blurs; the webdataset source does not, since DataComp's
-            shards are blurred by that downloader already (true blurs shards made without its bbox_col).
+            rules beside this loader's"). Default (null): the hf source blurs; the webdataset source does not, since
+            DataComp's shards are blurred by that downloader already (true blurs shards made without its bbox_col).
         datacomp_resize: Shrink each image to at most 512 px on its longer side (keeping the ratio, never
             enlarging) before the blur, as DataComp's download does, so hf-source pixels match its shards.
         verify_sha256: Skip images whose bytes differ from the metadata's sha256 (hash_mismatch): the downloaded
