@@ -115,20 +115,20 @@ def check_stop(run: Path, signum: int, status: int | None, text: str) -> tuple[s
 def sweep(signum: int, offsets: int, demo_dir: Path, tmp_path: Path, reference: tuple[Path, float, float],
           figures) -> None:
     straight, training, life = reference
-    moments: Counter = Counter()
+    landed: Counter = Counter()
     resume_at: dict[int, Path] = {}
     for offset in moments(offsets, training, life):
         run = tmp_path / f"at-{offset:05.1f}s"
         status, text = signalled_run(demo_dir, run, signum, offset)
         moment, step = check_stop(run, signum, status, text)
-        moments[moment] += 1
+        landed[moment] += 1
         figures.record("signal_offset", signal=signal.Signals(signum).name, offset=round(offset, 1),
                        life=round(life, 1), status=status, moment=moment, saved_step=step)
         if step is not None:
             resume_at.setdefault(step, run)
     # Spread over the life: start-up, the steps and the end were each hit.
-    assert moments["start-up"] and len(resume_at) >= 1, moments
-    assert any(m in moments for m in ("finishing (final/ written)", "the exit", "ended before the signal")), moments
+    assert landed["start-up"] and len(resume_at) >= 1, landed
+    assert any(m in landed for m in ("finishing (final/ written)", "the exit", "ended before the signal")), landed
     straight_losses = logged_losses(straight)
     for step, run in resume_at.items():  # one resume per saved step: the same step saves the same state
         result = fit(demo_dir, *SWEEP, *run_dirs(run), "--ckpt_path", "last", "--trainer.max_steps", step + 1)
