@@ -23,7 +23,7 @@ def result() -> EvaluationResult:
             for condition, right in (("full", right_full), ("shuffled_world", right_shuffled)):
                 correct = i < right
                 samples.append(SampleResult(str(i), config, config, None, condition, "(A)" if correct else "(B)",
-                                            "(A)", correct, [0.0, -1.0]))
+                                            "(A)", correct, [0.0, -1.0], stratum=config))
     benchmarks = [Benchmark("BLINK-Benchmark/BLINK", config, "val", "blink", []) for config in ("Larger", "Left")]
     accuracies, gains = summarise(samples, benchmarks, bootstrap_samples=200)
     return EvaluationResult("BLINK-Benchmark/BLINK", ["full", "shuffled_world"], accuracies, gains, samples)
@@ -63,5 +63,5 @@ def test_every_answer_is_pushed_beside_the_card_and_reads_back_whole():
     assert pushed["step"] == 500 and len(pushed["samples"]) == 80
     restored = EvaluationResult.from_dict({k: v for k, v in pushed.items() if k != "step"})
     assert restored == summary().benchmark.result
-    assert restored.metrics()["eval/Larger/world_gain"] == pytest.approx(0.4)
+    assert restored.metrics()["eval/official/Larger/world_gain"] == pytest.approx(0.4)
     assert EVALUATION_NAME not in report_files(summary(benchmark=None))

@@ -18,18 +18,20 @@ from support.benchmark_folders import VQA_FEATURES, blink_folder, picture, write
 from support.cli_runs import theworld
 
 from theworld import TheWorld
-from theworld.benchmarks import load_benchmark, load_benchmarks
+from theworld.benchmarks import Benchmark, load_benchmark, load_benchmarks
 from theworld.data.processing import SEG_WORLD, SEG_WORLD_START
 from theworld.errors import UserError
 from theworld.evaluate import (
+    BOOTSTRAP_SAMPLES,
     SampleResult,
-    bootstrap_interval,
     check_conditions,
     derangement,
     evaluate_benchmarks,
     normalize_answer,
     option_log_likelihoods,
+    paired_bootstrap_interval,
     summarise,
+    wilson_interval,
 )
 
 
@@ -121,24 +123,72 @@ def test_normalised_matching_and_derangements():
     assert np.array_equal(derangement(9, seed=3), derangement(9, seed=3))
 
 
-def test_bootstrap_intervals_cover_the_mean_and_pair_the_conditions():
-    half = np.array([1.0, 0.0] * 100)
-    low, high = bootstrap_interval(half, 2000, seed=0)
-    assert low < 0.5 < high and 0.05 < high - low < 0.2
-    assert bootstrap_interval(np.ones(30), 500, seed=0) == (1.0, 1.0)
-    assert bootstrap_interval(half, 500, seed=1) == bootstrap_interval(half, 500, seed=1)
-    # full right on 80 of 100 questions, shuffled_world on 50 (the same 50 and 30 more wrong): gain 0.3, paired
-    right_full, right_shuffled = set(range(80)), set(range(50))
-    samples = [SampleResult(str(i), "Depth", "Depth", None, condition, "(A)", "(A)", i in right)
-               for condition, right in (("full", right_full), ("shuffled_world", right_shuffled)) for i in range(100)]
-    bench = type("Bench", (), {"dataset": "toy", "config": "Depth", "split": "val"})()
-    accuracies, (gain, pooled) = summarise(samples, [bench], 1000, seed=0)
-    assert gain.task == "Depth" and pooled.task == "all" and gain.n == 100
+def right_and_wrong(config, task, stratum, n, right_full, right_shuffled):
+    """``n`` questions of ``task``: full right on the first ``right_full``, shuffled_world on the first
+    ``right_shuffled``."""
+    return [SampleResult(f"{task}_{i}", config, task, None, condition, "(A)", "(A)", i < right, stratum=stratum)
+            for condition, right in (("full", right_full), ("shuffled_world", right_shuffled)) for i in range(n)]
+
+
+def test_blinks_total_is_the_mean_over_its_tasks_not_the_pooled_share():
+    # Depth: 10 questions, full right on 9, shuffled on 5; Jigsaw: 30 questions, 12 and 12.
+    samples = (right_and_wrong("Depth", "Depth", "Depth", 10, 9, 5)
+               + right_and_wrong("Jigsaw", "Jigsaw", "Jigsaw", 30, 12, 12))
+    benches = [Benchmark("BLINK-Benchmark/BLINK", task, "val", "blink", []) for task in ("Depth", "Jigsaw")]
+    accuracies, gains = summarise(samples, benches, seed=0)
+    total = {a.condition: a for a in accuracies if a.task == "all"}
+    assert total["full"].accuracy == pytest.approx((9 / 10 + 12 / 30) / 2)  # 65%; pooled would be 21/40
+    assert total["shuffled_world"].accuracy == pytest.approx((5 / 10 + 12 / 30) / 2)
+    assert (total["full"].n, total["full"].config, total["full"].split) == (40, None, "val")
+    gain = {g.task: g for g in gains}
+    assert gain["all"].gain == pytest.approx(0.65 - 0.45) and gain["Depth"].gain == pytest.approx(0.4)
+    assert gain["Jigsaw"].gain == 0 and gain["Jigsaw"].ci == (0.0, 0.0)  # the same answers: no difference at all
+    assert 0 < gain["all"].ci[0] < 0.2 < gain["all"].ci[1]
+
+
+def test_cv_benchs_total_weighs_the_sources_as_published():
+    # ADE20K 3 of 4, COCO 0 of 2 (2D), Omni3D 2 of 5 (3D).
+    samples = (right_and_wrong("2D", "Count", "ADE20K", 4, 3, 0) + right_and_wrong("2D", "Relation", "COCO", 2, 0, 0)
+               + right_and_wrong("3D", "Depth", "Omni3D", 5, 2, 0))
+    benches = [Benchmark("nyu-visionx/CV-Bench", config, "test", "cv-bench", []) for config in ("2D", "3D")]
+    accuracies, _ = summarise(samples, benches, seed=0)
+    total = next(a for a in accuracies if a.task == "all" and a.condition == "full")
+    assert total.accuracy == pytest.approx(1 / 2 * ((3 / 4 + 0 / 2) / 2 + 2 / 5))  # 38.75%; pooled: 5/11
+    # 2D alone: (ADE20K + COCO) / 2.
+    accuracies, _ = summarise(samples[:12], benches[:1], seed=0)
+    assert next(a for a in accuracies if a.task == "all" and a.condition == "full").accuracy == pytest.approx(0.375)
+
+
+def test_accuracy_intervals_are_wilsons_and_do_not_collapse_at_0_or_100_percent():
+    z = 1.959963984540054
+    assert wilson_interval(1.0, 30) == pytest.approx((30 / (30 + z * z), 1.0))  # closed form at 100%
+    assert wilson_interval(0.0, 30) == pytest.approx((0.0, z * z / (30 + z * z)))
+    low, high = wilson_interval(0.8, 100)
+    assert (low, high) == (pytest.approx(0.7112, abs=1e-4), pytest.approx(0.8666, abs=1e-4))  # the textbook figures
+    samples = right_and_wrong("Depth", "Depth", "Depth", 20, 20, 0) + right_and_wrong("Left", "Left", "Left", 20, 20, 0)
+    benches = [Benchmark("toy", task, "val", "blink", []) for task in ("Depth", "Left")]
+    accuracies, _ = summarise(samples, benches, seed=0)
+    for accuracy in accuracies:
+        assert accuracy.ci[1] - accuracy.ci[0] > 0.05, accuracy
+
+
+def test_the_gains_paired_bootstrap_draws_10000_resamples_as_resampling_the_questions_would():
+    rng = np.random.default_rng(5)
+    differences = rng.choice([-1.0, 0.0, 1.0], size=80, p=[0.1, 0.6, 0.3])
+    low, high = paired_bootstrap_interval([differences], [1.0], seed=0)
+    # The textbook resampling of question indices, as many times.
+    draws = np.random.default_rng(1).integers(0, 80, size=(10_000, 80))
+    ref_low, ref_high = np.percentile(differences[draws].mean(axis=1), [2.5, 97.5])
+    assert abs(low - ref_low) < 0.015 and abs(high - ref_high) < 0.015
+    assert paired_bootstrap_interval([differences], [1.0], seed=3) == paired_bootstrap_interval(
+        [differences], [1.0], seed=3)
+    assert BOOTSTRAP_SAMPLES == 10_000
+    # Paired: the gain's interval is narrower than the two accuracies' intervals would make it.
+    samples = right_and_wrong("Depth", "Depth", "Depth", 100, 80, 50)
+    accuracies, (gain, _) = summarise(samples, [Benchmark("toy", "Depth", "val", "blink", [])], seed=0)
     assert gain.gain == pytest.approx(0.3) and 0.15 < gain.ci[0] < 0.3 < gain.ci[1] < 0.45
-    by_condition = {(a.task, a.condition): a for a in accuracies}
-    assert by_condition[("Depth", "full")].accuracy == pytest.approx(0.8)
-    # Unpaired, the two accuracies' intervals would overlap far more than the paired gain's does.
-    full_ci, shuffled_ci = by_condition[("Depth", "full")].ci, by_condition[("Depth", "shuffled_world")].ci
+    full_ci, shuffled_ci = (next(a.ci for a in accuracies if a.condition == c and a.task == "Depth")
+                            for c in ("full", "shuffled_world"))
     assert (full_ci[1] - shuffled_ci[0]) - (full_ci[0] - shuffled_ci[1]) > gain.ci[1] - gain.ci[0]
 
 
@@ -196,7 +246,8 @@ def test_gemma_baseline_is_plain_gemma_with_its_image_tokens_and_the_same_prompt
         built.append(gemma_baseline(model))
         return built[-1]
 
-    result = evaluate_benchmarks(model, [bench], ["full", "gemma"], baseline=baseline, bootstrap_samples=10)
+    result = evaluate_benchmarks(model, [bench], ["full", "gemma"], baseline=baseline, bootstrap_samples=10,
+                                 protocol="loglikelihood")
     (plain,) = built
     assert plain.world_encoder is None and plain.config.gemma_image_tokens and not plain.config.enable_world
     expected = option_log_likelihoods(plain, plain.processor, bench.questions)
@@ -212,8 +263,10 @@ def test_conditions_that_cannot_run_are_refused_before_any_weight_loads(tmp_path
     with pytest.raises(UserError, match="this model has none"):
         check_conditions(["full", "shuffled_world"], False, [bench])
     single = load_benchmark(str(tmp_path / "blink"), "Relative_Depth", limit=1)
-    with pytest.raises(UserError, match="Relative_Depth has 1 question.*raise --limit to 2"):
+    with pytest.raises(UserError, match="there are 1 question.* in all: raise --limit to 2"):
         check_conditions(["shuffled_world"], True, [single])
+    # One question in a task is enough: another task's questions lend it their world tokens.
+    assert "shuffled_world" in check_conditions(None, True, [single, bench])
 
 
 # ------------------------------------------------------------------------------------------------- the command
@@ -250,7 +303,7 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
     save_file(trained.trainable_state_dict(), tmp_path / "final" / "model.safetensors")
     run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark", folder,
                    "--ckpt_path", tmp_path / "final", "--output", output, "--bootstrap_samples", "200",
-                   "--batch_size", "3", cwd=tmp_path)
+                   "--batch_size", "3", "--protocol", "loglikelihood", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     header = next(line for line in run.stdout.splitlines() if line.startswith("task"))
     assert header.split() == ["task", "n", "full", "no_world", "shuffled_world", "gemma", "world", "gain"]
@@ -266,8 +319,8 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
     # The loggers get the table's figures (W&B and TensorBoard as this CSV logger).
     with open(tmp_path / "run/logs/version_0/metrics.csv") as fh:
         (logged,) = list(csv.DictReader(fh))
-    assert float(logged["eval/all/full"]) == pytest.approx(rows[("all", "full")]["accuracy"])
-    assert float(logged["eval/Spatial_Relation/world_gain"]) == pytest.approx(
+    assert float(logged["eval/loglikelihood/all/full"]) == pytest.approx(rows[("all", "full")]["accuracy"])
+    assert float(logged["eval/loglikelihood/Spatial_Relation/world_gain"]) == pytest.approx(
         next(g["gain"] for g in result["world_gains"] if g["task"] == "Spatial_Relation"))
     # The full condition scored with the checkpoint's weights, not the untrained projector.
     questions = load_benchmark(str(folder), "Relative_Depth").questions
