@@ -3,6 +3,7 @@ ablations really ablating, bootstrap intervals, and the command end to end."""
 
 import csv
 import json
+from collections import defaultdict
 import os
 import re
 import subprocess
@@ -14,7 +15,18 @@ import torch
 from huggingface_hub import HfApi
 from safetensors.torch import save_file
 from support.accounts import ALICE
-from support.benchmark_folders import VQA_FEATURES, blink_folder, picture, write_hub_folder
+from support.benchmark_folders import (
+    BLINK_FEATURES,
+    VQA_FEATURES,
+    blink_folder,
+    blink_rows,
+    blink_test_rows,
+    cv_bench_folder,
+    cv_bench_row,
+    picture,
+    write_hub_folder,
+    write_hub_splits,
+)
 from support.cli_runs import theworld
 
 from theworld import TheWorld
@@ -112,6 +124,55 @@ def test_open_questions_are_generated_and_matched_after_normalisation(model, tmp
         ("The 2 red circles.", True), ("a circle", False), ("Blue", True)]
     assert "What is shown (0)?" in prompts[0]
     assert result.accuracies[0].accuracy == pytest.approx(2 / 3)
+
+
+def test_the_official_protocol_asks_the_datasets_prompt_and_reads_the_leading_letter(model, tmp_path, monkeypatch):
+    rows = blink_rows("Counting", 4)  # answers (B), (A), (B), (A)
+    rows[0]["prompt"] = "Count the floats.\nSelect from the following choices.\n(A) A is closer\n(B) B is closer"
+    bench = load_benchmark(str(write_hub_folder(tmp_path / "blink", "val", {"Counting": (rows, BLINK_FEATURES)})),
+                           "Counting")
+    prompts = []
+
+    def generate(batch, max_new_tokens):
+        prompts.extend(model.processor.tokenizer.batch_decode(batch["input_ids"]))
+        return ["(B) B is closer", "a", "I think (B)", "C"]
+
+    monkeypatch.setattr(model, "generate_from_batch", generate)
+    result = evaluate_benchmarks(model, [bench], ["full"], batch_size=4, bootstrap_samples=100)
+    # lmms-eval's reading: the letter the answer starts with, if it is an option ("I" and "C" are not).
+    assert [(s.response, s.predicted, s.correct) for s in result.samples] == [
+        ("(B) B is closer", "(B)", True), ("a", "(A)", True), ("I think (B)", "", False), ("C", "", False)]
+    assert "Count the floats.\nSelect from the following choices." in prompts[0]
+    assert result.protocol == "official" and set(result.metrics()) == {"eval/official/Counting/full",
+                                                                       "eval/official/all/full"}
+    assert "protocol official: BLINK: the dataset's prompt, a generated answer, its leading letter" in result.table()
+    assert "all: mean of the task accuracies (BLINK's total)" in result.table()
+
+
+def test_a_test_split_with_hidden_answers_gives_predictions_and_the_submission_file(model, tmp_path, monkeypatch):
+    folder = write_hub_splits(tmp_path / "blink", {"Counting": {"val": (blink_rows("Counting", 2), BLINK_FEATURES),
+                                                                "test": (blink_test_rows("Counting", 2), BLINK_FEATURES)}})
+    hidden = load_benchmark(str(folder), "Counting", "test")
+    monkeypatch.setattr(model, "generate_from_batch", lambda batch, max_new_tokens: ["(B)", "A."])
+    result = evaluate_benchmarks(model, [hidden], ["full", "shuffled_world"], bootstrap_samples=100)
+    assert result.accuracies == [] and result.world_gains == [] and result.predictions_only == ["Counting"]
+    assert {s.correct for s in result.samples} == {None}
+    # BLINK's server takes {idx: prediction} (BLINK_Benchmark's eval/evaluate.py).
+    assert json.loads(result.submission()) == {"test_Counting_1": "(B)", "test_Counting_2": "(A)"}
+    assert "Counting: answers hidden (a test split): predictions only, no accuracy" in result.table()
+
+
+def test_a_task_with_no_usable_question_is_reported_and_the_others_run(model, tmp_path):
+    folder = write_hub_folder(tmp_path / "blink", "val", {
+        "Art_Style": (blink_rows("Art_Style", 0, multi_image=2), BLINK_FEATURES),
+        "Relative_Depth": (blink_rows("Relative_Depth", 2), BLINK_FEATURES),
+        "Spatial_Relation": (blink_rows("Spatial_Relation", 1), BLINK_FEATURES)})
+    benches = load_benchmarks(str(folder))
+    result = evaluate_benchmarks(model, benches, ["full", "shuffled_world"], bootstrap_samples=100)
+    assert result.empty_tasks == {"Art_Style": "no usable question (2 multi-image questions)"}
+    assert "Art_Style: no usable question (2 multi-image questions)" in result.table()
+    shuffled = {a.task: a.n for a in result.accuracies if a.condition == "shuffled_world"}
+    assert shuffled == {"Relative_Depth": 2, "Spatial_Relation": 1, "all": 3}  # one question: still its row
 
 
 def test_normalised_matching_and_derangements():
@@ -328,6 +389,64 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
         expected = option_log_likelihoods(trained, trained.processor, questions)
     scores = [s["scores"] for s in result["samples"] if s["condition"] == "full" and s["config"] == "Relative_Depth"]
     assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
+
+
+def hand_total(samples, condition, weights):
+    """The official total recomputed from the JSON's answers: each stratum's share right, weighted."""
+    right = defaultdict(list)
+    for sample in samples:
+        if sample["condition"] == condition:
+            right[sample["stratum"]].append(sample["correct"])
+    assert set(right) == set(weights)
+    return sum(weights[stratum] * sum(values) / len(values) for stratum, values in right.items())
+
+
+def test_blink_and_cv_bench_laid_out_as_on_the_hub_run_end_to_end_with_default_options(tmp_path, tiny_models):
+    config = write_config(tmp_path, tiny_models)
+    blink = write_hub_splits(tmp_path / "BLINK", {
+        "Art_Style": {"val": (blink_rows("Art_Style", 0, multi_image=2), BLINK_FEATURES),
+                      "test": (blink_rows("Art_Style", 0, multi_image=1), BLINK_FEATURES)},
+        "Relative_Depth": {"val": (blink_rows("Relative_Depth", 3, multi_image=1), BLINK_FEATURES),
+                           "test": (blink_test_rows("Relative_Depth", 2), BLINK_FEATURES)},
+        "Spatial_Relation": {"val": (blink_rows("Spatial_Relation", 2), BLINK_FEATURES),
+                             "test": (blink_test_rows("Spatial_Relation", 1), BLINK_FEATURES)}})
+    run = theworld("evaluate", "--config", config, "--benchmark", blink, "--output", tmp_path / "blink.json",
+                   cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "blink.json").read_text())
+    assert result["protocol"] == "official"
+    assert "protocol official: BLINK" in run.stdout and "10,000 resamples" in run.stdout
+    tasks = {a["task"] for a in result["accuracies"]}
+    assert tasks == {"Relative_Depth", "Spatial_Relation", "all"}
+    assert result["empty_tasks"] == {"Art_Style": "no usable question (2 multi-image questions)"}  # reported
+    for condition in result["conditions"]:
+        total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
+        assert total["accuracy"] == pytest.approx(hand_total(result["samples"], condition, {"Relative_Depth": 1 / 2, "Spatial_Relation": 1 / 2}))
+    assert not (tmp_path / "blink.submission.json").exists()  # every answer known: nothing to submit
+
+    run = theworld("evaluate", "--config", config, "--benchmark", blink, "--split", "test", "--conditions", "[full]",
+                   "--output", tmp_path / "blink-test.json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "blink-test.json").read_text())
+    assert result["accuracies"] == [] and result["predictions_only"] == ["Relative_Depth", "Spatial_Relation"]
+    submission = json.loads((tmp_path / "blink-test.submission.json").read_text())
+    assert sorted(submission) == ["test_Relative_Depth_1", "test_Relative_Depth_2", "test_Spatial_Relation_1"]
+    assert submission == {s["question_id"]: s["predicted"] for s in result["samples"]}
+
+    rows_2d = [cv_bench_row(n, "2D", ["Count", "Relation"][n % 2], ["ADE20K", "COCO"][n % 2], ["(A)", "(B)"][n % 3 % 2])
+               for n in range(5)]
+    rows_3d = [cv_bench_row(n, "3D", ["Depth", "Distance"][n % 2], "Omni3D", ["(A)", "(B)"][n % 2]) for n in range(5, 8)]
+    cv_bench = cv_bench_folder(tmp_path / "CV-Bench", rows_2d, rows_3d)
+    run = theworld("evaluate", "--config", config, "--benchmark", cv_bench, "--output", tmp_path / "cv.json",
+                   cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "cv.json").read_text())
+    assert {s["config"] for s in result["samples"]} == {"2D", "3D"} and len(result["samples"]) == 8 * 4  # once each
+    assert "config default left out: it repeats 2D, 3D" in run.stdout
+    published = {"ADE20K": 1 / 4, "COCO": 1 / 4, "Omni3D": 1 / 2}
+    for condition in result["conditions"]:
+        total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
+        assert total["accuracy"] == pytest.approx(hand_total(result["samples"], condition, published))
 
 
 @pytest.mark.parametrize("args,message", [
