@@ -3,11 +3,11 @@ ablations really ablating, bootstrap intervals, and the command end to end."""
 
 import csv
 import json
-from collections import defaultdict
 import os
 import re
 import subprocess
 import sys
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -102,7 +102,7 @@ def test_batched_option_scores_equal_the_direct_computation_whatever_the_batch_a
     with torch.no_grad():
         together = option_log_likelihoods(model, model.processor, questions)
         alone = [option_log_likelihoods(model, model.processor, [q])[0] for q in questions]
-    for question, batched, single in zip(questions, together, alone):
+    for question, batched, single in zip(questions, together, alone, strict=True):
         direct = torch.tensor([direct_option_score(model, question, option) for option in question.options])
         assert torch.allclose(batched, direct, atol=1e-4), (batched, direct)
         assert torch.allclose(batched, single, atol=1e-4)
@@ -150,8 +150,8 @@ def test_the_official_protocol_asks_the_datasets_prompt_and_reads_the_leading_le
 
 
 def test_a_test_split_with_hidden_answers_gives_predictions_and_the_submission_file(model, tmp_path, monkeypatch):
-    folder = write_hub_splits(tmp_path / "blink", {"Counting": {"val": (blink_rows("Counting", 2), BLINK_FEATURES),
-                                                                "test": (blink_test_rows("Counting", 2), BLINK_FEATURES)}})
+    folder = write_hub_splits(tmp_path / "blink", {"Counting": {
+        "val": (blink_rows("Counting", 2), BLINK_FEATURES), "test": (blink_test_rows("Counting", 2), BLINK_FEATURES)}})
     hidden = load_benchmark(str(folder), "Counting", "test")
     monkeypatch.setattr(model, "generate_from_batch", lambda batch, max_new_tokens: ["(B)", "A."])
     result = evaluate_benchmarks(model, [hidden], ["full", "shuffled_world"], bootstrap_samples=100)
@@ -313,7 +313,7 @@ def test_gemma_baseline_is_plain_gemma_with_its_image_tokens_and_the_same_prompt
     assert plain.world_encoder is None and plain.config.gemma_image_tokens and not plain.config.enable_world
     expected = option_log_likelihoods(plain, plain.processor, bench.questions)
     scores = [s.scores for s in result.samples if s.condition == "gemma"]
-    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
+    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected, strict=True))
     assert result.world_gains == []  # no shuffled_world: no gain to report
 
 
@@ -388,7 +388,7 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
     with torch.no_grad():
         expected = option_log_likelihoods(trained, trained.processor, questions)
     scores = [s["scores"] for s in result["samples"] if s["condition"] == "full" and s["config"] == "Relative_Depth"]
-    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
+    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected, strict=True))
 
 
 def hand_total(samples, condition, weights):
@@ -421,7 +421,8 @@ def test_blink_and_cv_bench_laid_out_as_on_the_hub_run_end_to_end_with_default_o
     assert result["empty_tasks"] == {"Art_Style": "no usable question (2 multi-image questions)"}  # reported
     for condition in result["conditions"]:
         total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
-        assert total["accuracy"] == pytest.approx(hand_total(result["samples"], condition, {"Relative_Depth": 1 / 2, "Spatial_Relation": 1 / 2}))
+        by_hand = hand_total(result["samples"], condition, {"Relative_Depth": 1 / 2, "Spatial_Relation": 1 / 2})
+        assert total["accuracy"] == pytest.approx(by_hand)
     assert not (tmp_path / "blink.submission.json").exists()  # every answer known: nothing to submit
 
     run = theworld("evaluate", "--config", config, "--benchmark", blink, "--split", "test", "--conditions", "[full]",
@@ -433,9 +434,10 @@ def test_blink_and_cv_bench_laid_out_as_on_the_hub_run_end_to_end_with_default_o
     assert sorted(submission) == ["test_Relative_Depth_1", "test_Relative_Depth_2", "test_Spatial_Relation_1"]
     assert submission == {s["question_id"]: s["predicted"] for s in result["samples"]}
 
-    rows_2d = [cv_bench_row(n, "2D", ["Count", "Relation"][n % 2], ["ADE20K", "COCO"][n % 2], ["(A)", "(B)"][n % 3 % 2])
-               for n in range(5)]
-    rows_3d = [cv_bench_row(n, "3D", ["Depth", "Distance"][n % 2], "Omni3D", ["(A)", "(B)"][n % 2]) for n in range(5, 8)]
+    rows_2d = [cv_bench_row(n, "2D", ["Count", "Relation"][n % 2], ["ADE20K", "COCO"][n % 2],
+                            ["(A)", "(B)"][n % 3 % 2]) for n in range(5)]
+    rows_3d = [cv_bench_row(n, "3D", ["Depth", "Distance"][n % 2], "Omni3D", ["(A)", "(B)"][n % 2])
+               for n in range(5, 8)]
     cv_bench = cv_bench_folder(tmp_path / "CV-Bench", rows_2d, rows_3d)
     run = theworld("evaluate", "--config", config, "--benchmark", cv_bench, "--output", tmp_path / "cv.json",
                    cwd=tmp_path)
