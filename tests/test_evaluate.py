@@ -27,7 +27,8 @@ from support.benchmark_folders import (
     write_hub_folder,
     write_hub_splits,
 )
-from support.cli_runs import theworld
+from support.cli_runs import REPO, theworld
+from support.hub_cli import workdir
 
 from theworld import TheWorld
 from theworld.benchmarks import Benchmark, load_benchmark, load_benchmarks
@@ -471,3 +472,26 @@ def test_evaluate_help_lists_its_options_without_importing_datasets(tmp_path):
     run = theworld("evaluate", "--help", cwd=tmp_path, program=[sys.executable, "-c", code])
     assert "--benchmark" in run.stdout and "--conditions" in run.stdout and "shuffled_world" in run.stdout
     assert "datasets imported: False" in run.stdout
+
+
+def test_each_evaluation_during_fit_is_kept_in_the_run_folder_its_checkpoint_and_final(demo_dir, tmp_path):
+    cwd = workdir(demo_dir, tmp_path / "fresh")
+    evaluation = [{"class_path": "theworld.callbacks.BenchmarkEvaluation",
+                   "init_args": {"benchmark": "demo_assets/spatial_bench", "conditions": ["full", "shuffled_world"],
+                                 "limit": 3, "every_n_train_steps": 2, "seed": 7}}]
+    run = theworld("fit", "--config", REPO / "configs/demo_spatial.yaml", "--trainer.max_steps", "4",
+                   "--trainer.val_check_interval", "4", "--trainer.limit_val_batches", "1",
+                   "--checkpoint.every_n_train_steps", "4", "--trainer.callbacks", json.dumps(evaluation), cwd=cwd)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    run_folder = cwd / "runs/demo_spatial"
+    kept = {step: json.loads((run_folder / f"evaluation/step-{step}.json").read_text()) for step in (2, 4)}
+    for step, result in kept.items():
+        assert (result["step"], result["protocol"], result["seed"], result["bootstrap_samples"]) == (
+            step, "official", 7, 10_000)
+        assert re.fullmatch(r"\S*demo_assets/gemma-3-tiny@unrecorded \+ \S*demo_assets/cosmos-tiny@unrecorded",
+                            result["models"]["TheWorld"])  # local folders: no Hub revision to record
+        assert all(s["prompt"].startswith("Which half of the image") or s["prompt"].startswith("Is the shape")
+                   for s in result["samples"])
+        assert len(result["samples"]) == 2 * 3 * 2  # tasks x --limit x conditions
+    for folder in ("checkpoints/checkpoint-4", "checkpoints/final"):
+        assert json.loads((run_folder / folder / "evaluation.json").read_text()) == kept[4], folder

@@ -113,6 +113,7 @@ class SampleResult:
     scores: list[float] | None = None  # the options' log-likelihoods (loglikelihood protocol)
     response: str | None = None  # the generated text (official protocol)
     stratum: str = ALL  # the group the official total averages over
+    prompt: str = ""  # what the model was asked
 
 
 @dataclass
@@ -120,8 +121,9 @@ class EvaluationResult:
     """What ``theworld evaluate`` found; ``table()`` prints it, ``save()`` writes it with the per-sample rows.
 
     ``protocol`` / ``protocol_description`` / ``total_rule`` say how it was measured, ``bootstrap_samples`` and
-    ``seed`` how its intervals were drawn; ``empty_tasks`` are configs with no usable question (config -> why),
-    ``predictions_only`` the configs whose answers are hidden."""
+    ``seed`` how its intervals (and the ``--limit`` sample) were drawn, ``step`` and ``models`` which weights
+    answered (the trained weights' step; each condition's base models with their revisions); ``empty_tasks`` are
+    configs with no usable question (config -> why), ``predictions_only`` the configs whose answers are hidden."""
 
     dataset: str
     conditions: list[str]
@@ -139,6 +141,8 @@ class EvaluationResult:
     empty_tasks: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     predictions_only: list[str] = field(default_factory=list)
+    step: int | None = None
+    models: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -357,19 +361,23 @@ def evaluate_benchmarks(
     seed: int = 0,
     max_new_tokens: int = 16,
     protocol: str = "official",
+    step: int | None = None,
 ) -> EvaluationResult:
     """Answers every question of ``benchmarks`` (configs of one benchmark) under each condition (see
     ``check_conditions``) and ``protocol``, and summarises them. ``baseline`` builds the ``gemma`` model when needed
-    (default: ``gemma_baseline(model)``)."""
+    (default: ``gemma_baseline(model)``); ``step`` is the trained weights' step, recorded with the result."""
     conditions = check_conditions(conditions, model.world_encoder is not None, benchmarks)
     protocol = check_protocol(protocol)
     # shuffled_world: the donors are drawn over every question of every config, so a task of one question has some.
     images = [q.image for b in benchmarks for q in b.questions]
     donors = derangement(len(images), seed) if "shuffled_world" in conditions else np.arange(len(images))
     samples: list[SampleResult] = []
+    models = {"TheWorld": base_models(model)}
     started, answered = time.monotonic(), 0
     for condition in conditions:
         runner = (baseline or (lambda: gemma_baseline(model)))() if condition == "gemma" else model
+        if condition == "gemma":
+            models["gemma"] = base_models(runner)
         first = 0
         for benchmark in benchmarks:
             count = len(benchmark.questions)
@@ -410,7 +418,18 @@ def evaluate_benchmarks(
         empty_tasks=empty,
         notes=[note for b in benchmarks for note in b.notes],
         predictions_only=[b.config for b in benchmarks if b.questions and not b.answered],
+        step=step,
+        models=models,
     )
+
+
+def base_models(model) -> str:
+    """``model``'s base weights as ``<gemma>@<revision>`` (and its Cosmos VAE's, when it has world tokens)."""
+    config = model.config
+    named = [f"{config.gemma_model_name}@{config.gemma_revision or 'unrecorded'}"]
+    if model.world_encoder is not None:
+        named.append(f"{config.cosmos_model_name}@{config.cosmos_revision or 'unrecorded'}")
+    return " + ".join(named)
 
 
 @torch.inference_mode()
@@ -469,6 +488,7 @@ def _judged(benchmark: Benchmark, condition: str, question: Question, predicted:
         " | ".join(question.answers),
         correct,
         stratum=question.stratum,
+        prompt=question.prompt,
         **read_from,
     )
 

@@ -1,8 +1,10 @@
 """``BenchmarkEvaluation``: a benchmark subset evaluated during ``fit``, every N steps and at the end of training;
-the result goes to the loggers, the run summary (so to the model card and the Hub repo) and the checkpoints."""
+the result goes to the loggers, ``<default_root_dir>/evaluation/step-N.json``, the run summary (so to the model card
+and the Hub repo) and the checkpoints (``evaluation.json`` in each checkpoint folder and in ``final/``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import lightning as L
@@ -113,6 +115,7 @@ class BenchmarkEvaluation(Callback):
                     bootstrap_samples=self.bootstrap_samples,
                     seed=self.seed,
                     protocol=self.protocol,
+                    step=step,
                 )
         finally:
             model.train(was_training)
@@ -121,4 +124,5 @@ class BenchmarkEvaluation(Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(result.metrics(), step=step)
-            rank_zero_info(f"theworld: step {step}: benchmark\n{result.table()}")
+            saved = result.save(Path(trainer.default_root_dir) / "evaluation" / f"step-{step}.json")
+            rank_zero_info(f"theworld: step {step}: benchmark, every answer in {saved}\n{result.table()}")
