@@ -26,7 +26,9 @@ def result() -> EvaluationResult:
                                             "(A)", correct, [0.0, -1.0], stratum=config))
     benchmarks = [Benchmark("BLINK-Benchmark/BLINK", config, "val", "blink", []) for config in ("Larger", "Left")]
     accuracies, gains = summarise(samples, benchmarks, bootstrap_samples=200)
-    return EvaluationResult("BLINK-Benchmark/BLINK", ["full", "shuffled_world"], accuracies, gains, samples)
+    return EvaluationResult("BLINK-Benchmark/BLINK", ["full", "shuffled_world"], accuracies, gains, samples,
+                            protocol_description="BLINK: the dataset's prompt, a generated answer, its leading letter",
+                            total_rule="mean of the task accuracies (BLINK's total)")
 
 
 def summary(**changes) -> RunSummary:
@@ -55,6 +57,9 @@ def test_the_card_publishes_the_benchmark_with_the_hubs_metric_ids_and_the_world
     assert "| Larger | 20 | 90.0%" in card.text
     assert "**+40.0 points**" in card.text and "**+35.0 points**" in card.text  # Larger 18-10, Left 16-9 of 20
     assert EVALUATION_NAME in card.text
+    # The protocol is named in the table's text and in every model-index entry.
+    assert "Protocol **official**" in card.text and "`all` is the mean of the task accuracies" in card.text
+    assert entries[("Larger", "accuracy")].metric_name == "Larger accuracy (official protocol)"
 
 
 def test_every_answer_is_pushed_beside_the_card_and_reads_back_whole():
