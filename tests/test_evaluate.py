@@ -452,11 +452,50 @@ def test_blink_and_cv_bench_laid_out_as_on_the_hub_run_end_to_end_with_default_o
         assert total["accuracy"] == pytest.approx(hand_total(result["samples"], condition, published))
 
 
+def perturbed_weights(tiny_models, folder, seed):
+    """A trainable-only checkpoint folder whose weights differ from the untrained ones; returns the model."""
+    model = TheWorld(*tiny_models, world_image_size=64).eval()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.trainable_state_dict().values():
+            tensor.add_(torch.randn_like(tensor))
+    folder.mkdir()
+    save_file(model.trainable_state_dict(), folder / "model.safetensors")
+    return model
+
+
+def test_a_trained_control_checkpoint_is_the_baseline_condition_with_its_gain(tmp_path, tiny_models):
+    folder = blink_folder(tmp_path / "blink", count=4, multi_image=0)
+    trained = perturbed_weights(tiny_models, tmp_path / "trained", seed=1)
+    control = perturbed_weights(tiny_models, tmp_path / "control", seed=2)
+    output = tmp_path / "result.json"
+    run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark", folder, "--configs",
+                   "[Relative_Depth]", "--ckpt_path", tmp_path / "trained", "--baseline", tmp_path / "control",
+                   "--conditions", "[baseline, full]", "--protocol", "loglikelihood", "--output", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    header = next(line for line in run.stdout.splitlines() if line.startswith("task"))
+    assert header.split() == ["task", "n", "baseline", "full", "gain_vs_baseline"]
+    result = json.loads(output.read_text())
+    questions = load_benchmark(str(folder), "Relative_Depth").questions
+    for condition, model in (("baseline", control), ("full", trained)):  # full after baseline: its own weights back
+        with torch.no_grad():
+            expected = option_log_likelihoods(model, model.processor, questions)
+        scores = [s["scores"] for s in result["samples"] if s["condition"] == condition]
+        assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected, strict=True))
+    accuracy = {(a["task"], a["condition"]): a["accuracy"] for a in result["accuracies"]}
+    gains = {(g["task"], g["against"]): g["gain"] for g in result["world_gains"]}
+    assert set(gains) == {("Relative_Depth", "baseline"), ("all", "baseline")}
+    assert gains[("all", "baseline")] == pytest.approx(accuracy[("all", "full")] - accuracy[("all", "baseline")])
+    assert result["models"]["baseline"].startswith(str(tmp_path / "control"))
+
+
 @pytest.mark.parametrize("args,message", [
     (["--configs", "[Counting]"], "benchmark .*blink has no config 'Counting'; its configs are Relative_Depth, "
                                   "Spatial_Relation"),
     (["--ckpt_path", "last"], "--ckpt_path last: there is no checkpoint in .*run/checkpoints"),
-], ids=["config-it-lacks", "no-last-checkpoint"])
+    (["--conditions", "[full, baseline]"], "--conditions baseline: the baseline is a trained control checkpoint, "
+                                           "and none was given. Name its folder with --baseline"),
+], ids=["config-it-lacks", "no-last-checkpoint", "baseline-without-checkpoint"])
 def test_evaluate_mistakes_are_one_error_paragraph(tmp_path, tiny_models, args, message):
     run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark",
                    blink_folder(tmp_path / "blink"), *args, cwd=tmp_path)

@@ -16,7 +16,9 @@ Conditions:
 - ``no_world``: the world block left out of the prompt and the model (``TheWorld.without_world``);
 - ``shuffled_world``: each question's image gets another question's world tokens (a seeded derangement over all the
   questions evaluated, so it works with any batch size and any task size); Gemma's image block keeps the true image;
-- ``gemma``: plain Gemma 3 from the same base weights (``enable_world: false``, Gemma's image tokens on), same prompts.
+- ``gemma``: plain Gemma 3 from the same base weights (``enable_world: false``, Gemma's image tokens on), same prompts;
+- ``baseline``: a trained control, another checkpoint's trainable weights in the same model (``--baseline``), with
+  the gain ``full - baseline`` beside the world gain.
 
 Accuracies come with 95% Wilson score intervals (they do not collapse at 0% or 100%); the world gain,
 ``full - shuffled_world``, with a 95% paired bootstrap interval (10,000 resamples of the same questions for both),
@@ -52,7 +54,9 @@ from theworld.loss import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("full", "no_world", "shuffled_world", "gemma")
+CONDITIONS = ("full", "no_world", "shuffled_world", "gemma", "baseline")
+# What the world gain is measured against: the world ablated (another image's tokens), and a trained control.
+GAIN_REFERENCES = {"shuffled_world": "world_gain", "baseline": "gain_vs_baseline"}
 WORLD_CONDITIONS = ("no_world", "shuffled_world")  # ablations of the world tokens: need a model that has them
 PROTOCOLS = ("official", "loglikelihood")
 ALL = "all"  # the task name of the official total's rows (every config of the benchmark)
@@ -91,10 +95,12 @@ class Accuracy(TaskScore):
 
 @dataclass(frozen=True)
 class WorldGain(TaskScore):
-    """``full - shuffled_world`` accuracy on a task (or ``all``), with a paired 95% bootstrap interval."""
+    """``full - <against>`` accuracy on a task (or ``all``), with a paired 95% bootstrap interval: the world gain
+    (against ``shuffled_world``), or the gain over a trained control (against ``baseline``)."""
 
     gain: float
     ci: tuple[float, float]
+    against: str = "shuffled_world"
 
 
 @dataclass(frozen=True)
@@ -161,10 +167,10 @@ class EvaluationResult:
 
     def metrics(self, prefix: str = "eval/") -> dict[str, float]:
         """For loggers: ``eval/<protocol>/<task>/<condition>`` accuracy per task (``all``: the official total) and
-        ``eval/<protocol>/<task>/world_gain``; sub-tasks are left to the JSON file."""
+        ``eval/<protocol>/<task>/world_gain`` (and ``gain_vs_baseline``); sub-tasks are left to the JSON file."""
         prefix = f"{prefix}{self.protocol}/"
         named = {f"{prefix}{task_name(a)}/{a.condition}": a.accuracy for a in self.accuracies if a.sub_task is None}
-        named.update({f"{prefix}{task_name(g)}/world_gain": g.gain for g in self.world_gains})
+        named.update({f"{prefix}{task_name(g)}/{GAIN_REFERENCES[g.against]}": g.gain for g in self.world_gains})
         return named
 
     def save(self, path: str | Path) -> Path:
@@ -182,19 +188,22 @@ class EvaluationResult:
         }
         return FORMATS[self.format].submission(predictions) if predictions else None
 
-    def rows(self) -> list[tuple[str, str | None, dict[str, Accuracy], WorldGain | None]]:
+    def rows(self) -> list[tuple[str, str | None, dict[str, Accuracy], dict[str, WorldGain]]]:
         """The table's rows in order, each task followed by its sub-tasks, the total last: (name, sub-task,
-        accuracy by condition, world gain); a sub-task row is named ``"  <sub_task>"`` and has no gain."""
+        accuracy by condition, gains by what they are against); a sub-task row is named ``"  <sub_task>"`` and has
+        no gain."""
         grouped: dict[tuple, dict[str, Accuracy]] = defaultdict(dict)
         for acc in self.accuracies:
             grouped[(acc.config, acc.task, acc.sub_task)][acc.condition] = acc
-        gains = {(gain.config, gain.task): gain for gain in self.world_gains}
+        gains: dict[tuple, dict[str, WorldGain]] = defaultdict(dict)
+        for gain in self.world_gains:
+            gains[(gain.config, gain.task)][gain.against] = gain
         return [
             (
                 f"  {sub_task}" if sub_task else task_name(next(iter(by_condition.values()))),
                 sub_task,
                 by_condition,
-                None if sub_task else gains.get((config, task)),
+                {} if sub_task else gains.get((config, task), {}),
             )
             for (config, task, sub_task), by_condition in grouped.items()
         ]
@@ -202,17 +211,18 @@ class EvaluationResult:
     def table(self) -> str:
         """Task x condition accuracy in %, with intervals and counts, and the world gain in points; the footer
         names the protocol, the total and the interval methods."""
-        header = ["task", "n", *self.conditions, *(["world gain"] if self.world_gains else [])]
+        against = [reference for reference in GAIN_REFERENCES if any(g.against == reference for g in self.world_gains)]
+        header = ["task", "n", *self.conditions, *(GAIN_REFERENCES[reference] for reference in against)]
         rows = []
-        for name, _, by_condition, gain in self.rows():
+        for name, _, by_condition, gains in self.rows():
             cells = [
                 f"{100 * a.accuracy:.1f} [{100 * a.ci[0]:.1f}, {100 * a.ci[1]:.1f}]" if a else "-"
                 for a in map(by_condition.get, self.conditions)
             ]
-            if self.world_gains:
-                cells.append(
-                    f"{100 * gain.gain:+.1f} [{100 * gain.ci[0]:+.1f}, {100 * gain.ci[1]:+.1f}]" if gain else "-"
-                )
+            cells += [
+                f"{100 * g.gain:+.1f} [{100 * g.ci[0]:+.1f}, {100 * g.ci[1]:+.1f}]" if g else "-"
+                for g in map(gains.get, against)
+            ]
             rows.append([name, str(next(iter(by_condition.values())).n), *cells])
         widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
         lines = [
@@ -223,8 +233,9 @@ class EvaluationResult:
             f"protocol {self.protocol}: {self.protocol_description}",
             f"all: {self.total_rule}",
             f"accuracy % [95% Wilson score interval; all: Wilson at the total's effective sample size (Kish)]; "
-            f"world gain = full - shuffled_world in points [95% paired bootstrap, {self.bootstrap_samples:,} "
-            f"resamples, seed {self.seed}; all: resampled within each stratum of the total]",
+            f"world_gain = full - shuffled_world (gain_vs_baseline = full - baseline) in points [95% paired "
+            f"bootstrap, {self.bootstrap_samples:,} resamples, seed {self.seed}; all: resampled within each stratum "
+            f"of the total]",
         ]
         footer += [f"skipped {count} {reason}" for reason, count in self.skipped.items()]
         footer += [f"{config}: {why}" for config, why in self.empty_tasks.items()]
@@ -327,10 +338,19 @@ def gemma_baseline(model):
     return baseline.to(model.gemma.lm_head.weight.device).eval()
 
 
-def check_conditions(conditions: Sequence[str] | None, has_world: bool, benchmarks: Sequence[Benchmark]) -> list[str]:
-    """The conditions to run (default: all four, or ``full`` and ``gemma`` for a model without world tokens); refuses
-    the ones that cannot run, before any weight loads."""
-    conditions = list(dict.fromkeys(conditions or [c for c in CONDITIONS if has_world or c not in WORLD_CONDITIONS]))
+def check_conditions(
+    conditions: Sequence[str] | None, has_world: bool, benchmarks: Sequence[Benchmark], has_control: bool = False
+) -> list[str]:
+    """The conditions to run (default: full, no_world, shuffled_world and gemma, or full and gemma for a model without
+    world tokens, and baseline when a control checkpoint is given); refuses the ones that cannot run, before any
+    weight loads."""
+    default = [c for c in CONDITIONS if (has_world or c not in WORLD_CONDITIONS) and (has_control or c != "baseline")]
+    conditions = list(dict.fromkeys(conditions or default))
+    if "baseline" in conditions and not has_control:
+        raise UserError(
+            "--conditions baseline: the baseline is a trained control checkpoint, and none was given. Name its "
+            "folder with --baseline <checkpoint-N/ or final/>, or leave baseline out of --conditions."
+        )
     if not has_world and set(conditions) & set(WORLD_CONDITIONS):
         raise UserError(
             f"--conditions {', '.join(conditions)}: no_world and shuffled_world ablate the world tokens, "
@@ -362,11 +382,13 @@ def evaluate_benchmarks(
     max_new_tokens: int = 16,
     protocol: str = "official",
     step: int | None = None,
+    control: str | None = None,
 ) -> EvaluationResult:
     """Answers every question of ``benchmarks`` (configs of one benchmark) under each condition (see
     ``check_conditions``) and ``protocol``, and summarises them. ``baseline`` builds the ``gemma`` model when needed
-    (default: ``gemma_baseline(model)``); ``step`` is the trained weights' step, recorded with the result."""
-    conditions = check_conditions(conditions, model.world_encoder is not None, benchmarks)
+    (default: ``gemma_baseline(model)``); ``control`` is the checkpoint folder the ``baseline`` condition loads;
+    ``step`` is the trained weights' step, recorded with the result."""
+    conditions = check_conditions(conditions, model.world_encoder is not None, benchmarks, control is not None)
     protocol = check_protocol(protocol)
     # shuffled_world: the donors are drawn over every question of every config, so a task of one question has some.
     images = [q.image for b in benchmarks for q in b.questions]
@@ -378,12 +400,18 @@ def evaluate_benchmarks(
         runner = (baseline or (lambda: gemma_baseline(model)))() if condition == "gemma" else model
         if condition == "gemma":
             models["gemma"] = base_models(runner)
+        weights = contextlib.nullcontext()
+        if condition == "baseline":
+            assert control is not None  # check_conditions refuses baseline without it
+            models["baseline"] = f"{control} on {models['TheWorld']}"
+            weights = control_weights(model, control)
         first = 0
-        for benchmark in benchmarks:
-            count = len(benchmark.questions)
-            worlds = [images[d] for d in donors[first : first + count]] if condition == "shuffled_world" else None
-            samples += _answer(runner, benchmark, condition, worlds, batch_size, max_new_tokens, protocol)
-            first, answered = first + count, answered + count
+        with weights:
+            for benchmark in benchmarks:
+                count = len(benchmark.questions)
+                worlds = [images[d] for d in donors[first : first + count]] if condition == "shuffled_world" else None
+                samples += _answer(runner, benchmark, condition, worlds, batch_size, max_new_tokens, protocol)
+                first, answered = first + count, answered + count
     skipped: dict[str, int] = defaultdict(int)
     for benchmark in benchmarks:
         for reason, count in benchmark.skipped.items():
@@ -421,6 +449,20 @@ def evaluate_benchmarks(
         step=step,
         models=models,
     )
+
+
+@contextlib.contextmanager
+def control_weights(model, folder: str):
+    """``model`` with the trainable weights of the checkpoint ``folder`` (every one of them: a control shares
+    nothing with the model evaluated), its own put back after."""
+    from theworld.checkpoint import load_trainable_weights
+
+    own = {name: tensor.detach().clone() for name, tensor in model.trainable_state_dict().items()}
+    try:
+        load_trainable_weights(model, folder, strict=True)
+        yield model
+    finally:
+        model.load_state_dict(own, strict=False)
 
 
 def base_models(model) -> str:
@@ -557,19 +599,21 @@ def summarise(
                     wilson_interval(accuracy, len(correct)),
                 )
             )
-        if sub_task is None and {"full", "shuffled_world"} <= set(by_condition):
-            paired = _paired(by_condition["full"], by_condition["shuffled_world"])
-            gains.append(
-                WorldGain(
-                    dataset,
-                    config,
-                    splits.get(config),
-                    task,
-                    len(paired),
-                    float(paired.mean()),
-                    paired_bootstrap_interval([paired], [1.0], bootstrap_samples, seed),
+        for reference in GAIN_REFERENCES:
+            if sub_task is None and {"full", reference} <= set(by_condition):
+                paired = _paired(by_condition["full"], by_condition[reference])
+                gains.append(
+                    WorldGain(
+                        dataset,
+                        config,
+                        splits.get(config),
+                        task,
+                        len(paired),
+                        float(paired.mean()),
+                        paired_bootstrap_interval([paired], [1.0], bootstrap_samples, seed),
+                        reference,
+                    )
                 )
-            )
     if not by_stratum or weights_of is None:
         return accuracies, gains
     # The official total: a weighted mean over strata (BLINK: tasks, equal weights; CV-Bench: the images' sources).
@@ -597,23 +641,25 @@ def summarise(
                 wilson_interval(accuracy, effective_n),
             )
         )
-    if {"full", "shuffled_world"} <= set(conditions):
-        paired_strata = [_paired(by_stratum[st]["full"], by_stratum[st]["shuffled_world"]) for st in strata]
-        stratum_weights = [weights[st] for st in strata]
-        gains.append(
-            WorldGain(
-                dataset,
-                config,
-                split,
-                ALL,
-                sum(len(p) for p in paired_strata),
-                float(sum(w * p.mean() for w, p in zip(stratum_weights, paired_strata, strict=True))),
-                paired_bootstrap_interval(paired_strata, stratum_weights, bootstrap_samples, seed),
+    stratum_weights = [weights[st] for st in strata]
+    for reference in GAIN_REFERENCES:
+        if {"full", reference} <= set(conditions):
+            paired_strata = [_paired(by_stratum[st]["full"], by_stratum[st][reference]) for st in strata]
+            gains.append(
+                WorldGain(
+                    dataset,
+                    config,
+                    split,
+                    ALL,
+                    sum(len(p) for p in paired_strata),
+                    float(sum(w * p.mean() for w, p in zip(stratum_weights, paired_strata, strict=True))),
+                    paired_bootstrap_interval(paired_strata, stratum_weights, bootstrap_samples, seed),
+                    reference,
+                )
             )
-        )
     return accuracies, gains
 
 
-def _paired(full: dict[tuple[str, str], bool], shuffled: dict[tuple[str, str], bool]) -> np.ndarray:
-    """Per question answered under both: right with its own world (1) minus right with another's (1)."""
-    return np.array([float(full[key]) - float(shuffled[key]) for key in full if key in shuffled])
+def _paired(full: dict[tuple[str, str], bool], reference: dict[tuple[str, str], bool]) -> np.ndarray:
+    """Per question answered under both: right as the model is (1) minus right under the reference (1)."""
+    return np.array([float(full[key]) - float(reference[key]) for key in full if key in reference])

@@ -380,6 +380,7 @@ def _benchmark_section(record: BenchmarkRecord) -> list[str]:
         "no_world": "no world tokens",
         "shuffled_world": "shuffled world tokens",
         "gemma": "Gemma 3 alone",
+        "baseline": "trained control",
     }
     lines = [
         "",
@@ -393,7 +394,8 @@ def _benchmark_section(record: BenchmarkRecord) -> list[str]:
         "| task | questions | " + " | ".join(names[c] for c in result.conditions) + " | world gain |",
         "|---|---:|" + "---:|" * (len(result.conditions) + 1),
     ]
-    for name, sub_task, by_condition, gain in result.rows():
+    for name, sub_task, by_condition, gains in result.rows():
+        gain = gains.get("shuffled_world")
         if sub_task:  # in the results file
             continue
         cells = [

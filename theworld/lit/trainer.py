@@ -200,8 +200,9 @@ class TheWorldTrainer(Trainer):
         benchmark: str,
         configs: list[str] | None = None,
         split: str | None = None,
-        conditions: list[Literal["full", "no_world", "shuffled_world", "gemma"]] | None = None,
+        conditions: list[Literal["full", "no_world", "shuffled_world", "gemma", "baseline"]] | None = None,
         protocol: Literal["official", "loglikelihood"] = "official",
+        baseline: str | None = None,
         limit: int | None = None,
         batch_size: int = 8,
         bootstrap_samples: int = 10_000,
@@ -225,10 +226,12 @@ class TheWorldTrainer(Trainer):
             configs: The benchmark's configs (tasks) to evaluate (default: all of them, but a config repeating the
                 others' questions, CV-Bench's default).
             split: The split (default: val, validation or test, whichever the benchmark has).
-            conditions: Any of full, no_world, shuffled_world, gemma (default: all four; full and gemma for a model
-                without world tokens).
+            conditions: Any of full, no_world, shuffled_world, gemma, baseline (default: the first four, full and
+                gemma for a model without world tokens; baseline too when --baseline is given).
             protocol: official (the benchmark's published evaluation: the dataset's prompt, a generated answer read
                 as the benchmark reads it, its official total) or loglikelihood (the likeliest option).
+            baseline: A trained control: another checkpoint folder (checkpoint-N/ or final/) of the same model,
+                evaluated as the baseline condition, with the gain full - baseline beside the world gain.
             limit: At most this many questions per config: a seeded sample, stratified by task.
             batch_size: Questions per forward pass (loglikelihood: all their options together).
             bootstrap_samples: Resamples for the world gain's paired interval.
@@ -244,7 +247,7 @@ class TheWorldTrainer(Trainer):
 
         module = cast("TheWorldModule", model)  # the CLI hands TheWorld's own module
         benchmarks = load_benchmarks(benchmark, configs, split, limit, seed)
-        chosen = check_conditions(conditions, module.world_config.enable_world, benchmarks)
+        chosen = check_conditions(conditions, module.world_config.enable_world, benchmarks, baseline is not None)
         check_protocol(protocol)
         weights: str | Path | None = ckpt_path
         if weights == "last":
@@ -273,6 +276,8 @@ class TheWorldTrainer(Trainer):
                 seed=seed,
                 max_new_tokens=max_new_tokens,
                 protocol=protocol,
+                step=module.weights_step,
+                control=baseline,
             )
         path = result.save(output or Path(self.default_root_dir) / "evaluate" / f"{Path(benchmark).name}.json")
         submission = result.submission()
