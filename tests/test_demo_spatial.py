@@ -36,6 +36,8 @@ def test_the_world_tokens_answer_where_the_shape_is_and_the_card_says_so(demo_di
 
     pushed = json.loads(hub.files("alice/spatial")[EVALUATION_NAME])
     assert pushed["step"] == int(STEPS) and pushed["conditions"] == ["full", "no_world", "shuffled_world", "gemma"]
+    # BLINK's published protocol: the dataset's prompt, a generated answer, its leading letter; the mean over tasks.
+    assert pushed["protocol"] == "official" and pushed["total_rule"] == "mean of the task accuracies (BLINK's total)"
     accuracy = {(a["task"], a["condition"]): a for a in pushed["accuracies"] if a["sub_task"] is None}
     for task in ("Left", "Top", "all"):
         assert accuracy[(task, "full")]["ci"][0] > 0.75, accuracy[(task, "full")]
@@ -56,9 +58,9 @@ def test_the_world_tokens_answer_where_the_shape_is_and_the_card_says_so(demo_di
 
     # Logged at each evaluation, and carried by the checkpoint of the last step (a resumed run keeps it).
     with open(cwd / "runs/demo_spatial/logs/version_0/metrics.csv") as fh:
-        logged = [row for row in csv.DictReader(fh) if row.get("eval/all/world_gain")]
+        logged = [row for row in csv.DictReader(fh) if row.get("eval/official/all/world_gain")]
     assert [int(row["step"]) for row in logged] == [300, int(STEPS)]
-    assert float(logged[-1]["eval/all/world_gain"]) == pytest.approx(gain["gain"])
+    assert float(logged[-1]["eval/official/all/world_gain"]) == pytest.approx(gain["gain"])
     state = torch.load(cwd / f"runs/demo_spatial/checkpoints/checkpoint-{STEPS}/training_state.pt", weights_only=True)
     assert state["run_summary"]["benchmark"]["step"] == int(STEPS)
 

@@ -12,6 +12,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
+from datasets import Features, Sequence, Value
+from datasets import Image as ImageFeature
 from huggingface_hub import HfApi
 from safetensors.torch import save_file
 from support.accounts import ALICE
@@ -487,6 +489,27 @@ def test_a_trained_control_checkpoint_is_the_baseline_condition_with_its_gain(tm
     assert set(gains) == {("Relative_Depth", "baseline"), ("all", "baseline")}
     assert gains[("all", "baseline")] == pytest.approx(accuracy[("all", "full")] - accuracy[("all", "baseline")])
     assert result["models"]["baseline"].startswith(str(tmp_path / "control"))
+
+
+def test_a_format_registered_in_one_file_runs_through_the_command(tmp_path, tiny_models):
+    features = Features({"image": ImageFeature(), "question": Value("string"), "choices": Sequence(Value("string")),
+                         "answer": Value("string"), "category": Value("string")})
+    rows = [{"image": picture(n), "question": f"Is the bar left ({n})?", "choices": ["yes", "no"],
+             "answer": ["(A)", "(B)"][n % 2], "category": ["bars", "bars", "colours"][n % 3]} for n in range(6)]
+    folder = write_hub_folder(tmp_path / "toy", "test", {"default": (rows, features)})
+    program = [sys.executable, "-c", "import toy_format\nfrom theworld.lit.cli import main\nmain()"]
+    run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark", folder, "--conditions",
+                   "[full, shuffled_world]", "--output", tmp_path / "toy.json", cwd=tmp_path, program=program)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "protocol official: toy: its prompt, a generated answer, its leading letter" in run.stdout
+    result = json.loads((tmp_path / "toy.json").read_text())
+    assert result["format"] == "toy" and {s["stratum"] for s in result["samples"]} == {"bars", "colours"}
+    rows_by_task = {a["task"] for a in result["accuracies"]}
+    assert rows_by_task == {"bars", "colours", "all"}
+    for condition in result["conditions"]:
+        total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
+        by_hand = hand_total(result["samples"], condition, {"bars": 1 / 2, "colours": 1 / 2})
+        assert total["accuracy"] == pytest.approx(by_hand)
 
 
 @pytest.mark.parametrize("args,message", [
