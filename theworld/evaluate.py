@@ -50,7 +50,6 @@ import torch
 
 from theworld.benchmarks import FORMATS, Benchmark, Question
 from theworld.errors import UserError
-from theworld.loss import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -251,33 +250,41 @@ class EvaluationResult:
 def option_log_likelihoods(
     model, processor, questions: Sequence[Question], world_images: Sequence | None = None
 ) -> list[torch.Tensor]:
-    """Per question, the summed log-probability of each option's tokens after its prompt: one forward for all the
-    options of all ``questions``, lm-head logits at the option positions only.
+    """Per question, the summed log-probability of each option's tokens after its prompt.
 
-    ``world_images`` (one per question) go into the world slots instead of the questions' own images.
+    Each question's prompt (its image through the world and image encoders) goes through the model once, in one
+    left-padded batch; its KV cache is then shared by its options, which run as one short continuation batch. An
+    option costs its own few tokens, not the prompt again. ``world_images`` (one per question) go into the world
+    slots instead of the questions' own images.
     """
     world_images = world_images or [q.image for q in questions]
-    examples = [
-        processor(q.image, caption=option, prompt=q.prompt, world_image=world)
-        for q, world in zip(questions, world_images, strict=True)
-        for option in q.options
+    prompts = [processor(q.image, prompt=q.prompt, world_image=w) for q, w in zip(questions, world_images, strict=True)]
+    hidden, cache, attention_mask, position_ids = model.prefill(processor.collate(prompts, padding_side="left"))
+    device = attention_mask.device
+    options = [
+        (number, processor.tokenizer(option, add_special_tokens=False)["input_ids"])
+        for number, question in enumerate(questions)
+        for option in question.options
     ]
-    batch = processor.collate(examples)
-    device = model.gemma.lm_head.weight.device
-    inputs = {key: value.to(device) for key, value in batch.items() if isinstance(value, torch.Tensor)}
-    hidden = model.hidden_states(
-        inputs["input_ids"],
-        inputs["segment_ids"],
-        inputs["attention_mask"],
-        inputs.get("pixel_values"),
-        inputs.get("world_pixels"),
+    width = max(len(ids) for _, ids in options)
+    tokens = torch.full((len(options), width), processor.pad_id, dtype=torch.long, device=device)
+    real = torch.zeros((len(options), width), dtype=torch.bool, device=device)
+    for row, (_, ids) in enumerate(options):
+        tokens[row, : len(ids)], real[row, : len(ids)] = torch.tensor(ids, device=device), True
+    owner = torch.tensor([number for number, _ in options], device=device)
+    cache.batch_select_indices(owner)  # each option row continues its own question's prompt
+    extended = model.extend(
+        tokens,
+        torch.cat([attention_mask[owner], real.long()], dim=-1),
+        position_ids[owner, -1:] + 1 + torch.arange(width, device=device),
+        cache,
     )
-    # The collate labels each option's tokens and its closing <end_of_turn>: only the option's own tokens count.
-    positions, targets = inputs["label_positions"], inputs["label_targets"]
-    log_probs = model.gemma.lm_head(hidden.flatten(0, 1).index_select(0, positions)).float().log_softmax(-1)
-    scored = (targets != IGNORE_INDEX) & (targets != processor.end_of_turn_id)
-    token_scores = log_probs.gather(1, targets.clamp(min=0).unsqueeze(1)).squeeze(1) * scored
-    per_option = token_scores.view(len(examples), -1).sum(1).cpu()
+    # The prompt's last state predicts an option's first token, the option's token i its token i + 1.
+    predicting = torch.cat([hidden[owner, -1:], extended[:, :-1]], dim=1)
+    log_probs = model.gemma.lm_head(predicting[real]).float().log_softmax(-1)
+    token_scores = torch.zeros_like(tokens, dtype=torch.float)
+    token_scores[real] = log_probs.gather(1, tokens[real].unsqueeze(1)).squeeze(1)
+    per_option = token_scores.sum(1).cpu()
     return list(per_option.split([len(q.options) for q in questions]))
 
 
