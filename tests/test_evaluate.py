@@ -285,6 +285,26 @@ def test_shuffled_world_gives_every_question_another_questions_world_even_one_at
     assert {s.condition for s in result.samples} == {"shuffled_world"}
 
 
+def test_loglikelihood_encodes_each_image_once_per_question_whatever_its_options(model, tmp_path, monkeypatch):
+    rows = blink_rows("Counting", 3)
+    for row in rows:
+        row["choices"] = ["0", "1", "2", "3"]
+        row["prompt"] = "How many?\nSelect from the following choices.\n(A) 0\n(B) 1\n(C) 2\n(D) 3"
+    bench = load_benchmark(str(write_hub_folder(tmp_path / "blink", "val", {"Counting": (rows, BLINK_FEATURES)})),
+                           "Counting")
+    spy = WorldSpy(model, monkeypatch)
+    siglip = []
+    encode_images = model.gemma.model.get_image_features
+    monkeypatch.setattr(model.gemma.model, "get_image_features",
+                        lambda pixel_values, *a, **k: siglip.append(len(pixel_values)) or encode_images(
+                            pixel_values, *a, **k))
+    result = evaluate_benchmarks(model, [bench], ["full"], batch_size=3, bootstrap_samples=10,
+                                 protocol="loglikelihood")
+    assert [len(pixels) for pixels in spy.world_pixels] == [3]  # three questions of four options: three worlds
+    assert siglip == [3]  # and Gemma's own image block (SigLIP): once per question too
+    assert all(len(s.scores) == 4 for s in result.samples)
+
+
 def test_no_world_leaves_the_world_out_of_the_prompt_and_the_model(model, tmp_path, monkeypatch):
     bench = load_benchmark(str(blink_folder(tmp_path / "blink", count=3)), "Relative_Depth")
     spy = WorldSpy(model, monkeypatch)
