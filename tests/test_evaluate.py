@@ -34,6 +34,7 @@ from support.hub_cli import workdir
 
 from theworld import TheWorld
 from theworld.benchmarks import Benchmark, load_benchmark, load_benchmarks
+from theworld.benchmarks.formats import leading_letter, letter_decided
 from theworld.data.processing import SEG_WORLD, SEG_WORLD_START
 from theworld.errors import UserError
 from theworld.evaluate import (
@@ -117,7 +118,7 @@ def test_open_questions_are_generated_and_matched_after_normalisation(model, tmp
     bench = load_benchmark(str(write_hub_folder(tmp_path / "vqa", "test", {"shapes": (rows, VQA_FEATURES)})), "shapes")
     prompts = []
 
-    def generate(batch, max_new_tokens):
+    def generate(batch, max_new_tokens, answered=None):
         prompts.append(model.processor.tokenizer.decode(batch["input_ids"][0]))
         return ["The 2 red circles.", "a circle", "Blue"][:len(batch["input_ids"])]
 
@@ -136,7 +137,7 @@ def test_the_official_protocol_asks_the_datasets_prompt_and_reads_the_leading_le
                            "Counting")
     prompts = []
 
-    def generate(batch, max_new_tokens):
+    def generate(batch, max_new_tokens, answered=None):
         prompts.extend(model.processor.tokenizer.batch_decode(batch["input_ids"]))
         return ["(B) B is closer", "a", "I think (B)", "C"]
 
@@ -152,11 +153,22 @@ def test_the_official_protocol_asks_the_datasets_prompt_and_reads_the_leading_le
     assert "all: mean of the task accuracies (BLINK's total)" in result.table()
 
 
+def test_generation_stops_once_the_letter_is_decided_and_reads_the_same_answer(model, tmp_path):
+    questions = load_benchmark(str(blink_folder(tmp_path / "blink", count=4)), "Relative_Depth").questions
+    proc = model.processor
+    batch = proc.collate([proc(q.image, prompt=q.prompt) for q in questions], padding_side="left")
+    whole = model.generate_from_batch(batch, 12)
+    stopped = model.generate_from_batch(batch, 12, answered=letter_decided)
+    for question, text, short in zip(questions, whole, stopped, strict=True):
+        assert text.startswith(short) and leading_letter(short, question) == leading_letter(text, question)
+    assert sum(map(len, stopped)) < sum(map(len, whole))  # the untrained model's long answers were cut
+
+
 def test_a_test_split_with_hidden_answers_gives_predictions_and_the_submission_file(model, tmp_path, monkeypatch):
     folder = write_hub_splits(tmp_path / "blink", {"Counting": {
         "val": (blink_rows("Counting", 2), BLINK_FEATURES), "test": (blink_test_rows("Counting", 2), BLINK_FEATURES)}})
     hidden = load_benchmark(str(folder), "Counting", "test")
-    monkeypatch.setattr(model, "generate_from_batch", lambda batch, max_new_tokens: ["(B)", "A."])
+    monkeypatch.setattr(model, "generate_from_batch", lambda batch, max_new_tokens, answered: ["(B)", "A."])
     result = evaluate_benchmarks(model, [hidden], ["full", "shuffled_world"], bootstrap_samples=100)
     assert result.accuracies == [] and result.world_gains == [] and result.predictions_only == ["Counting"]
     assert {s.correct for s in result.samples} == {None}

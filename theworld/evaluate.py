@@ -556,7 +556,8 @@ def _generated(model, processor, benchmark, condition, questions, world_images, 
     examples = [
         processor(q.image, prompt=q.prompt, world_image=world) for q, world in zip(questions, world_images, strict=True)
     ]
-    texts = model.generate_from_batch(processor.collate(examples, padding_side="left"), max_new_tokens)
+    batch = processor.collate(examples, padding_side="left")
+    texts = model.generate_from_batch(batch, max_new_tokens, answered=benchmark.record.answered)
     return [
         _judged(benchmark, condition, question, benchmark.record.extract_answer(text, question), response=text)
         for question, text in zip(questions, texts, strict=True)

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING, cast
 
@@ -388,8 +389,17 @@ class TheWorld(nn.Module):
         return self.generate_from_batch(batch, max_new_tokens, return_scores)
 
     @torch.no_grad()
-    def generate_from_batch(self, batch: dict, max_new_tokens: int = 32, return_scores: bool = False):
-        """Like ``generate`` for a left-padded batch from ``processor.collate(..., padding_side="left")``."""
+    def generate_from_batch(
+        self,
+        batch: dict,
+        max_new_tokens: int = 32,
+        return_scores: bool = False,
+        answered: Callable[[str], bool] | None = None,
+    ):
+        """Like ``generate`` for a left-padded batch from ``processor.collate(..., padding_side="left")``.
+
+        ``answered(text)``: a row whose text so far is a complete answer stops there (a multiple-choice answer is
+        read from its first letter: the tokens after it cannot change it)."""
         proc = self.processor
         device = self.gemma.lm_head.weight.device
         hidden, cache, attention_mask, position_ids = self.prefill(batch)
@@ -403,6 +413,9 @@ class TheWorld(nn.Module):
             next_token = logits.argmax(-1).masked_fill(finished, proc.pad_id)
             tokens.append(next_token)
             finished |= torch.isin(next_token, stop_ids)
+            if answered is not None:
+                texts = proc.tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)
+                finished |= torch.tensor([answered(text) for text in texts], device=device)
             if bool(finished.all()):
                 break
             attention_mask = torch.cat([attention_mask, (~finished).long().unsqueeze(-1)], dim=-1)

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from PIL import Image
 
-from theworld.benchmarks.formats import BenchmarkFormat, Row, equal_weights, leading_letter, multiple_choice_question
+from theworld.benchmarks.formats import (
+    BenchmarkFormat,
+    Row,
+    equal_weights,
+    leading_letter,
+    letter_decided,
+    multiple_choice_question,
+)
 
 IMAGE_COLUMNS = ("image_1", "image_2", "image_3", "image_4")
 
@@ -27,6 +34,7 @@ BLINK = BenchmarkFormat(
     task=lambda row: row.config,
     read=read,
     extract_answer=leading_letter,
+    answered=letter_decided,
     total_weights=equal_weights,
     total_rule="mean of the task accuracies (BLINK's total)",
     protocol="BLINK: the dataset's prompt, a generated answer, its leading letter (lmms-eval's reading)",

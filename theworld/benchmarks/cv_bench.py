@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from theworld.benchmarks.formats import BenchmarkFormat, Row, leading_letter, multiple_choice_question
+from theworld.benchmarks.formats import BenchmarkFormat, Row, leading_letter, letter_decided, multiple_choice_question
 from theworld.errors import UserError
 
 SOURCE_WEIGHTS = {"ADE20K": 0.25, "COCO": 0.25, "Omni3D": 0.5}
@@ -41,6 +41,7 @@ CV_BENCH = BenchmarkFormat(
     task=lambda row: str(row.values.get("task") or row.config),
     read=read,
     extract_answer=leading_letter,
+    answered=letter_decided,
     total_weights=total_weights,
     total_rule="1/2 ((ADE20K + COCO) / 2 + Omni3D) over the images' sources (CV-Bench's total)",
     protocol="CV-Bench: the dataset's prompt, a generated answer, its leading letter (lmms-eval's reading)",

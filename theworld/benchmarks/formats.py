@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -62,6 +63,7 @@ class BenchmarkFormat:
     - ``image_columns``: where its images are (a row may fill several: multi-image questions);
     - ``task``: a row's task (what ``--limit`` stratifies by); ``read``: a row (its images decoded) as a ``Question``;
     - ``extract_answer``: the answer read from a generated text, as the benchmark's published evaluation reads it;
+      ``answered``: whether a text generated so far already decides that answer (generation stops there);
     - ``total_weights``: the official total's weight of each stratum present (``Question.stratum``), summing to 1;
       ``total_rule`` says it in words;
     - ``repeated_configs``: configs holding the other configs' rows again (evaluated only when named);
@@ -81,6 +83,7 @@ class BenchmarkFormat:
     protocol: str
     repeated_configs: tuple[str, ...] = ()
     submission: Callable[[Mapping[str, str]], str] = lambda predictions: predictions_json(predictions)
+    answered: Callable[[str], bool] | None = None
 
 
 FORMATS: dict[str, BenchmarkFormat] = {}
@@ -117,6 +120,12 @@ def leading_letter(text: str, question: Question) -> str:
     match = LEADING_LETTER.match(text.strip())
     letter = f"({match.group(1).upper()})" if match else ""
     return letter if letter in question.options else ""
+
+
+def letter_decided(text: str) -> bool:
+    """Whether ``leading_letter`` already has its answer: a character past the leading spaces and parentheses (a
+    letter, or something that makes it no answer)."""
+    return bool(text.lstrip("(" + string.whitespace))
 
 
 def predictions_json(predictions: Mapping[str, str]) -> str:

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from PIL import Image
 
-from theworld.benchmarks.formats import BenchmarkFormat, Row, equal_weights, leading_letter, multiple_choice_question
+from theworld.benchmarks.formats import (
+    BenchmarkFormat,
+    Row,
+    equal_weights,
+    leading_letter,
+    letter_decided,
+    multiple_choice_question,
+)
 
 
 def read(row: Row, image: Image.Image):
@@ -23,6 +30,7 @@ MULTIPLE_CHOICE = BenchmarkFormat(
     task=lambda row: row.config,
     read=read,
     extract_answer=leading_letter,
+    answered=letter_decided,
     total_weights=equal_weights,
     total_rule="the share of all questions answered right",
     protocol="multiple choice: the prompt, a generated answer, its leading letter",
