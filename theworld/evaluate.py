@@ -407,7 +407,7 @@ def evaluate_benchmarks(
         runner = (baseline or (lambda: gemma_baseline(model)))() if condition == "gemma" else model
         if condition == "gemma":
             models["gemma"] = base_models(runner)
-        weights = contextlib.nullcontext()
+        weights: contextlib.AbstractContextManager = contextlib.nullcontext()
         if condition == "baseline":
             assert control is not None  # check_conditions refuses baseline without it
             models["baseline"] = f"{control} on {models['TheWorld']}"
