@@ -402,7 +402,7 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
                    "--batch_size", "3", "--protocol", "loglikelihood", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     header = next(line for line in run.stdout.splitlines() if line.startswith("task"))
-    assert header.split() == ["task", "n", "full", "no_world", "shuffled_world", "gemma", "world", "gain"]
+    assert header.split() == ["task", "n", "full", "no_world", "shuffled_world", "gemma", "world_gain"]
     assert "skipped 1 multi-image questions" in run.stdout
     assert "questions/s" in run.stderr
     result = json.loads(output.read_text())
