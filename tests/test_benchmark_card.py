@@ -23,10 +23,12 @@ def result() -> EvaluationResult:
             for condition, right in (("full", right_full), ("shuffled_world", right_shuffled)):
                 correct = i < right
                 samples.append(SampleResult(str(i), config, config, None, condition, "(A)" if correct else "(B)",
-                                            "(A)", correct, [0.0, -1.0]))
+                                            "(A)", correct, [0.0, -1.0], stratum=config))
     benchmarks = [Benchmark("BLINK-Benchmark/BLINK", config, "val", "blink", []) for config in ("Larger", "Left")]
     accuracies, gains = summarise(samples, benchmarks, bootstrap_samples=200)
-    return EvaluationResult("BLINK-Benchmark/BLINK", ["full", "shuffled_world"], accuracies, gains, samples)
+    return EvaluationResult("BLINK-Benchmark/BLINK", ["full", "shuffled_world"], accuracies, gains, samples,
+                            protocol_description="BLINK: the dataset's prompt, a generated answer, its leading letter",
+                            total_rule="mean of the task accuracies (BLINK's total)")
 
 
 def summary(**changes) -> RunSummary:
@@ -55,6 +57,9 @@ def test_the_card_publishes_the_benchmark_with_the_hubs_metric_ids_and_the_world
     assert "| Larger | 20 | 90.0%" in card.text
     assert "**+40.0 points**" in card.text and "**+35.0 points**" in card.text  # Larger 18-10, Left 16-9 of 20
     assert EVALUATION_NAME in card.text
+    # The protocol is named in the table's text and in every model-index entry.
+    assert "Protocol **official**" in card.text and "`all` is the mean of the task accuracies" in card.text
+    assert entries[("Larger", "accuracy")].metric_name == "Larger accuracy (official protocol)"
 
 
 def test_every_answer_is_pushed_beside_the_card_and_reads_back_whole():
@@ -63,5 +68,5 @@ def test_every_answer_is_pushed_beside_the_card_and_reads_back_whole():
     assert pushed["step"] == 500 and len(pushed["samples"]) == 80
     restored = EvaluationResult.from_dict({k: v for k, v in pushed.items() if k != "step"})
     assert restored == summary().benchmark.result
-    assert restored.metrics()["eval/Larger/world_gain"] == pytest.approx(0.4)
+    assert restored.metrics()["eval/official/Larger/world_gain"] == pytest.approx(0.4)
     assert EVALUATION_NAME not in report_files(summary(benchmark=None))

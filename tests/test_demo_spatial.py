@@ -32,17 +32,21 @@ def test_the_world_tokens_answer_where_the_shape_is_and_the_card_says_so(demo_di
                       env=hub_env(hub.url, tmp_path / "hf", HF_TOKEN=SECRET))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    print(output[output.index("benchmark\n"):][:1200])
+    print(output[output.index(f"step {STEPS}: benchmark"):][:1600])
 
     pushed = json.loads(hub.files("alice/spatial")[EVALUATION_NAME])
     assert pushed["step"] == int(STEPS) and pushed["conditions"] == ["full", "no_world", "shuffled_world", "gemma"]
+    # BLINK's published protocol: the dataset's prompt, a generated answer, its leading letter; the mean over tasks.
+    assert pushed["protocol"] == "official" and pushed["total_rule"] == "mean of the task accuracies (BLINK's total)"
     accuracy = {(a["task"], a["condition"]): a for a in pushed["accuracies"] if a["sub_task"] is None}
     for task in ("Left", "Top", "all"):
         assert accuracy[(task, "full")]["ci"][0] > 0.75, accuracy[(task, "full")]
-        # Without the world tokens, with another image's, or as plain Gemma 3 (which never saw a world token):
-        # a blind guess, 50% (the answers are balanced).
-        for condition in ("no_world", "shuffled_world", "gemma"):
+        # Without the world tokens or with another image's: a blind guess, 50% (the answers are balanced).
+        for condition in ("no_world", "shuffled_world"):
             assert abs(accuracy[(task, condition)]["accuracy"] - 0.5) < 0.1, accuracy[(task, condition)]
+        # Plain Gemma 3 never saw a world token nor learned to answer with a letter: under the official protocol no
+        # option is read from its text (0%), and in no case does it do better than a blind guess.
+        assert accuracy[(task, "gemma")]["accuracy"] < 0.6, accuracy[(task, "gemma")]
     gain = next(g for g in pushed["world_gains"] if g["task"] == "all")
     assert gain["n"] == 400 and gain["ci"][0] > 0.25, gain
 
@@ -56,9 +60,9 @@ def test_the_world_tokens_answer_where_the_shape_is_and_the_card_says_so(demo_di
 
     # Logged at each evaluation, and carried by the checkpoint of the last step (a resumed run keeps it).
     with open(cwd / "runs/demo_spatial/logs/version_0/metrics.csv") as fh:
-        logged = [row for row in csv.DictReader(fh) if row.get("eval/all/world_gain")]
+        logged = [row for row in csv.DictReader(fh) if row.get("eval/official/all/world_gain")]
     assert [int(row["step"]) for row in logged] == [300, int(STEPS)]
-    assert float(logged[-1]["eval/all/world_gain"]) == pytest.approx(gain["gain"])
+    assert float(logged[-1]["eval/official/all/world_gain"]) == pytest.approx(gain["gain"])
     state = torch.load(cwd / f"runs/demo_spatial/checkpoints/checkpoint-{STEPS}/training_state.pt", weights_only=True)
     assert state["run_summary"]["benchmark"]["step"] == int(STEPS)
 

@@ -7,29 +7,47 @@ import os
 import re
 import subprocess
 import sys
+from collections import defaultdict
 
 import numpy as np
 import pytest
 import torch
+from datasets import Features, Sequence, Value
+from datasets import Image as ImageFeature
 from huggingface_hub import HfApi
 from safetensors.torch import save_file
 from support.accounts import ALICE
-from support.benchmark_folders import VQA_FEATURES, blink_folder, picture, write_hub_folder
-from support.cli_runs import theworld
+from support.benchmark_folders import (
+    BLINK_FEATURES,
+    VQA_FEATURES,
+    blink_folder,
+    blink_rows,
+    blink_test_rows,
+    cv_bench_folder,
+    cv_bench_row,
+    picture,
+    write_hub_folder,
+    write_hub_splits,
+)
+from support.cli_runs import REPO, theworld
+from support.hub_cli import workdir
 
 from theworld import TheWorld
-from theworld.benchmarks import load_benchmark, load_benchmarks
+from theworld.benchmarks import Benchmark, load_benchmark, load_benchmarks
+from theworld.benchmarks.formats import leading_letter, letter_decided
 from theworld.data.processing import SEG_WORLD, SEG_WORLD_START
 from theworld.errors import UserError
 from theworld.evaluate import (
+    BOOTSTRAP_SAMPLES,
     SampleResult,
-    bootstrap_interval,
     check_conditions,
     derangement,
     evaluate_benchmarks,
     normalize_answer,
     option_log_likelihoods,
+    paired_bootstrap_interval,
     summarise,
+    wilson_interval,
 )
 
 
@@ -88,7 +106,7 @@ def test_batched_option_scores_equal_the_direct_computation_whatever_the_batch_a
     with torch.no_grad():
         together = option_log_likelihoods(model, model.processor, questions)
         alone = [option_log_likelihoods(model, model.processor, [q])[0] for q in questions]
-    for question, batched, single in zip(questions, together, alone):
+    for question, batched, single in zip(questions, together, alone, strict=True):
         direct = torch.tensor([direct_option_score(model, question, option) for option in question.options])
         assert torch.allclose(batched, direct, atol=1e-4), (batched, direct)
         assert torch.allclose(batched, single, atol=1e-4)
@@ -100,7 +118,7 @@ def test_open_questions_are_generated_and_matched_after_normalisation(model, tmp
     bench = load_benchmark(str(write_hub_folder(tmp_path / "vqa", "test", {"shapes": (rows, VQA_FEATURES)})), "shapes")
     prompts = []
 
-    def generate(batch, max_new_tokens):
+    def generate(batch, max_new_tokens, answered=None):
         prompts.append(model.processor.tokenizer.decode(batch["input_ids"][0]))
         return ["The 2 red circles.", "a circle", "Blue"][:len(batch["input_ids"])]
 
@@ -112,6 +130,66 @@ def test_open_questions_are_generated_and_matched_after_normalisation(model, tmp
     assert result.accuracies[0].accuracy == pytest.approx(2 / 3)
 
 
+def test_the_official_protocol_asks_the_datasets_prompt_and_reads_the_leading_letter(model, tmp_path, monkeypatch):
+    rows = blink_rows("Counting", 4)  # answers (B), (A), (B), (A)
+    rows[0]["prompt"] = "Count the floats.\nSelect from the following choices.\n(A) A is closer\n(B) B is closer"
+    bench = load_benchmark(str(write_hub_folder(tmp_path / "blink", "val", {"Counting": (rows, BLINK_FEATURES)})),
+                           "Counting")
+    prompts = []
+
+    def generate(batch, max_new_tokens, answered=None):
+        prompts.extend(model.processor.tokenizer.batch_decode(batch["input_ids"]))
+        return ["(B) B is closer", "a", "I think (B)", "C"]
+
+    monkeypatch.setattr(model, "generate_from_batch", generate)
+    result = evaluate_benchmarks(model, [bench], ["full"], batch_size=4, bootstrap_samples=100)
+    # lmms-eval's reading: the letter the answer starts with, if it is an option ("I" and "C" are not).
+    assert [(s.response, s.predicted, s.correct) for s in result.samples] == [
+        ("(B) B is closer", "(B)", True), ("a", "(A)", True), ("I think (B)", "", False), ("C", "", False)]
+    assert "Count the floats.\nSelect from the following choices." in prompts[0]
+    assert result.protocol == "official" and set(result.metrics()) == {"eval/official/Counting/full",
+                                                                       "eval/official/all/full"}
+    assert "protocol official: BLINK: the dataset's prompt, a generated answer, its leading letter" in result.table()
+    assert "all: mean of the task accuracies (BLINK's total)" in result.table()
+
+
+def test_generation_stops_once_the_letter_is_decided_and_reads_the_same_answer(model, tmp_path):
+    questions = load_benchmark(str(blink_folder(tmp_path / "blink", count=4)), "Relative_Depth").questions
+    proc = model.processor
+    batch = proc.collate([proc(q.image, prompt=q.prompt) for q in questions], padding_side="left")
+    whole = model.generate_from_batch(batch, 12)
+    stopped = model.generate_from_batch(batch, 12, answered=letter_decided)
+    for question, text, short in zip(questions, whole, stopped, strict=True):
+        assert text.startswith(short) and leading_letter(short, question) == leading_letter(text, question)
+    assert sum(map(len, stopped)) < sum(map(len, whole))  # the untrained model's long answers were cut
+
+
+def test_a_test_split_with_hidden_answers_gives_predictions_and_the_submission_file(model, tmp_path, monkeypatch):
+    folder = write_hub_splits(tmp_path / "blink", {"Counting": {
+        "val": (blink_rows("Counting", 2), BLINK_FEATURES), "test": (blink_test_rows("Counting", 2), BLINK_FEATURES)}})
+    hidden = load_benchmark(str(folder), "Counting", "test")
+    monkeypatch.setattr(model, "generate_from_batch", lambda batch, max_new_tokens, answered: ["(B)", "A."])
+    result = evaluate_benchmarks(model, [hidden], ["full", "shuffled_world"], bootstrap_samples=100)
+    assert result.accuracies == [] and result.world_gains == [] and result.predictions_only == ["Counting"]
+    assert {s.correct for s in result.samples} == {None}
+    # BLINK's server takes {idx: prediction} (BLINK_Benchmark's eval/evaluate.py).
+    assert json.loads(result.submission()) == {"test_Counting_1": "(B)", "test_Counting_2": "(A)"}
+    assert "Counting: answers hidden (a test split): predictions only, no accuracy" in result.table()
+
+
+def test_a_task_with_no_usable_question_is_reported_and_the_others_run(model, tmp_path):
+    folder = write_hub_folder(tmp_path / "blink", "val", {
+        "Art_Style": (blink_rows("Art_Style", 0, multi_image=2), BLINK_FEATURES),
+        "Relative_Depth": (blink_rows("Relative_Depth", 2), BLINK_FEATURES),
+        "Spatial_Relation": (blink_rows("Spatial_Relation", 1), BLINK_FEATURES)})
+    benches = load_benchmarks(str(folder))
+    result = evaluate_benchmarks(model, benches, ["full", "shuffled_world"], bootstrap_samples=100)
+    assert result.empty_tasks == {"Art_Style": "no usable question (2 multi-image questions)"}
+    assert "Art_Style: no usable question (2 multi-image questions)" in result.table()
+    shuffled = {a.task: a.n for a in result.accuracies if a.condition == "shuffled_world"}
+    assert shuffled == {"Relative_Depth": 2, "Spatial_Relation": 1, "all": 3}  # one question: still its row
+
+
 def test_normalised_matching_and_derangements():
     assert normalize_answer("The Two red cats.") == normalize_answer("2 red cats") == "2 red cats"
     assert normalize_answer("a circle") != normalize_answer("a square")
@@ -121,24 +199,72 @@ def test_normalised_matching_and_derangements():
     assert np.array_equal(derangement(9, seed=3), derangement(9, seed=3))
 
 
-def test_bootstrap_intervals_cover_the_mean_and_pair_the_conditions():
-    half = np.array([1.0, 0.0] * 100)
-    low, high = bootstrap_interval(half, 2000, seed=0)
-    assert low < 0.5 < high and 0.05 < high - low < 0.2
-    assert bootstrap_interval(np.ones(30), 500, seed=0) == (1.0, 1.0)
-    assert bootstrap_interval(half, 500, seed=1) == bootstrap_interval(half, 500, seed=1)
-    # full right on 80 of 100 questions, shuffled_world on 50 (the same 50 and 30 more wrong): gain 0.3, paired
-    right_full, right_shuffled = set(range(80)), set(range(50))
-    samples = [SampleResult(str(i), "Depth", "Depth", None, condition, "(A)", "(A)", i in right)
-               for condition, right in (("full", right_full), ("shuffled_world", right_shuffled)) for i in range(100)]
-    bench = type("Bench", (), {"dataset": "toy", "config": "Depth", "split": "val"})()
-    accuracies, (gain, pooled) = summarise(samples, [bench], 1000, seed=0)
-    assert gain.task == "Depth" and pooled.task == "all" and gain.n == 100
+def right_and_wrong(config, task, stratum, n, right_full, right_shuffled):
+    """``n`` questions of ``task``: full right on the first ``right_full``, shuffled_world on the first
+    ``right_shuffled``."""
+    return [SampleResult(f"{task}_{i}", config, task, None, condition, "(A)", "(A)", i < right, stratum=stratum)
+            for condition, right in (("full", right_full), ("shuffled_world", right_shuffled)) for i in range(n)]
+
+
+def test_blinks_total_is_the_mean_over_its_tasks_not_the_pooled_share():
+    # Depth: 10 questions, full right on 9, shuffled on 5; Jigsaw: 30 questions, 12 and 12.
+    samples = (right_and_wrong("Depth", "Depth", "Depth", 10, 9, 5)
+               + right_and_wrong("Jigsaw", "Jigsaw", "Jigsaw", 30, 12, 12))
+    benches = [Benchmark("BLINK-Benchmark/BLINK", task, "val", "blink", []) for task in ("Depth", "Jigsaw")]
+    accuracies, gains = summarise(samples, benches, seed=0)
+    total = {a.condition: a for a in accuracies if a.task == "all"}
+    assert total["full"].accuracy == pytest.approx((9 / 10 + 12 / 30) / 2)  # 65%; pooled would be 21/40
+    assert total["shuffled_world"].accuracy == pytest.approx((5 / 10 + 12 / 30) / 2)
+    assert (total["full"].n, total["full"].config, total["full"].split) == (40, None, "val")
+    gain = {g.task: g for g in gains}
+    assert gain["all"].gain == pytest.approx(0.65 - 0.45) and gain["Depth"].gain == pytest.approx(0.4)
+    assert gain["Jigsaw"].gain == 0 and gain["Jigsaw"].ci == (0.0, 0.0)  # the same answers: no difference at all
+    assert 0 < gain["all"].ci[0] < 0.2 < gain["all"].ci[1]
+
+
+def test_cv_benchs_total_weighs_the_sources_as_published():
+    # ADE20K 3 of 4, COCO 0 of 2 (2D), Omni3D 2 of 5 (3D).
+    samples = (right_and_wrong("2D", "Count", "ADE20K", 4, 3, 0) + right_and_wrong("2D", "Relation", "COCO", 2, 0, 0)
+               + right_and_wrong("3D", "Depth", "Omni3D", 5, 2, 0))
+    benches = [Benchmark("nyu-visionx/CV-Bench", config, "test", "cv-bench", []) for config in ("2D", "3D")]
+    accuracies, _ = summarise(samples, benches, seed=0)
+    total = next(a for a in accuracies if a.task == "all" and a.condition == "full")
+    assert total.accuracy == pytest.approx(1 / 2 * ((3 / 4 + 0 / 2) / 2 + 2 / 5))  # 38.75%; pooled: 5/11
+    # 2D alone: (ADE20K + COCO) / 2.
+    accuracies, _ = summarise(samples[:12], benches[:1], seed=0)
+    assert next(a for a in accuracies if a.task == "all" and a.condition == "full").accuracy == pytest.approx(0.375)
+
+
+def test_accuracy_intervals_are_wilsons_and_do_not_collapse_at_0_or_100_percent():
+    z = 1.959963984540054
+    assert wilson_interval(1.0, 30) == pytest.approx((30 / (30 + z * z), 1.0))  # closed form at 100%
+    assert wilson_interval(0.0, 30) == pytest.approx((0.0, z * z / (30 + z * z)))
+    low, high = wilson_interval(0.8, 100)
+    assert (low, high) == (pytest.approx(0.7112, abs=1e-4), pytest.approx(0.8666, abs=1e-4))  # the textbook figures
+    samples = right_and_wrong("Depth", "Depth", "Depth", 20, 20, 0) + right_and_wrong("Left", "Left", "Left", 20, 20, 0)
+    benches = [Benchmark("toy", task, "val", "blink", []) for task in ("Depth", "Left")]
+    accuracies, _ = summarise(samples, benches, seed=0)
+    for accuracy in accuracies:
+        assert accuracy.ci[1] - accuracy.ci[0] > 0.05, accuracy
+
+
+def test_the_gains_paired_bootstrap_draws_10000_resamples_as_resampling_the_questions_would():
+    rng = np.random.default_rng(5)
+    differences = rng.choice([-1.0, 0.0, 1.0], size=80, p=[0.1, 0.6, 0.3])
+    low, high = paired_bootstrap_interval([differences], [1.0], seed=0)
+    # The textbook resampling of question indices, as many times.
+    draws = np.random.default_rng(1).integers(0, 80, size=(10_000, 80))
+    ref_low, ref_high = np.percentile(differences[draws].mean(axis=1), [2.5, 97.5])
+    assert abs(low - ref_low) < 0.015 and abs(high - ref_high) < 0.015
+    assert paired_bootstrap_interval([differences], [1.0], seed=3) == paired_bootstrap_interval(
+        [differences], [1.0], seed=3)
+    assert BOOTSTRAP_SAMPLES == 10_000
+    # Paired: the gain's interval is narrower than the two accuracies' intervals would make it.
+    samples = right_and_wrong("Depth", "Depth", "Depth", 100, 80, 50)
+    accuracies, (gain, _) = summarise(samples, [Benchmark("toy", "Depth", "val", "blink", [])], seed=0)
     assert gain.gain == pytest.approx(0.3) and 0.15 < gain.ci[0] < 0.3 < gain.ci[1] < 0.45
-    by_condition = {(a.task, a.condition): a for a in accuracies}
-    assert by_condition[("Depth", "full")].accuracy == pytest.approx(0.8)
-    # Unpaired, the two accuracies' intervals would overlap far more than the paired gain's does.
-    full_ci, shuffled_ci = by_condition[("Depth", "full")].ci, by_condition[("Depth", "shuffled_world")].ci
+    full_ci, shuffled_ci = (next(a.ci for a in accuracies if a.condition == c and a.task == "Depth")
+                            for c in ("full", "shuffled_world"))
     assert (full_ci[1] - shuffled_ci[0]) - (full_ci[0] - shuffled_ci[1]) > gain.ci[1] - gain.ci[0]
 
 
@@ -171,6 +297,26 @@ def test_shuffled_world_gives_every_question_another_questions_world_even_one_at
     assert {s.condition for s in result.samples} == {"shuffled_world"}
 
 
+def test_loglikelihood_encodes_each_image_once_per_question_whatever_its_options(model, tmp_path, monkeypatch):
+    rows = blink_rows("Counting", 3)
+    for row in rows:
+        row["choices"] = ["0", "1", "2", "3"]
+        row["prompt"] = "How many?\nSelect from the following choices.\n(A) 0\n(B) 1\n(C) 2\n(D) 3"
+    bench = load_benchmark(str(write_hub_folder(tmp_path / "blink", "val", {"Counting": (rows, BLINK_FEATURES)})),
+                           "Counting")
+    spy = WorldSpy(model, monkeypatch)
+    siglip = []
+    encode_images = model.gemma.model.get_image_features
+    monkeypatch.setattr(model.gemma.model, "get_image_features",
+                        lambda pixel_values, *a, **k: siglip.append(len(pixel_values)) or encode_images(
+                            pixel_values, *a, **k))
+    result = evaluate_benchmarks(model, [bench], ["full"], batch_size=3, bootstrap_samples=10,
+                                 protocol="loglikelihood")
+    assert [len(pixels) for pixels in spy.world_pixels] == [3]  # three questions of four options: three worlds
+    assert siglip == [3]  # and Gemma's own image block (SigLIP): once per question too
+    assert all(len(s.scores) == 4 for s in result.samples)
+
+
 def test_no_world_leaves_the_world_out_of_the_prompt_and_the_model(model, tmp_path, monkeypatch):
     bench = load_benchmark(str(blink_folder(tmp_path / "blink", count=3)), "Relative_Depth")
     spy = WorldSpy(model, monkeypatch)
@@ -196,12 +342,13 @@ def test_gemma_baseline_is_plain_gemma_with_its_image_tokens_and_the_same_prompt
         built.append(gemma_baseline(model))
         return built[-1]
 
-    result = evaluate_benchmarks(model, [bench], ["full", "gemma"], baseline=baseline, bootstrap_samples=10)
+    result = evaluate_benchmarks(model, [bench], ["full", "gemma"], baseline=baseline, bootstrap_samples=10,
+                                 protocol="loglikelihood")
     (plain,) = built
     assert plain.world_encoder is None and plain.config.gemma_image_tokens and not plain.config.enable_world
     expected = option_log_likelihoods(plain, plain.processor, bench.questions)
     scores = [s.scores for s in result.samples if s.condition == "gemma"]
-    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
+    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected, strict=True))
     assert result.world_gains == []  # no shuffled_world: no gain to report
 
 
@@ -212,8 +359,10 @@ def test_conditions_that_cannot_run_are_refused_before_any_weight_loads(tmp_path
     with pytest.raises(UserError, match="this model has none"):
         check_conditions(["full", "shuffled_world"], False, [bench])
     single = load_benchmark(str(tmp_path / "blink"), "Relative_Depth", limit=1)
-    with pytest.raises(UserError, match="Relative_Depth has 1 question.*raise --limit to 2"):
+    with pytest.raises(UserError, match="there are 1 question.* in all: raise --limit to 2"):
         check_conditions(["shuffled_world"], True, [single])
+    # One question in a task is enough: another task's questions lend it their world tokens.
+    assert "shuffled_world" in check_conditions(None, True, [single, bench])
 
 
 # ------------------------------------------------------------------------------------------------- the command
@@ -250,10 +399,10 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
     save_file(trained.trainable_state_dict(), tmp_path / "final" / "model.safetensors")
     run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark", folder,
                    "--ckpt_path", tmp_path / "final", "--output", output, "--bootstrap_samples", "200",
-                   "--batch_size", "3", cwd=tmp_path)
+                   "--batch_size", "3", "--protocol", "loglikelihood", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     header = next(line for line in run.stdout.splitlines() if line.startswith("task"))
-    assert header.split() == ["task", "n", "full", "no_world", "shuffled_world", "gemma", "world", "gain"]
+    assert header.split() == ["task", "n", "full", "no_world", "shuffled_world", "gemma", "world_gain"]
     assert "skipped 1 multi-image questions" in run.stdout
     assert "questions/s" in run.stderr
     result = json.loads(output.read_text())
@@ -266,22 +415,142 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
     # The loggers get the table's figures (W&B and TensorBoard as this CSV logger).
     with open(tmp_path / "run/logs/version_0/metrics.csv") as fh:
         (logged,) = list(csv.DictReader(fh))
-    assert float(logged["eval/all/full"]) == pytest.approx(rows[("all", "full")]["accuracy"])
-    assert float(logged["eval/Spatial_Relation/world_gain"]) == pytest.approx(
+    assert float(logged["eval/loglikelihood/all/full"]) == pytest.approx(rows[("all", "full")]["accuracy"])
+    assert float(logged["eval/loglikelihood/Spatial_Relation/world_gain"]) == pytest.approx(
         next(g["gain"] for g in result["world_gains"] if g["task"] == "Spatial_Relation"))
     # The full condition scored with the checkpoint's weights, not the untrained projector.
     questions = load_benchmark(str(folder), "Relative_Depth").questions
     with torch.no_grad():
         expected = option_log_likelihoods(trained, trained.processor, questions)
     scores = [s["scores"] for s in result["samples"] if s["condition"] == "full" and s["config"] == "Relative_Depth"]
-    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected))
+    assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected, strict=True))
+
+
+def hand_total(samples, condition, weights):
+    """The official total recomputed from the JSON's answers: each stratum's share right, weighted."""
+    right = defaultdict(list)
+    for sample in samples:
+        if sample["condition"] == condition:
+            right[sample["stratum"]].append(sample["correct"])
+    assert set(right) == set(weights)
+    return sum(weights[stratum] * sum(values) / len(values) for stratum, values in right.items())
+
+
+def test_blink_and_cv_bench_laid_out_as_on_the_hub_run_end_to_end_with_default_options(tmp_path, tiny_models):
+    config = write_config(tmp_path, tiny_models)
+    blink = write_hub_splits(tmp_path / "BLINK", {
+        "Art_Style": {"val": (blink_rows("Art_Style", 0, multi_image=2), BLINK_FEATURES),
+                      "test": (blink_rows("Art_Style", 0, multi_image=1), BLINK_FEATURES)},
+        "Relative_Depth": {"val": (blink_rows("Relative_Depth", 3, multi_image=1), BLINK_FEATURES),
+                           "test": (blink_test_rows("Relative_Depth", 2), BLINK_FEATURES)},
+        "Spatial_Relation": {"val": (blink_rows("Spatial_Relation", 2), BLINK_FEATURES),
+                             "test": (blink_test_rows("Spatial_Relation", 1), BLINK_FEATURES)}})
+    run = theworld("evaluate", "--config", config, "--benchmark", blink, "--output", tmp_path / "blink.json",
+                   cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "blink.json").read_text())
+    assert result["protocol"] == "official"
+    assert "protocol official: BLINK" in run.stdout and "10,000 resamples" in run.stdout
+    tasks = {a["task"] for a in result["accuracies"]}
+    assert tasks == {"Relative_Depth", "Spatial_Relation", "all"}
+    assert result["empty_tasks"] == {"Art_Style": "no usable question (2 multi-image questions)"}  # reported
+    for condition in result["conditions"]:
+        total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
+        by_hand = hand_total(result["samples"], condition, {"Relative_Depth": 1 / 2, "Spatial_Relation": 1 / 2})
+        assert total["accuracy"] == pytest.approx(by_hand)
+    assert not (tmp_path / "blink.submission.json").exists()  # every answer known: nothing to submit
+
+    run = theworld("evaluate", "--config", config, "--benchmark", blink, "--split", "test", "--conditions", "[full]",
+                   "--output", tmp_path / "blink-test.json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "blink-test.json").read_text())
+    assert result["accuracies"] == [] and result["predictions_only"] == ["Relative_Depth", "Spatial_Relation"]
+    submission = json.loads((tmp_path / "blink-test.submission.json").read_text())
+    assert sorted(submission) == ["test_Relative_Depth_1", "test_Relative_Depth_2", "test_Spatial_Relation_1"]
+    assert submission == {s["question_id"]: s["predicted"] for s in result["samples"]}
+
+    rows_2d = [cv_bench_row(n, "2D", ["Count", "Relation"][n % 2], ["ADE20K", "COCO"][n % 2],
+                            ["(A)", "(B)"][n % 3 % 2]) for n in range(5)]
+    rows_3d = [cv_bench_row(n, "3D", ["Depth", "Distance"][n % 2], "Omni3D", ["(A)", "(B)"][n % 2])
+               for n in range(5, 8)]
+    cv_bench = cv_bench_folder(tmp_path / "CV-Bench", rows_2d, rows_3d)
+    run = theworld("evaluate", "--config", config, "--benchmark", cv_bench, "--output", tmp_path / "cv.json",
+                   cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "cv.json").read_text())
+    assert {s["config"] for s in result["samples"]} == {"2D", "3D"} and len(result["samples"]) == 8 * 4  # once each
+    assert "config default left out: it repeats 2D, 3D" in run.stdout
+    published = {"ADE20K": 1 / 4, "COCO": 1 / 4, "Omni3D": 1 / 2}
+    for condition in result["conditions"]:
+        total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
+        assert total["accuracy"] == pytest.approx(hand_total(result["samples"], condition, published))
+
+
+def perturbed_weights(tiny_models, folder, seed):
+    """A trainable-only checkpoint folder whose weights differ from the untrained ones; returns the model."""
+    model = TheWorld(*tiny_models, world_image_size=64).eval()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.trainable_state_dict().values():
+            tensor.add_(torch.randn_like(tensor))
+    folder.mkdir()
+    save_file(model.trainable_state_dict(), folder / "model.safetensors")
+    return model
+
+
+def test_a_trained_control_checkpoint_is_the_baseline_condition_with_its_gain(tmp_path, tiny_models):
+    folder = blink_folder(tmp_path / "blink", count=4, multi_image=0)
+    trained = perturbed_weights(tiny_models, tmp_path / "trained", seed=1)
+    control = perturbed_weights(tiny_models, tmp_path / "control", seed=2)
+    output = tmp_path / "result.json"
+    run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark", folder, "--configs",
+                   "[Relative_Depth]", "--ckpt_path", tmp_path / "trained", "--baseline", tmp_path / "control",
+                   "--conditions", "[baseline, full]", "--protocol", "loglikelihood", "--output", output, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    header = next(line for line in run.stdout.splitlines() if line.startswith("task"))
+    assert header.split() == ["task", "n", "baseline", "full", "gain_vs_baseline"]
+    result = json.loads(output.read_text())
+    questions = load_benchmark(str(folder), "Relative_Depth").questions
+    for condition, model in (("baseline", control), ("full", trained)):  # full after baseline: its own weights back
+        with torch.no_grad():
+            expected = option_log_likelihoods(model, model.processor, questions)
+        scores = [s["scores"] for s in result["samples"] if s["condition"] == condition]
+        assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected, strict=True))
+    accuracy = {(a["task"], a["condition"]): a["accuracy"] for a in result["accuracies"]}
+    gains = {(g["task"], g["against"]): g["gain"] for g in result["world_gains"]}
+    assert set(gains) == {("Relative_Depth", "baseline"), ("all", "baseline")}
+    assert gains[("all", "baseline")] == pytest.approx(accuracy[("all", "full")] - accuracy[("all", "baseline")])
+    assert result["models"]["baseline"].startswith(str(tmp_path / "control"))
+
+
+def test_a_format_registered_in_one_file_runs_through_the_command(tmp_path, tiny_models):
+    features = Features({"image": ImageFeature(), "question": Value("string"), "choices": Sequence(Value("string")),
+                         "answer": Value("string"), "category": Value("string")})
+    rows = [{"image": picture(n), "question": f"Is the bar left ({n})?", "choices": ["yes", "no"],
+             "answer": ["(A)", "(B)"][n % 2], "category": ["bars", "bars", "colours"][n % 3]} for n in range(6)]
+    folder = write_hub_folder(tmp_path / "toy", "test", {"default": (rows, features)})
+    program = [sys.executable, "-c", "import toy_format\nfrom theworld.lit.cli import main\nmain()"]
+    run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark", folder, "--conditions",
+                   "[full, shuffled_world]", "--output", tmp_path / "toy.json", cwd=tmp_path, program=program)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "protocol official: toy: its prompt, a generated answer, its leading letter" in run.stdout
+    result = json.loads((tmp_path / "toy.json").read_text())
+    assert result["format"] == "toy" and {s["stratum"] for s in result["samples"]} == {"bars", "colours"}
+    rows_by_task = {a["task"] for a in result["accuracies"]}
+    assert rows_by_task == {"bars", "colours", "all"}
+    for condition in result["conditions"]:
+        total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
+        by_hand = hand_total(result["samples"], condition, {"bars": 1 / 2, "colours": 1 / 2})
+        assert total["accuracy"] == pytest.approx(by_hand)
 
 
 @pytest.mark.parametrize("args,message", [
     (["--configs", "[Counting]"], "benchmark .*blink has no config 'Counting'; its configs are Relative_Depth, "
                                   "Spatial_Relation"),
     (["--ckpt_path", "last"], "--ckpt_path last: there is no checkpoint in .*run/checkpoints"),
-], ids=["config-it-lacks", "no-last-checkpoint"])
+    (["--conditions", "[full, baseline]"], "--conditions baseline: the baseline is a trained control checkpoint, "
+                                           "and none was given. Name its folder with --baseline"),
+], ids=["config-it-lacks", "no-last-checkpoint", "baseline-without-checkpoint"])
 def test_evaluate_mistakes_are_one_error_paragraph(tmp_path, tiny_models, args, message):
     run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark",
                    blink_folder(tmp_path / "blink"), *args, cwd=tmp_path)
@@ -297,3 +566,26 @@ def test_evaluate_help_lists_its_options_without_importing_datasets(tmp_path):
     run = theworld("evaluate", "--help", cwd=tmp_path, program=[sys.executable, "-c", code])
     assert "--benchmark" in run.stdout and "--conditions" in run.stdout and "shuffled_world" in run.stdout
     assert "datasets imported: False" in run.stdout
+
+
+def test_each_evaluation_during_fit_is_kept_in_the_run_folder_its_checkpoint_and_final(demo_dir, tmp_path):
+    cwd = workdir(demo_dir, tmp_path / "fresh")
+    evaluation = [{"class_path": "theworld.callbacks.BenchmarkEvaluation",
+                   "init_args": {"benchmark": "demo_assets/spatial_bench", "conditions": ["full", "shuffled_world"],
+                                 "limit": 3, "every_n_train_steps": 2, "seed": 7}}]
+    run = theworld("fit", "--config", REPO / "configs/demo_spatial.yaml", "--trainer.max_steps", "4",
+                   "--trainer.val_check_interval", "4", "--trainer.limit_val_batches", "1",
+                   "--checkpoint.every_n_train_steps", "4", "--trainer.callbacks", json.dumps(evaluation), cwd=cwd)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    run_folder = cwd / "runs/demo_spatial"
+    kept = {step: json.loads((run_folder / f"evaluation/step-{step}.json").read_text()) for step in (2, 4)}
+    for step, result in kept.items():
+        assert (result["step"], result["protocol"], result["seed"], result["bootstrap_samples"]) == (
+            step, "official", 7, 10_000)
+        assert re.fullmatch(r"\S*demo_assets/gemma-3-tiny@unrecorded \+ \S*demo_assets/cosmos-tiny@unrecorded",
+                            result["models"]["TheWorld"])  # local folders: no Hub revision to record
+        assert all(s["prompt"].startswith("Which half of the image") or s["prompt"].startswith("Is the shape")
+                   for s in result["samples"])
+        assert len(result["samples"]) == 2 * 3 * 2  # tasks x --limit x conditions
+    for folder in ("checkpoints/checkpoint-4", "checkpoints/final"):
+        assert json.loads((run_folder / folder / "evaluation.json").read_text()) == kept[4], folder

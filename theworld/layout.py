@@ -15,6 +15,8 @@ from theworld.config import CONFIG_NAME
 
 WEIGHTS_NAME = "model.safetensors"
 TRAINING_STATE_NAME = "training_state.pt"
+CHECKPOINT_EVALUATION_NAME = "evaluation.json"  # the latest benchmark evaluation during fit (checkpoint folders)
+
 RESUME_FILES = (WEIGHTS_NAME, CONFIG_NAME, TRAINING_STATE_NAME)
 WEIGHT_FILES = (WEIGHTS_NAME, CONFIG_NAME)
 PROVENANCE_NAME = "provenance.json"  # in every checkpoint folder written since it was added; optional when reading

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING, cast
 
@@ -388,11 +389,46 @@ class TheWorld(nn.Module):
         return self.generate_from_batch(batch, max_new_tokens, return_scores)
 
     @torch.no_grad()
-    def generate_from_batch(self, batch: dict, max_new_tokens: int = 32, return_scores: bool = False):
-        """Like ``generate`` for a left-padded batch from ``processor.collate(..., padding_side="left")``."""
+    def generate_from_batch(
+        self,
+        batch: dict,
+        max_new_tokens: int = 32,
+        return_scores: bool = False,
+        answered: Callable[[str], bool] | None = None,
+    ):
+        """Like ``generate`` for a left-padded batch from ``processor.collate(..., padding_side="left")``.
+
+        ``answered(text)``: a row whose text so far is a complete answer stops there (a multiple-choice answer is
+        read from its first letter: the tokens after it cannot change it)."""
+        proc = self.processor
+        device = self.gemma.lm_head.weight.device
+        hidden, cache, attention_mask, position_ids = self.prefill(batch)
+        stop_ids = torch.tensor([proc.end_of_turn_id, proc.tokenizer.eos_token_id], device=device)
+        finished = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=device)
+        tokens, scores = [], []
+        next_position = position_ids[:, -1:] + 1
+        for _ in range(max_new_tokens):
+            logits = self.gemma.lm_head(hidden[:, -1]).float()
+            scores.append(logits)
+            next_token = logits.argmax(-1).masked_fill(finished, proc.pad_id)
+            tokens.append(next_token)
+            finished |= torch.isin(next_token, stop_ids)
+            if answered is not None:
+                texts = proc.tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)
+                finished |= torch.tensor([answered(text) for text in texts], device=device)
+            if bool(finished.all()):
+                break
+            attention_mask = torch.cat([attention_mask, (~finished).long().unsqueeze(-1)], dim=-1)
+            hidden = self.extend(next_token.unsqueeze(-1), attention_mask, next_position, cache)
+            next_position = next_position + 1
+        texts = [t.strip() for t in proc.tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)]
+        return (texts, torch.stack(scores, dim=1)) if return_scores else texts
+
+    def prefill(self, batch: dict):
+        """A left-padded prompt batch through the model once, world and image blocks included: its hidden states, the
+        KV cache it leaves, its attention mask and position ids (``extend`` continues from them)."""
         from transformers import DynamicCache
 
-        proc = self.processor
         device = self.gemma.lm_head.weight.device
         batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         attention_mask = batch["attention_mask"]
@@ -409,30 +445,18 @@ class TheWorld(nn.Module):
             use_cache=True,
             **{_cache_kwarg(): cache},
         )
-        stop_ids = torch.tensor([proc.end_of_turn_id, proc.tokenizer.eos_token_id], device=device)
-        finished = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=device)
-        tokens, scores = [], []
-        next_position = position_ids[:, -1:] + 1
-        for _ in range(max_new_tokens):
-            logits = self.gemma.lm_head(hidden[:, -1]).float()
-            scores.append(logits)
-            next_token = logits.argmax(-1).masked_fill(finished, proc.pad_id)
-            tokens.append(next_token)
-            finished |= torch.isin(next_token, stop_ids)
-            if bool(finished.all()):
-                break
-            attention_mask = torch.cat([attention_mask, (~finished).long().unsqueeze(-1)], dim=-1)
-            embeds = self._text_embeddings()(next_token.unsqueeze(-1))
-            hidden = self.gemma.model.language_model(
-                inputs_embeds=embeds,
-                attention_mask=attention_mask,
-                position_ids=next_position,
-                use_cache=True,
-                **{_cache_kwarg(): cache},
-            ).last_hidden_state
-            next_position = next_position + 1
-        texts = [t.strip() for t in proc.tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)]
-        return (texts, torch.stack(scores, dim=1)) if return_scores else texts
+        return hidden, cache, attention_mask, position_ids
+
+    def extend(self, token_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache):
+        """Hidden states of text ``token_ids`` (B, T) after what ``cache`` holds; ``attention_mask`` covers the cached
+        positions and the new ones, ``position_ids`` are the new tokens'."""
+        return self.gemma.model.language_model(
+            inputs_embeds=self._text_embeddings()(token_ids),
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **{_cache_kwarg(): cache},
+        ).last_hidden_state
 
 
 def scatter_rows(embeds: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

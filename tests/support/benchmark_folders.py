@@ -5,6 +5,8 @@ from datasets import Dataset, Features, Sequence, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
+from theworld.prompts import multiple_choice_prompt
+
 # Column names and types as the datasets' cards give them (BLINK-Benchmark/BLINK, nyu-visionx/CV-Bench).
 BLINK_FEATURES = Features({
     "idx": Value("string"), "question": Value("string"), "sub_task": Value("string"),
@@ -33,11 +35,19 @@ def picture(number: int) -> Image.Image:
 def write_hub_folder(root, split: str, configs: dict[str, tuple[list[dict], Features]]):
     """``<root>/<Config>/<split>-00000-of-00001.parquet`` and a README.md whose front matter lists the configs: the
     layout of a dataset on the Hub."""
+    return write_hub_splits(root, {config: {split: table} for config, table in configs.items()})
+
+
+def write_hub_splits(root, configs: dict[str, dict[str, tuple[list[dict], Features]]]):
+    """As ``write_hub_folder``, several splits per config (BLINK: ``val`` and ``test``)."""
     card = ["---", "configs:"]
-    for config, (rows, features) in configs.items():
+    for config, splits in configs.items():
         (root / config).mkdir(parents=True)
-        Dataset.from_list(rows, features=features).to_parquet(str(root / config / f"{split}-00000-of-00001.parquet"))
-        card += [f"- config_name: {config}", "  data_files:", f"  - split: {split}", f"    path: {config}/{split}-*"]
+        card += [f"- config_name: {config}", "  data_files:"]
+        for split, (rows, features) in splits.items():
+            path = root / config / f"{split}-00000-of-00001.parquet"
+            Dataset.from_list(rows, features=features).to_parquet(str(path))
+            card += [f"  - split: {split}", f"    path: {config}/{split}-*"]
     (root / "README.md").write_text("\n".join([*card, "---", ""]))
     return root
 
@@ -50,7 +60,8 @@ def blink_rows(task: str, count: int, multi_image: int = 0) -> list[dict]:
             "idx": f"val_{task}_{number + 1}", "question": question, "sub_task": task.replace("_", " "),
             "image_1": picture(number), "image_2": picture(number + 1) if number >= count else None,
             "image_3": None, "image_4": None, "choices": ["A is closer", "B is closer"],
-            "answer": "(A)" if number % 2 else "(B)", "prompt": "", "explanation": "",
+            "answer": "(A)" if number % 2 else "(B)", "explanation": "",
+            "prompt": multiple_choice_prompt(question, ["A is closer", "B is closer"]),
         })
     return rows
 
@@ -60,3 +71,31 @@ def blink_folder(root, count=4, multi_image=1):
         "Relative_Depth": (blink_rows("Relative_Depth", count, multi_image), BLINK_FEATURES),
         "Spatial_Relation": (blink_rows("Spatial_Relation", count), BLINK_FEATURES),
     })
+
+
+def blink_test_rows(task: str, count: int) -> list[dict]:
+    """BLINK's test split: the same columns, the answers withheld."""
+    return [{**row, "idx": f"test_{task}_{n + 1}", "answer": "hidden"} for n, row in enumerate(blink_rows(task, count))]
+
+
+def cv_bench_row(idx: int, kind: str, task: str, source: str, answer: str = "(A)") -> dict:
+    choices = ["lamp", "chair"] if kind == "3D" else ["3", "2", "1", "0"]
+    question = "Which object is closer to the camera?" if kind == "3D" else f"How many {task.lower()}s are there?"
+    return {"idx": idx, "type": kind, "task": task, "image": picture(idx), "question": question, "choices": choices,
+            "answer": answer, "prompt": multiple_choice_prompt(question, choices), "filename": f"img/{kind}/{idx}.png",
+            "source": source, "source_dataset": {"Omni3D": "SUNRGBD"}.get(source, source),
+            "source_filename": f"{idx}.jpg", "target_class": None, "target_size": None,
+            "bbox": [[1.0, 2.0, 3.0, 4.0]]}
+
+
+def cv_bench_folder(root, rows_2d: list[dict], rows_3d: list[dict]):
+    """nyu-visionx/CV-Bench's layout: ``test_2d.parquet`` and ``test_3d.parquet`` at the top, and three configs:
+    ``2D``, ``3D`` and ``default``, whose ``test*.parquet`` holds both again."""
+    root.mkdir(parents=True)
+    Dataset.from_list(rows_2d, features=CV_BENCH_FEATURES).to_parquet(str(root / "test_2d.parquet"))
+    Dataset.from_list(rows_3d, features=CV_BENCH_FEATURES).to_parquet(str(root / "test_3d.parquet"))
+    card = ["---", "configs:"]
+    for config, pattern in (("default", "test*.parquet"), ("2D", "test_2d.parquet"), ("3D", "test_3d.parquet")):
+        card += [f"- config_name: {config}", "  data_files:", "  - split: test", f'    path: "{pattern}"']
+    (root / "README.md").write_text("\n".join([*card, "---", ""]))
+    return root

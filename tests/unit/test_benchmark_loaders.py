@@ -13,8 +13,12 @@ from support.benchmark_folders import (
     VQA_FEATURES,
     blink_folder,
     blink_rows,
+    blink_test_rows,
+    cv_bench_folder,
+    cv_bench_row,
     picture,
     write_hub_folder,
+    write_hub_splits,
 )
 
 from theworld.benchmarks import benchmark_configs, load_benchmark, load_benchmarks
@@ -43,8 +47,10 @@ def test_cv_bench_takes_its_tasks_from_the_task_column_and_the_sources_as_sub_ta
     folder = write_hub_folder(tmp_path / "cv", "test", {"3D": (rows, CV_BENCH_FEATURES)})
     bench = load_benchmark(str(folder), "3D", limit=2)
     assert (bench.format, bench.split, len(bench.questions)) == ("cv-bench", "test", 2)
-    assert [(q.task, q.sub_task, q.options, q.answers) for q in bench.questions] == [
-        ("Depth", "Omni3D", ["(A)", "(B)", "(C)"], ["(C)"]), ("Distance", "Omni3D", ["(A)", "(B)", "(C)"], ["(C)"])]
+    # The limit samples each task: one Depth and one Distance question, whichever of the Depth ones.
+    assert sorted((q.task, q.sub_task, q.stratum, q.options, q.answers) for q in bench.questions) == [
+        ("Depth", "Omni3D", "Omni3D", ["(A)", "(B)", "(C)"], ["(C)"]),
+        ("Distance", "Omni3D", "Omni3D", ["(A)", "(B)", "(C)"], ["(C)"])]
 
 
 def test_plain_vqa_is_an_open_question(tmp_path):
@@ -99,7 +105,7 @@ def test_load_benchmarks_reads_every_config_in_the_cards_order_or_those_named(tm
     assert [q.answers for q in every[1].questions] == [["(B)"], ["(A)"]]
     assert every[1].questions[0].sub_task is None, "BLINK's sub_task names the task again"
     named = load_benchmarks(str(folder), ["Spatial_Relation"], limit=1)
-    assert [(b.config, [q.id for q in b.questions]) for b in named] == [("Spatial_Relation", ["val_Spatial_Relation_1"])]
+    assert [(b.config, len(b.questions)) for b in named] == [("Spatial_Relation", 1)]
 
 
 def test_an_answer_given_as_the_choice_text_is_scored_as_its_letter(tmp_path):
@@ -144,3 +150,45 @@ def test_the_split_is_chosen_as_published_or_must_be_named(tmp_path):
     assert load_benchmark(str(folder), "default", "dev").split == "dev"
     one = write_hub_folder(tmp_path / "one-split", "train", {"default": (rows, VQA_FEATURES)})
     assert load_benchmark(str(one), "default").split == "train"  # the one split there is, whatever its name
+
+
+def test_the_datasets_own_prompt_is_asked_and_hidden_test_answers_make_questions_without_answers(tmp_path):
+    val = blink_rows("Counting", 2)
+    val[0]["prompt"] = "How many blue floats are there?\nSelect from the following choices.\n(A) 0\n(B) 3"
+    test = blink_test_rows("Counting", 3)
+    folder = write_hub_splits(tmp_path / "blink", {"Counting": {"val": (val, BLINK_FEATURES),
+                                                                "test": (test, BLINK_FEATURES)}})
+    bench = load_benchmark(str(folder), "Counting")
+    assert bench.split == "val" and bench.answered
+    assert bench.questions[0].prompt == val[0]["prompt"]  # the column, not a prompt rebuilt from question + choices
+    hidden = load_benchmark(str(folder), "Counting", "test")
+    assert [(q.id, q.answers, q.options) for q in hidden.questions] == [
+        (f"test_Counting_{n}", [], ["(A)", "(B)"]) for n in (1, 2, 3)]
+    assert not hidden.answered
+
+
+def test_cv_bench_as_on_the_hub_counts_its_default_config_once(tmp_path):
+    rows_2d = [cv_bench_row(n, "2D", ["Count", "Relation"][n % 2], ["ADE20K", "COCO"][n % 2]) for n in range(4)]
+    rows_3d = [cv_bench_row(n, "3D", ["Depth", "Distance"][n % 2], "Omni3D") for n in range(4, 7)]
+    folder = cv_bench_folder(tmp_path / "CV-Bench", rows_2d, rows_3d)
+    assert benchmark_configs(str(folder)) == ["default", "2D", "3D"]
+    every = load_benchmarks(str(folder))
+    assert [(b.config, len(b.questions)) for b in every] == [("2D", 4), ("3D", 3)]  # 7 questions, each once
+    assert every[0].notes == ["config default left out: it repeats 2D, 3D (name it in --configs to evaluate it)"]
+    assert [(b.config, len(b.questions)) for b in load_benchmarks(str(folder), ["default"])] == [("default", 7)]
+
+
+def test_limit_is_a_seeded_sample_stratified_by_task(tmp_path):
+    rows = [cv_bench_row(n, "2D", "Count" if n < 30 else "Relation", "ADE20K") for n in range(40)]
+    folder = cv_bench_folder(tmp_path / "CV-Bench", rows, [cv_bench_row(40, "3D", "Depth", "Omni3D")])
+
+    def sample(seed):
+        return [int(q.id) for q in load_benchmark(str(folder), "2D", limit=8, seed=seed).questions]
+
+    first = sample(0)
+    assert len(first) == 8 and first == sorted(first)
+    assert sum(n < 30 for n in first) == 6 and sum(n >= 30 for n in first) == 2  # 3:1 as in the config
+    assert first == sample(0) and first != sample(1)
+    assert first[:6] != list(range(6)), "a sample, not the first rows"
+    # Fewer than the tasks: one question of as many tasks as the limit allows.
+    assert len(load_benchmark(str(folder), "2D", limit=1).questions) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 import pickle
@@ -49,7 +50,14 @@ from theworld.checkpoint import (
 )
 from theworld.config import TheWorldConfig
 from theworld.errors import UserError
-from theworld.layout import FINAL_DIR, LAST_LINK, TMP_MARKER, TRAINING_STATE_NAME, WEIGHTS_NAME
+from theworld.layout import (
+    CHECKPOINT_EVALUATION_NAME,
+    FINAL_DIR,
+    LAST_LINK,
+    TMP_MARKER,
+    TRAINING_STATE_NAME,
+    WEIGHTS_NAME,
+)
 from theworld.provenance import PROVENANCE_KEY, TrainedSamples, write_provenance
 
 if TYPE_CHECKING:
@@ -218,10 +226,13 @@ class TrainableCheckpointIO(CheckpointIO):
         weights = {k.removeprefix(_MODEL_PREFIX): v for k, v in state.pop("state_dict").items()}
         config = TheWorldConfig.from_dict(state.pop("theworld_config"))
         provenance = state.pop(PROVENANCE_KEY, None)
+        benchmark = state.get("run_summary", {}).get("benchmark")
         with writing_checkpoint(path, stops.progress().checkpoint) as tmp:
             save_weights(weights, config, tmp, step=state["global_step"])
             if provenance is not None:
                 write_provenance(provenance, tmp)
+            if benchmark is not None:  # readable beside the weights, without loading the training state
+                (tmp / CHECKPOINT_EVALUATION_NAME).write_text(json.dumps(benchmark["result"], indent=1) + "\n")
             with open(tmp / TRAINING_STATE_NAME, "wb") as fh:  # a file object: a failed write keeps its errno
                 torch.save(state, fh)
 
@@ -562,6 +573,8 @@ class TrainableCheckpoint(ModelCheckpoint):
                     save_weights(weights, module.world_config, tmp, step=step)
                     if provenance is not None:
                         write_provenance(provenance, tmp)
+                    if module.benchmark is not None:
+                        module.benchmark.result.save(tmp / CHECKPOINT_EVALUATION_NAME)
             rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")
             kept = tuple(resumable_folders(self.final_dir.parent))
             if kept:

@@ -1,8 +1,10 @@
 """``BenchmarkEvaluation``: a benchmark subset evaluated during ``fit``, every N steps and at the end of training;
-the result goes to the loggers, the run summary (so to the model card and the Hub repo) and the checkpoints."""
+the result goes to the loggers, ``<default_root_dir>/evaluation/step-N.json``, the run summary (so to the model card
+and the Hub repo) and the checkpoints (``evaluation.json`` in each checkpoint folder and in ``final/``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import lightning as L
@@ -40,10 +42,11 @@ class BenchmarkEvaluation(Callback):
         configs: list[str] | None = None,
         split: str | None = None,
         conditions: list[str] | None = None,
+        protocol: str = "official",
         every_n_train_steps: int = 0,
         limit: int | None = 64,
         batch_size: int = 8,
-        bootstrap_samples: int = 1000,
+        bootstrap_samples: int = 10_000,
         seed: int = 0,
     ):
         """
@@ -53,16 +56,18 @@ class BenchmarkEvaluation(Callback):
             split: The split (default: val, validation or test, whichever it has).
             conditions: Any of full, no_world, shuffled_world, gemma (default: full and shuffled_world, whose
                 difference is the world gain; gemma loads the base model a second time).
+            protocol: official (the benchmark's published evaluation) or loglikelihood (the likeliest option).
             every_n_train_steps: Evaluate every this many optimizer steps (0: only at the end of training).
-            limit: At most this many questions per config: a subset, to keep training fast.
+            limit: At most this many questions per config (a seeded sample stratified by task), to keep training fast.
             batch_size: Questions per forward pass.
-            bootstrap_samples: Resamples for the 95% intervals.
-            seed: Seed of the shuffled_world derangement and of the bootstrap.
+            bootstrap_samples: Resamples for the world gain's paired interval.
+            seed: Seed of the sample, the shuffled_world derangement and the bootstrap.
         """
         self.benchmark = benchmark
         self.configs = configs
         self.split = split
         self.conditions = conditions or ["full", "shuffled_world"]
+        self.protocol = protocol
         self.every_n_train_steps = every_n_train_steps
         self.limit = limit
         self.batch_size = batch_size
@@ -75,9 +80,10 @@ class BenchmarkEvaluation(Callback):
         # Read (and refused if unreadable) before any weight loads: configure_model runs after setup.
         if stage == "fit" and self._benchmarks is None:
             from theworld.benchmarks import load_benchmarks
-            from theworld.evaluate import check_conditions
+            from theworld.evaluate import check_conditions, check_protocol
 
-            self._benchmarks = load_benchmarks(self.benchmark, self.configs, self.split, self.limit)
+            check_protocol(self.protocol)
+            self._benchmarks = load_benchmarks(self.benchmark, self.configs, self.split, self.limit, self.seed)
             module = cast("TheWorldModule", pl_module)  # this callback serves TheWorldModule only
             self.conditions = check_conditions(self.conditions, module.world_config.enable_world, self._benchmarks)
 
@@ -108,6 +114,8 @@ class BenchmarkEvaluation(Callback):
                     batch_size=self.batch_size,
                     bootstrap_samples=self.bootstrap_samples,
                     seed=self.seed,
+                    protocol=self.protocol,
+                    step=step,
                 )
         finally:
             model.train(was_training)
@@ -116,4 +124,5 @@ class BenchmarkEvaluation(Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(result.metrics(), step=step)
-            rank_zero_info(f"theworld: step {step}: benchmark\n{result.table()}")
+            saved = result.save(Path(trainer.default_root_dir) / "evaluation" / f"step-{step}.json")
+            rank_zero_info(f"theworld: step {step}: benchmark, every answer in {saved}\n{result.table()}")

@@ -380,18 +380,22 @@ def _benchmark_section(record: BenchmarkRecord) -> list[str]:
         "no_world": "no world tokens",
         "shuffled_world": "shuffled world tokens",
         "gemma": "Gemma 3 alone",
+        "baseline": "trained control",
     }
     lines = [
         "",
         f"### Benchmark: {_link(result.dataset, 'datasets/')} (step {record.step:,})",
         "",
-        "Accuracy with 95% bootstrap intervals. The **world gain** is TheWorld's accuracy minus its accuracy when "
-        "each image gets another image's world tokens (paired interval): what the world tokens add.",
+        f"Protocol **{result.protocol}**: {result.protocol_description}. `all` is the {result.total_rule}. "
+        "Accuracy with 95% Wilson score intervals. The **world gain** is TheWorld's accuracy minus its accuracy when "
+        "each image gets another image's world tokens (95% paired bootstrap interval, "
+        f"{result.bootstrap_samples:,} resamples): what the world tokens add.",
         "",
         "| task | questions | " + " | ".join(names[c] for c in result.conditions) + " | world gain |",
         "|---|---:|" + "---:|" * (len(result.conditions) + 1),
     ]
-    for name, sub_task, by_condition, gain in result.rows():
+    for name, sub_task, by_condition, gains in result.rows():
+        gain = gains.get("shuffled_world")
         if sub_task:  # in the results file
             continue
         cells = [
@@ -438,7 +442,7 @@ def _eval_results(summary: RunSummary) -> list[EvalResult]:
                 dataset_config=a.config,
                 dataset_split=a.split,
                 metric_type="accuracy",
-                metric_name=f"{task_name(a)} accuracy",
+                metric_name=f"{task_name(a)} accuracy ({result.protocol} protocol)",
                 metric_value=round(a.accuracy, 6),
             )
             for a in result.accuracies

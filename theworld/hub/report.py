@@ -56,7 +56,7 @@ def report_files(summary: RunSummary, push_logs: bool = False) -> dict[str, byte
         files[f"{SAMPLES_DIR}/captions.json"] = (json.dumps(captions, indent=2) + "\n").encode()
     if summary.benchmark:
         files[EVALUATION_NAME] = (
-            json.dumps({"step": summary.benchmark.step, **summary.benchmark.result.to_dict()}, indent=1) + "\n"
+            json.dumps({**summary.benchmark.result.to_dict(), "step": summary.benchmark.step}, indent=1) + "\n"
         ).encode()
     if push_logs:
         files[f"{RUNS_DIR}/{EVENTS_NAME}"] = tensorboard_events(summary)

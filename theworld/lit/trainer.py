@@ -200,10 +200,12 @@ class TheWorldTrainer(Trainer):
         benchmark: str,
         configs: list[str] | None = None,
         split: str | None = None,
-        conditions: list[Literal["full", "no_world", "shuffled_world", "gemma"]] | None = None,
+        conditions: list[Literal["full", "no_world", "shuffled_world", "gemma", "baseline"]] | None = None,
+        protocol: Literal["official", "loglikelihood"] = "official",
+        baseline: str | None = None,
         limit: int | None = None,
         batch_size: int = 8,
-        bootstrap_samples: int = 1000,
+        bootstrap_samples: int = 10_000,
         seed: int = 0,
         max_new_tokens: int = 16,
         output: str | None = None,
@@ -211,35 +213,42 @@ class TheWorldTrainer(Trainer):
     ) -> EvaluationResult:
         """Benchmark accuracy with the world tokens, without them, with another image's, and of plain Gemma 3.
 
-        Prints a task x condition table (accuracy with 95% bootstrap intervals, and the world gain: full -
-        shuffled_world, paired interval) and writes it with every question's answer as JSON. Multiple choice is
-        scored by the options' log-likelihood; open answers are generated and matched after normalisation.
+        Prints a task x condition table (accuracy with 95% Wilson intervals, the official total as ``all``, and the
+        world gain: full - shuffled_world, paired bootstrap interval) and writes it with every question's answer as
+        JSON. A split whose answers are hidden (a test split) gives predictions only, and the submission file its
+        server takes beside the JSON (``<output>.submission.json``).
 
         Args:
             model: The model settings; the trained weights come from --model.init_from or --ckpt_path.
             datamodule: Unused (the benchmark is the data).
             benchmark: A Hub dataset id (BLINK-Benchmark/BLINK, nyu-visionx/CV-Bench) or a local folder laid out like
-                one, in BLINK, CV-Bench or plain VQA (image, question, answer) format.
-            configs: The benchmark's configs (tasks) to evaluate (default: all of them).
+                one, in BLINK, CV-Bench, plain multiple-choice or plain VQA (image, question, answer) format.
+            configs: The benchmark's configs (tasks) to evaluate (default: all of them, but a config repeating the
+                others' questions, CV-Bench's default).
             split: The split (default: val, validation or test, whichever the benchmark has).
-            conditions: Any of full, no_world, shuffled_world, gemma (default: all four; full and gemma for a model
-                without world tokens).
-            limit: At most this many questions per config.
-            batch_size: Questions per forward pass (all their options together).
-            bootstrap_samples: Resamples for the 95% intervals.
-            seed: Seed of the shuffled_world derangement and of the bootstrap.
-            max_new_tokens: Longest generated answer (open questions).
+            conditions: Any of full, no_world, shuffled_world, gemma, baseline (default: the first four, full and
+                gemma for a model without world tokens; baseline too when --baseline is given).
+            protocol: official (the benchmark's published evaluation: the dataset's prompt, a generated answer read
+                as the benchmark reads it, its official total) or loglikelihood (the likeliest option).
+            baseline: A trained control: another checkpoint folder (checkpoint-N/ or final/) of the same model,
+                evaluated as the baseline condition, with the gain full - baseline beside the world gain.
+            limit: At most this many questions per config: a seeded sample, stratified by task.
+            batch_size: Questions per forward pass (loglikelihood: all their options together).
+            bootstrap_samples: Resamples for the world gain's paired interval.
+            seed: Seed of the --limit sample, the shuffled_world derangement and the bootstrap.
+            max_new_tokens: Longest generated answer.
             output: The JSON file (default: <trainer.default_root_dir>/evaluate/<benchmark>.json).
             ckpt_path: Trainable weights to evaluate: a checkpoint-N/, last/ or final/ folder, or `last` (the newest
                 in checkpoint.dirpath).
         """
         from theworld.benchmarks import load_benchmarks
         from theworld.checkpoint import load_trainable_weights, saved_step
-        from theworld.evaluate import check_conditions, evaluate_benchmarks
+        from theworld.evaluate import check_conditions, check_protocol, evaluate_benchmarks
 
         module = cast("TheWorldModule", model)  # the CLI hands TheWorld's own module
-        benchmarks = load_benchmarks(benchmark, configs, split, limit)
-        chosen = check_conditions(conditions, module.world_config.enable_world, benchmarks)
+        benchmarks = load_benchmarks(benchmark, configs, split, limit, seed)
+        chosen = check_conditions(conditions, module.world_config.enable_world, benchmarks, baseline is not None)
+        check_protocol(protocol)
         weights: str | Path | None = ckpt_path
         if weights == "last":
             # Lightning assigns Trainer.callbacks in its callback connector; the class does not declare it
@@ -266,8 +275,18 @@ class TheWorldTrainer(Trainer):
                 bootstrap_samples=bootstrap_samples,
                 seed=seed,
                 max_new_tokens=max_new_tokens,
+                protocol=protocol,
+                step=module.weights_step,
+                control=baseline,
             )
         path = result.save(output or Path(self.default_root_dir) / "evaluate" / f"{Path(benchmark).name}.json")
+        submission = result.submission()
+        if submission is not None:
+            submitted = path.with_suffix(".submission.json")
+            submitted.write_text(submission)
+            rank_zero_info(
+                f"theworld: the hidden-answer questions' predictions, for the benchmark's server: {submitted}"
+            )
         for logger in self.loggers:  # W&B, TensorBoard, CSV: eval/<task>/<condition> at the weights' step
             logger.log_metrics(result.metrics(), step=module.weights_step)
             logger.save()
