@@ -10,7 +10,10 @@ def main() -> None:
     stops.install()
     try:
         from theworld.lit.cli import main as run_cli
-    except stops.RunStopped as stop:
+    except BaseException as err:
+        stop = err if isinstance(err, stops.RunStopped) else stops.unfinished_stop()  # or wrapped by an import
+        if stop is None:
+            raise
         stops.exiting()
         sys.stderr.write(stop.describe(stops.resume_command(sys.argv[1:])))
         sys.exit(stop.code)

@@ -128,6 +128,13 @@ def install() -> None:
 
 # Signals that came inside held(), delivered when it ends; None outside it.
 _held: list[int] | None = None
+# The stop raised outside the training steps: a library may catch it and raise something else, or swallow it.
+_raised: RunStopped | None = None
+
+
+def unfinished_stop() -> RunStopped | None:
+    """The stop a handler of this module raised, if any: whatever the run ended with after it, it ends as that stop."""
+    return _raised
 
 
 @contextlib.contextmanager
@@ -157,7 +164,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     signal.signal(REQUEUE_SIGNAL, signal.SIG_IGN)
     # A second Ctrl-C while the stop unwinds (a loader's shutdown, a push's wait): the user wants out, now.
     signal.signal(signal.SIGINT, _exit_at_once("again while stopping"))
-    raise RunStopped(signum, requeued=requeue_slurm_job() if signum == REQUEUE_SIGNAL else None)
+    global _raised
+    _raised = RunStopped(signum, requeued=requeue_slurm_job() if signum == REQUEUE_SIGNAL else None)
+    raise _raised
 
 
 def exiting() -> None:
@@ -217,4 +226,4 @@ def requeue_slurm_job() -> str | None:
         f"theworld: `scontrol requeue {job}` failed ({result.stderr.strip() or f'exit {result.returncode}'}): "
         "resubmit the job to resume.\n"
     )
-    return None
+    return _raised

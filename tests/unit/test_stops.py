@@ -43,3 +43,39 @@ def test_the_console_script_reaches_its_handlers_before_torch_is_imported():
 def test_the_stop_line_gives_the_command_to_go_on_and_never_the_token(argv, expected):
     line = stops.RunStopped(15).describe(stops.resume_command(argv))
     assert line.endswith(expected + "\n") and "hf_secret" not in line
+
+
+def test_a_stop_that_a_library_wraps_or_swallows_still_ends_the_run_as_that_stop(monkeypatch, capsys):
+    """A SIGTERM lands inside a library that catches the stop and raises its own error (diffusers' lazy import
+    wraps it in a RuntimeError), or drops it: the run still ends with 143 and its stop line, not a traceback."""
+    import os
+    import signal
+
+    from theworld.lit import cli
+
+    def wrapping(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)  # a bytecode boundary: the handler runs here
+        except BaseException as err:
+            raise RuntimeError("Failed to import diffusers.models...: maximum recursion depth exceeded") from err
+
+    def swallowing(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)
+        except BaseException:
+            pass
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for library in (wrapping, swallowing):
+            monkeypatch.setattr(stops, "_raised", None)
+            monkeypatch.setattr(cli, "TheWorldCLI", library)
+            with pytest.raises(SystemExit) as ended:
+                cli.main(["fit", "--trainer.max_steps", "1"])
+            assert ended.value.code == 143, library.__name__
+            assert "theworld: stopped by SIGTERM before any step was trained" in capsys.readouterr().err
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

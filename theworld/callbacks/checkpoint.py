@@ -493,6 +493,9 @@ class TrainableCheckpoint(ModelCheckpoint):
             stops.record_checkpoint(self._resumed_step or 0, Path(trainer.ckpt_path).resolve())
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (stop := stops.unfinished_stop()) is not None:  # raised during start-up where a library swallowed it
+            raise stop
+        self._signal = None
         self._requeue_signal = slurm_requeue_signal(trainer)
         if threading.current_thread() is threading.main_thread():
             # SLURM's requeue signal replaces Lightning's handler, which would save a mid-step checkpoint.

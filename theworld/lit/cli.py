@@ -472,17 +472,27 @@ def main(args: list[str] | None = None) -> None:
             args=args,
             auto_configure_optimizers=False,
         )
-    except UserError as err:
+    except BaseException as err:
         stops.exiting()
-        # A problem the user can fix (a config value, a base model id, the Hub token or access, the final push,
-        # an unsafe checkpoint): the message, not a traceback.
-        sys.stderr.write(f"theworld: error: {redact(_user_message(err))}\n")
-        sys.exit(err.exit_code)
-    except stops.RunStopped as stop:
-        stops.exiting()
-        rank_zero_only(sys.stderr.write)(stop.describe(stops.resume_command(argv)))  # one line per job
-        sys.exit(stop.code)
+        # A stop raised where a library caught it and raised something else (an import inside diffusers' lazy
+        # modules wraps it in a RuntimeError) is still the stop.
+        stop = err if isinstance(err, stops.RunStopped) else stops.unfinished_stop()
+        if stop is not None:
+            _exit_stopped(stop, argv)
+        if isinstance(err, UserError):
+            # A problem the user can fix (a config value, a base model id, the Hub token or access, the final
+            # push, an unsafe checkpoint): the message, not a traceback.
+            sys.stderr.write(f"theworld: error: {redact(_user_message(err))}\n")
+            sys.exit(err.exit_code)
+        raise
     stops.exiting()
+    if (stop := stops.unfinished_stop()) is not None:  # raised where a library swallowed it
+        _exit_stopped(stop, argv)
+
+
+def _exit_stopped(stop: stops.RunStopped, argv: list[str]) -> NoReturn:
+    rank_zero_only(sys.stderr.write)(stop.describe(stops.resume_command(argv)))  # one line per job
+    sys.exit(stop.code)
 
 
 if __name__ == "__main__":
