@@ -226,4 +226,4 @@ def requeue_slurm_job() -> str | None:
         f"theworld: `scontrol requeue {job}` failed ({result.stderr.strip() or f'exit {result.returncode}'}): "
         "resubmit the job to resume.\n"
     )
-    return _raised
+    return None
