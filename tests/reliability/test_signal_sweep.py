@@ -50,29 +50,38 @@ def reference(demo_dir, tmp_path_factory) -> tuple[Path, float, float]:
     training, lines = None, []
     for line in proc.stdout:
         lines.append(line)
-        if training is None and line.startswith("theworld: training steps"):
+        if training is None and line.startswith(TRAINING_LINE):
             training = time.monotonic() - start
     assert proc.wait() == 0 and training is not None, "".join(lines)[-3000:]
     return root, training, time.monotonic() - start
 
 
-def moments(count: int, training: float, life: float) -> list[float]:
-    """``count`` offsets: half spread evenly over the start-up (FIRST_OFFSET_S to the start of training), half over
-    training and the end (to the reference's exit), where the steps, validations, saves and final/ are."""
+TRAINING_LINE = "theworld: training steps"  # what a run prints as its first step starts
+
+
+def moments(count: int, training: float, life: float) -> list[tuple[str, float]]:
+    """``count`` moments (what they count from, seconds): half spread evenly over the start-up (from the process's
+    start, FIRST_OFFSET_S to the reference's start of training), half over the rest (from the run's own start of
+    training, to the reference's exit): the steps, validations, saves, final/ and the exit. Counting the second half
+    from each run's own start of training keeps it there however long that run's start-up took."""
     early = count // 2
     late = count - early
-    return ([FIRST_OFFSET_S + (training - FIRST_OFFSET_S) * i / early for i in range(early)]
-            + [training + (life - training) * i / (late - 1) for i in range(late)])
+    return ([("start", FIRST_OFFSET_S + (training - FIRST_OFFSET_S) * i / early) for i in range(early)]
+            + [("training", (life - training) * i / (late - 1)) for i in range(late)])
 
 
-def signalled_run(demo_dir, run: Path, signum: int, offset: float) -> tuple[int | None, str]:
-    """A run in ``run`` whose process group gets ``signum`` ``offset`` s after its start: (exit status, output).
-    The status is None when the run had ended before the signal was due (it was not sent)."""
+def signalled_run(demo_dir, run: Path, signum: int, moment: tuple[str, float]) -> tuple[int | None, str]:
+    """A run in ``run`` whose process group gets ``signum`` at ``moment``: (exit status, output). The status is
+    None when the run had ended before the signal was due (it was not sent)."""
+    anchor, seconds = moment
     run.mkdir()
     log = run / "output.log"
     with open(log, "w") as out:
         proc = fit(demo_dir, *SWEEP, *run_dirs(run), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        time.sleep(offset)
+        if anchor == "training":
+            while TRAINING_LINE not in log.read_text() and proc.poll() is None:
+                time.sleep(0.02)
+        time.sleep(seconds)
         ended_before = proc.poll() is not None
         if not ended_before:
             os.killpg(proc.pid, signum)
@@ -117,9 +126,10 @@ def sweep(signum: int, offsets: int, demo_dir: Path, tmp_path: Path, reference: 
     straight, training, life = reference
     landed: Counter = Counter()
     resume_at: dict[int, Path] = {}
-    for offset in moments(offsets, training, life):
+    for anchor, seconds in moments(offsets, training, life):
+        offset = seconds if anchor == "start" else training + seconds  # as on the reference run's clock
         run = tmp_path / f"at-{offset:05.1f}s"
-        status, text = signalled_run(demo_dir, run, signum, offset)
+        status, text = signalled_run(demo_dir, run, signum, (anchor, seconds))
         moment, step = check_stop(run, signum, status, text)
         landed[moment] += 1
         figures.record("signal_offset", signal=signal.Signals(signum).name, offset=round(offset, 1),
