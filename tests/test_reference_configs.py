@@ -22,7 +22,9 @@ LOCAL = ["--model.gemma_model_name", "demo_assets/gemma-3-tiny", "--model.cosmos
          "--data.source", "webdataset", "--data.train_data", "data/train-00000.tar"]
 
 
-@pytest.mark.parametrize("name", ["datacomp_production", "vsr_training"])
+# Each trains one step of the default 448-pixel world image in bf16 on the CPU (over a minute): the VSR config runs
+# with -m slow, to keep CI short.
+@pytest.mark.parametrize("name", ["datacomp_production", pytest.param("vsr_training", marks=pytest.mark.slow)])
 def test_a_reference_config_trains_as_it_is(name, demo_dir, tmp_path):
     config = json.loads((REFERENCE / f"{name}.json").read_text())
     cwd = workdir(demo_dir, tmp_path / "run")

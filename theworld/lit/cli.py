@@ -68,6 +68,18 @@ _TOKEN_TYPO = re.compile(
 )
 
 
+# fit, validate, predict, cache_latents, estimate and evaluate (benchmarks; no `test`: TheWorld's data has no test
+# split), each with the Trainer arguments the CLI fills in itself.
+SUBCOMMANDS: dict[str, set[str]] = {
+    "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+    "validate": {"model", "dataloaders", "datamodule"},
+    "predict": {"model", "dataloaders", "datamodule"},
+    "cache_latents": {"model", "datamodule"},
+    "estimate": {"model", "datamodule"},
+    "evaluate": {"model", "datamodule"},
+}
+
+
 class TheWorldArgumentParser(LightningArgumentParser):
     """Lightning's parser; a config mistake is one ``theworld: error:`` paragraph instead of the usage text."""
 
@@ -127,18 +139,19 @@ class TheWorldCLI(LightningCLI):
     config before anything is saved or logged.
     """
 
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        """fit, validate, predict, cache_latents, estimate and evaluate (benchmarks; no `test`: TheWorld's data has
-        no test split)."""
-        return {
-            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
-            "validate": {"model", "dataloaders", "datamodule"},
-            "predict": {"model", "dataloaders", "datamodule"},
-            "cache_latents": {"model", "datamodule"},
-            "estimate": {"model", "datamodule"},
-            "evaluate": {"model", "datamodule"},
-        }
+    def __init__(self, *args, **kwargs):
+        argv = kwargs.get("args")
+        argv = sys.argv[1:] if argv is None else argv
+        # Only the parser of the subcommand asked for is built (each takes a quarter of a second or more); with
+        # none recognised (`theworld --help`, a mistyped subcommand) all of them, to list them.
+        words = [str(arg) for arg in argv] if isinstance(argv, list) else []
+        self.asked_subcommand = next((word for word in words if word in SUBCOMMANDS), None)
+        super().__init__(*args, **kwargs)
+
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]  # Lightning's is static; it calls self's
+        """The subcommand asked for, or all of :data:`SUBCOMMANDS`."""
+        asked = getattr(self, "asked_subcommand", None)
+        return {asked: SUBCOMMANDS[asked]} if asked else dict(SUBCOMMANDS)
 
     def add_arguments_to_parser(self, parser) -> None:
         # Always on: the `checkpoint:` group configures the trainable-only checkpoint callback.
