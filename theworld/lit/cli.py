@@ -551,6 +551,8 @@ def _quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning's pytree use on torch 2.1x
     # TrainableCheckpoint says which folder it searched, and Lightning's hint (save_last=True) does not apply.
     warnings.filterwarnings("ignore", message=r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint")
+    # A resume writes into its own run's folder, and a new run into a used one is refused before it starts.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not record.getMessage().startswith("💡 Tip")
     )  # an advert for Lightning's cloud logger
