@@ -271,8 +271,8 @@ class TheWorldCLI(LightningCLI):
     def _check_output_folders(self, config) -> None:
         """The run's folders can be written (checked before any weight loads, not at the first save); ``fit`` holds
         its checkpoint folder for as long as it runs (theworld.run_lock)."""
-        if self.subcommand in ("estimate", "cache_latents"):
-            return  # nothing written; cache_latents checks its own output_dir
+        if self.subcommand == "cache_latents":
+            return  # it writes only its own --output_dir
         root = config.trainer.get("default_root_dir")
         _refuse_unwritable(Path(root or os.getcwd()), "--trainer.default_root_dir")
         if self.subcommand != "fit":
