@@ -6,11 +6,14 @@ leaves a half-written checkpoint under a name that loading or resuming would pic
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import struct
@@ -18,6 +21,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -193,6 +197,50 @@ def damage(path: str | Path) -> str | None:
     except ValueError as err:
         return str(err)
     return None
+
+
+class _NotBuilt:
+    """Anything a training state holds beside plain containers (tensors, optimizer classes): left unbuilt."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _StructureOnly(pickle.Unpickler):
+    """The dicts, lists and numbers of a torch.save pickle, its tensors and classes placeholders: no tensor bytes
+    read, no code that the file names run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return collections.OrderedDict if (module, name) == ("collections", "OrderedDict") else _NotBuilt
+
+    def persistent_load(self, pid: Any) -> None:
+        return None  # a tensor's storage
+
+
+def saved_loader_workers(path: str | Path) -> int | None:
+    """The number of loader workers whose data position a ``training_state.pt`` holds (None: no position saved, or
+    a file this reader does not follow), read from its pickle alone."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+            state = _StructureOnly(io.BytesIO(archive.read(name))).load()
+        loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+        workers = loader["_snapshot"]["_main_snapshot"]["_num_workers"]
+    except (OSError, StopIteration, pickle.UnpicklingError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return workers if isinstance(workers, int) else None
 
 
 def saved_step(path: str | Path) -> int | None:

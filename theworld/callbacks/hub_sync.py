@@ -27,6 +27,7 @@ With ``hub_revision`` every commit goes to that branch instead of main. The stra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,11 +35,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -167,6 +169,20 @@ def plan_commit(strategy: Strategy, remote: Collection[str], staged: Collection[
     return CommitPlan(send=send, delete=tuple(stale_files(strategy, remote, staged)))
 
 
+@contextlib.contextmanager
+def _ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt inside the block, whatever handler training installed: a second Ctrl-C ends
+    a wait at once. Signal handlers belong to the main thread: elsewhere the block changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 class HubSyncCallback(Callback):
     """Pushes every trainable-only checkpoint to a Hub repo in the background, and ``final/`` at the end.
 
@@ -235,6 +251,7 @@ class HubSyncCallback(Callback):
         self._deltas_on_hub: frozenset[str] = frozenset()
         self._final: Future | None = None
         self._final_dir: Path | None = None
+        self._newest_push: Push | None = None  # of an intermediate save; set on the checkpoint writer thread
         self._last_status = 0.0
 
     @property
@@ -301,7 +318,7 @@ class HubSyncCallback(Callback):
                 self._final.set_exception(err)
         elif self.strategy.pushes_intermediate_saves:
             try:
-                self._submit(trainer, saved)
+                self._newest_push = self._submit(trainer, saved)
             except Exception as err:  # an intermediate push is optional; the writer thread must not fail
                 log.warning(
                     "Could not stage %s for the Hub (%s); the next save will be pushed.",
@@ -325,15 +342,16 @@ class HubSyncCallback(Callback):
             log.info("%s", status)
             self._last_status = now
 
-    def _wait(self, done: Callable[[float], Any], timeout: float, what: str) -> Any:
+    def _wait(self, done: Callable[[float], Any], timeout: float, what: str, ctrl_c_stops: bool = False) -> Any:
         """Waits up to ``timeout`` s for ``done(seconds)``, with a status line every ``STATUS_EVERY_S``."""
         deadline = time.monotonic() + timeout
         log.info(
-            "Waiting for %s to %s until %s (at most %s)",
+            "Waiting for %s to %s until %s (at most %s%s)",
             what,
             self.repo_url,
             time.strftime("%H:%M:%S", time.localtime(time.time() + timeout)),
             duration(timeout),
+            "; Ctrl-C again stops waiting" if ctrl_c_stops else "",
         )
         while True:
             try:
@@ -387,20 +405,38 @@ class HubSyncCallback(Callback):
         )
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, RunStopped) and exception.saved and self._uploader is not None:
-            uploader = self._uploader
-
-            # The interrupted step's checkpoint is queued: give it the final push's time to land.
-            def idle(seconds: float) -> None:
-                if not uploader.wait_idle(seconds):
-                    raise FutureTimeout
-
+        newest = self._newest_push
+        if isinstance(exception, RunStopped) and exception.saved and self._uploader is not None and newest is not None:
+            # The interrupted step's checkpoint is queued: give it the final push's time to land, and say whether
+            # it did (its own outcome, not an idle queue: a failed push leaves the queue idle too).
             try:
-                self._wait(idle, self.config.hub_final_push_timeout, "the interrupted run's last push")
-                log.info("The interrupted run's checkpoint of step %d is on %s", exception.progress.step, self.repo_url)
+                with _ctrl_c_raises():
+                    commit = self._wait(
+                        lambda seconds: newest.result.result(timeout=seconds),
+                        self.config.hub_final_push_timeout,
+                        "the interrupted run's last push",
+                        ctrl_c_stops=True,
+                    )
+                log.info("The checkpoint of step %d is on %s (commit %s)", newest.step, self.repo_url, commit[:8])
+            except KeyboardInterrupt:
+                log.warning(
+                    "Stopped waiting (Ctrl-C): the push of step %d to %s did not land; the local checkpoint %s is "
+                    "intact.",
+                    newest.step,
+                    self.repo_url,
+                    exception.progress.checkpoint,
+                )
             except FutureTimeout:
                 log.warning(
                     "The last push did not land in time; the local checkpoint %s is intact.",
+                    exception.progress.checkpoint,
+                )
+            except Exception as err:  # it failed, or a newer push replaced it
+                log.warning(
+                    "The push of step %d to %s did not land (%s); the local checkpoint %s is intact.",
+                    newest.step,
+                    self.repo_url,
+                    describe_error(err),
                     exception.progress.checkpoint,
                 )
         self._shutdown()

@@ -39,9 +39,12 @@ class TrainingProgress(TQDMProgressBar):
         self.interactive = sys.stdout.isatty() if interactive is None else interactive
         self._clock: tuple[float, int] | None = None  # (time, step) of the previous line
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if not self.interactive:
-            self.disable()  # the bars stay silent; lines instead
+            self.disable()  # the bars stay silent in fit, validate and predict alike; lines instead
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._clock = (time.perf_counter(), trainer.global_step)
 
@@ -76,6 +79,7 @@ class TrainingProgress(TQDMProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if not self.interactive and not trainer.sanity_checking and "val/loss" in trainer.callback_metrics:
-            rank_zero_info(
-                f"validation at step {trainer.global_step} | val/loss {float(trainer.callback_metrics['val/loss']):.4f}"
-            )
+            # `theworld validate` runs no step: the step is the one its weights were trained to
+            fitting = trainer.state.fn == "fit"
+            step = trainer.global_step if fitting else getattr(pl_module, "weights_step", trainer.global_step)
+            rank_zero_info(f"validation at step {step} | val/loss {float(trainer.callback_metrics['val/loss']):.4f}")

@@ -42,8 +42,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 from theworld.data.config import DataConfig
 from theworld.data.decode import Outcome, blur_faces, datacomp_resize, decode_image
 from theworld.data.uids import load_subset, locate
+from theworld.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+class NoUsableSamples(UserError):
+    """A loader worker's stream gave no sample it could use (every image corrupt, unreachable or filtered): a
+    problem of the data or its filters, said in one paragraph (it reaches the trainer wrapped by the DataLoader)."""
 
 
 def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -320,7 +326,7 @@ class StreamSource(IterableDataset):
                 consecutive_bad += 1
                 logger.debug("%r: skipping %s (%s)", self, outcome.key, outcome.reason)
                 if consecutive_bad >= self.config.max_consecutive_bad:
-                    raise RuntimeError(
+                    raise NoUsableSamples(
                         self._no_usable_message(consumer, f"{consecutive_bad} consecutive bad samples", totals)
                     )
                 continue
@@ -341,7 +347,7 @@ class StreamSource(IterableDataset):
                 skipped[reason] = skipped.get(reason, 0) + count
             yield self._release((position, held[1]), state)
         if state["yielded"] == 0:
-            raise RuntimeError(self._no_usable_message(consumer, "the end of its stream", totals))
+            raise NoUsableSamples(self._no_usable_message(consumer, "the end of its stream", totals))
         if quota is not None:
             logger.warning("%r (%s): data ran out after %d of %d samples", self, consumer, state["yielded"], quota)
         # Worth a line only when something was skipped (the counts are logged as data/skipped_* too).

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import NoReturn
@@ -29,6 +30,7 @@ from theworld.callbacks.checkpoint import TrainableCheckpoint, check_intact, new
 from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.callbacks.progress import TrainingProgress
+from theworld.checkpoint import saved_loader_workers
 from theworld.config import CONFIG_NAME, TheWorldConfig
 from theworld.errors import ConfigError, UserError
 from theworld.estimate import print_estimate, with_json_values
@@ -52,6 +54,7 @@ from theworld.lit.guide_config import translate_arguments
 from theworld.lit.module import TheWorldModule
 from theworld.lit.strategies import default_wrap_layers
 from theworld.lit.trainer import TheWorldTrainer
+from theworld.run_lock import hold_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,18 @@ _CONFIG_FILE_TOKEN = "hf_token in the config file"  # a top-level `hf_token:` (t
 _TOKEN_TYPO = re.compile(
     r"((hub|hf|hugging[-_]?face([-_]hub)?)[-_.])*(hf[-_]?|auth[-_]|access[-_]|use[-_]auth[-_])?token", re.IGNORECASE
 )
+
+
+# fit, validate, predict, cache_latents, estimate and evaluate (benchmarks; no `test`: TheWorld's data has no test
+# split), each with the Trainer arguments the CLI fills in itself.
+SUBCOMMANDS: dict[str, set[str]] = {
+    "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+    "validate": {"model", "dataloaders", "datamodule"},
+    "predict": {"model", "dataloaders", "datamodule"},
+    "cache_latents": {"model", "datamodule"},
+    "estimate": {"model", "datamodule"},
+    "evaluate": {"model", "datamodule"},
+}
 
 
 class TheWorldArgumentParser(LightningArgumentParser):
@@ -122,18 +137,19 @@ class TheWorldCLI(LightningCLI):
     config before anything is saved or logged.
     """
 
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        """fit, validate, predict, cache_latents, estimate and evaluate (benchmarks; no `test`: TheWorld's data has
-        no test split)."""
-        return {
-            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
-            "validate": {"model", "dataloaders", "datamodule"},
-            "predict": {"model", "dataloaders", "datamodule"},
-            "cache_latents": {"model", "datamodule"},
-            "estimate": {"model", "datamodule"},
-            "evaluate": {"model", "datamodule"},
-        }
+    def __init__(self, *args, **kwargs):
+        argv = kwargs.get("args")
+        argv = sys.argv[1:] if argv is None else argv
+        # Only the parser of the subcommand asked for is built (each takes a quarter of a second or more); with
+        # none recognised (`theworld --help`, a mistyped subcommand) all of them, to list them.
+        words = [str(arg) for arg in argv] if isinstance(argv, list) else []
+        self.asked_subcommand = next((word for word in words if word in SUBCOMMANDS), None)
+        super().__init__(*args, **kwargs)
+
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]  # Lightning's is static; it calls self's
+        """The subcommand asked for, or all of :data:`SUBCOMMANDS`."""
+        asked = getattr(self, "asked_subcommand", None)
+        return {asked: SUBCOMMANDS[asked]} if asked else dict(SUBCOMMANDS)
 
     def add_arguments_to_parser(self, parser) -> None:
         # Always on: the `checkpoint:` group configures the trainable-only checkpoint callback.
@@ -158,6 +174,7 @@ class TheWorldCLI(LightningCLI):
             print_estimate(config, fsdp_units=default_wrap_layers())
             sys.exit(0)
         self._check_accelerator(config)
+        self._check_devices(config)
         max_steps = config.trainer.get("max_steps")
         if max_steps is not None and max_steps < -1:
             raise ConfigError(
@@ -174,6 +191,7 @@ class TheWorldCLI(LightningCLI):
         # written from this config, and W&B records sys.argv.
         config.hf_token = config.hub.hf_token = None
         sys.argv[:] = stops.without_flags(sys.argv, stops.TOKEN_FLAGS)
+        self._check_output_folders(config)
         if self.hub_token is not None and self.hub_token.source in ("--hf_token", "hub.hf_token", _CONFIG_FILE_TOKEN):
             # Every Hub call of the run uses it (gated base-model downloads too), and so do DDP
             # workers re-launched from the scrubbed sys.argv.
@@ -221,6 +239,50 @@ class TheWorldCLI(LightningCLI):
                 f"a GPU wherever there is one. On a GPU machine, install the torch build for its CUDA."
             )
 
+    @staticmethod
+    def _check_devices(config) -> None:
+        """More devices than the machine has (or 0) stops here, before Lightning starts a process per device; CPU
+        processes beyond one are said out loud (each is a DDP rank with its own batch)."""
+        devices, accelerator = config.trainer.get("devices"), config.trainer.get("accelerator")
+        if not (isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit())):
+            return  # auto, -1 (all of them), a list of GPU indices: Lightning's to resolve
+        count = int(devices)
+        on_gpu = accelerator in ("gpu", "cuda") or (accelerator in ("auto", None) and torch.cuda.is_available())
+        have = torch.cuda.device_count() if on_gpu else os.cpu_count() or 1
+        kind = "GPUs" if on_gpu else "CPU cores"
+        if count == 0 or count > have:
+            raise ConfigError(
+                f"trainer.devices={count}, but this machine has {have} {kind}: Lightning would start a training "
+                f"process per device. Give 1 to {have} (with the CPU, 1: one process already uses every core), "
+                f"or auto."
+            )
+        if not on_gpu and count > 1 and rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+            log.warning(
+                "theworld: trainer.devices=%d on the CPU starts %d training processes (DDP over gloo), each with "
+                "data.batch_size %d: a global batch of %d. One process (--trainer.devices 1) uses every core already.",
+                count,
+                count,
+                config.data.batch_size,
+                config.data.batch_size * count * (config.trainer.get("num_nodes") or 1),
+            )
+
+    def _check_output_folders(self, config) -> None:
+        """The run's folders can be written (checked before any weight loads, not at the first save); ``fit`` holds
+        its checkpoint folder for as long as it runs (theworld.run_lock)."""
+        if self.subcommand == "cache_latents":
+            return  # it writes only its own --output_dir
+        root = config.trainer.get("default_root_dir")
+        _refuse_unwritable(Path(root or os.getcwd()), "--trainer.default_root_dir")
+        if self.subcommand != "fit":
+            return
+        dirpath = config.checkpoint.dirpath
+        option = "--checkpoint.dirpath" if dirpath else "--trainer.default_root_dir"
+        folder = TrainableCheckpoint.folder_for(dirpath, root)
+        _refuse_unwritable(folder, option)
+        # lightning_utilities sets rank_zero_only.rank on the function at import; its annotations do not declare it
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+            self.run_folder_lock = hold_run_folder(folder, option)
+
     def _check_weight_sources(self, config) -> None:
         """``--ckpt_path`` and ``--model.init_from`` exist and are whole; ``--ckpt_path`` can resume; predict has
         images; validate/predict say when the model they run has not been trained."""
@@ -267,6 +329,8 @@ class TheWorldCLI(LightningCLI):
         for flag, folder in (("--ckpt_path", ckpt_path), ("--model.init_from", init_from)):
             if folder and Path(folder).is_dir():
                 check_intact(folder, flag)
+        if self.subcommand == "fit" and ckpt_path and (Path(ckpt_path) / TRAINING_STATE_NAME).is_file():
+            _refuse_other_loader_workers(Path(ckpt_path), config.data.num_workers)
         if self.subcommand == "predict" and not config.data.get("predict_data"):
             raise UserError(
                 "theworld predict needs the images to caption: add --data.predict_data with a folder, a "
@@ -365,6 +429,37 @@ class TheWorldCLI(LightningCLI):
 DEMO_ASSETS = "demo_assets"  # where configs/demo.yaml reads its models and data (theworld.testing.demo_assets)
 
 
+def _refuse_unwritable(folder: Path, option: str) -> None:
+    """Raises UserError when nothing can be made at ``folder``: a regular file on its way, or a place that cannot
+    be written (read-only, /proc)."""
+    folder = folder.absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(
+            f"{option} {folder}: {existing} is a file, so no folder can be made under it. Give a folder path with "
+            f"{option}."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"{option} {folder}: nothing can be written in {existing} ({err.strerror or err}). Give a folder you "
+            f"can write to with {option}."
+        ) from None
+
+
+def _refuse_other_loader_workers(checkpoint: Path, num_workers: int) -> None:
+    """The data position of a resume is kept per loader worker: another data.num_workers cannot continue it."""
+    saved = saved_loader_workers(checkpoint / TRAINING_STATE_NAME)
+    if saved is not None and saved != num_workers:
+        raise UserError(
+            f"--ckpt_path {checkpoint} was saved by a run with data.num_workers={saved}, and this one has "
+            f"{num_workers}. The data position is kept per loader worker, so the run continues exactly where it "
+            f"stopped only with the same number: add --data.num_workers {saved}."
+        )
+
+
 def _same_base(saved: str, name: str) -> bool:
     """Whether ``name`` (as configured) is the base ``saved`` in a checkpoint (local folders as absolute paths)."""
     return saved == name or Path(name).expanduser().resolve() == Path(saved)
@@ -395,21 +490,33 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _check_yaml_syntax(args: list[str]) -> None:
-    """Names the file of a YAML syntax error in a ``--config`` (jsonargparse's message does not)."""
+def _check_config_files(args: list[str]) -> None:
+    """Names the file of a ``--config`` that is not UTF-8, not valid YAML, empty or not a mapping of settings
+    (jsonargparse's messages do not)."""
     paths = [value for flag, value in itertools.pairwise(args) if flag in _CONFIG_FLAGS]
     paths += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
     for path in paths:
         try:
-            with open(path) as fh:
-                yaml.safe_load(fh)
+            with open(path, encoding="utf-8") as fh:
+                settings = yaml.safe_load(fh)
         except OSError:
             continue  # a missing file: the parser says so itself
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"--config {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}): a "
+                f"config is a YAML or JSON text file. Save it as UTF-8 (or give the right file)."
+            ) from None
         except yaml.YAMLError as err:
             raise ConfigError(
                 f"--config {path} is not valid YAML: {' '.join(str(err).split())}. Fix the syntax "
                 f"there (indentation, a missing ':', an unclosed bracket or quote)."
             ) from None
+        if not isinstance(settings, dict):
+            holds = "nothing" if settings is None else f"a {type(settings).__name__}, not a mapping"
+            raise ConfigError(
+                f"--config {path} holds {holds}. A config maps groups to settings (trainer:, model:, data:, "
+                f"checkpoint:, hub:; configs/demo.yaml is one), or is a flat mapping of the Hub upload guide's keys."
+            )
 
 
 def _redact_warnings() -> None:
@@ -429,6 +536,8 @@ def _quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # Lightning's pytree use on torch 2.1x
     # TrainableCheckpoint says which folder it searched, and Lightning's hint (save_last=True) does not apply.
     warnings.filterwarnings("ignore", message=r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint")
+    # A resume writes into its own run's folder, and a new run into a used one is refused before it starts.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not record.getMessage().startswith("💡 Tip")
     )  # an advert for Lightning's cloud logger
@@ -456,7 +565,7 @@ def main(args: list[str] | None = None) -> None:
         else:
             args = argv
     try:
-        _check_yaml_syntax(argv)
+        _check_config_files(argv)
         translated = translate_arguments(argv)
         if translated != argv:
             # The guide's config as YAML: given as args (Lightning's warning about args beside sys.argv would print

@@ -203,12 +203,21 @@ class TheWorldDataModule(L.LightningDataModule):
                 ) from None
         if config.predict_data is not None:
             try:
-                ImageFiles.expand(config.predict_data)
+                paths = ImageFiles.expand(config.predict_data)
             except FileNotFoundError as err:
                 raise DataConfigError(
                     f"{err} Give a folder of images, a glob (my_images/*.jpg) or a list of paths "
                     f"(relative paths start from {Path.cwd()})."
                 ) from None
+            for path in paths:  # each file's header only, before any weight loads
+                try:
+                    Image.open(path).close()
+                except (OSError, Image.DecompressionBombError) as err:
+                    raise DataConfigError(
+                        f"data.predict_data: {path} is not an image that can be read ({err}). Remove it from "
+                        f"data.predict_data, or give a folder (only its {', '.join(sorted(ImageFiles.SUFFIXES))} "
+                        f"files are read) or a glob (my_images/*.jpg)."
+                    ) from None
 
     def setup(self, stage: str) -> None:
         if self.processor is None:

@@ -1,5 +1,8 @@
 """The Hub upload guide's flat configs (``python scripts/train_hf.py --config configs/x.json``), run as they are.
 
+The guide's keys are the fields of the reference project's ``TrainingConfig`` (kasohrab/theworld,
+python/theworld/config.py), plus a few of the Hugging Face Trainer's: each has a place here, or a reason.
+
 ``theworld fit --config configs/datacomp_production.json`` reads a flat JSON (or YAML) file of the guide's keys,
 says on stderr where each key lives in TheWorld's config and runs the YAML it became (``--print_config`` shows
 it). ``--resume_from X`` on the command line is ``--ckpt_path X``. Keys with no equivalent stop the run before
@@ -23,6 +26,8 @@ from theworld.errors import ConfigError
 from theworld.hub import redact
 
 DATACOMP = "mlfoundations/datacomp_small"  # what the guide's `"dataset_name": "datacomp"` streams
+VSR = "cambridgeltl/vsr_random"  # the reference project's `"dataset_name": "vsr"`
+_DATASETS = {"datacomp": DATACOMP, "vsr": VSR}
 
 # Guide key -> its place in TheWorld's config (dotted), when only the name changes.
 RENAMED = {
@@ -31,6 +36,7 @@ RENAMED = {
     "freeze_gemma_vision": "model.freeze_gemma_vision",
     "freeze_gemma_language": "model.freeze_gemma_language",
     "freeze_cosmos_vae": "model.freeze_cosmos_vae",
+    "enable_world": "model.enable_world",
     "use_gradient_checkpointing": "model.gradient_checkpointing",
     "learning_rate": "model.learning_rate",
     "weight_decay": "model.weight_decay",
@@ -42,13 +48,11 @@ RENAMED = {
     "question_template": "data.prompt",
     "gradient_accumulation_steps": "trainer.accumulate_grad_batches",
     "num_epochs": "trainer.max_epochs",
-    "max_steps": "trainer.max_steps",
     "max_grad_norm": "trainer.gradient_clip_val",
     "logging_steps": "trainer.log_every_n_steps",
     "eval_steps": "trainer.val_check_interval",
     "output_dir": "trainer.default_root_dir",
     "save_steps": "checkpoint.every_n_train_steps",
-    "save_total_limit": "checkpoint.save_top_k",
     "seed": "seed_everything",
     "push_to_hub": "hub.push_to_hub",
     "hub_model_id": "hub.hub_model_id",
@@ -64,21 +68,54 @@ _ACCELERATOR = {"cuda": "gpu", "gpu": "gpu", "cpu": "cpu", "auto": "auto", "mps"
 
 def _dataset(name: Any, config: dict) -> dict:
     # The hf source streams dataset_name only without train_data/val_data (another config may have set them).
-    return {
+    settings = {
         "data.source": "hf",
-        "data.dataset_name": DATACOMP if name == "datacomp" else name,
+        "data.dataset_name": _DATASETS.get(name, name),
         "data.train_data": None,
         "data.val_data": None,
     }
+    if name == "vsr":  # rows of (image file name, statement, 0/1 label): the statement asked, the label answered
+        settings.update({"data.question_column": "caption", "data.answer_column": "label"})
+    return settings
 
 
-def _wandb(enabled: Any, config: dict) -> dict:
-    if not enabled:
+def _loggers(value: Any, config: dict) -> dict:
+    """log_to_wandb and log_to_tensorboard together: each logger asked for, side by side."""
+    loggers = []
+    if config.get("log_to_wandb"):
+        args = {"project": config.get("wandb_project") or "theworld", "name": config.get("wandb_run_name")}
+        if config.get("output_dir"):
+            args["save_dir"] = config["output_dir"]
+        loggers.append({"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": args})
+    if config.get("log_to_tensorboard"):
+        loggers.append(
+            {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": config.get("output_dir") or "."},
+            }
+        )
+    return {"trainer.logger": loggers[0] if len(loggers) == 1 else loggers} if loggers else {}
+
+
+def _null_as(target: str, meaning: Any) -> Callable[[Any, dict], dict]:
+    """``target``, with the guide's null spelled as TheWorld spells it (``meaning``)."""
+    return lambda value, config: {target: meaning if value is None else value}
+
+
+def _what_theworld_does(*accepted: Any, otherwise: str) -> Callable[[Any, dict], dict]:
+    """Nothing to set when the value asks for what TheWorld does anyway (null too); anything else is refused,
+    saying what TheWorld does ``otherwise``."""
+
+    def convert(value: Any, config: dict) -> dict:
+        if value is not None and value not in accepted:
+            raise ValueError(" or ".join([*(repr(a) for a in accepted), "null"]) + f" (got {value!r}): {otherwise}")
         return {}
-    args = {"project": config.get("wandb_project") or "theworld", "name": config.get("wandb_run_name")}
-    if config.get("output_dir"):
-        args["save_dir"] = config["output_dir"]
-    return {"trainer.logger": {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": args}}
+
+    return convert
+
+
+def _ignored(value: Any, config: dict) -> dict:
+    return {}
 
 
 def _choice(target: str, choices: dict) -> Callable[[Any, dict], dict]:
@@ -90,32 +127,71 @@ def _choice(target: str, choices: dict) -> Callable[[Any, dict], dict]:
     return convert
 
 
-# Guide key -> a function of (its value, the whole file) giving the settings it becomes ({} when it needs none).
+# Guide key -> a function of (its value, the whole file) giving the settings it becomes ({} when it needs none);
+# a ValueError names the values it takes.
 CONVERTED: dict[str, Callable[[Any, dict], dict]] = {
     "dataset_name": _dataset,
-    "streaming": lambda value, config: {},  # Hub datasets are always streamed
+    "streaming": _ignored,  # Hub datasets are always streamed
     "mixed_precision": _choice("trainer.precision", _PRECISION),
     "device": _choice("trainer.accelerator", _ACCELERATOR),
     "do_eval": lambda value, config: {} if value else {"trainer.limit_val_batches": 0},
-    "log_to_wandb": _wandb,
-    "wandb_project": lambda value, config: {},  # read by log_to_wandb
-    "wandb_run_name": lambda value, config: {},
+    "max_steps": _null_as("trainer.max_steps", -1),
+    "save_total_limit": _null_as("checkpoint.save_top_k", -1),
+    "log_to_wandb": _loggers,
+    "log_to_tensorboard": _loggers,
+    "wandb_project": _ignored,  # read by _loggers
+    "wandb_run_name": _ignored,
+    # The reference project's settings that TheWorld has fixed (or chooses itself): accepted when they ask for
+    # what it does anyway.
+    "num_world_steps": _what_theworld_does(0, otherwise="TheWorld encodes the current frame only"),
+    "max_world_steps": _ignored,
+    "world_projection_mode": _what_theworld_does("spatial", otherwise="TheWorld makes a world token per latent patch"),
+    "projection_architecture": _what_theworld_does(
+        "mlp", "mlp_no_final_gelu", otherwise="TheWorld's projector is an MLP"
+    ),
+    "max_seq_length": _ignored,
+    "pin_memory": _ignored,
+    "persistent_workers": _ignored,
+    "prefetch_factor": _ignored,
+    "save_safetensors": _what_theworld_does(True, otherwise="checkpoints are always safetensors"),
+    "draw_bboxes": _what_theworld_does(False, otherwise="TheWorld does not draw on images"),
+    "train_dataset_path": _what_theworld_does(otherwise="give WebDataset shards or parquet files as data.train_data"),
+    "eval_dataset_path": _what_theworld_does(otherwise="give WebDataset shards or parquet files as data.val_data"),
+    "image_folder": _ignored,
 }
 _CONVERTED_TO = {
-    "dataset_name": f"data.source: hf + data.dataset_name (datacomp: {DATACOMP})",
+    "dataset_name": f"data.source: hf + data.dataset_name (datacomp: {DATACOMP}; vsr: {VSR}, its caption column "
+    "asked, its label answered)",
     "streaming": "nothing to set: Hub datasets are always streamed",
     "mixed_precision": "trainer.precision (bf16 -> bf16-mixed, fp16 -> 16-mixed, no -> 32-true)",
     "device": "trainer.accelerator (cuda -> gpu)",
     "do_eval": "trainer.limit_val_batches: 0 when false",
+    "max_steps": "trainer.max_steps (null: -1, trainer.max_epochs decides)",
+    "save_total_limit": "checkpoint.save_top_k (null: -1, every checkpoint kept)",
     "log_to_wandb": "trainer.logger: lightning.pytorch.loggers.WandbLogger",
+    "log_to_tensorboard": "trainer.logger: lightning.pytorch.loggers.TensorBoardLogger (beside W&B), in output_dir",
     "wandb_project": "trainer.logger.init_args.project (with log_to_wandb)",
     "wandb_run_name": "trainer.logger.init_args.name (with log_to_wandb)",
+    "num_world_steps": "nothing to set: world tokens come from the current frame only (0), as in TheWorld",
+    "max_world_steps": "nothing to set: it sizes the embeddings of future frames, which TheWorld does not predict",
+    "world_projection_mode": "nothing to set: a world token per latent patch (spatial), as in TheWorld",
+    "projection_architecture": "nothing to set: TheWorld's projector is Linear -> GELU -> Linear -> RMS norm "
+    "(model.projector_hidden_dim); its weights are not the reference project's",
+    "max_seq_length": "nothing to set: a sequence is the image tokens, the prompt and at most "
+    "data.max_caption_tokens caption tokens",
+    "pin_memory": "nothing to set: TheWorld pins batches when it trains on a GPU",
+    "persistent_workers": "nothing to set: loader workers restart each epoch (the data position resumes exactly)",
+    "prefetch_factor": "nothing to set: TheWorld prefetches 4 batches per loader worker",
+    "save_safetensors": "nothing to set: checkpoints are always safetensors",
+    "draw_bboxes": "nothing to set: images are used as they are",
+    "train_dataset_path": "nothing to set when null (the training data is data.train_data)",
+    "eval_dataset_path": "nothing to set when null (the held-out data is data.val_data)",
+    "image_folder": "nothing to set: TheWorld reads each row's image from the row (data.image_column) or its URL, "
+    "not from a folder; give a folder's images as WebDataset shards (data.source: webdataset, data.train_data)",
 }
 
 # Guide keys with no equivalent: why, and the nearest option.
 NO_EQUIVALENT = {
-    "log_to_tensorboard": "the run's TensorBoard events go to the Hub with hub.push_logs: true; for a local "
-    "TensorBoard log set trainer.logger: lightning.pytorch.loggers.TensorBoardLogger",
     "eval_strategy": "validation runs every trainer.val_check_interval steps (the guide's eval_steps)",
     "evaluation_strategy": "validation runs every trainer.val_check_interval steps (the guide's eval_steps)",
     "save_strategy": "checkpoints are saved every checkpoint.every_n_train_steps steps (the guide's save_steps)",

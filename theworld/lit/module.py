@@ -148,8 +148,10 @@ class TheWorldModule(L.LightningModule):
         checkpoint = self.trainer.checkpoint_callback
         dirpath = checkpoint.dirpath if isinstance(checkpoint, ModelCheckpoint) else None
         log_dir = self.trainer.log_dir if self.trainer.loggers else None
+        max_steps, max_epochs = self.trainer.max_steps, self.trainer.max_epochs
+        end = str(max_steps) if max_steps > 0 else f"the end of epoch {max_epochs}" if max_epochs else "no limit"
         rank_zero_info(
-            f"theworld: training steps {self.global_step} -> {self.trainer.max_steps}"
+            f"theworld: training steps {self.global_step} -> {end}"
             + (f"; checkpoints in {Path(dirpath).resolve()}" if dirpath else "")
             + (f"; logs in {Path(log_dir).resolve()}" if log_dir is not None else "")
         )
