@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from support.accounts import SECRET
-from support.cli_runs import assert_ended, loader_workers, provenance, theworld
+from support.cli_runs import CLI, assert_ended, loader_workers, provenance, theworld
 
 from theworld import TheWorld
 from theworld.testing.synthetic import write_webdataset_shards
@@ -59,7 +59,7 @@ def run_args(root: Path, shard: Path, *args) -> list[str]:
 
 def fit(demo_dir: Path, args: list[str], launcher: list[str] | None = None, env: dict | None = None):
     """``theworld fit`` (under ``launcher``, e.g. torchrun); returns the CompletedProcess with ``.seconds``."""
-    program = [*launcher, "-m", "theworld.lit.cli"] if launcher else None  # None: forked from a zygote
+    program = [*launcher, "-m", "theworld.lit.cli"] if launcher else CLI
     result = theworld("fit", *args, cwd=demo_dir, env=clean_env(**(env or {})), program=program, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return result

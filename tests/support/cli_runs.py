@@ -36,8 +36,9 @@ def theworld(*args, cwd, env=None, program=None, fresh_interpreter=False, timeou
 
     The run is forked from a zygote that has imported theworld (support/cli_zygote.py), unless it is started by
     exec: with ``fresh_interpreter`` (the tests of start-up, signals and kills), a ``program`` replacing
-    ``python -m theworld.lit.cli`` (torchrun, the weight spy), or ``popen`` keywords (``stdout=``...: then the
-    running Popen is returned)."""
+    ``python -m theworld.lit.cli`` (torchrun, the weight spy, and Lightning's DDP launcher, which starts its ranks by
+    running the command line again: a forked run has none), or ``popen`` keywords (``stdout=``...: then the running
+    Popen is returned)."""
     # theworld from this checkout (whatever is installed), and the test callbacks
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests/support"), str(REPO)])}
     for name, value in (env or {}).items():
