@@ -26,21 +26,22 @@ from theworld.testing.http import serve_directory  # noqa: E402
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma  # noqa: E402
 
 
-# The test files with the longest end-to-end runs, longest first (seconds on 2 cores, 2026-12-07). The suite runs
-# whole files on two workers (--dist loadfile, --no-loadscope-reorder in pyproject.toml) in collection order: the
-# long ones start first, so no worker is left alone with a long file at the end while the other idles (xdist's own
-# order, by number of tests, ran the 3-minute spatial demo last).
+# The test files with the longest end-to-end runs, longest first (seconds on 2 cores, 2026-12-07; test_resume,
+# test_data_fit and test_demo scaled by the CPU their runs forked from a zygote saved, bench/RESULTS.md). The suite
+# runs whole files on two workers (--dist loadfile, --no-loadscope-reorder in pyproject.toml) in collection order:
+# the long ones start first, so no worker is left alone with a long file at the end while the other idles (xdist's
+# own order, by number of tests, ran the 3-minute spatial demo last).
 LONGEST_FIRST = [
-    "test_resume.py",  # 298
-    "test_ddp.py",  # 246
-    "test_hub_cli.py",  # 200
+    "test_ddp.py",  # 246 (fresh interpreters: torchrun and Lightning's launcher)
+    "test_hub_cli.py",  # 200 (fresh interpreters)
     "test_demo_spatial.py",  # 175
-    "test_data_fit.py",  # 128
-    "test_demo.py",  # 120
+    "test_resume.py",  # 158
     "test_checkpoint.py",  # 114
-    "reliability/test_signals.py",  # 112
-    "reliability/test_kills.py",  # 95
+    "reliability/test_signals.py",  # 112 (fresh interpreters)
+    "test_demo.py",  # 108
+    "reliability/test_kills.py",  # 95 (fresh interpreters)
     "reliability/test_bad_input.py",  # 82
+    "test_data_fit.py",  # 77
     "test_bench.py",  # 67
     "test_latent_cache.py",  # 62
     "test_evaluate.py",  # 60
