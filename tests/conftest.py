@@ -25,7 +25,6 @@ from support.hub_cli import lfs_uploads  # noqa: E402
 from theworld.testing.http import serve_directory  # noqa: E402
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma  # noqa: E402
 
-
 # The test files with the longest end-to-end runs, longest first (seconds on 2 cores, 2026-12-07; test_resume,
 # test_data_fit and test_demo scaled by the CPU their runs forked from a zygote saved, bench/RESULTS.md). The suite
 # runs whole files on two workers (--dist loadfile, --no-loadscope-reorder in pyproject.toml) in collection order:

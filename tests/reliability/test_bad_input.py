@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 from hub_server import HubServer
-from support.cli_runs import REPO
 from safetensors.torch import save_file
+from support.cli_runs import REPO
 from support.cli_zygote import Zygote
 from support.hub_cli import SECRET, hub_env, token_leaks, workdir
 

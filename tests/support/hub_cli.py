@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import constants
-
 from support.accounts import SECRET  # noqa: F401
 from support.cli_runs import fit, theworld
 
