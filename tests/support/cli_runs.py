@@ -22,7 +22,8 @@ SHORT = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "-
 CLI = [sys.executable, "-m", "theworld.lit.cli"]
 # Set in each forked run, not in its zygote: read when used (huggingface_hub's token, wandb's folder), or by no one.
 PER_RUN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_DIR", "PYTEST_CURRENT_TEST")
-# Zygotes by the environment their runs share at import time, newest use last; each holds an imported torch.
+# Zygotes by the environment their runs share at import time, newest use last; each holds about 0.5 GB (torch,
+# transformers, Lightning imported), so a test process keeps two at most.
 _zygotes: dict[tuple, Zygote] = {}
 MAX_ZYGOTES = 2
 
