@@ -1,4 +1,4 @@
-"""`theworld` as a user runs it: real subprocesses, real configs."""
+"""`theworld` as a user runs it: real subprocesses (each a fresh interpreter), real configs."""
 
 import csv
 from pathlib import Path
@@ -13,7 +13,8 @@ def read_losses(metrics_csv: Path) -> list[float]:
 
 
 def test_datacomp_config_resolves_with_the_real_ids(tmp_path):
-    result = theworld("fit", "--config", REPO / "configs/datacomp.yaml", "--print_config", cwd=tmp_path)
+    result = theworld("fit", "--config", REPO / "configs/datacomp.yaml", "--print_config", cwd=tmp_path,
+                      fresh_interpreter=True)
     assert result.returncode == 0, result.stderr[-4000:]
     import yaml
 
@@ -27,7 +28,8 @@ def test_datacomp_config_resolves_with_the_real_ids(tmp_path):
 
 def test_override_flags_reach_the_config(tmp_path):
     result = theworld("fit", "--config", REPO / "configs/datacomp.yaml", "--model.freeze_gemma_language", "false",
-                      "--trainer.max_steps", "100", "--hub.hub_model_id", "me/x", "--print_config", cwd=tmp_path)
+                      "--trainer.max_steps", "100", "--hub.hub_model_id", "me/x", "--print_config", cwd=tmp_path,
+                      fresh_interpreter=True)
     assert result.returncode == 0, result.stderr[-4000:]
     import yaml
 
@@ -41,7 +43,7 @@ def test_print_config_never_shows_a_token(tmp_path):
     config = tmp_path / "with_token.yaml"
     config.write_text("hub:\n  hf_token: hf_fromYamlSecret123\n")
     result = theworld("fit", "--config", REPO / "configs/datacomp.yaml", "--config", config, "--hf_token",
-                      "hf_fromFlagSecret456", "--print_config", cwd=tmp_path)
+                      "hf_fromFlagSecret456", "--print_config", cwd=tmp_path, fresh_interpreter=True)
     assert result.returncode == 0, result.stderr[-4000:]
     import yaml
 
@@ -58,14 +60,15 @@ def test_compiled_decoder_trains_like_the_eager_one(demo_dir, tmp_path):
         root = tmp_path / compiled
         result = theworld("fit", "--config", REPO / "configs/demo.yaml", "--trainer.max_steps", "3",
                           "--model.compile", compiled, "--data.num_workers", "0", "--trainer.default_root_dir", root,
-                          "--trainer.logger.init_args.save_dir", root, cwd=demo_dir)
+                          "--trainer.logger.init_args.save_dir", root, cwd=demo_dir,
+                          fresh_interpreter=True)
         assert result.returncode == 0, result.stderr[-4000:]
         runs[compiled] = read_losses(sorted(root.glob("logs/version_*/metrics.csv"))[-1])
     assert runs["true"] == pytest.approx(runs["false"], rel=1e-3)
 
 
 def test_the_demo_without_its_assets_says_how_to_write_them(tmp_path):
-    result = theworld("fit", "--config", REPO / "configs/demo.yaml", cwd=tmp_path)
+    result = theworld("fit", "--config", REPO / "configs/demo.yaml", cwd=tmp_path, fresh_interpreter=True)
     assert result.returncode == 1, result.stderr[-3000:]
     assert f"demo_assets/, which is not in {tmp_path}" in result.stderr
     assert "`python -m theworld.testing.demo_assets`" in result.stderr and "Traceback" not in result.stderr

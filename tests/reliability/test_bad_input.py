@@ -246,8 +246,9 @@ def outcomes(demo_dir, tmp_path_factory):
     lock_path(user / "abandoned/checkpoints").write_text("pid 4000000 on a-dead-host, started long ago\n")
     holder = hold_run_folder(user / "busy/checkpoints", "--checkpoint.dirpath")  # this process: a live holder
     hf_home = tmp_path_factory.mktemp("hf_home")
-    with HubServer({SECRET: {"user": "alice", "role": "write"}}) as hub, Zygote(hub_env(hub.url, hf_home)) as one, \
-            Zygote(hub_env(hub.url, hf_home)) as other:
+    with HubServer({SECRET: {"user": "alice", "role": "write"}}) as hub, \
+            Zygote(hub_env(hub.url, hf_home), spy_weights=True) as one, \
+            Zygote(hub_env(hub.url, hf_home), spy_weights=True) as other:
         hub.create_repo(GATED)
         hub.make_gated(GATED)
         zygotes = Queue()
@@ -295,7 +296,7 @@ def test_the_weight_spy_sees_the_loads_of_a_run_that_goes_ahead(demo_dir, tmp_pa
     """What the check above relies on: a command that does load the model is recorded, in a run forked the same way."""
     cwd = workdir(demo_dir, tmp_path / "run")
     log = cwd / "weight-loads.log"
-    with Zygote(hub_env("http://127.0.0.1:9", tmp_path / "hf")) as zygote:
+    with Zygote(hub_env("http://127.0.0.1:9", tmp_path / "hf"), spy_weights=True) as zygote:
         result = zygote.run(["validate", "--config", REPO / "configs/demo.yaml", "--trainer.limit_val_batches", "1",
                              "--model.val_captions", "0"], cwd, env={"THEWORLD_WEIGHT_LOG": str(log)})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -2,7 +2,8 @@
 it each time with `--ckpt_path last` (once from `hf://`) until it completes. Every resume starts at the step of the
 checkpoint it resumes from (a restart from step 0 is lost work, and fails the test); after every kill every
 checkpoint, local and on the Hub, still loads; at the end the weights and the per-step losses equal those of an
-uninterrupted run."""
+uninterrupted run. Every run here is a fresh interpreter, as a job starts it (not forked from a zygote:
+support/cli_runs.py)."""
 
 import io
 import json
@@ -164,7 +165,7 @@ def kill_and_resume(kills: int, seed: int, demo_dir, straight_run, hub, tmp_path
 
     source, resume, start = resume_from(root, hub, hf_done)
     hf_done |= source == "hf"
-    result = fit(demo_dir, *run, *resume, env=env)
+    result = fit(demo_dir, *run, *resume, env=env, fresh_interpreter=True)
     assert result.returncode == 0, result.stderr[-3000:]
     began = started_at(result.stdout + result.stderr)
     figures.record("kill", kind="none (completes)", round=len(kinds), resumed_from=source, start_step=start,

@@ -2,7 +2,8 @@
 (``kill``, Kubernetes) or to the whole group (SLURM preemption, ``timeout``, systemd), and SLURM's requeue
 signal before a time limit (``#SBATCH --signal=USR1@90``). Each run is held inside step 3 with its loader workers
 alive; it must save step 3, stop with the shell's exit code and no traceback, leave no process behind, and resume
-at step 3 with the uninterrupted run's losses and weights. The same with two DDP ranks: tests/test_ddp.py."""
+at step 3 with the uninterrupted run's losses and weights. The same with two DDP ranks: tests/test_ddp.py. Every
+run here is a fresh interpreter, as a job starts it (not forked from a zygote: support/cli_runs.py)."""
 
 import os
 import signal
@@ -83,7 +84,7 @@ def test_ctrl_c_and_sigterm_save_the_step_and_resume_exactly(straight_run, demo_
     assert not (tmp_path / "checkpoints/final").exists()
     assert sorted(logged_losses(tmp_path)) == [0, 1, 2], "the stopped step keeps its row in metrics.csv"
 
-    resumed = fit(demo_dir, *SHORT, *run_dirs(tmp_path), "--ckpt_path", "last")
+    resumed = fit(demo_dir, *SHORT, *run_dirs(tmp_path), "--ckpt_path", "last", fresh_interpreter=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     figures.record("signal", signal=signal.Signals(signum).name, to=target, exit_code=status, saved_step=3,
                    resumed_at=min(logged_losses(tmp_path)), equal_losses=resumed_like(tmp_path, straight_run, 3))
@@ -139,7 +140,8 @@ def test_slurm_requeue_saves_the_step_requeues_and_the_restarted_job_resumes(str
     assert calls.read_text() == "requeue 777\n"
     assert (run / "checkpoints/last").resolve().name == "checkpoint-3"
 
-    restarted = fit(demo_dir, *SHORT, *run_dirs(run), env={**slurm, "SLURM_RESTART_COUNT": "1"})
+    restarted = fit(demo_dir, *SHORT, *run_dirs(run), env={**slurm, "SLURM_RESTART_COUNT": "1"},
+                    fresh_interpreter=True)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     figures.record("signal", signal="SIGUSR1 (SLURM requeue)", to="group", exit_code=status, saved_step=3,
                    resumed_at=min(logged_losses(run)), equal_losses=resumed_like(run, straight_run, 3))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import constants
-
 from support.accounts import SECRET  # noqa: F401
 from support.cli_runs import fit, theworld
 
@@ -25,11 +24,12 @@ def hub_env(endpoint: str, hf_home: Path, **extra) -> dict:
 
 
 def run(cwd: Path, endpoint: str, hf_home: Path, *args, env=None, program=None):
-    """`theworld fit --config configs/demo.yaml <args>` against the local Hub, or ``<program> <args>``."""
+    """`theworld fit --config configs/demo.yaml <args>` against the local Hub in a fresh interpreter (test_hub_cli
+    tests a user's command whole), or ``<program> <args>``."""
     env = hub_env(endpoint, hf_home, **(env or {}))
     if program:
         return theworld(*args, cwd=cwd, env=env, program=program, timeout=300)
-    return fit(cwd, *args, env=env, timeout=300)
+    return fit(cwd, *args, env=env, fresh_interpreter=True, timeout=300)
 
 
 def files_containing(root: Path, needle: str) -> list[str]:
