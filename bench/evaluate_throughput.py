@@ -20,7 +20,7 @@ from PIL import Image
 
 from theworld import TheWorld
 from theworld.benchmarks import Benchmark, Question
-from theworld.evaluate import CONDITIONS, evaluate_benchmarks, gemma_baseline
+from theworld.evaluate import check_conditions, evaluate_benchmarks, gemma_baseline
 from theworld.prompts import multiple_choice_prompt, option_letters
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma
 
@@ -44,7 +44,7 @@ def main() -> None:
         bench = Benchmark("synthetic", "Size", "test", "blink", questions(args.questions))
         warm_up = Benchmark("synthetic", "Size", "test", "blink", questions(4))  # first-call costs, untimed
         evaluate_benchmarks(model, [warm_up], baseline=lambda: baseline, bootstrap_samples=10)
-        for condition in CONDITIONS:
+        for condition in check_conditions(None, True, [bench]):  # the defaults: no trained control here
             for batch_size in args.batch_sizes:
                 start = time.perf_counter()
                 evaluate_benchmarks(model, [bench], [condition], baseline=lambda: baseline, batch_size=batch_size,

@@ -16,10 +16,10 @@ from theworld.testing.synthetic import write_webdataset_shards
 
 REFERENCE = Path(__file__).parent / "fixtures/reference_configs"
 OWNER_TOKEN = "hf_kasohrab_writes_its_own_repo"
-# Where the models and the data are: the demo's tiny models, and one batch of its synthetic images (the reference
-# configs train one epoch; one batch makes it one step).
+# Where the models and the data are: the demo's tiny models, and one batch of its synthetic images in a local shard
+# instead of the Hub dataset (the reference configs train one epoch; one batch makes it one step).
 LOCAL = ["--model.gemma_model_name", "demo_assets/gemma-3-tiny", "--model.cosmos_model_name", "demo_assets/cosmos-tiny",
-         "--data.source", "webdataset", "--data.train_data", "data/train-00000.tar"]
+         "--data.source", "webdataset", "--data.train_data", "data/train-00000.tar", "--data.dataset_name", "null"]
 
 
 # Each trains one step of the default 448-pixel world image in bf16 on the CPU (over a minute): the VSR config runs

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from theworld import lightning_private
 from theworld.config import CONFIG_NAME, TheWorldConfig
 from theworld.errors import UserError
 from theworld.hub.downloads import download_files
@@ -236,7 +237,7 @@ def saved_loader_workers(path: str | Path) -> int | None:
         with zipfile.ZipFile(path) as archive:
             name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
             state = _StructureOnly(io.BytesIO(archive.read(name))).load()
-        loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+        loader = lightning_private.loader_state(state)[0]
         workers = loader["_snapshot"]["_main_snapshot"]["_num_workers"]
     except (OSError, StopIteration, pickle.UnpicklingError, KeyError, IndexError, TypeError, AttributeError):
         return None

@@ -29,6 +29,7 @@ from torch.utils._pytree import tree_leaves
 
 from theworld.config import TheWorldConfig
 from theworld.data.config import DataConfig
+from theworld.data.sources import refuse_inapplicable
 from theworld.errors import ConfigError
 from theworld.world import WorldEncoder, resolve_dtype
 
@@ -585,6 +586,7 @@ def print_estimate(config, fsdp_units: set[type]) -> None:
     model = config.model
     world_config = TheWorldConfig(**{f.name: model[f.name] for f in fields(TheWorldConfig) if f.name in model})
     data = DataConfig(**{f.name: config.data[f.name] for f in fields(DataConfig) if f.name in config.data})
+    refuse_inapplicable(data)
     devices, nodes = config.trainer.get("devices"), config.trainer.get("num_nodes") or 1
     gpus = config.gpus or (devices * nodes if isinstance(devices, int) and devices > 0 else 1)
     est = estimate_run(

@@ -71,6 +71,7 @@ def test_a_stop_that_a_library_wraps_or_swallows_still_ends_the_run_as_that_stop
     try:
         for library in (wrapping, swallowing):
             monkeypatch.setattr(stops, "_raised", None)
+            monkeypatch.setattr(stops, "_progress", stops.RunProgress())  # no checkpoint from an earlier test
             monkeypatch.setattr(cli, "TheWorldCLI", library)
             with pytest.raises(SystemExit) as ended:
                 cli.main(["fit", "--trainer.max_steps", "1"])

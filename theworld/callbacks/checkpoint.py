@@ -576,8 +576,9 @@ class TrainableCheckpoint(ModelCheckpoint):
                     save_weights(weights, module.world_config, tmp, step=step)
                     if provenance is not None:
                         write_provenance(provenance, tmp)
-                    if module.benchmark is not None:
-                        module.benchmark.result.save(tmp / CHECKPOINT_EVALUATION_NAME)
+                    benchmark = getattr(module, "benchmark", None)  # a module of another kind evaluates nothing
+                    if benchmark is not None:
+                        benchmark.result.save(tmp / CHECKPOINT_EVALUATION_NAME)
             rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")
             kept = tuple(resumable_folders(self.final_dir.parent))
             if kept:

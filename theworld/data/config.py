@@ -115,17 +115,10 @@ class DataConfig:
             value, smallest = getattr(self, field.name), _SMALLEST.get(field.name)
             if smallest is not None and value is not None and value < smallest:
                 raise ConfigError(f"data.{field.name}={value}: it must be at least {smallest}.")
-        if self.val_samples and self.val_data is not None:
-            raise ConfigError(
-                f"data.val_samples={self.val_samples} holds out the first rows for validation, but data.val_data is "
-                f"set, and validation reads that instead: the rows would not be held out. Drop one of the two."
-            )
         # A list from YAML or JSON names the same directives as the default tuple.
         self.disallowed_header_directives = tuple(self.disallowed_header_directives)
-        # Imported here: the sources import this module.
-        from theworld.data.sources import refuse_inapplicable
-
-        refuse_inapplicable(self)
+        # Which options the chosen source applies is the source registry's to say (theworld.data.sources, which
+        # builds on this module): its refuse_inapplicable() checks a config where one is read from the user.
 
 
 # The settings that are counts (or seconds): the smallest value each can take.

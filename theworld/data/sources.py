@@ -25,7 +25,8 @@ def source_options() -> list[str]:
 
 def refuse_inapplicable(config: DataConfig) -> None:
     """Stops (ConfigError) when ``config`` sets an option its source cannot apply, or one without the option it
-    needs beside it; one paragraph names every such option, the source and the fix."""
+    needs beside it (one paragraph names every such option, the source and the fix), or held-out rows beside a
+    validation set. Where a ``data:`` config is read from the user: the data module, ``theworld estimate``."""
     source = SOURCES[config.source]
     defaults = {f.name: f.default for f in fields(DataConfig)}
     problems = []
@@ -42,6 +43,11 @@ def refuse_inapplicable(config: DataConfig) -> None:
             f"data.source={config.source} cannot apply every data option given: {'; '.join(problems)}. "
             f"Drop those options, give the options they need, or set data.source to a source that applies them (the "
             f"docs/data.md's table says which data option applies where)."
+        )
+    if config.val_samples and config.val_data is not None:
+        raise ConfigError(
+            f"data.val_samples={config.val_samples} holds out the first rows for validation, but data.val_data is "
+            f"set, and validation reads that instead: the rows would not be held out. Drop one of the two."
         )
 
 

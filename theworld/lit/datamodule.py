@@ -21,7 +21,7 @@ from theworld.data.config import DataConfig
 from theworld.data.latents import unpack_world_latents
 from theworld.data.parquet import check_local_files
 from theworld.data.processing import TheWorldProcessor
-from theworld.data.sources import SOURCES
+from theworld.data.sources import SOURCES, refuse_inapplicable
 from theworld.data.uids import CLIP_SCORE_COLUMN, SHA256_COLUMN, load_subset
 from theworld.data.workers import worker_options
 from theworld.errors import UserError
@@ -156,6 +156,7 @@ class TheWorldDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.config = DataConfig(**options)
+        refuse_inapplicable(self.config)
         self._check_paths()
         self.processor: TheWorldProcessor | None = None
         self.world_config: TheWorldConfig | None = None
