@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
@@ -93,6 +94,8 @@ def instances(tmp_path_factory):
         "lightning.pytorch.Trainer": trainer,
         "lightning.pytorch.loops._TrainingEpochLoop": trainer.fit_loop.epoch_loop,
         "lightning.pytorch.callbacks.ModelCheckpoint": ModelCheckpoint(dirpath=tmp_path_factory.mktemp("ckpt")),
+        "lightning.fabric.strategies.launchers.subprocess_script._ChildProcessObserver":
+            _ChildProcessObserver(main_pid=0, child_processes=[]),  # not started
     }
 
 
@@ -273,3 +276,25 @@ def test_no_private_lightning_name_outside_the_module():
                 found.append(f"theworld/{relative}:{node.lineno}: {node.value!r} (Lightning's checkpoint layout of "
                              f"its loops: read it through theworld.lightning_private)")
     assert not found, "Private Lightning names outside theworld/lightning_private.py:\n" + "\n".join(found)
+
+
+def test_a_stopping_process_is_no_longer_killed_by_the_launchers_watch():
+    """Lightning's launcher SIGKILLs the main process once a child rank exits non-zero, as every rank does on a stop
+    (143): stop_watching_child_ranks() ends that watch. The "main process" here is a stand-in `sleep`."""
+    import subprocess
+    import time
+
+    main = subprocess.Popen(["sleep", "30"])
+    child = subprocess.Popen(["sh", "-c", "sleep 0.5; exit 143"])
+    watch = _ChildProcessObserver(main_pid=main.pid, child_processes=[child], sleep_period=0.2)
+    watch.start()
+    try:
+        lightning_private.stop_watching_child_ranks()
+        child.wait()
+        watch.join(timeout=10)
+        assert not watch.is_alive()
+        with pytest.raises(subprocess.TimeoutExpired):  # still running: the watch did not kill it
+            main.wait(timeout=2)
+    finally:
+        main.kill()
+        main.wait()

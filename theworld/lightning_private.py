@@ -12,6 +12,8 @@ raise that bound, run that test, and fix each entry it names here.
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -82,6 +84,15 @@ PRIVATE_ACCESSES: tuple[PrivateAccess, ...] = (
         "read",
         "its cluster_environment is Lightning's SLURM environment (auto_requeue, requeue_signal) on every "
         "strategy; trainer.strategy.cluster_environment exists on parallel strategies only",
+    ),
+    # theworld.stops and TrainableCheckpoint: a stop of a job started by Lightning's own launcher
+    PrivateAccess(
+        "lightning.fabric.strategies.launchers.subprocess_script._ChildProcessObserver",
+        "_child_processes",
+        "write",
+        "the launcher's watch SIGKILLs every process, rank 0 included, once a child rank exits non-zero; a stop "
+        "ends every rank with 128 + the signal, so from then on the watch is given no child to watch: it has no "
+        "public off switch",
     ),
     # TheWorldModule (theworld/lit/module.py)
     PrivateAccess(
@@ -157,6 +168,19 @@ def save_last(callback: ModelCheckpoint, trainer: L.Trainer, candidates: dict[st
 def last_global_step_saved(callback: ModelCheckpoint) -> int:
     """The step ``callback`` saved last (why: no public property)."""
     return callback._last_global_step_saved
+
+
+# ---------------------------------------------------------------- the launcher
+def stop_watching_child_ranks() -> None:
+    """Stops the watch of Lightning's subprocess launcher over the child ranks (see PRIVATE_ACCESSES), in a process
+    that is stopping: each rank exits with the stop's status, and the watch would SIGKILL rank 0 for it before it
+    has saved and said so. Nothing to do in a process that launched no rank."""
+    launcher = sys.modules.get("lightning.fabric.strategies.launchers.subprocess_script")
+    if launcher is None:
+        return
+    for thread in threading.enumerate():
+        if isinstance(thread, launcher._ChildProcessObserver):
+            thread._child_processes = []  # its next check finds every child done, and the watch ends
 
 
 # ---------------------------------------------------------------- Trainer

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from theworld import lightning_private
+
 
 @dataclass(frozen=True)
 class RunProgress:
@@ -165,6 +167,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     # A second Ctrl-C while the stop unwinds (a loader's shutdown, a push's wait): the user wants out, now.
     signal.signal(signal.SIGINT, _exit_at_once("again while stopping"))
     global _raised
+    lightning_private.stop_watching_child_ranks()
     _raised = RunStopped(signum, requeued=requeue_slurm_job() if signum == REQUEUE_SIGNAL else None)
     raise _raised
 

@@ -506,6 +506,7 @@ class TrainableCheckpoint(ModelCheckpoint):
     def _on_signal(self, trainer: L.Trainer, signum: int, frame) -> None:
         if self._signal is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without the step
             self._restore_signal_handlers()
+            lightning_private.stop_watching_child_ranks()
             raise stops.RunStopped(signum, unsaved_step=trainer.global_step + 1)
         self._signal = signum
         rank_zero_info(
@@ -529,6 +530,7 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def _stop_for_signal(self, trainer: L.Trainer) -> None:
         signum = self._signal or signal.SIGTERM
+        lightning_private.stop_watching_child_ranks()  # every rank exits 128 + signum, rank 0 after its save
         lightning_private.log_this_step(trainer)  # the stop skips the loop's logging of this step
         self._save_unsaved_step(trainer)
         _checkpoint_io(trainer).wait()
