@@ -57,17 +57,19 @@ def reference(demo_dir, tmp_path_factory) -> tuple[Path, float, float]:
 
 
 TRAINING_LINE = "theworld: training steps"  # what a run prints as its first step starts
+FINAL_LINE = "theworld: final weights in"  # and once final/ is written
 
 
 def moments(count: int, training: float, life: float) -> list[tuple[str, float]]:
     """``count`` moments (what they count from, seconds): half spread evenly over the start-up (from the process's
     start, FIRST_OFFSET_S to the reference's start of training), half over the rest (from the run's own start of
-    training, to the reference's exit): the steps, validations, saves, final/ and the exit. Counting the second half
-    from each run's own start of training keeps it there however long that run's start-up took."""
+    training: the steps, validations and saves), the last as the run writes final/ (the end and the exit). Counting
+    from each run's own lines keeps the moments there however long its start-up or its steps took."""
     early = count // 2
-    late = count - early
+    late = count - early - 1
     return ([("start", FIRST_OFFSET_S + (training - FIRST_OFFSET_S) * i / early) for i in range(early)]
-            + [("training", (life - training) * i / (late - 1)) for i in range(late)])
+            + [("training", (life - training) * i / late) for i in range(late)]
+            + [("final", 0.0)])  # the last at the run's own end of training, however slow its steps were
 
 
 def signalled_run(demo_dir, run: Path, signum: int, moment: tuple[str, float]) -> tuple[int | None, str]:
@@ -78,8 +80,9 @@ def signalled_run(demo_dir, run: Path, signum: int, moment: tuple[str, float]) -
     log = run / "output.log"
     with open(log, "w") as out:
         proc = fit(demo_dir, *SWEEP, *run_dirs(run), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        if anchor == "training":
-            while TRAINING_LINE not in log.read_text() and proc.poll() is None:
+        if anchor != "start":
+            line = TRAINING_LINE if anchor == "training" else FINAL_LINE
+            while line not in log.read_text() and proc.poll() is None:
                 time.sleep(0.02)
         time.sleep(seconds)
         ended_before = proc.poll() is not None
@@ -132,7 +135,8 @@ def sweep(signum: int, offsets: int, demo_dir: Path, tmp_path: Path, reference: 
     landed: Counter = Counter()
     resume_at: dict[int, Path] = {}
     for anchor, seconds in moments(offsets, training, life):
-        offset = seconds if anchor == "start" else training + seconds  # as on the reference run's clock
+        # As on the reference run's clock (its exit, for the moment at the run's own end of training).
+        offset = {"start": seconds, "training": training + seconds, "final": life}[anchor]
         run = tmp_path / f"at-{offset:05.1f}s"
         status, text = signalled_run(demo_dir, run, signum, (anchor, seconds))
         moment, step = check_stop(run, signum, status, text)
