@@ -118,11 +118,11 @@ def check_stop(run: Path, signum: int, status: int | None, text: str) -> tuple[s
     if what.startswith("before any step was trained"):
         assert not list(checkpoints.glob("checkpoint-*")), "no step trained, so no checkpoint"
         return "start-up", None
-    step = int(re.search(r"(?:after|at) step (\d+)", what)[1])
+    step = int(re.search(r"(?:after|at|past) step (\d+)", what)[1])
     last = (checkpoints / "last").resolve()
     assert last.name == f"checkpoint-{step}", (what, last)
     check_intact(last, "--ckpt_path")
-    if what.startswith("after training finished"):
+    if what.startswith(("after training finished", "before this run trained a step past")):
         assert step == MAX_STEPS and (checkpoints / "final").is_dir()
         return "finishing (final/ written)", None
     assert what.startswith(f"after step {step};"), what

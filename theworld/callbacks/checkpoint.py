@@ -581,9 +581,9 @@ class TrainableCheckpoint(ModelCheckpoint):
                     benchmark = getattr(module, "benchmark", None)  # a module of another kind evaluates nothing
                     if benchmark is not None:
                         benchmark.result.save(tmp / CHECKPOINT_EVALUATION_NAME)
-            rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")
             kept = tuple(resumable_folders(self.final_dir.parent))
-            if kept:
+            if kept:  # before the line: a stop that comes after it says training finished
                 stops.record_checkpoint(step, kept[-1], trained_to_end=True)
+            rank_zero_info(f"theworld: final weights in {self.final_dir.resolve()}")
             self._announce(trainer, SavedCheckpoint(step, self.final_dir, True, kept))
         trainer.strategy.barrier("theworld_final_saved")
