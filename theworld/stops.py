@@ -26,6 +26,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,11 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _held is not None:
         _held.append(signum)
         return
+    if _in_a_finalizer(frame):
+        # Python prints and drops an exception raised in a __del__ (a loader iterator shutting its workers down):
+        # the signal comes again a moment later, outside it.
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(REQUEUE_SIGNAL, signal.SIG_IGN)
     # A second Ctrl-C while the stop unwinds (a loader's shutdown, a push's wait): the user wants out, now.
@@ -170,6 +176,14 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     lightning_private.stop_watching_child_ranks()
     _raised = RunStopped(signum, requeued=requeue_slurm_job() if signum == REQUEUE_SIGNAL else None)
     raise _raised
+
+
+def _in_a_finalizer(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def exiting() -> None:

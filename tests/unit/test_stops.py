@@ -80,3 +80,32 @@ def test_a_stop_that_a_library_wraps_or_swallows_still_ends_the_run_as_that_stop
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def test_a_stop_that_lands_in_a_finalizer_comes_again_just_after(monkeypatch):
+    """A signal inside a ``__del__`` (a loader iterator shutting its workers down as it is collected): an exception
+    raised there would be printed as "Exception ignored" and dropped. The stop comes a moment later instead."""
+    import os
+    import signal
+    import sys
+    import time
+
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    monkeypatch.setattr(stops, "_raised", None)
+
+    class ShuttingDown:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)  # a bytecode boundary inside the finalizer: the handler runs here
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stops.install()
+        with pytest.raises(stops.RunStopped) as stopped:
+            ShuttingDown()  # collected at once
+            time.sleep(5)  # the stop comes again here
+        assert stopped.value.code == 143 and dropped == []
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
