@@ -110,7 +110,7 @@ def check_stop(run: Path, signum: int, status: int | None, text: str) -> tuple[s
     stop = STOPPED.search(text)
     if stop is None:
         # After the run's result was printed: the exit itself.
-        assert f"theworld: {signal.Signals(signum).name} received while exiting" in text, text[-3000:]
+        assert f"theworld: {signal.Signals(signum).name} while exiting: exiting at once" in text, text[-3000:]
         assert (checkpoints / "final").is_dir()
         return "the exit", None
     assert stop[1] == signal.Signals(signum).name and "--ckpt_path last" in text, text[-3000:]
