@@ -112,9 +112,10 @@ def markdown(rows: list[dict], summary: str, seconds: float, exit_code: int, slo
         f"## Signals at any moment: {len(offsets)} runs",
         "",
         "A run per offset, signalled at that offset (its whole process group): half the offsets spread evenly over "
-        "the start-up (from 0.5 s: before it the interpreter itself starts), half over the rest of an uninterrupted "
-        "run's life to its exit; the exit code is 128 + the signal whenever the signal came while the run lived "
-        "(\"-\": the run had ended before it was due).",
+        "the start-up (from 0.5 s: before it the interpreter itself starts), the rest from each run's own start of "
+        "training, the last as it writes final/ (offsets on the uninterrupted run's clock); the exit code is 128 + "
+        "the signal whenever the signal came while the run lived (\"-\": the run had ended before it was due; "
+        "-signum: the default action in the interpreter's own exit, after the run's result was printed).",
         "",
         "| signal | offset (s) | run's life (s) | exit code | where it landed | saved step |",
         "|---|---|---|---|---|---|",
