@@ -38,19 +38,28 @@ def resumed_like(run_dir: Path, straight_run: Path, from_step: int) -> bool:
     return True
 
 
+def held_in_step_3(demo_dir, tmp_path, out, *args, release=None, env=None):
+    """Starts SHORT in ``tmp_path`` (output to ``out``, its own session) and returns its Popen once it is held inside
+    step 3 with its loader workers alive; it goes on when ``release`` exists (never, without one)."""
+    marker = tmp_path / "in-step-3"
+    pause = ["--trainer.callbacks+=kill_points.PauseInStep", "--trainer.callbacks.init_args.at_step", "2",
+             "--trainer.callbacks.init_args.marker", marker,
+             *(["--trainer.callbacks.init_args.release", release] if release else [])]
+    proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), *args, *pause, env=env, stdout=out, stderr=subprocess.STDOUT,
+               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, Path(out.name).read_text()
+        time.sleep(0.05)
+    return proc
+
+
 def signal_in_step_3(demo_dir, tmp_path, signum: int, target: str, *args, env=None) -> tuple[int, str]:
     """Runs SHORT in ``tmp_path``, holds it inside step 3 with its loader workers alive, sends ``signum`` to the
     main process or the whole process group, and lets it go on: (exit status, output). The workers end with it."""
-    marker, release, log = tmp_path / "in-step-3", tmp_path / "go-on", tmp_path / "interrupted.log"
+    release, log = tmp_path / "go-on", tmp_path / "interrupted.log"
     with open(log, "w") as out:
-        proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), *args, "--trainer.callbacks+=kill_points.PauseInStep",
-                   "--trainer.callbacks.init_args.at_step", "2", "--trainer.callbacks.init_args.marker", marker,
-                   "--trainer.callbacks.init_args.release", release, env=env, stdout=out, stderr=subprocess.STDOUT,
-                   start_new_session=True)
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        proc = held_in_step_3(demo_dir, tmp_path, out, *args, release=release, env=env)
         workers = loader_workers(proc.pid)
         assert workers, "the run has loader workers to signal"
         os.killpg(proc.pid, signum) if target == "group" else os.kill(proc.pid, signum)
@@ -97,15 +106,9 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_is_not_saved(demo_dir, tmp_
     """Ctrl-C, then Ctrl-C again while the step still runs: the user wants out now. The run ends with 130 and one
     line saying that the step in progress is not saved and where the newest checkpoint is (none yet: SHORT saves
     every 4 steps); not Lightning's "Detected KeyboardInterrupt" and exit 1."""
-    marker, log = tmp_path / "in-step-3", tmp_path / "interrupted.log"
+    log = tmp_path / "interrupted.log"
     with open(log, "w") as out:
-        proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), "--trainer.callbacks+=kill_points.PauseInStep",
-                   "--trainer.callbacks.init_args.at_step", "2", "--trainer.callbacks.init_args.marker", marker,
-                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        proc = held_in_step_3(demo_dir, tmp_path, out)
         workers = loader_workers(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.5)
@@ -207,15 +210,9 @@ def test_sigterm_during_the_final_push_says_so_and_a_resume_pushes_final(demo_di
 def test_sigkill_of_the_trainer_leaves_no_process_behind(demo_dir, tmp_path, figures):
     """An OOM kill or ``kill -9`` ends the trainer without a word: its forkserver, resource tracker and loader
     workers must end with it (within seconds), not live on under PID 1 holding memory and the job's output pipe."""
-    marker, log = tmp_path / "in-step-3", tmp_path / "killed.log"
+    log = tmp_path / "killed.log"
     with open(log, "w") as out:
-        proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), "--trainer.callbacks+=kill_points.PauseInStep",
-                   "--trainer.callbacks.init_args.at_step", "2", "--trainer.callbacks.init_args.marker", marker,
-                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        proc = held_in_step_3(demo_dir, tmp_path, out)
         helpers = loader_workers(proc.pid)
         assert len(helpers) >= 3, "a forkserver, a resource tracker and loader workers to outlive the trainer"
         os.kill(proc.pid, signal.SIGKILL)
