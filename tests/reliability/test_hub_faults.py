@@ -93,14 +93,19 @@ def test_the_wait_line_never_promises_more_time_than_is_left(hub, tmp_path, capl
 
 def test_every_hub_request_is_bounded_in_time(monkeypatch):
     """bound_hub_requests relies on huggingface_hub's private client factory: this fails loudly if it moves. A
-    request that asks for no timeout (as repo_info and create_commit do) gets the bound on every phase."""
+    request that asks for no timeout (as repo_info and create_commit do) gets the bound on every phase, whatever the
+    client's own default."""
     from theworld.hub.session import bound_hub_requests
 
     monkeypatch.setattr(_http, "_GLOBAL_CLIENT_FACTORY", _http._GLOBAL_CLIENT_FACTORY)
-    bound_hub_requests(7.0)
+    bound_hub_requests(30.0)
     client = _http.get_session()
-    request = client.build_request("GET", "http://127.0.0.1:9/", timeout=None)
-    for hook in client.event_hooks["request"]:
-        hook(request)
-    assert request.extensions["timeout"] == {"connect": 7.0, "read": 7.0, "write": 7.0, "pool": 7.0}
+    bounded = {"connect": 30.0, "read": 30.0, "write": 30.0, "pool": 30.0}
+    # timeout=None asked; no timeout asked (the client's default: 10 s reads in huggingface_hub 1.4, which cut off
+    # commits the Hub answers later than that); a shorter one asked, which stays
+    for asked, expected in (({"timeout": None}, bounded), ({}, bounded), ({"timeout": 3.0}, dict.fromkeys(bounded, 3.0))):
+        request = client.build_request("POST", "http://127.0.0.1:9/", **asked)
+        for hook in client.event_hooks["request"]:
+            hook(request)
+        assert request.extensions["timeout"] == expected, asked
     _http.close_session()

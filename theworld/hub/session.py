@@ -7,6 +7,10 @@ factory was set: a proxy, certificates) gets at most ``timeout_s`` for each phas
 waiting for the next bytes of the answer, waiting for a pooled connection. A stalled request then fails as a
 timeout, which the push retries like any dropped connection.
 
+``timeout_s`` is also the client's default: the earliest releases we support (1.4) gave their client 10 s reads,
+which would cut off a commit that the Hub takes longer than that to answer, whatever the user set. A timeout that
+one call asks for itself (``HF_HUB_ETAG_TIMEOUT`` on metadata requests) stays when it is shorter.
+
 Example::
 
     bound_hub_requests(120)  # before the first Hub call
@@ -35,6 +39,7 @@ def bound_hub_requests(timeout_s: float) -> None:
 
     def bounded_client():
         client = unbounded()
+        client.timeout = timeout_s  # httpx makes it a Timeout for every phase
         client.event_hooks = {**client.event_hooks, "request": [*client.event_hooks["request"], bound]}
         return client
 
