@@ -10,6 +10,7 @@ import importlib
 import inspect
 import re
 from pathlib import Path
+from unittest import mock
 
 import lightning as L
 import pytest
@@ -38,6 +39,7 @@ NOT_LIGHTNING = {
     "_actions": "argparse.ArgumentParser (theworld/lit/cli.py)",
     "_exit": "os (theworld/data/workers.py)",
     "_GLOBAL_CLIENT_FACTORY": "huggingface_hub.utils._http (theworld/hub/session.py)",
+    "_current_frames": "sys (theworld/stops.py)",
 }
 
 
@@ -298,3 +300,17 @@ def test_a_stopping_process_is_no_longer_killed_by_the_launchers_watch():
     finally:
         main.kill()
         main.wait()
+
+
+def test_a_sigterm_to_rank_0_alone_is_forwarded_to_the_child_ranks():
+    """``kill <rank 0's pid>`` stops the whole job: the child ranks get the SIGTERM too, as Lightning's own handler
+    (which theworld's replace) forwarded it. Without it they would wait in a collective for a rank 0 gone."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"])
+    watch = _ChildProcessObserver(main_pid=0, child_processes=[child], sleep_period=60)  # not started
+    with mock.patch("threading.enumerate", return_value=[watch]):
+        lightning_private.stop_watching_child_ranks(forward=signal.SIGTERM)
+    assert child.wait(timeout=10) == -signal.SIGTERM
+    assert watch._child_processes == []

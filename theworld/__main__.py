@@ -15,7 +15,7 @@ def main() -> None:
         if stop is None:
             raise
         stops.exiting()
-        sys.stderr.write(stop.describe(stops.resume_command(sys.argv[1:])))
+        stops.report(stop, sys.argv[1:])
         sys.exit(stop.code)
     run_cli()
 

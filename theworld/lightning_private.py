@@ -94,6 +94,21 @@ PRIVATE_ACCESSES: tuple[PrivateAccess, ...] = (
         "ends every rank with 128 + the signal, so from then on the watch is given no child to watch: it has no "
         "public off switch",
     ),
+    PrivateAccess(
+        _TRAINER,
+        "_signal_connector",
+        "read",
+        "holds the registration of Lightning's signal handlers, replaced below: the Trainer has no public switch",
+    ),
+    PrivateAccess(
+        "lightning.pytorch.trainer.connectors.signal_connector._SignalConnector",
+        "register_signal_handlers",
+        "write",
+        "Lightning installs its SIGTERM handler once a run has set up, over theworld's: in a job of several ranks it "
+        "broadcasts the signal from inside the handler, which fails with a traceback once another rank has "
+        "stopped, and it leaves the stop to its own checks (exit 0 in start-up). A no-op registration keeps "
+        "theworld's handlers, which stop every rank with 128 + the signal: there is no public off switch",
+    ),
     # TheWorldModule (theworld/lit/module.py)
     PrivateAccess(
         _TRAINER,
@@ -171,16 +186,30 @@ def last_global_step_saved(callback: ModelCheckpoint) -> int:
 
 
 # ---------------------------------------------------------------- the launcher
-def stop_watching_child_ranks() -> None:
+def stop_watching_child_ranks(forward: int | None = None) -> None:
     """Stops the watch of Lightning's subprocess launcher over the child ranks (see PRIVATE_ACCESSES), in a process
     that is stopping: each rank exits with the stop's status, and the watch would SIGKILL rank 0 for it before it
-    has saved and said so. Nothing to do in a process that launched no rank."""
+    has saved and said so. ``forward``: a signal sent on to the child ranks still running, as Lightning's own
+    SIGTERM handler does (a SIGTERM to rank 0 alone stops the job). Nothing to do in a process that launched no
+    rank, nor the second time."""
     launcher = sys.modules.get("lightning.fabric.strategies.launchers.subprocess_script")
     if launcher is None:
         return
     for thread in threading.enumerate():
         if isinstance(thread, launcher._ChildProcessObserver):
-            thread._child_processes = []  # its next check finds every child done, and the watch ends
+            # its next check finds every child done, and the watch ends
+            children, thread._child_processes = thread._child_processes, []
+            for child in children:
+                if forward is not None and child.poll() is None:
+                    child.send_signal(forward)
+
+
+def leave_signals_to_theworld(trainer: L.Trainer) -> None:
+    """Keeps Lightning from installing its SIGTERM (and SLURM requeue) handlers when a run starts (see
+    PRIVATE_ACCESSES): :mod:`theworld.stops` and TrainableCheckpoint handle the stop signals for the run's whole
+    life. Call it before ``Trainer._run`` registers them (a callback's ``setup``)."""
+    connector = trainer._signal_connector
+    connector.register_signal_handlers = lambda: None  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------- Trainer

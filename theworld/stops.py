@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +125,14 @@ def install() -> None:
     :class:`RunStopped` where they land. Called again, it re-installs them (after a library replaced them). A signal
     the process was started with ignored (``cmd &`` in a script ignores SIGINT, ``nohup``...) stays ignored, as
     Python leaves it."""
-    for signum in (signal.SIGINT, signal.SIGTERM, *([REQUEUE_SIGNAL] if slurm_batch_job() else [])):
+    for signum in _stop_signals():
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _on_signal)
+    _watch_arrivals()
+
+
+def _stop_signals() -> tuple[int, ...]:
+    return (signal.SIGINT, signal.SIGTERM, *([REQUEUE_SIGNAL] if slurm_batch_job() else []))
 
 
 # Signals that came inside held(), delivered when it ends; None outside it.
@@ -173,9 +179,101 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     # A second Ctrl-C while the stop unwinds (a loader's shutdown, a push's wait): the user wants out, now.
     signal.signal(signal.SIGINT, _exit_at_once("again while stopping"))
     global _raised
-    lightning_private.stop_watching_child_ranks()
-    _raised = RunStopped(signum, requeued=requeue_slurm_job() if signum == REQUEUE_SIGNAL else None)
+    _raised = _stop_for(signum)
     raise _raised
+
+
+def _stop_for(signum: int) -> RunStopped:
+    lightning_private.stop_watching_child_ranks(forward=signum if signum == signal.SIGTERM else None)
+    return RunStopped(signum, requeued=requeue_slurm_job() if signum == REQUEUE_SIGNAL else None)
+
+
+# A main thread blocked in C runs no Python signal handler until the call returns, maybe never: torch.distributed's
+# rendezvous waiting for a rank that the same SIGTERM has ended, a collective. Lightning's launcher watch meanwhile
+# SIGKILLs rank 0 once a child rank has exited. Python's own C handler still writes each signal's number to the
+# wakeup fd, where a thread reads it: it ends the launcher's watch (forwarding SIGTERM to the child ranks, as
+# Lightning's handler does), and if the main thread has not moved for BLOCKED_GRACE_S while this module's handler
+# still waits to run (so outside the training steps, where nothing unsaved is lost), it ends the process as that
+# handler would have: the stop line, then the signal's status.
+BLOCKED_GRACE_S = 3.0
+_wakeup_fds: tuple[int, int] | None = None
+
+
+def _watch_arrivals() -> None:
+    global _wakeup_fds
+    if _wakeup_fds is not None or threading.current_thread() is not threading.main_thread():
+        return
+    read_fd, write_fd = _wakeup_fds = os.pipe()
+    os.set_blocking(write_fd, False)  # the C handler must never block on it
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=_read_arrivals, args=(read_fd,), name="theworld-stop-signals", daemon=True).start()
+
+
+def _read_arrivals(read_fd: int) -> None:
+    while True:
+        try:
+            arrived = os.read(read_fd, 64)
+        except OSError:  # closed: a forked child's copy
+            return
+        for signum in arrived:
+            if signum in _stop_signals():
+                _on_arrival(signum)
+
+
+def _on_arrival(signum: int) -> None:
+    lightning_private.stop_watching_child_ranks(forward=signum if signum == signal.SIGTERM else None)
+    where = _main_thread_position()
+    deadline = time.monotonic() + BLOCKED_GRACE_S
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if signal.getsignal(signum) is not _on_signal or _held is not None or _main_thread_position() != where:
+            return  # the handler ran or will (Python runs in the main thread), or another one took the signal over
+    report(_stop_for(signum), sys.argv[1:])
+    os._exit(128 + signum)
+
+
+def _main_thread_position() -> tuple[int, int] | None:
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    return None if frame is None else (id(frame), frame.f_lasti)
+
+
+def report(stop: RunStopped, argv: list[str]) -> None:
+    """Writes ``stop``'s line for the run ``argv`` (the command's arguments) once per job: on rank 0."""
+    if rank_zero():
+        sys.stderr.write(stop.describe(resume_command(argv)))
+        sys.stderr.flush()
+
+
+def rank_zero() -> bool:
+    """Whether this process is the job's rank 0: as Lightning's ``rank_zero_only`` says once Lightning is imported
+    (it sets the global rank there), before that as it reads the rank from the environment (a child rank
+    Lightning's launcher started may be stopped while it imports)."""
+    lightning_rank = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    if lightning_rank is not None:
+        return getattr(lightning_rank.rank_zero_only, "rank", 0) == 0
+    return environment_rank() == 0
+
+
+def environment_rank() -> int:
+    """This process's rank as Lightning reads it from the environment (its ``_get_rank``, checked equal by a unit
+    test): torchrun's, Lightning's launcher's, SLURM's, LSF's; 0 when none is set."""
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if (value := os.environ.get(name)) is not None:
+            return int(value)
+    return 0
+
+
+def _forget_arrivals_in_a_forked_child() -> None:
+    # The fork has no reading thread, and its signals must not reach the parent's pipe.
+    global _wakeup_fds
+    if _wakeup_fds is not None:
+        signal.set_wakeup_fd(-1)
+        for fd in _wakeup_fds:
+            os.close(fd)
+        _wakeup_fds = None
+
+
+os.register_at_fork(after_in_child=_forget_arrivals_in_a_forked_child)
 
 
 def _in_a_finalizer(frame: FrameType | None) -> bool:

@@ -171,19 +171,9 @@ def test_sigint_at_any_moment_of_a_run(demo_dir, tmp_path, reference, figures, o
     sweep(signal.SIGINT, offsets, demo_dir, tmp_path, reference, figures)
 
 
-# Known, open (issue 32): a whole-job SIGTERM while the 2 ranks start. In the rendezvous (about a third into the
-# run) rank 0's main thread waits in gloo's C++ for rank 1, which the same SIGTERM ended with 143, so its handler
-# cannot run and Lightning's launcher watch SIGKILLs it (exit -9). While the loader workers start (about 0.6),
-# Lightning's own SIGTERM handler, which runs before theworld's, broadcasts the signal to the other rank from inside
-# the handler, and fails with a traceback once that rank is gone. Timing decides which: not strict.
-DDP_START_UP = pytest.mark.xfail(strict=False, reason="a SIGTERM while two ranks start: Lightning's launcher watch "
-                                 "and its in-handler broadcast (see the comment above)")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize("fraction", [0.1, pytest.param(0.35, marks=DDP_START_UP),
-                                      pytest.param(0.6, marks=DDP_START_UP), 0.85])
+@pytest.mark.parametrize("fraction", [0.1, 0.35, 0.6, 0.85])
 def test_sigterm_to_a_ddp_job_at_any_moment(two_ranks, demo_dir, shard, tmp_path, figures, fraction):
     """The whole-job SIGTERM of SLURM and ``timeout`` at moments spread over a 2-rank run's life (start-up and
     rendezvous, loader start, the steps): each ends with 143, no traceback and one stop line, saves the step in

@@ -1,12 +1,19 @@
 """theworld.stops without a run: its SLURM rule is Lightning's, and it is in place before torch is imported."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from lightning.fabric.plugins.environments.slurm import _is_srun_used
+from lightning.fabric.utilities.rank_zero import _get_rank
 
 from theworld import stops
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("env", [
@@ -24,6 +31,26 @@ def test_a_slurm_batch_job_is_what_lightning_calls_one(monkeypatch, env):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert stops.slurm_batch_job() == _is_srun_used()
+
+
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+@pytest.mark.parametrize("env", [
+    {},
+    {"LOCAL_RANK": "1"},  # a child rank of Lightning's launcher
+    {"RANK": "3", "LOCAL_RANK": "1"},  # torchrun, second node
+    {"SLURM_PROCID": "2"},
+    {"RANK": "0", "SLURM_PROCID": "5"},
+    {"JSM_NAMESPACE_RANK": "1"},
+])
+def test_the_rank_before_lightning_is_imported_is_the_one_lightning_reads(monkeypatch, env):
+    """A rank stopped while it imports prints no stop line unless it is rank 0, by Lightning's own rule."""
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert stops.environment_rank() == (_get_rank() or 0)
 
 
 def test_the_console_script_reaches_its_handlers_before_torch_is_imported():
@@ -109,3 +136,76 @@ def test_a_stop_that_lands_in_a_finalizer_comes_again_just_after(monkeypatch):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+RENDEZVOUS = """
+import socket, sys
+from datetime import timedelta
+from theworld import stops
+stops.install()
+import torch.distributed as dist
+with socket.socket() as free:
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+print("waiting for rank 1", flush=True)
+dist.TCPStore("127.0.0.1", port, world_size=2, is_master=True, wait_for_workers=True, timeout=timedelta(seconds=90))
+print("rank 1 came", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_ends_a_main_thread_blocked_in_a_rendezvous(signum):
+    """Rank 0 waits in torch.distributed's rendezvous (C++, no Python handler runs) for a rank that the same signal
+    ended: the run still stops within seconds with the signal's status and its line, not when the rendezvous times
+    out (90 s here; 30 min by default) nor by Lightning's launcher watch's SIGKILL."""
+    rank0 = subprocess.Popen([sys.executable, "-c", RENDEZVOUS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    assert rank0.stdout.readline() == "waiting for rank 1\n"
+    time.sleep(0.5)  # inside the C++ wait
+    rank0.send_signal(signum)
+    try:
+        stderr = rank0.communicate(timeout=30)[1]
+    finally:
+        rank0.kill()
+    assert rank0.returncode == 128 + signum, stderr
+    assert f"theworld: stopped by {signal.Signals(signum).name} before any step was trained" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+FORKED_CHILD_STOPPED = """
+import os, signal, time
+from theworld import stops
+stops.install()
+child = os.fork()
+if child == 0:
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)  # the child's own stop
+    time.sleep(60)
+    os._exit(0)
+time.sleep(stops.BLOCKED_GRACE_S + 2)  # one C call meanwhile: the main thread does not move
+os.waitpid(child, 0)
+print("the trainer went on", flush=True)
+"""
+
+
+def test_a_forked_childs_signal_does_not_stop_its_parent():
+    """A forked process (a fork-started loader worker) gets a stop signal that its trainer does not: the signal does
+    not reach the trainer's watch of stop signals, which would end a trainer sitting in one C call."""
+    run = subprocess.run([sys.executable, "-c", FORKED_CHILD_STOPPED], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout == "the trainer went on\n", run.stderr
+
+
+@pytest.mark.parametrize("rank", [None, "1"], ids=["rank 0", "child rank"])
+def test_only_rank_0_says_it_stopped_while_importing(tmp_path, rank):
+    """A whole-job SIGTERM while the ranks import: each exits 143, and the job's stop line comes once (rank 0's);
+    a child rank of Lightning's launcher knows its rank from LOCAL_RANK only."""
+    env = {name: value for name, value in os.environ.items() if name not in RANK_VARIABLES}
+    if rank is not None:
+        env["LOCAL_RANK"] = rank
+    run = subprocess.Popen([sys.executable, "-m", "theworld", "fit", "--config", "configs/demo.yaml"], cwd=REPO,
+                           env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # past the handlers' installation, inside the imports (several seconds)
+    run.send_signal(signal.SIGTERM)
+    stderr = run.communicate(timeout=60)[1]
+    assert run.returncode == 143, stderr
+    assert ("theworld: stopped by SIGTERM" in stderr) == (rank is None), stderr

@@ -406,6 +406,9 @@ class TrainableCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.dirpath = str(self.resolve_dirpath(trainer))
         self._resumed_step = None  # set by on_load_checkpoint when this run resumes
+        # theworld.stops' handlers stay until the steps start, where this callback's take over: Lightning's would
+        # replace them from the end of setup on.
+        lightning_private.leave_signals_to_theworld(trainer)
         super().setup(trainer, pl_module, stage)
         # The folder format belongs to this callback, so it installs its own CheckpointIO.
         if not isinstance(trainer.strategy.checkpoint_io, TrainableCheckpointIO):

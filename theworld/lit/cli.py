@@ -600,7 +600,7 @@ def main(args: list[str] | None = None) -> None:
 
 
 def _exit_stopped(stop: stops.RunStopped, argv: list[str]) -> NoReturn:
-    rank_zero_only(sys.stderr.write)(stop.describe(stops.resume_command(argv)))  # one line per job
+    stops.report(stop, argv)
     sys.exit(stop.code)
 
 
