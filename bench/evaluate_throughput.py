@@ -27,7 +27,7 @@ from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma
 
 def questions(count: int) -> list[Question]:
     choices = ["the left one", "the right one"]
-    return [Question(str(n), "Size", None, Image.new("RGB", (96, 96), (n * 37 % 256, n * 91 % 256, 120)),
+    return [Question(str(n), "Size", None, (Image.new("RGB", (96, 96), (n * 37 % 256, n * 91 % 256, 120)),),
                      multiple_choice_prompt("Which shape is larger?", choices), option_letters(2), ["(A)"], "Size")
             for n in range(count)]
 

@@ -33,9 +33,9 @@ CHOICES = ["the left one", "the right one", "the top one", "the bottom one"]
 def per_option_sequences(model, processor, questions, world_images=None):
     """The path before: one sequence per option (prompt, image and world block repeated), the option's tokens
     scored after it."""
-    world_images = world_images or [q.image for q in questions]
+    world_images = world_images or [q.images for q in questions]
     examples = [
-        processor(q.image, caption=option, prompt=q.prompt, world_image=world)
+        processor(q.images, caption=option, prompt=q.prompt, world_image=world)
         for q, world in zip(questions, world_images, strict=True)
         for option in q.options
     ]
@@ -51,7 +51,7 @@ def per_option_sequences(model, processor, questions, world_images=None):
 
 
 def questions(count: int, options: int) -> list[Question]:
-    return [Question(str(n), "Size", None, Image.new("RGB", (96, 96), (n * 37 % 256, n * 91 % 256, 120)),
+    return [Question(str(n), "Size", None, (Image.new("RGB", (96, 96), (n * 37 % 256, n * 91 % 256, 120)),),
                      multiple_choice_prompt("Which shape is larger?", CHOICES[:options]), option_letters(options),
                      ["(A)"], "Size") for n in range(count)]
 

@@ -2,6 +2,7 @@
 ablations really ablating, bootstrap intervals, and the command end to end."""
 
 import csv
+import itertools
 import json
 import os
 import re
@@ -35,7 +36,7 @@ from support.hub_cli import workdir
 from theworld import TheWorld
 from theworld.benchmarks import Benchmark, load_benchmark, load_benchmarks
 from theworld.benchmarks.formats import leading_letter, letter_decided
-from theworld.data.processing import SEG_WORLD, SEG_WORLD_START
+from theworld.data.processing import SEG_IMAGE, SEG_WORLD, SEG_WORLD_START
 from theworld.errors import UserError
 from theworld.evaluate import (
     BOOTSTRAP_SAMPLES,
@@ -83,14 +84,14 @@ def test_a_benchmark_given_as_a_hub_id_is_read_from_the_hub_as_from_its_folder(t
     local = [[b.config, b.split, b.format, [q.answers[0] for q in b.questions], b.skipped]
              for b in load_benchmarks(str(folder))]
     assert json.loads(read.stdout.strip().splitlines()[-1]) == local
-    assert [row[0] for row in local] == ["Relative_Depth", "Spatial_Relation"] and local[0][4]  # one skipped
+    assert [(row[0], len(row[3])) for row in local] == [("Relative_Depth", 5), ("Spatial_Relation", 4)]
 
 
 # ------------------------------------------------------------------------------------------------- scoring
 def direct_option_score(model, question, option) -> float:
     """The option's log-likelihood from one sequence's full logits: the textbook computation."""
     proc = model.processor
-    batch = proc.collate([proc(question.image, caption=option, prompt=question.prompt)])
+    batch = proc.collate([proc(question.images, caption=option, prompt=question.prompt)])
     with torch.no_grad():
         logits = model(**batch, return_logits=True)["logits"][0].float()
     labels = batch["labels"][0]
@@ -156,7 +157,7 @@ def test_the_official_protocol_asks_the_datasets_prompt_and_reads_the_leading_le
 def test_generation_stops_once_the_letter_is_decided_and_reads_the_same_answer(model, tmp_path):
     questions = load_benchmark(str(blink_folder(tmp_path / "blink", count=4)), "Relative_Depth").questions
     proc = model.processor
-    batch = proc.collate([proc(q.image, prompt=q.prompt) for q in questions], padding_side="left")
+    batch = proc.collate([proc(q.images, prompt=q.prompt) for q in questions], padding_side="left")
     whole = model.generate_from_batch(batch, 12)
     stopped = model.generate_from_batch(batch, 12, answered=letter_decided)
     for question, text, short in zip(questions, whole, stopped, strict=True):
@@ -178,14 +179,15 @@ def test_a_test_split_with_hidden_answers_gives_predictions_and_the_submission_f
 
 
 def test_a_task_with_no_usable_question_is_reported_and_the_others_run(model, tmp_path):
+    imageless = [{**row, "image_1": None} for row in blink_rows("Counting", 2)]
     folder = write_hub_folder(tmp_path / "blink", "val", {
-        "Art_Style": (blink_rows("Art_Style", 0, multi_image=2), BLINK_FEATURES),
+        "Counting": (imageless, BLINK_FEATURES),
         "Relative_Depth": (blink_rows("Relative_Depth", 2), BLINK_FEATURES),
         "Spatial_Relation": (blink_rows("Spatial_Relation", 1), BLINK_FEATURES)})
     benches = load_benchmarks(str(folder))
     result = evaluate_benchmarks(model, benches, ["full", "shuffled_world"], bootstrap_samples=100)
-    assert result.empty_tasks == {"Art_Style": "no usable question (2 multi-image questions)"}
-    assert "Art_Style: no usable question (2 multi-image questions)" in result.table()
+    assert result.empty_tasks == {"Counting": "no usable question (2 questions without an image)"}
+    assert "Counting: no usable question (2 questions without an image)" in result.table()
     shuffled = {a.task: a.n for a in result.accuracies if a.condition == "shuffled_world"}
     assert shuffled == {"Relative_Depth": 2, "Spatial_Relation": 1, "all": 3}  # one question: still its row
 
@@ -270,25 +272,89 @@ def test_the_gains_paired_bootstrap_draws_10000_resamples_as_resampling_the_ques
 
 # ------------------------------------------------------------------------------------------------- ablations
 class WorldSpy:
-    """Records what reaches the model: the world pixels of each forward, and whether world slots were in it."""
+    """Records what reaches the model: per forward, the world pixels, whether world slots were in it, the segment ids
+    and the embeddings built; what the VAE (the world encoder) and SigLIP (Gemma's image encoder) were given."""
 
     def __init__(self, model, monkeypatch):
-        self.world_pixels, self.world_slots = [], []
+        self.world_pixels, self.world_slots, self.segments, self.embeds = [], [], [], []
+        self.vae_inputs, self.siglip_inputs = [], []
         embed = model.embed
 
         def spying_embed(input_ids, segment_ids, pixel_values=None, world_pixels=None, world_latents=None):
             self.world_pixels.append(None if world_pixels is None else world_pixels.clone())
             self.world_slots.append(bool(((segment_ids == SEG_WORLD) | (segment_ids == SEG_WORLD_START)).any()))
-            return embed(input_ids, segment_ids, pixel_values, world_pixels, world_latents)
+            self.segments.append(segment_ids.clone())
+            self.embeds.append(embed(input_ids, segment_ids, pixel_values, world_pixels, world_latents))
+            return self.embeds[-1]
 
         monkeypatch.setattr(model, "embed", spying_embed)
+        if model.world_encoder is not None:
+            vae = model.world_encoder.forward
+            monkeypatch.setattr(model.world_encoder, "forward",
+                                lambda images: self.vae_inputs.append(images.clone()) or vae(images))
+        siglip = model.gemma.model.get_image_features
+        monkeypatch.setattr(model.gemma.model, "get_image_features", lambda pixel_values, *a, **k: (
+            self.siglip_inputs.append(pixel_values.clone()) or siglip(pixel_values, *a, **k)))
+
+
+def blocks_in_order(segments: torch.Tensor) -> list[int]:
+    """One row's world blocks and Gemma image blocks in their order: SEG_WORLD or SEG_IMAGE per contiguous run."""
+    return [segment for segment in torch.unique_consecutive(segments).tolist() if segment in (SEG_WORLD, SEG_IMAGE)]
+
+
+@pytest.mark.parametrize("protocol", ["official", "loglikelihood"])
+def test_each_image_of_a_question_has_its_own_world_block_and_image_block_in_order(model, tmp_path, monkeypatch,
+                                                                                   protocol):
+    rows = blink_rows("Art_Style", 1, multi_image=2, images=3)  # questions of 1, 3 and 3 images, all different
+    bench = load_benchmark(str(write_hub_folder(tmp_path / "blink", "val", {"Art_Style": (rows, BLINK_FEATURES)})),
+                           "Art_Style")
+    proc = model.processor
+    with torch.no_grad():  # each image's own world tokens, encoded alone
+        own = [[model.encode_world(proc.world_pixels(image)[None])[0] for image in q.images] for q in bench.questions]
+    for tokens in own:  # different images, different world tokens: a block with another image's could not pass
+        assert all(not torch.allclose(a, b, atol=1e-3) for a, b in itertools.combinations(tokens, 2))
+    spy = WorldSpy(model, monkeypatch)
+    result = evaluate_benchmarks(model, [bench], ["full"], batch_size=3, bootstrap_samples=10, max_new_tokens=2,
+                                 protocol=protocol)
+    assert len(result.samples) == 3
+    # One forward over the three prompts (options and generated tokens continue its cache): each image encoded once,
+    # by the VAE and by SigLIP, in the questions' and images' order.
+    (segments,), (embeds,), (vae_input,), (siglip_input,) = spy.segments, spy.embeds, spy.vae_inputs, spy.siglip_inputs
+    images = [image for question in bench.questions for image in question.images]
+    assert torch.equal(vae_input, torch.stack([proc.world_pixels(image) for image in images]))
+    assert torch.equal(siglip_input, torch.stack([proc.siglip_pixels(image) for image in images]))
+    for row, question in enumerate(bench.questions):
+        # image 1's world block, image 1's Gemma block, image 2's world block...
+        assert blocks_in_order(segments[row]) == [SEG_WORLD, SEG_IMAGE] * len(question.images)
+        blocks = embeds[row][segments[row] == SEG_WORLD].view(len(question.images), model.num_world_tokens, -1)
+        for place, block in enumerate(blocks):
+            assert torch.allclose(block, own[row][place], atol=1e-5), f"question {row + 1}, image {place + 1}"
+
+
+def test_shuffled_world_lends_each_world_block_another_questions_image(model, tmp_path, monkeypatch):
+    rows = blink_rows("Art_Style", 2, multi_image=2, images=3)  # questions of 1, 1, 3 and 3 images
+    bench = load_benchmark(str(write_hub_folder(tmp_path / "blink", "val", {"Art_Style": (rows, BLINK_FEATURES)})),
+                           "Art_Style")
+    spy = WorldSpy(model, monkeypatch)
+    evaluate_benchmarks(model, [bench], ["shuffled_world"], batch_size=4, bootstrap_samples=10, max_new_tokens=2)
+    assert list(derangement(4, seed=0)) == [1, 3, 0, 2]  # question 1 lends to question 3, ...
+    q1, q2, q3, q4 = (question.images for question in bench.questions)
+    # A donor of fewer images is repeated (question 3 gets question 1's one image thrice), of more is cut (question 2
+    # gets question 4's first); a donor of as many lends all its images in order.
+    lent = [[q2[0]], [q4[0]], [q1[0]] * 3, list(q3)]
+    proc = model.processor
+    (vae_input,), (siglip_input,) = spy.vae_inputs, spy.siglip_inputs
+    assert torch.equal(vae_input, torch.stack([proc.world_pixels(image) for images in lent for image in images]))
+    # Gemma's image blocks keep the questions' own images.
+    own = [image for question in bench.questions for image in question.images]
+    assert torch.equal(siglip_input, torch.stack([proc.siglip_pixels(image) for image in own]))
 
 
 def test_shuffled_world_gives_every_question_another_questions_world_even_one_at_a_time(model, tmp_path, monkeypatch):
-    bench = load_benchmark(str(blink_folder(tmp_path / "blink", count=5)), "Relative_Depth")
+    bench = load_benchmark(str(blink_folder(tmp_path / "blink", count=5, multi_image=0)), "Relative_Depth")
     spy = WorldSpy(model, monkeypatch)
     result = evaluate_benchmarks(model, [bench], ["shuffled_world"], batch_size=1, bootstrap_samples=10)
-    true_worlds = [model.processor.world_pixels(q.image) for q in bench.questions]
+    true_worlds = [model.processor.world_pixels(q.images[0]) for q in bench.questions]
     assert len(spy.world_pixels) == len(bench.questions) == 5
     for number, seen in enumerate(spy.world_pixels):
         assert all(torch.equal(row, seen[0]) for row in seen)  # every option of a question: the same world
@@ -305,15 +371,10 @@ def test_loglikelihood_encodes_each_image_once_per_question_whatever_its_options
     bench = load_benchmark(str(write_hub_folder(tmp_path / "blink", "val", {"Counting": (rows, BLINK_FEATURES)})),
                            "Counting")
     spy = WorldSpy(model, monkeypatch)
-    siglip = []
-    encode_images = model.gemma.model.get_image_features
-    monkeypatch.setattr(model.gemma.model, "get_image_features",
-                        lambda pixel_values, *a, **k: siglip.append(len(pixel_values)) or encode_images(
-                            pixel_values, *a, **k))
     result = evaluate_benchmarks(model, [bench], ["full"], batch_size=3, bootstrap_samples=10,
                                  protocol="loglikelihood")
     assert [len(pixels) for pixels in spy.world_pixels] == [3]  # three questions of four options: three worlds
-    assert siglip == [3]  # and Gemma's own image block (SigLIP): once per question too
+    assert [len(pixels) for pixels in spy.siglip_inputs] == [3]  # and Gemma's own image block: once per question too
     assert all(len(s.scores) == 4 for s in result.samples)
 
 
@@ -324,7 +385,7 @@ def test_no_world_leaves_the_world_out_of_the_prompt_and_the_model(model, tmp_pa
     monkeypatch.setattr(model, "encode_world", lambda pixels: encoded.append(pixels) or torch.zeros(0))
     result = evaluate_benchmarks(model, [bench], ["no_world"], batch_size=2, bootstrap_samples=10)
     assert spy.world_slots == [False, False] and spy.world_pixels == [None, None] and encoded == []
-    assert len(result.samples) == 3
+    assert len(result.samples) == 4  # the two-image question too
     # ... and only inside the ablation: a batch with world slots but no world input is still refused.
     proc = model.processor
     batch = proc.collate([proc(picture(0), caption="(A)")])
@@ -403,14 +464,14 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
     assert run.returncode == 0, run.stderr[-3000:]
     header = next(line for line in run.stdout.splitlines() if line.startswith("task"))
     assert header.split() == ["task", "n", "full", "no_world", "shuffled_world", "gemma", "world_gain"]
-    assert "skipped 1 multi-image questions" in run.stdout
+    assert "skipped" not in run.stdout  # the two-image question is asked too
     assert "questions/s" in run.stderr
     result = json.loads(output.read_text())
-    assert len(result["samples"]) == 2 * 4 * 4  # configs x questions x conditions
+    assert len(result["samples"]) == (5 + 4) * 4  # questions x conditions
     rows = {(a["task"], a["condition"]): a for a in result["accuracies"] if a["sub_task"] is None}
     assert set(rows) == {(task, condition) for task in ("Relative_Depth", "Spatial_Relation", "all")
                          for condition in ("full", "no_world", "shuffled_world", "gemma")}
-    assert rows[("all", "full")]["n"] == 8 and rows[("Relative_Depth", "gemma")]["split"] == "val"
+    assert rows[("all", "full")]["n"] == 9 and rows[("Relative_Depth", "gemma")]["split"] == "val"
     assert {g["task"] for g in result["world_gains"]} == {"Relative_Depth", "Spatial_Relation", "all"}
     # The loggers get the table's figures (W&B and TensorBoard as this CSV logger).
     with open(tmp_path / "run/logs/version_0/metrics.csv") as fh:
@@ -438,9 +499,10 @@ def hand_total(samples, condition, weights):
 
 def test_blink_and_cv_bench_laid_out_as_on_the_hub_run_end_to_end_with_default_options(tmp_path, tiny_models):
     config = write_config(tmp_path, tiny_models)
+    # Art_Style as on the Hub: every question three images (image_1..image_3); Relative_Depth with a two-image one.
     blink = write_hub_splits(tmp_path / "BLINK", {
-        "Art_Style": {"val": (blink_rows("Art_Style", 0, multi_image=2), BLINK_FEATURES),
-                      "test": (blink_rows("Art_Style", 0, multi_image=1), BLINK_FEATURES)},
+        "Art_Style": {"val": (blink_rows("Art_Style", 0, multi_image=2, images=3), BLINK_FEATURES),
+                      "test": (blink_test_rows("Art_Style", 0, multi_image=2, images=3), BLINK_FEATURES)},
         "Relative_Depth": {"val": (blink_rows("Relative_Depth", 3, multi_image=1), BLINK_FEATURES),
                            "test": (blink_test_rows("Relative_Depth", 2), BLINK_FEATURES)},
         "Spatial_Relation": {"val": (blink_rows("Spatial_Relation", 2), BLINK_FEATURES),
@@ -451,22 +513,29 @@ def test_blink_and_cv_bench_laid_out_as_on_the_hub_run_end_to_end_with_default_o
     result = json.loads((tmp_path / "blink.json").read_text())
     assert result["protocol"] == "official"
     assert "protocol official: BLINK" in run.stdout and "10,000 resamples" in run.stdout
-    tasks = {a["task"] for a in result["accuracies"]}
-    assert tasks == {"Relative_Depth", "Spatial_Relation", "all"}
-    assert result["empty_tasks"] == {"Art_Style": "no usable question (2 multi-image questions)"}  # reported
+    # Every task, each question once per condition: nothing skipped, no task left empty.
+    tasks = {a["task"]: a["n"] for a in result["accuracies"] if a["condition"] == "full"}
+    assert tasks == {"Art_Style": 2, "Relative_Depth": 4, "Spatial_Relation": 2, "all": 8}
+    assert result["skipped"] == {} and result["empty_tasks"] == {} and "skipped" not in run.stdout
+    table_rows = [line.split()[0] for line in run.stdout.splitlines()]
+    assert {"Art_Style", "Relative_Depth", "Spatial_Relation", "all"} <= set(table_rows)
     for condition in result["conditions"]:
         total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
-        by_hand = hand_total(result["samples"], condition, {"Relative_Depth": 1 / 2, "Spatial_Relation": 1 / 2})
-        assert total["accuracy"] == pytest.approx(by_hand)
+        thirds = {"Art_Style": 1 / 3, "Relative_Depth": 1 / 3, "Spatial_Relation": 1 / 3}
+        assert total["accuracy"] == pytest.approx(hand_total(result["samples"], condition, thirds))
+        per_task = [a["accuracy"] for a in result["accuracies"] if a["condition"] == condition and a["task"] in thirds]
+        assert len(per_task) == 3 and total["accuracy"] == pytest.approx(sum(per_task) / 3)  # not pooled
     assert not (tmp_path / "blink.submission.json").exists()  # every answer known: nothing to submit
 
     run = theworld("evaluate", "--config", config, "--benchmark", blink, "--split", "test", "--conditions", "[full]",
                    "--output", tmp_path / "blink-test.json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((tmp_path / "blink-test.json").read_text())
-    assert result["accuracies"] == [] and result["predictions_only"] == ["Relative_Depth", "Spatial_Relation"]
+    assert result["accuracies"] == [] and result["predictions_only"] == ["Art_Style", "Relative_Depth",
+                                                                          "Spatial_Relation"]
     submission = json.loads((tmp_path / "blink-test.submission.json").read_text())
-    assert sorted(submission) == ["test_Relative_Depth_1", "test_Relative_Depth_2", "test_Spatial_Relation_1"]
+    assert sorted(submission) == ["test_Art_Style_1", "test_Art_Style_2", "test_Relative_Depth_1",
+                                  "test_Relative_Depth_2", "test_Spatial_Relation_1"]
     assert submission == {s["question_id"]: s["predicted"] for s in result["samples"]}
 
     rows_2d = [cv_bench_row(n, "2D", ["Count", "Relation"][n % 2], ["ADE20K", "COCO"][n % 2],

@@ -15,7 +15,8 @@ Conditions:
 - ``full``: the model as trained;
 - ``no_world``: the world block left out of the prompt and the model (``TheWorld.without_world``);
 - ``shuffled_world``: each question's image gets another question's world tokens (a seeded derangement over all the
-  questions evaluated, so it works with any batch size and any task size); Gemma's image block keeps the true image;
+  questions evaluated, so it works with any batch size and any task size); Gemma's image block keeps the true image.
+  A question of several images takes its donor's world images in order, repeated where the donor has fewer;
 - ``gemma``: plain Gemma 3 from the same base weights (``enable_world: false``, Gemma's image tokens on), same prompts;
 - ``baseline``: a trained control, another checkpoint's trainable weights in the same model (``--baseline``), with
   the gain ``full - baseline`` beside the world gain.
@@ -252,13 +253,15 @@ def option_log_likelihoods(
 ) -> list[torch.Tensor]:
     """Per question, the summed log-probability of each option's tokens after its prompt.
 
-    Each question's prompt (its image through the world and image encoders) goes through the model once, in one
-    left-padded batch; its KV cache is then shared by its options, which run as one short continuation batch. An
-    option costs its own few tokens, not the prompt again. ``world_images`` (one per question) go into the world
-    slots instead of the questions' own images.
+    Each question's prompt (each of its images once through the world and image encoders) goes through the model
+    once, in one left-padded batch; its KV cache is then shared by its options, which run as one short continuation
+    batch. An option costs its own few tokens, not the prompt again. ``world_images`` (per question, one per image)
+    go into the world slots instead of the questions' own images.
     """
-    world_images = world_images or [q.image for q in questions]
-    prompts = [processor(q.image, prompt=q.prompt, world_image=w) for q, w in zip(questions, world_images, strict=True)]
+    world_images = world_images or [q.images for q in questions]
+    prompts = [
+        processor(q.images, prompt=q.prompt, world_image=w) for q, w in zip(questions, world_images, strict=True)
+    ]
     hidden, cache, attention_mask, position_ids = model.prefill(processor.collate(prompts, padding_side="left"))
     device = attention_mask.device
     options = [
@@ -298,6 +301,12 @@ def normalize_answer(text: str) -> str:
 _NUMBERS = {
     word: str(number) for number, word in enumerate("zero one two three four five six seven eight nine ten".split())
 }
+
+
+def lent_worlds(donor: Sequence, count: int) -> list:
+    """The world images of a question of ``count`` images under ``shuffled_world``: its donor question's images in
+    order, repeated where the donor has fewer (every world block carries another question's image)."""
+    return [donor[number % len(donor)] for number in range(count)]
 
 
 def derangement(count: int, seed: int) -> np.ndarray:
@@ -398,7 +407,7 @@ def evaluate_benchmarks(
     conditions = check_conditions(conditions, model.world_encoder is not None, benchmarks, control is not None)
     protocol = check_protocol(protocol)
     # shuffled_world: the donors are drawn over every question of every config, so a task of one question has some.
-    images = [q.image for b in benchmarks for q in b.questions]
+    images = [q.images for b in benchmarks for q in b.questions]
     donors = derangement(len(images), seed) if "shuffled_world" in conditions else np.arange(len(images))
     samples: list[SampleResult] = []
     models = {"TheWorld": base_models(model)}
@@ -416,7 +425,12 @@ def evaluate_benchmarks(
         with weights:
             for benchmark in benchmarks:
                 count = len(benchmark.questions)
-                worlds = [images[d] for d in donors[first : first + count]] if condition == "shuffled_world" else None
+                lenders = donors[first : first + count]
+                worlds = (
+                    [lent_worlds(images[d], len(q.images)) for d, q in zip(lenders, benchmark.questions, strict=True)]
+                    if condition == "shuffled_world"
+                    else None
+                )
                 samples += _answer(runner, benchmark, condition, worlds, batch_size, max_new_tokens, protocol)
                 first, answered = first + count, answered + count
     skipped: dict[str, int] = defaultdict(int)
@@ -493,7 +507,7 @@ def _answer(
 ) -> list[SampleResult]:
     questions = benchmark.questions
     processor, world_off = model.processor, contextlib.nullcontext()
-    world_images = world_images or [q.image for q in questions]
+    world_images = world_images or [q.images for q in questions]
     if condition == "no_world":
         processor, world_off = processor.without_world(), model.without_world()
     results: list[SampleResult] = []
@@ -554,7 +568,8 @@ def _chosen(model, processor, benchmark, condition, questions, world_images) -> 
 
 def _generated(model, processor, benchmark, condition, questions, world_images, max_new_tokens) -> list[SampleResult]:
     examples = [
-        processor(q.image, prompt=q.prompt, world_image=world) for q, world in zip(questions, world_images, strict=True)
+        processor(q.images, prompt=q.prompt, world_image=world)
+        for q, world in zip(questions, world_images, strict=True)
     ]
     batch = processor.collate(examples, padding_side="left")
     texts = model.generate_from_batch(batch, max_new_tokens, answered=benchmark.record.answered)

@@ -280,7 +280,9 @@ class TheWorld(nn.Module):
         return self.projector(latents)
 
     def embed(self, input_ids, segment_ids, pixel_values=None, world_pixels=None, world_latents=None) -> torch.Tensor:
-        """Token embeddings with Gemma image features and world tokens written into their slots.
+        """Token embeddings with Gemma image features and world tokens written into their slots (a row of several
+        images, a multi-image question, fills its blocks with its images in order: ``pixel_values`` and
+        ``world_pixels`` hold every image of the batch, row by row).
 
         The world tokens come from ``world_pixels`` through the VAE, or from ``world_latents``
         precomputed by ``theworld.latent_cache`` (only while the VAE is frozen).

@@ -22,11 +22,12 @@ CV_BENCH_FEATURES = Features({
     "target_size": Value("int64"), "bbox": Sequence(Sequence(Value("float32"))),
 })
 VQA_FEATURES = Features({"image": ImageFeature(), "question": Value("string"), "answer": Value("string")})
+IMAGE_COLUMNS = ("image_1", "image_2", "image_3", "image_4")
 COLOURS = [(230, 20, 20), (20, 200, 40), (30, 30, 230), (240, 220, 10), (200, 0, 200), (0, 200, 200)]
 
 
 def picture(number: int) -> Image.Image:
-    """A distinct image per number: a colour, and a bar whose place moves."""
+    """A distinct image per number below 30: a colour, and a bar whose place moves."""
     image = Image.new("RGB", (48, 40), COLOURS[number % len(COLOURS)])
     image.paste((255, 255, 255), (4 * number % 40, 8, 4 * number % 40 + 6, 30))
     return image
@@ -52,15 +53,17 @@ def write_hub_splits(root, configs: dict[str, dict[str, tuple[list[dict], Featur
     return root
 
 
-def blink_rows(task: str, count: int, multi_image: int = 0) -> list[dict]:
+def blink_rows(task: str, count: int, multi_image: int = 0, images: int = 2) -> list[dict]:
+    """``count`` one-image questions, then ``multi_image`` questions of ``images`` images each (image_1.. filled in
+    order, as BLINK's multi-image tasks have them); every image a different picture (under 10 rows of 3 images)."""
     rows = []
     for number in range(count + multi_image):
         question = f"Which point is closer to the camera ({number})?" if number % 2 else "Is the bar left?"
+        shown = [picture(number + 10 * place) for place in range(images if number >= count else 1)]
         rows.append({
             "idx": f"val_{task}_{number + 1}", "question": question, "sub_task": task.replace("_", " "),
-            "image_1": picture(number), "image_2": picture(number + 1) if number >= count else None,
-            "image_3": None, "image_4": None, "choices": ["A is closer", "B is closer"],
-            "answer": "(A)" if number % 2 else "(B)", "explanation": "",
+            **{column: shown[place] if place < len(shown) else None for place, column in enumerate(IMAGE_COLUMNS)},
+            "choices": ["A is closer", "B is closer"], "answer": "(A)" if number % 2 else "(B)", "explanation": "",
             "prompt": multiple_choice_prompt(question, ["A is closer", "B is closer"]),
         })
     return rows
@@ -73,9 +76,10 @@ def blink_folder(root, count=4, multi_image=1):
     })
 
 
-def blink_test_rows(task: str, count: int) -> list[dict]:
+def blink_test_rows(task: str, count: int, multi_image: int = 0, images: int = 2) -> list[dict]:
     """BLINK's test split: the same columns, the answers withheld."""
-    return [{**row, "idx": f"test_{task}_{n + 1}", "answer": "hidden"} for n, row in enumerate(blink_rows(task, count))]
+    return [{**row, "idx": f"test_{task}_{n + 1}", "answer": "hidden"}
+            for n, row in enumerate(blink_rows(task, count, multi_image, images))]
 
 
 def cv_bench_row(idx: int, kind: str, task: str, source: str, answer: str = "(A)") -> dict:

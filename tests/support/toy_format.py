@@ -9,8 +9,8 @@ TOY = register_format(BenchmarkFormat(
     columns=("image", "question", "choices", "answer", "category"),
     image_columns=("image",),
     task=lambda row: row.values["category"],
-    read=lambda row, image: multiple_choice_question(
-        row, image, row.values["category"], None, row.values["category"]),
+    read=lambda row, images: multiple_choice_question(
+        row, images, row.values["category"], None, row.values["category"]),
     extract_answer=leading_letter,
     total_weights=equal_weights,
     total_rule="mean of the category accuracies",

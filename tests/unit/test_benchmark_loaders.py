@@ -25,17 +25,20 @@ from theworld.benchmarks import benchmark_configs, load_benchmark, load_benchmar
 from theworld.errors import UserError
 
 
-def test_blink_is_read_with_its_tasks_prompts_and_letters_and_multi_image_questions_are_counted(tmp_path):
+def test_blink_is_read_with_its_tasks_prompts_and_letters_and_every_image_of_a_question_in_order(tmp_path):
     folder = blink_folder(tmp_path / "blink", count=3, multi_image=2)
     bench = load_benchmark(str(folder), "Relative_Depth")
-    assert (bench.format, bench.split, bench.skipped) == ("blink", "val", {"multi-image questions": 2})
+    assert (bench.format, bench.split, bench.skipped) == ("blink", "val", {})
     first, second = bench.questions[:2]
-    assert [q.id for q in bench.questions] == ["val_Relative_Depth_1", "val_Relative_Depth_2", "val_Relative_Depth_3"]
+    assert [q.id for q in bench.questions] == [f"val_Relative_Depth_{n}" for n in range(1, 6)]
     assert (first.task, first.sub_task, first.options, first.answers) == (
         "Relative_Depth", None, ["(A)", "(B)"], ["(B)"])  # BLINK's sub_task names the task again
     assert second.prompt == ("Which point is closer to the camera (1)?\nSelect from the following choices.\n"
                              "(A) A is closer\n(B) B is closer")
-    assert np.array_equal(np.array(first.image), np.array(picture(0)))
+    # image_1, image_2.. of each row, in order (the last two rows have two images).
+    expected = [[0], [1], [2], [3, 13], [4, 14]]
+    assert [[np.array(image).tolist() for image in q.images] for q in bench.questions] == [
+        [np.array(picture(n)).tolist() for n in numbers] for numbers in expected]
 
 
 def test_cv_bench_takes_its_tasks_from_the_task_column_and_the_sources_as_sub_tasks(tmp_path):
@@ -64,10 +67,10 @@ def test_plain_vqa_is_an_open_question(tmp_path):
 
 def test_a_folder_rewritten_in_place_is_read_afresh(tmp_path):
     """datasets' cache keys a local folder by its config and file patterns: a stale cache would give the old rows."""
-    blink_folder(tmp_path / "blink", count=2)
+    blink_folder(tmp_path / "blink", count=2, multi_image=0)
     assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 2
     shutil.rmtree(tmp_path / "blink")
-    blink_folder(tmp_path / "blink", count=5)
+    blink_folder(tmp_path / "blink", count=5, multi_image=0)
     assert len(load_benchmark(str(tmp_path / "blink"), "Relative_Depth").questions) == 5
 
 
@@ -98,7 +101,7 @@ def test_load_benchmarks_reads_every_config_in_the_cards_order_or_those_named(tm
     assert benchmark_configs(str(folder)) == ["Relative_Depth", "Spatial_Relation"]
     every = load_benchmarks(str(folder))
     assert [(b.config, b.split, b.format, len(b.questions), b.skipped) for b in every] == [
-        ("Relative_Depth", "val", "blink", 2, {"multi-image questions": 1}),
+        ("Relative_Depth", "val", "blink", 3, {}),  # the multi-image question too
         ("Spatial_Relation", "val", "blink", 2, {}),
     ]
     assert [q.task for q in every[1].questions] == ["Spatial_Relation"] * 2

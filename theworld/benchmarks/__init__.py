@@ -2,8 +2,9 @@
 
 Each format is one record (``theworld.benchmarks.formats.BenchmarkFormat``) in its own file: BLINK
 (``blink.py``), CV-Bench (``cv_bench.py``), plain multiple choice (``multiple_choice.py``) and plain VQA
-(``vqa.py``); a dataset's columns say which it is. Questions with more than one image (some BLINK tasks) are
-skipped and counted: a world block holds one image.
+(``vqa.py``); a dataset's columns say which it is. A question with several images (BLINK's multi-image tasks:
+``image_1``..``image_4``) is asked with all of them, in order, each with its own world block and Gemma image block;
+questions without an image are skipped and counted.
 
 ``--limit`` is a seeded sample of each config, stratified by task (CV-Bench's 2D config: Count and Relation in
 their proportions). A config repeating the others' rows (CV-Bench's ``default``) is evaluated only when named.
@@ -190,18 +191,22 @@ def _load_config(path: str, config: str, split: str | None, limit: int | None, s
     benchmark = Benchmark(path, config, split, record.name, [])
     usable = []
     for number, values in enumerate(rows):
-        images = [values[name] for name in record.image_columns if values.get(name) is not None]
-        if len(images) != 1:
-            reason = "multi-image questions" if images else "questions without an image"
+        if not _images(values, record):
+            reason = "questions without an image"
             benchmark.skipped[reason] = benchmark.skipped.get(reason, 0) + 1
             continue
         usable.append(Row(values, number, config, where))
     chosen = usable if limit is None else stratified_sample(usable, record.task, limit, seed)
     for row in chosen:
-        image = next(row.values[name] for name in record.image_columns if row.values.get(name) is not None)
-        decoded = datasets.Image().decode_example(image) if isinstance(image, dict) else image
+        images = _images(row.values, record)
+        decoded = [datasets.Image().decode_example(image) if isinstance(image, dict) else image for image in images]
         benchmark.questions.append(record.read(row, decoded))
     return benchmark
+
+
+def _images(values, record: BenchmarkFormat) -> list:
+    """A row's images (still encoded), in the order of the format's image columns."""
+    return [values[name] for name in record.image_columns if values.get(name) is not None]
 
 
 def _first_line(err: Exception) -> str:

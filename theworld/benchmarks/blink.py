@@ -1,12 +1,15 @@
 """BLINK (``BLINK-Benchmark/BLINK``): one config per task, splits ``val`` and ``test`` (answers hidden).
 
-Columns: ``idx``, ``question``, ``sub_task``, ``image_1``..``image_4``, ``choices``, ``answer`` like ``(A)``,
+Columns: ``idx``, ``question``, ``sub_task``, ``image_1``..``image_4`` (``image_2``.. filled in the multi-image
+tasks: Art_Style, Jigsaw, Multi-view_Reasoning, the correspondence tasks...), ``choices``, ``answer`` like ``(A)``,
 ``prompt``, ``explanation``. BLINK's ``eval/test_benchmark.py`` asks the model the ``prompt`` column as it is; the
 letter is read as lmms-eval's ``blink`` task reads it; the published total is the plain mean of the task
 accuracies (``eval/evaluate.py``); the test server takes ``{idx: "(A)"}`` as JSON.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -22,9 +25,9 @@ from theworld.benchmarks.formats import (
 IMAGE_COLUMNS = ("image_1", "image_2", "image_3", "image_4")
 
 
-def read(row: Row, image: Image.Image):
-    # BLINK's tasks are its configs; the total averages them.
-    return multiple_choice_question(row, image, row.config, row.values.get("sub_task"), row.config)
+def read(row: Row, images: Sequence[Image.Image]):
+    # BLINK's tasks are its configs; the total averages them. A question's images (image_1.. in order) are all asked.
+    return multiple_choice_question(row, images, row.config, row.values.get("sub_task"), row.config)
 
 
 BLINK = BenchmarkFormat(

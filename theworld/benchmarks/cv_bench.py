@@ -18,14 +18,14 @@ from theworld.errors import UserError
 SOURCE_WEIGHTS = {"ADE20K": 0.25, "COCO": 0.25, "Omni3D": 0.5}
 
 
-def read(row: Row, image: Image.Image):
+def read(row: Row, images: Sequence[Image.Image]):
     task, source = str(row.values.get("task") or row.config), str(row.values.get("source") or "")
     if source not in SOURCE_WEIGHTS:
         raise UserError(
             f"benchmark {row.where}, question {row.values.get('idx', row.number)}: source {source!r} is none of "
             f"CV-Bench's ({', '.join(SOURCE_WEIGHTS)}), which its total weighs. Fix that row."
         )
-    return multiple_choice_question(row, image, task, source, source)
+    return multiple_choice_question(row, images, task, source, source)
 
 
 def total_weights(sources: Sequence[str]) -> dict[str, float]:

@@ -24,12 +24,14 @@ HIDDEN_ANSWERS = ("", "hidden")  # what a test split with withheld answers holds
 class Question:
     """One benchmark question. ``options`` are the letters (``(A)``...), empty for an open question, whose ``answers``
     are the accepted strings; a multiple-choice ``answers`` holds the right letter, and is empty where the split hides
-    its answers (a test split: predictions only). ``stratum`` is the group the official total averages over."""
+    its answers (a test split: predictions only). ``stratum`` is the group the official total averages over.
+    ``images`` are the question's images in the dataset's order (several for some BLINK tasks): each is asked with
+    its own world block and Gemma image block."""
 
     id: str
     task: str
     sub_task: str | None
-    image: Image.Image
+    images: tuple[Image.Image, ...]
     prompt: str
     options: list[str]
     answers: list[str]
@@ -61,7 +63,8 @@ class BenchmarkFormat:
 
     - ``columns``: the columns that identify it (a dataset with all of them is in this format);
     - ``image_columns``: where its images are (a row may fill several: multi-image questions);
-    - ``task``: a row's task (what ``--limit`` stratifies by); ``read``: a row (its images decoded) as a ``Question``;
+    - ``task``: a row's task (what ``--limit`` stratifies by); ``read``: a row and its images (decoded, in the order
+      of ``image_columns``) as a ``Question``;
     - ``extract_answer``: the answer read from a generated text, as the benchmark's published evaluation reads it;
       ``answered``: whether a text generated so far already decides that answer (generation stops there);
     - ``total_weights``: the official total's weight of each stratum present (``Question.stratum``), summing to 1;
@@ -76,7 +79,7 @@ class BenchmarkFormat:
     columns: tuple[str, ...]
     image_columns: tuple[str, ...]
     task: Callable[[Row], str]
-    read: Callable[[Row, Image.Image], Question]
+    read: Callable[[Row, Sequence[Image.Image]], Question]
     extract_answer: Callable[[str, Question], str]
     total_weights: Callable[[Sequence[str]], dict[str, float]]
     total_rule: str
@@ -141,7 +144,9 @@ def hidden(answer) -> bool:
     return answer is None or str(answer).strip().lower() in HIDDEN_ANSWERS
 
 
-def multiple_choice_question(row: Row, image: Image.Image, task: str, sub_task: str | None, stratum: str) -> Question:
+def multiple_choice_question(
+    row: Row, images: Sequence[Image.Image], task: str, sub_task: str | None, stratum: str
+) -> Question:
     """A question with ``choices`` and an ``answer`` (a letter like ``(A)``, the choice's text, or hidden), asked with
     the dataset's own ``prompt`` (built as BLINK's where the dataset has none)."""
     values = row.values
@@ -162,4 +167,4 @@ def multiple_choice_question(row: Row, image: Image.Image, task: str, sub_task: 
         answers = [answer]
     if sub_task and sub_task.replace(" ", "_").lower() == task.replace(" ", "_").lower():
         sub_task = None  # a sub-task naming the task again is no sub-task
-    return Question(question_id, task, sub_task, image, prompt, options, answers, stratum)
+    return Question(question_id, task, sub_task, tuple(images), prompt, options, answers, stratum)

@@ -7,6 +7,8 @@ file like this one and one ``register_format`` call (README: Adding a benchmark)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from PIL import Image
 
 from theworld.benchmarks.formats import (
@@ -19,8 +21,8 @@ from theworld.benchmarks.formats import (
 )
 
 
-def read(row: Row, image: Image.Image):
-    return multiple_choice_question(row, image, row.config, None, "all")  # one stratum: the total pools questions
+def read(row: Row, images: Sequence[Image.Image]):
+    return multiple_choice_question(row, images, row.config, None, "all")  # one stratum: the total pools questions
 
 
 MULTIPLE_CHOICE = BenchmarkFormat(

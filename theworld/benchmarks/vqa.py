@@ -3,17 +3,19 @@ answer is generated and matched after VQA-style normalisation (``theworld.evalua
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from PIL import Image
 
 from theworld.benchmarks.formats import BenchmarkFormat, Question, Row, equal_weights, hidden
 
 
-def read(row: Row, image: Image.Image) -> Question:
+def read(row: Row, images: Sequence[Image.Image]) -> Question:
     values = row.values
     question_id = str(values.get("idx", values.get("question_id", row.number)))
     answer = values["answer"]
     answers = [] if hidden(answer) else [str(a) for a in (answer if isinstance(answer, list) else [answer])]
-    return Question(question_id, row.config, None, image, values["question"], [], answers, "all")
+    return Question(question_id, row.config, None, tuple(images), values["question"], [], answers, "all")
 
 
 VQA = BenchmarkFormat(

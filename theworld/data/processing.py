@@ -6,6 +6,9 @@ The sequence is Gemma 3's chat format with the world block in front of Gemma's i
     \n\n<start_of_image> [image soft tokens] <end_of_image>\n\n prompt <end_of_turn>\n
     <start_of_turn>model\n caption <end_of_turn>
 
+An example of several images (a multi-image benchmark question) has one such pair of blocks per image, in the
+images' order: each image's world block (its own world tokens) right before its own Gemma image block.
+
 ``segment_ids`` tells the model which positions take world / image embeddings; labels are -100
 everywhere except the caption and its ``<end_of_turn>``; ``label_positions`` / ``label_targets``
 list the labelled positions (see ``theworld.loss``).
@@ -17,6 +20,7 @@ the model's float inputs (``TheWorldDataModule`` does it on the GPU, ``collate``
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -122,7 +126,7 @@ class TheWorldProcessor:
             Image.Resampling(int(ip.resample)) if ip.resample is not None else Image.Resampling.BILINEAR,
         )
         self._world = world_pixel_input(world_image_size)
-        self._prompts: dict[str, tuple[list[int], list[int]]] = {}
+        self._prompts: dict[tuple[str, int], tuple[list[int], list[int]]] = {}  # (prompt, images) -> ids, segments
 
     @classmethod
     def from_config(cls, config, token: str | None = None, **kwargs) -> TheWorldProcessor:
@@ -147,26 +151,37 @@ class TheWorldProcessor:
             **kwargs,
         )
 
-    def _build_prompt(self, prompt: str) -> tuple[list[int], list[int]]:
-        """The prompt's ids and segment ids: Gemma 3's chat template tokenised in one piece, exactly as
-        ``Gemma3Processor`` does, with the world block inserted right before ``<start_of_image>`` (or in its
-        place when Gemma's image block is left out)."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text = self.gemma_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    def _build_prompt(self, prompt: str, images: int = 1) -> tuple[list[int], list[int]]:
+        """The prompt's ids and segment ids: Gemma 3's chat template with ``images`` images tokenised in one piece,
+        exactly as ``Gemma3Processor`` does, with a world block inserted right before each ``<start_of_image>`` (or
+        in its place when Gemma's image blocks are left out)."""
+        content = [{"type": "image"}] * images + [{"type": "text", "text": prompt}]
+        text = self.gemma_processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
         boi = self.gemma_processor.boi_token
-        if text.count(boi) != 1:
-            raise ValueError("The Gemma chat template did not place one image token; is this a Gemma 3 processor?")
+        if text.count(boi) != images:
+            raise ValueError(
+                f"The Gemma chat template did not place {images} image token(s); is this a Gemma 3 processor?"
+            )
         if self.gemma_image_tokens:
             text = text.replace(boi, self.gemma_processor.full_image_sequence)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        anchor = ids.index(self.tokenizer.convert_tokens_to_ids(boi))
-        after = ids[anchor:] if self.gemma_image_tokens else ids[anchor + 1 :]
-        world = [self.pad_id] * (self.world_tokens + 2) if self.world_tokens else []
-        segments = [SEG_TEXT] * anchor
+        boi_id = self.tokenizer.convert_tokens_to_ids(boi)
+        world_ids, world_segments = [], []
         if self.world_tokens:
-            segments += [SEG_WORLD_START] + [SEG_WORLD] * self.world_tokens + [SEG_WORLD_END]
-        segments += [SEG_IMAGE if t == self.image_token_id else SEG_TEXT for t in after]
-        return ids[:anchor] + world + after, segments
+            world_ids = [self.pad_id] * (self.world_tokens + 2)
+            world_segments = [SEG_WORLD_START] + [SEG_WORLD] * self.world_tokens + [SEG_WORLD_END]
+        ids: list[int] = []
+        segments: list[int] = []
+        for token in self.tokenizer(text, add_special_tokens=False)["input_ids"]:
+            if token == boi_id:
+                ids += world_ids
+                segments += world_segments
+                if not self.gemma_image_tokens:
+                    continue
+            ids.append(token)
+            segments.append(SEG_IMAGE if token == self.image_token_id else SEG_TEXT)
+        return ids, segments
 
     def siglip_pixels(self, image: Image.Image) -> torch.Tensor:
         """Gemma's SigLIP input: ``float32`` (3, H, W)."""
@@ -229,23 +244,28 @@ class TheWorldProcessor:
 
     def __call__(
         self,
-        image: Image.Image,
+        image: Image.Image | Sequence[Image.Image],
         caption: str | None = None,
         prompt: str | None = None,
         world_latents: torch.Tensor | None = None,
-        world_image: Image.Image | None = None,
+        world_image: Image.Image | Sequence[Image.Image] | None = None,
     ) -> dict[str, Any]:
-        """One example. ``world_latents`` (the image's world tokens from a latent cache, see
-        ``theworld.latent_cache``) replace the VAE input ``world_pixels``; ``world_image`` puts another image's
-        world tokens in the world slots (the ``shuffled_world`` ablation), Gemma's image block keeps ``image``."""
-        image = image.convert("RGB") if image.mode != "RGB" else image
-        world_image = image if world_image is None else world_image.convert("RGB")
+        """One example. ``image`` may be several images (a multi-image question): each gets its own world block and
+        Gemma image block, in order, and the example's ``pixel_values`` / ``world_pixels`` are ``(k, 3, H, W)``.
+        ``world_latents`` (the image's world tokens from a latent cache, see ``theworld.latent_cache``) replace the
+        VAE input ``world_pixels``; ``world_image`` (one per image) puts other images' world tokens in the world
+        slots (the ``shuffled_world`` ablation), Gemma's image blocks keep ``image``."""
+        images = [_rgb(i) for i in _as_list(image)]
+        worlds = images if world_image is None else [_rgb(w) for w in _as_list(world_image)]
+        if len(worlds) != len(images):
+            raise ValueError(f"{len(images)} image(s) need as many world images, not {len(worlds)}.")
         prompt = prompt or self.prompt
-        if prompt not in self._prompts:  # the chat template is rendered once per distinct prompt
+        key = (prompt, len(images))
+        if key not in self._prompts:  # the chat template is rendered once per distinct prompt
             if len(self._prompts) >= PROMPT_CACHE_SIZE:  # question-answer data: a prompt per sample; keep the newest
                 del self._prompts[next(iter(self._prompts))]
-            self._prompts[prompt] = self._build_prompt(prompt)
-        prompt_ids, segments = self._prompts[prompt]
+            self._prompts[key] = self._build_prompt(*key)
+        prompt_ids, segments = self._prompts[key]
         labels = [IGNORE_INDEX] * len(prompt_ids)
         ids = list(prompt_ids)
         if caption is not None:
@@ -260,7 +280,7 @@ class TheWorldProcessor:
             "labels": torch.tensor(labels, dtype=torch.long),
         }
         if self.gemma_image_tokens:
-            example["pixel_values"] = self._siglip.resize(image)  # uint8 until the batch is normalised
+            example["pixel_values"] = _resized(self._siglip, images)  # uint8 until the batch is normalised
         if world_latents is not None:
             if world_latents.shape[0] != self.world_tokens:
                 raise ValueError(
@@ -269,7 +289,7 @@ class TheWorldProcessor:
                 )
             example["world_latents"] = world_latents
         elif self.world_tokens:
-            example["world_pixels"] = self._world.resize(world_image)
+            example["world_pixels"] = _resized(self._world, worlds)
         return example
 
     def collate(
@@ -313,8 +333,25 @@ class TheWorldProcessor:
                         f"Some samples of this batch have {key} and some do not: train from a latent "
                         "cache or from images, not a mix of both."
                     )
-                batch[key] = default_collate([e[key] for e in examples])
+                values = [e[key] for e in examples]
+                if any(value.dim() == 4 for value in values):  # multi-image examples: every image, in block order
+                    batch[key] = torch.cat([value.reshape(-1, *value.shape[-3:]) for value in values])
+                else:
+                    batch[key] = default_collate(values)
         for key in examples[0]:
             if key not in batch:
                 batch[key] = [e.get(key) for e in examples]
         return self.normalize(batch) if normalize else batch
+
+
+def _as_list(images: Image.Image | Sequence[Image.Image]) -> list[Image.Image]:
+    return [images] if isinstance(images, Image.Image) else list(images)
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _resized(spec: _PixelInput, images: list[Image.Image]) -> torch.Tensor:
+    """One image ``(3, H, W)``, as a batch of one-image examples has always stacked; several ``(k, 3, H, W)``."""
+    return spec.resize(images[0]) if len(images) == 1 else torch.stack([spec.resize(image) for image in images])
