@@ -14,7 +14,7 @@ def main() -> None:
         stop = err if isinstance(err, stops.RunStopped) else stops.unfinished_stop()  # or wrapped by an import
         if stop is None:
             raise
-        stops.exiting()
+        stops.exiting(stop)
         stops.report(stop, sys.argv[1:])
         sys.exit(stop.code)
     run_cli()

@@ -284,11 +284,15 @@ def _in_a_finalizer(frame: FrameType | None) -> bool:
     return False
 
 
-def exiting() -> None:
+def exiting(stop: RunStopped | None = None) -> None:
     """From here on (the run's result is decided, the process is exiting) a signal ends the process at once with its
-    status, after one line: raising in the interpreter's exit handlers would print a traceback instead."""
+    status, after one line: raising in the interpreter's exit handlers would print a traceback instead. When the
+    run ends by ``stop``, its own signal again is a repeat (rank 0 forwards a SIGTERM to the child ranks, which the
+    whole-job signal reached too; SLURM may send it twice): ignored."""
     for signum in (signal.SIGINT, signal.SIGTERM, REQUEUE_SIGNAL):
-        if signal.getsignal(signum) not in (signal.SIG_DFL, None):
+        if stop is not None and signum == stop.signum:
+            signal.signal(signum, signal.SIG_IGN)
+        elif signal.getsignal(signum) not in (signal.SIG_DFL, None):
             signal.signal(signum, _exit_at_once("while exiting"))
 
 

@@ -97,6 +97,8 @@ def test_a_stop_that_a_library_wraps_or_swallows_still_ends_the_run_as_that_stop
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for library in (wrapping, swallowing):
+            for signum, handler in previous.items():  # as a new process has them (a stop ignores its repeats)
+                signal.signal(signum, handler)
             monkeypatch.setattr(stops, "_raised", None)
             monkeypatch.setattr(stops, "_progress", stops.RunProgress())  # no checkpoint from an earlier test
             monkeypatch.setattr(cli, "TheWorldCLI", library)
@@ -209,3 +211,27 @@ def test_only_rank_0_says_it_stopped_while_importing(tmp_path, rank):
     stderr = run.communicate(timeout=60)[1]
     assert run.returncode == 143, stderr
     assert ("theworld: stopped by SIGTERM" in stderr) == (rank is None), stderr
+
+
+REPEATED_WHILE_EXITING = """
+import os, signal, sys, time
+from theworld import stops
+stops.install()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+except stops.RunStopped as stop:
+    stops.exiting(stop)
+    os.kill(os.getpid(), signal.SIGTERM)  # the same stop again: rank 0's forward, SLURM's second signal
+    time.sleep(0.2)
+    print("exited with the stop's own line", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)  # another signal: out at once
+    time.sleep(5)
+"""
+
+
+def test_a_stops_own_signal_again_while_exiting_is_a_repeat():
+    run = subprocess.run([sys.executable, "-c", REPEATED_WHILE_EXITING], capture_output=True, text=True, timeout=60)
+    assert run.stdout == "exited with the stop's own line\n", run.stderr
+    assert "SIGTERM while exiting" not in run.stderr
+    assert run.returncode == 130 and "theworld: SIGINT while exiting: exiting at once." in run.stderr, run.stderr

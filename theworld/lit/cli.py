@@ -582,10 +582,10 @@ def main(args: list[str] | None = None) -> None:
             auto_configure_optimizers=False,
         )
     except BaseException as err:
-        stops.exiting()
         # A stop raised where a library caught it and raised something else (an import inside diffusers' lazy
         # modules wraps it in a RuntimeError) is still the stop.
         stop = err if isinstance(err, stops.RunStopped) else stops.unfinished_stop()
+        stops.exiting(stop)
         if stop is not None:
             _exit_stopped(stop, argv)
         if isinstance(err, UserError):
@@ -594,8 +594,9 @@ def main(args: list[str] | None = None) -> None:
             sys.stderr.write(f"theworld: error: {redact(_user_message(err))}\n")
             sys.exit(err.exit_code)
         raise
-    stops.exiting()
-    if (stop := stops.unfinished_stop()) is not None:  # raised where a library swallowed it
+    stop = stops.unfinished_stop()  # raised where a library swallowed it
+    stops.exiting(stop)
+    if stop is not None:
         _exit_stopped(stop, argv)
 
 
