@@ -26,8 +26,10 @@ from support.benchmark_folders import (
     blink_test_rows,
     cv_bench_folder,
     cv_bench_row,
+    hand_total,
     picture,
     write_hub_folder,
+    write_config,
     write_hub_splits,
 )
 from support.cli_runs import REPO, theworld
@@ -427,26 +429,6 @@ def test_conditions_that_cannot_run_are_refused_before_any_weight_loads(tmp_path
 
 
 # ------------------------------------------------------------------------------------------------- the command
-def write_config(tmp_path, tiny_models):
-    gemma, cosmos = tiny_models
-    config = tmp_path / "tiny.yaml"
-    config.write_text(f"""seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  precision: 32-true
-  default_root_dir: {tmp_path / "run"}
-  logger:
-    class_path: lightning.pytorch.loggers.CSVLogger
-    init_args: {{save_dir: {tmp_path / "run"}, name: logs}}
-model:
-  gemma_model_name: {gemma}
-  cosmos_model_name: {cosmos}
-  world_image_size: 64
-""")
-    return config
-
-
 def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tiny_models):
     folder = blink_folder(tmp_path / "blink", count=4, multi_image=1)
     output = tmp_path / "result.json"
@@ -485,16 +467,6 @@ def test_evaluate_command_prints_the_table_and_writes_every_answer(tmp_path, tin
         expected = option_log_likelihoods(trained, trained.processor, questions)
     scores = [s["scores"] for s in result["samples"] if s["condition"] == "full" and s["config"] == "Relative_Depth"]
     assert all(torch.allclose(torch.tensor(s), e, atol=1e-4) for s, e in zip(scores, expected, strict=True))
-
-
-def hand_total(samples, condition, weights):
-    """The official total recomputed from the JSON's answers: each stratum's share right, weighted."""
-    right = defaultdict(list)
-    for sample in samples:
-        if sample["condition"] == condition:
-            right[sample["stratum"]].append(sample["correct"])
-    assert set(right) == set(weights)
-    return sum(weights[stratum] * sum(values) / len(values) for stratum, values in right.items())
 
 
 def test_blink_and_cv_bench_laid_out_as_on_the_hub_run_end_to_end_with_default_options(tmp_path, tiny_models):
@@ -590,27 +562,6 @@ def test_a_trained_control_checkpoint_is_the_baseline_condition_with_its_gain(tm
     assert set(gains) == {("Relative_Depth", "baseline"), ("all", "baseline")}
     assert gains[("all", "baseline")] == pytest.approx(accuracy[("all", "full")] - accuracy[("all", "baseline")])
     assert result["models"]["baseline"].startswith(str(tmp_path / "control"))
-
-
-def test_a_format_registered_in_one_file_runs_through_the_command(tmp_path, tiny_models):
-    features = Features({"image": ImageFeature(), "question": Value("string"), "choices": Sequence(Value("string")),
-                         "answer": Value("string"), "category": Value("string")})
-    rows = [{"image": picture(n), "question": f"Is the bar left ({n})?", "choices": ["yes", "no"],
-             "answer": ["(A)", "(B)"][n % 2], "category": ["bars", "bars", "colours"][n % 3]} for n in range(6)]
-    folder = write_hub_folder(tmp_path / "toy", "test", {"default": (rows, features)})
-    program = [sys.executable, "-c", "import toy_format\nfrom theworld.lit.cli import main\nmain()"]
-    run = theworld("evaluate", "--config", write_config(tmp_path, tiny_models), "--benchmark", folder, "--conditions",
-                   "[full, shuffled_world]", "--output", tmp_path / "toy.json", cwd=tmp_path, program=program)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "protocol official: toy: its prompt, a generated answer, its leading letter" in run.stdout
-    result = json.loads((tmp_path / "toy.json").read_text())
-    assert result["format"] == "toy" and {s["stratum"] for s in result["samples"]} == {"bars", "colours"}
-    rows_by_task = {a["task"] for a in result["accuracies"]}
-    assert rows_by_task == {"bars", "colours", "all"}
-    for condition in result["conditions"]:
-        total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
-        by_hand = hand_total(result["samples"], condition, {"bars": 1 / 2, "colours": 1 / 2})
-        assert total["accuracy"] == pytest.approx(by_hand)
 
 
 @pytest.mark.parametrize("args,message", [

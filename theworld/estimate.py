@@ -29,8 +29,9 @@ from torch.utils._pytree import tree_leaves
 
 from theworld.config import TheWorldConfig
 from theworld.data.config import DataConfig
-from theworld.data.sources import refuse_inapplicable
+from theworld.data.sources import SOURCES, refuse_inapplicable
 from theworld.errors import ConfigError
+from theworld.hub.strategies import STRATEGIES
 from theworld.world import WorldEncoder, resolve_dtype
 
 GiB = 2**30
@@ -69,11 +70,6 @@ class Measured:
 # MFU: FLOPs of the step as FlopCounterMode counts them / (step time x 989.4 TFLOP/s), for each H200 row of
 # bench/RESULTS.md; bench/estimate_check.py recomputes them all. This is the best.
 BEST_MFU = Measured(0.278, "TheWorld default shape B=16 on the H200, bench/RESULTS.md (2026-11-26)")
-# Loader samples per second per worker core (bench/data_throughput.py, CPU, bench/RESULTS.md).
-LOADER_SAMPLES_PER_WORKER = {
-    "webdataset": Measured(74.7, "image shards, bench/data_throughput.py"),
-    "hf": Measured(59.3, "parquet + downloads from a local server with DataComp's rules, bench/data_throughput.py"),
-}
 # Assumed when the Gemma tokenizer is not on this machine: Gemma 3's chat template around the image block
 # (<bos><start_of_turn>user, newlines, <start_of_image>, <end_of_image>, <end_of_turn>, <start_of_turn>model)
 # is 12 tokens, and a prompt ~1.3 tokens a word ("Describe the image." is 4).
@@ -434,7 +430,8 @@ def _estimate(config, data, fsdp_units, card, gpu, gpus, samples, mfu, hub_strat
     rate = mfu if mfu is not None else BEST_MFU.value
     mfu_used = Measured(rate, "given with --mfu") if mfu is not None else BEST_MFU
     step_s = flops_one * shape.batch_size / (rate * card.bf16_tflops * 1e12)
-    loader = LOADER_SAMPLES_PER_WORKER[data.source]
+    loader_rate = SOURCES[data.source].LOADER_RATE  # samples/s per worker core, as each source declares it
+    loader = Measured(loader_rate.samples_per_s, loader_rate.measured)
     hours = samples / (shape.batch_size * gpus) * step_s / 3600 if samples else None
     return Estimate(
         gpu=gpu,
@@ -457,7 +454,8 @@ def _estimate(config, data, fsdp_units, card, gpu, gpus, samples, mfu, hub_strat
         gpu_hours=hours * gpus if hours is not None else None,
         loader_workers_per_gpu=math.ceil(shape.batch_size / step_s / loader.value),
         loader_rate=loader,
-        push_bytes=_push_bytes(trainable, trainable_bytes, hub_strategy),
+        # a resumable folder adds the AdamW moments (two fp32 tensors a weight) in training_state.pt
+        push_bytes=STRATEGIES[hub_strategy].push_bytes(trainable_bytes, training_state=2 * 4 * trainable),
         assumed=[
             f"{CUDA_RESERVE_GIB} GiB per GPU for the CUDA context, workspaces and fragmentation",
             "data-parallel scaling is perfect (the gradients all-reduced are the trainable ones only)",
@@ -485,16 +483,6 @@ def _fsdp_weights(world: torch.nn.Module, unit_types: set[type[torch.nn.Module]]
     sharded = nbytes(p for p in world.parameters() if id(p) in in_units)
     largest_unit = max((nbytes(unit.parameters()) for unit in units), default=0)
     return whole + sharded // gpus, 2 * largest_unit if gpus > 1 else 0
-
-
-def _push_bytes(trainable: int, trainable_bytes: int, hub_strategy: str) -> dict[str, int]:
-    """Bytes of one push: model.safetensors (fp32 trainable weights), and with a resumable checkpoint the
-    AdamW moments (two fp32 tensors a weight) in training_state.pt."""
-    weights = trainable_bytes
-    pushes = {"model.safetensors": weights}
-    if hub_strategy in ("checkpoint", "all_checkpoints"):
-        pushes["last-checkpoint/ (weights + AdamW state)"] = weights + 2 * 4 * trainable
-    return pushes
 
 
 # ------------------------------------------------------------------------------------------ printing

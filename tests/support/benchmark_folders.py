@@ -1,6 +1,8 @@
 """Benchmarks as tiny local folders laid out like their Hub repos (BLINK, CV-Bench, plain VQA): parquet files with
 the published columns and types, and a README.md listing the configs."""
 
+from collections import defaultdict
+
 from datasets import Dataset, Features, Sequence, Value
 from datasets import Image as ImageFeature
 from PIL import Image
@@ -103,3 +105,34 @@ def cv_bench_folder(root, rows_2d: list[dict], rows_3d: list[dict]):
         card += [f"- config_name: {config}", "  data_files:", "  - split: test", f'    path: "{pattern}"']
     (root / "README.md").write_text("\n".join([*card, "---", ""]))
     return root
+
+
+def write_config(tmp_path, tiny_models):
+    """``tmp_path/tiny.yaml``: a `theworld evaluate` config of the tiny models, its run folder in ``tmp_path``."""
+    gemma, cosmos = tiny_models
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"""seed_everything: 0
+trainer:
+  accelerator: cpu
+  devices: 1
+  precision: 32-true
+  default_root_dir: {tmp_path / "run"}
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {{save_dir: {tmp_path / "run"}, name: logs}}
+model:
+  gemma_model_name: {gemma}
+  cosmos_model_name: {cosmos}
+  world_image_size: 64
+""")
+    return config
+
+
+def hand_total(samples, condition, weights):
+    """The official total recomputed from the JSON's answers: each stratum's share right, weighted."""
+    right = defaultdict(list)
+    for sample in samples:
+        if sample["condition"] == condition:
+            right[sample["stratum"]].append(sample["correct"])
+    assert set(right) == set(weights)
+    return sum(weights[stratum] * sum(values) / len(values) for stratum, values in right.items())

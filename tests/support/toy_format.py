@@ -1,4 +1,4 @@
-"""A benchmark format registered from outside theworld, as the README's "Adding a benchmark" shows: multiple
+"""A benchmark format registered from outside theworld, as docs/evaluation.md's "Adding a benchmark" shows: multiple
 choice with a ``category`` column, the total the mean over categories. Imported before the CLI runs."""
 
 from theworld.benchmarks import register_format

@@ -1,13 +1,17 @@
 """What each ``hub_strategy`` pushes and prunes, as pure functions over a checkpoint folder layout and a set of
-remote paths: no Hub, no Lightning run (tests/test_hub_sync.py checks the same in real runs)."""
+remote paths: no Hub, no Lightning (tests/test_hub_sync.py checks the same in real runs); and what the strategy table
+gives the card, the estimate and the CLI."""
 
+import subprocess
+import sys
 import typing
 
 import pytest
 
-from theworld.callbacks.checkpoint import SavedCheckpoint
-from theworld.callbacks.hub_sync import STRATEGIES, CommitPlan, plan_commit, repo_files
-from theworld.hub.config import HubStrategy
+from theworld.hub import strategies
+from theworld.hub.commits import CommitPlan, plan_commit, repo_files
+from theworld.hub.strategies import STRATEGIES, resumable_names
+from theworld.layout import SavedCheckpoint
 from theworld.provenance import Delta, History
 
 RESUME = ("model.safetensors", "config.json", "training_state.pt")
@@ -50,8 +54,8 @@ ROOT = {"model.safetensors", "config.json", "provenance.json"}
 DELTAS = {f"provenance/{delta_name(s)}" for s in (2, 4, 6)}
 
 
-def test_the_table_has_a_row_for_every_strategy_the_config_accepts():
-    assert set(STRATEGIES) == set(typing.get_args(HubStrategy))
+def test_the_config_accepts_exactly_the_strategies_of_the_table():
+    assert typing.get_args(strategies.Name) == tuple(STRATEGIES)
     rows = {name: (s.pushes_intermediate_saves, s.last_checkpoint, s.checkpoint_folders)
             for name, s in STRATEGIES.items()}
     assert rows == {
@@ -195,3 +199,43 @@ def test_repo_files_and_the_plan_together_for_all_checkpoints(local):
         in_folder("checkpoint-6") | {f"provenance/{delta_name(6)}"})
     assert set(plan.delete) == {"samples/01.png", "runs/events.out.tfevents.1"} | in_folder("checkpoint-2")
 
+
+
+def test_commit_planning_runs_without_lightning():
+    code = "import sys, theworld.hub.commits\nprint('lightning' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "False"
+
+
+# --------------------------------------------------------------------------- what the table tells the others
+def test_each_card_text_says_how_to_train_on_from_what_its_strategy_pushes():
+    for name, strategy in STRATEGIES.items():
+        text = strategy.card("alice/run")
+        assert "{" not in text.replace("{step}", ""), f"{name}: a phrase was left unfilled"
+        resumes = "--ckpt_path hf://alice/run`" in text
+        assert resumes == strategy.last_checkpoint, name
+        assert ("--model.init_from hf://alice/run" in text) == (not strategy.last_checkpoint), name
+    assert "--ckpt_path hf://alice/run/checkpoint-{step}" in STRATEGIES["all_checkpoints"].card("alice/run")
+
+
+@pytest.mark.parametrize(("strategy", "pushed"), [
+    ("every_save", {"model.safetensors": 100}),
+    ("end", {"model.safetensors": 100}),
+    ("checkpoint", {"model.safetensors": 100, "last-checkpoint/ (weights + training state)": 300}),
+    ("all_checkpoints", {"model.safetensors": 100, "last-checkpoint/ (weights + training state)": 300,
+                         "checkpoint-{step}/ (weights + training state)": 300}),
+])
+def test_the_push_size_holds_what_the_strategy_pushes(strategy, pushed):
+    assert STRATEGIES[strategy].push_bytes(100, training_state=200) == pushed
+
+
+def test_the_resume_message_names_the_strategies_by_what_they_push():
+    assert resumable_names() == (["checkpoint", "all_checkpoints"], ["every_save", "end"])
+
+
+def test_a_name_taken_is_refused_and_an_unknown_one_lists_the_registered():
+    with pytest.raises(ValueError, match="named 'end' is registered already"):
+        strategies.register_strategy(strategies.Strategy("end", "", False, False, False, ""))
+    with pytest.raises(Exception, match="hub.hub_strategy='every-save': no Hub strategy of that name is registered; "
+                                        "the registered ones are every_save, checkpoint, all_checkpoints, end"):
+        STRATEGIES["every-save"]

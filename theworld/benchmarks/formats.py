@@ -1,6 +1,6 @@
 """A benchmark format as one record: how its rows become questions, how a generated answer is read, and how its
 official total is computed. ``theworld.benchmarks`` registers BLINK, CV-Bench, plain multiple choice and plain VQA;
-adding a benchmark is one file defining its ``BenchmarkFormat`` and one ``register_format`` call (README:
+adding a benchmark is one file defining its ``BenchmarkFormat`` and one ``register_format`` call (docs/evaluation.md:
 "Adding a benchmark").
 """
 
@@ -16,6 +16,7 @@ from PIL import Image
 
 from theworld.errors import UserError
 from theworld.prompts import multiple_choice_prompt, option_letters
+from theworld.registry import Registry
 
 HIDDEN_ANSWERS = ("", "hidden")  # what a test split with withheld answers holds in its answer column (or None)
 
@@ -89,13 +90,12 @@ class BenchmarkFormat:
     answered: Callable[[str], bool] | None = None
 
 
-FORMATS: dict[str, BenchmarkFormat] = {}
+FORMATS: Registry[BenchmarkFormat] = Registry("benchmark format", "benchmark format")
 
 
 def register_format(benchmark_format: BenchmarkFormat) -> BenchmarkFormat:
     """Makes ``benchmark_format`` one that ``load_benchmarks`` recognises (by its columns)."""
-    FORMATS[benchmark_format.name] = benchmark_format
-    return benchmark_format
+    return FORMATS.register(benchmark_format.name, benchmark_format)
 
 
 def format_of(columns: Sequence[str], where: str) -> BenchmarkFormat:
@@ -108,7 +108,7 @@ def format_of(columns: Sequence[str], where: str) -> BenchmarkFormat:
     raise UserError(
         f"benchmark {where} is in no format theworld reads: its columns are {', '.join(columns)}. The "
         f"formats and the columns they need are {described}. Rename the columns to one of these, or register a "
-        f"format for it (README: Adding a benchmark)."
+        f"format for it (docs/evaluation.md: Adding a benchmark)."
     )
 
 

@@ -2,7 +2,7 @@
 text), and ``prompt`` if the dataset has one (BLINK's layout of question and choices otherwise).
 
 This is also the worked example of a format: a reader, the answer extraction and the total. A new benchmark is a
-file like this one and one ``register_format`` call (README: Adding a benchmark).
+file like this one and one ``register_format`` call (docs/evaluation.md: Adding a benchmark).
 """
 
 from __future__ import annotations

@@ -8,13 +8,12 @@ Each save is a folder ``checkpoint-{step}/``::
 
 Rotation (``save_top_k``, ``every_n_train_steps``), ``last`` and resuming (``--ckpt_path``) are
 Lightning's own; this module changes the on-disk format, through a CheckpointIO plugin, and announces each
-complete folder to the other callbacks as a :class:`SavedCheckpoint` (the Hub sync pushes it).
+complete folder to the other callbacks as a :class:`~theworld.layout.SavedCheckpoint` (the Hub sync pushes it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -57,6 +56,7 @@ from theworld.layout import (
     TMP_MARKER,
     TRAINING_STATE_NAME,
     WEIGHTS_NAME,
+    SavedCheckpoint,
 )
 from theworld.provenance import PROVENANCE_KEY, TrainedSamples, write_provenance
 
@@ -66,25 +66,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MODEL_PREFIX = "model."  # TheWorldModule keeps TheWorld under `self.model`
-
-
-@dataclasses.dataclass(frozen=True)
-class SavedCheckpoint:
-    """A checkpoint folder complete on disk, as :class:`TrainableCheckpoint` announces it to the callbacks that
-    implement ``on_checkpoint_saved(trainer, saved)`` (the Hub sync).
-
-    ``kept``: the resumable folders in the checkpoint folder once this save's rotation is done, oldest first (this
-    one included unless it is ``final/``); a folder rotated away later is missing from the next record.
-    """
-
-    step: int
-    path: Path
-    final: bool
-    kept: tuple[Path, ...]
-
-    @property
-    def newest_resumable(self) -> Path | None:
-        return self.kept[-1] if self.kept else None
 
 
 def resumable_folders(folder: Path) -> list[Path]:

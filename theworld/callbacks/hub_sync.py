@@ -8,18 +8,18 @@ Repo layout, per ``hub_strategy`` (every push is one commit: adds and deletes to
     runs/                               TensorBoard events (hub.push_logs)         every push (replaced)
     training_args.json                  the resolved run config, secrets removed   every push
     data_yield.json                     records read, trained on, skipped (why)    every push
-    last-checkpoint/                    full resumable state, replaced each push   checkpoint, all_checkpoints
-    checkpoint-{step}/                  each local checkpoint, pruned like local   all_checkpoints
+    last-checkpoint/                    full resumable state, replaced each push   Strategy.last_checkpoint
+    checkpoint-{step}/                  each local checkpoint, pruned like local   Strategy.checkpoint_folders
     final/model.safetensors, config.json                                           end of training, always
     provenance/                         the deltas the pushed provenance.json files name: those the Hub
                                         lacks are sent, none is deleted (theworld.provenance)
 
 With ``hub_revision`` every commit goes to that branch instead of main. The strategies are the table
-:data:`STRATEGIES`; what a push holds and what its commit sends and deletes are the pure functions
-:func:`repo_files` and :func:`plan_commit`.
+:data:`~theworld.hub.strategies.STRATEGIES`; what a push holds and what its commit sends and deletes are the pure
+functions :func:`~theworld.hub.commits.repo_files` and :func:`~theworld.hub.commits.plan_commit`.
 
 :class:`~theworld.callbacks.TrainableCheckpoint` announces each complete folder as a
-:class:`~theworld.callbacks.checkpoint.SavedCheckpoint`; its files are hardlinked into a private staging folder
+:class:`~theworld.layout.SavedCheckpoint`; its files are hardlinked into a private staging folder
 (on the checkpoint writer thread, in order with the writer's rotation deletes) and the push goes to the
 :class:`~theworld.hub.uploader.Uploader`. The model card is written from the module's
 :class:`~theworld.run_summary.RunSummary`.
@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -56,27 +56,19 @@ from huggingface_hub import (
 )
 from lightning.pytorch.callbacks import Callback
 
-from theworld.callbacks.checkpoint import SavedCheckpoint
 from theworld.hub.card import card_from_summary
+from theworld.hub.commits import plan_commit, repo_files
 from theworld.hub.config import HubConfig
 from theworld.hub.errors import HubError, HubUnreachableError, explain
 from theworld.hub.preflight import preflight
 from theworld.hub.refs import validate_repo_id
-from theworld.hub.report import RUNS_DIR, SAMPLES_DIR, report_files
+from theworld.hub.report import report_files
 from theworld.hub.session import bound_hub_requests
+from theworld.hub.strategies import STRATEGIES
 from theworld.hub.tokens import HubToken, redact, resolve_token
 from theworld.hub.uploader import Push, Uploader, duration
-from theworld.layout import (
-    FINAL_DIR,
-    LAST_CHECKPOINT,
-    PROVENANCE_DIR,
-    PROVENANCE_NAME,
-    RESUME_FILES,
-    TRAINING_STATE_NAME,
-    WEIGHT_FILES,
-    WEIGHTS_NAME,
-)
-from theworld.provenance import read_history, repo_deltas
+from theworld.layout import FINAL_DIR, PROVENANCE_DIR, WEIGHTS_NAME, SavedCheckpoint
+from theworld.provenance import read_history
 from theworld.retry import describe_error, http_status, with_retries
 from theworld.stops import RunStopped
 
@@ -84,89 +76,6 @@ if TYPE_CHECKING:
     from theworld.lit.module import TheWorldModule
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class Strategy:
-    """What a ``hub_strategy`` pushes beside what every push holds (the root weights and config, the card, the report
-    files, training_args.json, data_yield.json, the provenance deltas) and what its commits delete.
-
-    Every commit, whatever the strategy, replaces ``samples/`` and ``runs/`` (remote files there that the push lacks
-    are deleted) and never deletes a root file, anything in ``final/`` or ``provenance/``, or a file of a folder it
-    does not manage (a user's files in the repo stay).
-    """
-
-    pushes_intermediate_saves: bool  # each intermediate save is pushed; otherwise only the final one
-    last_checkpoint: bool  # last-checkpoint/: the newest resumable folder, replaced as a whole by each push
-    # checkpoint-N/: every resumable folder kept locally. Pruned: a remote folder with a training_state.pt (a
-    # resumable folder) that the push lacks, i.e. one the local rotation removed.
-    checkpoint_folders: bool
-
-
-STRATEGIES = {
-    "every_save": Strategy(pushes_intermediate_saves=True, last_checkpoint=False, checkpoint_folders=False),
-    "checkpoint": Strategy(pushes_intermediate_saves=True, last_checkpoint=True, checkpoint_folders=False),
-    "all_checkpoints": Strategy(pushes_intermediate_saves=True, last_checkpoint=True, checkpoint_folders=True),
-    "end": Strategy(pushes_intermediate_saves=False, last_checkpoint=False, checkpoint_folders=False),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class CommitPlan:
-    """One commit against the repo's current files: what to send, what to delete."""
-
-    send: frozenset[str]  # staged paths to upload (immutable files the Hub already holds are left out)
-    delete: tuple[str, ...]  # remote paths the commit deletes, sorted
-
-
-def repo_files(strategy: Strategy, saved: SavedCheckpoint) -> dict[str, Path]:
-    """Path in the repo -> local file: what a push of ``saved`` holds under ``strategy`` (besides the written
-    card and report files). Reads only which files the checkpoint folders hold and the provenance.json files."""
-
-    def folder_files(folder: Path, names: tuple[str, ...], prefix: str = "") -> dict[str, Path]:
-        # provenance.json travels with the weights it describes (folders from older versions lack it).
-        names += (PROVENANCE_NAME,) if (folder / PROVENANCE_NAME).is_file() else ()
-        return {f"{prefix}{name}": folder / name for name in names}
-
-    files = folder_files(saved.path, WEIGHT_FILES)
-    if saved.final:
-        files.update(folder_files(saved.path, WEIGHT_FILES, f"{FINAL_DIR}/"))
-    latest = saved.newest_resumable if saved.final else saved.path
-    if strategy.last_checkpoint and latest is not None:
-        files.update(folder_files(latest, RESUME_FILES, f"{LAST_CHECKPOINT}/"))
-    if strategy.checkpoint_folders:
-        for folder in saved.kept:
-            files.update(folder_files(folder, RESUME_FILES, f"{folder.name}/"))
-    return {**files, **repo_deltas(path for rel, path in files.items() if rel.endswith(PROVENANCE_NAME))}
-
-
-def stale_files(strategy: Strategy, remote: Collection[str], staged: Collection[str]) -> list[str]:
-    """Remote files a push of ``staged`` replaces or prunes: an outdated ``last-checkpoint/``, checkpoint-N/ folders
-    pruned locally (``checkpoint_folders``), the previous gallery and event files."""
-    staged_folders = {rel.split("/")[0] for rel in staged if "/" in rel}
-
-    def managed(path: str) -> bool:
-        folder, sep, _ = path.partition("/")
-        if not sep or folder == FINAL_DIR:
-            return False
-        if folder in (SAMPLES_DIR, RUNS_DIR):
-            return True
-        if folder == LAST_CHECKPOINT:
-            return folder in staged_folders
-        return strategy.checkpoint_folders and f"{folder}/{TRAINING_STATE_NAME}" in remote
-
-    return sorted(p for p in remote if p not in staged and managed(p))
-
-
-def plan_commit(strategy: Strategy, remote: Collection[str], staged: Collection[str]) -> CommitPlan:
-    """What a commit of ``staged`` (paths in the repo) does to a repo holding ``remote``."""
-    # checkpoint-N/ folders and provenance deltas never change once written: one already on the Hub is not
-    # hashed or sent again.
-    folders = {rel.split("/")[0] for rel in staged if "/" in rel} - {LAST_CHECKPOINT, FINAL_DIR}
-    on_hub = {f for f in folders if all(f"{f}/{name}" in remote for name in RESUME_FILES)}
-    on_hub |= {rel for rel in staged if rel.startswith(f"{PROVENANCE_DIR}/") and rel in remote}
-    send = frozenset(rel for rel in staged if rel.split("/")[0] not in on_hub and rel not in on_hub)
-    return CommitPlan(send=send, delete=tuple(stale_files(strategy, remote, staged)))
 
 
 @contextlib.contextmanager

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
 
+from theworld.data import registry
 from theworld.errors import ConfigError
 
 DEFAULT_PROMPT = "Describe the image."
@@ -16,7 +16,8 @@ class DataConfig:
 
     Attributes:
         source: "webdataset": img2dataset .tar shards (and latent caches from `theworld cache_latents`); "hf":
-            DataComp-style metadata (parquet files or a Hub dataset) whose images are downloaded by URL.
+            DataComp-style metadata (parquet files or a Hub dataset) whose images are downloaded by URL; or a source
+            registered with theworld.data.sources.register_source (docs/data.md, "Adding a source").
         train_data: Training shards (paths, globs, folders, {00000..00099} braces, http(s) URLs) or parquet files.
         val_data: Held-out shards or parquet files for validation (never overlapping train_data).
         dataset_name: A Hub dataset of DataComp metadata to stream (source hf), e.g. mlfoundations/datacomp_small.
@@ -73,7 +74,7 @@ class DataConfig:
         predict_data: Images for `theworld predict`: a folder, a glob or a list of paths.
     """
 
-    source: Literal["webdataset", "hf"] = "webdataset"
+    source: registry.SourceName = "webdataset"
     train_data: str | list[str] | None = None
     val_data: str | list[str] | None = None
     dataset_name: str | None = None

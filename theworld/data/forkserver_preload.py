@@ -18,9 +18,8 @@ import PIL.Image
 import torch  # noqa: F401
 from transformers import Gemma3Processor, PreTrainedTokenizerFast  # noqa: F401
 
-import theworld.data.parquet  # noqa: F401
 import theworld.data.processing  # noqa: F401
-import theworld.data.webdataset  # noqa: F401
+import theworld.data.sources  # noqa: F401  (every source registered there)
 
 PIL.Image.init()  # the image plugins, imported lazily otherwise: in every worker, at its first image
 

@@ -1,5 +1,9 @@
 """The registry of ``data.source``: one reader class per source, each declaring the data options it applies.
 
+Adding a source is one file, a :class:`~theworld.data.stream.StreamSource` subclass, and one line,
+``register_source(MySource)``, run before ``theworld`` parses its config: ``data.source`` then accepts its ``NAME``,
+and the data module, ``theworld estimate`` and the option checks below read it from here.
+
 A source's ``OPTIONS`` say how it applies the options that are not alike everywhere; an option that some source
 lists is refused, before any weight loads, by a source that does not list it, so no option is ever silently
 ignored. ``options_table()`` writes docs/data.md's table from the same declarations.
@@ -11,11 +15,21 @@ from dataclasses import fields
 
 from theworld.data.config import DataConfig
 from theworld.data.parquet import ParquetURLSource
+from theworld.data.registry import SOURCES
 from theworld.data.stream import StreamSource
 from theworld.data.webdataset import WebDatasetSource
 from theworld.errors import ConfigError
 
-SOURCES: dict[str, type[StreamSource]] = {cls.NAME: cls for cls in (WebDatasetSource, ParquetURLSource)}
+__all__ = ["SOURCES", "options_table", "refuse_inapplicable", "register_source", "source_options"]
+
+
+def register_source(source: type[StreamSource]) -> type[StreamSource]:
+    """Makes ``source`` the reader of ``data.source: <source.NAME>``."""
+    return SOURCES.register(source.NAME, source)
+
+
+register_source(WebDatasetSource)
+register_source(ParquetURLSource)
 
 
 def source_options() -> list[str]:

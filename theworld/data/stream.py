@@ -114,6 +114,15 @@ def _pop_random(buffer: list, rng: random.Random) -> Any:
     return buffer.pop()
 
 
+@dataclass(frozen=True)
+class LoaderRate:
+    """Samples per second one loader worker (one CPU core) delivers from a source, and how that was measured:
+    ``theworld estimate`` sizes the loader workers from it."""
+
+    samples_per_s: float
+    measured: str
+
+
 class StreamSource(IterableDataset):
     """Base of the sources: epoch/resume state, quotas, skip counting and the no-data error.
 
@@ -125,8 +134,8 @@ class StreamSource(IterableDataset):
     Each source is also its entry in the registry of ``data.source`` (:mod:`theworld.data.sources`): its ``NAME``,
     the data options it applies in a way of its own (``OPTIONS``: option -> how; an option some source lists is
     refused by the sources that do not list it, and the README's table is made from these), the options each of them
-    needs beside it (``REQUIRES``), what ``data.train_data`` holds (``DATA_KIND``, checked by ``check_data``) and
-    ``build``, which makes the reader of a split.
+    needs beside it (``REQUIRES``), what ``data.train_data`` holds (``DATA_KIND``, checked by ``check_data``), how
+    fast a loader worker reads it (``LOADER_RATE``) and ``build``, which makes the reader of a split.
     """
 
     NAME: str
@@ -134,6 +143,7 @@ class StreamSource(IterableDataset):
     REQUIRES: dict[str, str] = {}
     DATA_KIND: str
     BLURS_BY_DEFAULT: bool  # what blur_faces: null means here
+    LOADER_RATE: LoaderRate
 
     def __init__(
         self,

@@ -1,6 +1,8 @@
 """Hugging Face Hub plumbing, one job a module; nothing here runs in the training step.
 
 - :mod:`~theworld.hub.config`: the ``hub:`` settings
+- :mod:`~theworld.hub.strategies`: the ``hub_strategy`` table (what each strategy pushes, prunes and says)
+- :mod:`~theworld.hub.commits`: which files a push holds and what its commit sends and deletes (pure functions)
 - :mod:`~theworld.hub.tokens`: the token (one :class:`HubToken` end to end) and keeping it out of files
 - :mod:`~theworld.hub.refs`: repo ids and ``hf://user/repo[@revision][/folder]``
 - :mod:`~theworld.hub.errors`: Hub failures as one paragraph that says what to do
@@ -21,8 +23,9 @@ Example::
     checkpoint = download_resume_checkpoint("hf://alice/theworld@main", token)
 """
 
+from theworld.hub import config as _config
 from theworld.hub.bases import ModelSourceError, pin_base, pin_bases
-from theworld.hub.config import HubConfig, HubStrategy
+from theworld.hub.config import HubConfig
 from theworld.hub.downloads import HubCheckpoint, download_files, download_provenance, download_resume_checkpoint
 from theworld.hub.errors import HubError, HubUnreachableError, explain
 from theworld.hub.preflight import check_dataset, preflight
@@ -33,7 +36,6 @@ __all__ = [
     "HubCheckpoint",
     "HubConfig",
     "HubError",
-    "HubStrategy",
     "HubToken",
     "HubUnreachableError",
     "ModelSourceError",
@@ -53,3 +55,9 @@ __all__ = [
     "resolve_token",
     "validate_repo_id",
 ]
+
+
+def __getattr__(name: str):
+    if name == "HubStrategy":
+        return _config.HubStrategy  # deprecated: its warning comes from there
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,6 +31,7 @@ from packaging.requirements import Requirement
 from theworld.config import TheWorldConfig
 from theworld.evaluate import task_name
 from theworld.hub.report import DATA_YIELD_NAME, EVALUATION_NAME, LOSS_CURVE, gallery
+from theworld.hub.strategies import FINAL_TEXT, STRATEGIES
 from theworld.layout import PROVENANCE_DIR, PROVENANCE_NAME
 from theworld.run_summary import BenchmarkRecord, RunSummary
 from theworld.world import world_token_count
@@ -248,29 +249,13 @@ With the `theworld` package installed:
 
 def _continuing(repo_id: str, hub_strategy: str | None) -> str:
     """How to train on from the repo, true to what its ``hub_strategy`` pushes (unknown: every layout)."""
-    final = "The final weights are also in `final/` once training has ended."
-    exact = f"Resume training exactly where it stopped with `theworld fit --config ... --ckpt_path hf://{repo_id}`"
-    new_stage = (
-        f"Start a new training stage from these weights with `theworld fit --config ... --model.init_from "
-        f"hf://{repo_id}`"
-    )
-    texts: dict[str | None, str] = {
-        "checkpoint": f"`last-checkpoint/` holds the newest resumable checkpoint (weights and training state). "
-        f"{final} {exact}.",
-        "all_checkpoints": f"Every kept checkpoint is in `checkpoint-{{step}}/`, the newest also in "
-        f"`last-checkpoint/`. {final} {exact}, or from an earlier checkpoint with `--ckpt_path "
-        f"hf://{repo_id}/checkpoint-{{step}}`.",
-        "every_save": f"This repository holds weights only, no training state: training cannot resume exactly from "
-        f"it. {final} {new_stage} (fresh optimizer and data position).",
-        "end": f"This repository holds the final weights only (also in `final/`), no training state: training cannot "
-        f"resume exactly from it. {new_stage} (fresh optimizer and data position).",
-    }
-    return texts.get(
-        hub_strategy,
-        f"Intermediate checkpoints (when pushed) are in `last-checkpoint/` and "
-        f"`checkpoint-*/`; {final[0].lower()}{final[1:]} If `last-checkpoint/` is there, "
-        f"resume training with `--ckpt_path hf://{repo_id}`; otherwise start a new stage "
-        f"from the weights with `--model.init_from hf://{repo_id}`.",
+    if hub_strategy is not None and hub_strategy in STRATEGIES:
+        return STRATEGIES[hub_strategy].card(repo_id)
+    return (
+        f"Intermediate checkpoints (when pushed) are in `last-checkpoint/` and `checkpoint-*/`; "
+        f"{FINAL_TEXT[0].lower()}{FINAL_TEXT[1:]} If `last-checkpoint/` is there, resume training with "
+        f"`--ckpt_path hf://{repo_id}`; otherwise start a new stage from the weights with `--model.init_from "
+        f"hf://{repo_id}`."
     )
 
 

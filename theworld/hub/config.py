@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Literal
 
-HubStrategy = Literal["every_save", "checkpoint", "all_checkpoints", "end"]
+from theworld.hub import strategies
 
 
 @dataclass
@@ -16,7 +16,8 @@ class HubConfig:
         push_to_hub: Push checkpoints to a Hub repo in the background while training.
         hub_model_id: The repo to push to: your-username/repo-name (created if missing).
         hub_strategy: What each push holds: every_save (latest weights), checkpoint (+ last-checkpoint/ to resume
-            from), all_checkpoints (+ every checkpoint-N/, pruned as locally), end (only the final weights).
+            from), all_checkpoints (+ every checkpoint-N/, pruned as locally), end (only the final weights), or a
+            strategy registered with theworld.hub.strategies.register_strategy (docs/hub.md, "Adding a strategy").
         hub_private_repo: Create the repo private (a public repo of that name is refused).
         hf_token: A token with write access; prefer the HF_TOKEN environment variable or `hf auth login`.
         hub_tag: Tag the final commit with this name (it must not exist yet).
@@ -35,7 +36,7 @@ class HubConfig:
         hub:
           push_to_hub: true
           hub_model_id: your-username/theworld-datacomp
-          hub_strategy: every_save     # every_save | checkpoint | all_checkpoints | end
+          hub_strategy: every_save     # a name of theworld.hub.strategies.STRATEGIES
           hub_private_repo: false
           hub_tag: v1.0-final          # optional: tag on the final commit
           hub_revision: run-lr1e-4     # optional: a branch for this run; main stays as it is
@@ -44,7 +45,7 @@ class HubConfig:
 
     push_to_hub: bool = False
     hub_model_id: str | None = None
-    hub_strategy: HubStrategy = "every_save"
+    hub_strategy: strategies.Name = "every_save"
     hub_private_repo: bool = False
     hf_token: str | None = None
     hub_tag: str | None = None
@@ -52,3 +53,16 @@ class HubConfig:
     hub_request_timeout: float = 120.0
     hub_revision: str | None = None
     push_logs: bool = False
+
+
+def __getattr__(name: str):
+    # The old type of hub_strategy, fixed to the built-in strategies; kept one release for code that imports it.
+    if name == "HubStrategy":
+        warnings.warn(
+            "theworld.hub.config.HubStrategy is deprecated: hub_strategy takes any registered strategy; use "
+            "theworld.hub.strategies.Name (or the names of theworld.hub.strategies.STRATEGIES).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return strategies.Name
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,6 +32,7 @@ from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.callbacks.progress import TrainingProgress
 from theworld.checkpoint import saved_loader_workers
 from theworld.config import CONFIG_NAME, TheWorldConfig
+from theworld.data.sources import SOURCES
 from theworld.errors import ConfigError, UserError
 from theworld.estimate import print_estimate, with_json_values
 from theworld.hub import (
@@ -48,6 +49,7 @@ from theworld.hub import (
     redact,
     resolve_token,
 )
+from theworld.hub.strategies import resumable_names
 from theworld.layout import TRAINING_STATE_NAME, WEIGHTS_NAME
 from theworld.lit.datamodule import TheWorldDataModule
 from theworld.lit.guide_config import translate_arguments
@@ -337,8 +339,9 @@ class TheWorldCLI(LightningCLI):
                 "glob (my_images/*.jpg) or a list of paths."
             )
         data = config.data
-        # Only without train_data does the hf source stream dataset_name (for training and the held-out rows).
-        if self.subcommand in ("fit", "validate") and data.source == "hf" and data.dataset_name and not data.train_data:
+        # Only without train_data does a source that reads dataset_name stream it (training and held-out rows).
+        streams_dataset = "dataset_name" in SOURCES[data.source].OPTIONS and data.dataset_name and not data.train_data
+        if self.subcommand in ("fit", "validate") and streams_dataset:
             check_dataset(data.dataset_name, self.hub_token)
         if self.subcommand in ("validate", "predict", "evaluate") and not ckpt_path and not init_from:
             log.warning(
@@ -395,12 +398,15 @@ class TheWorldCLI(LightningCLI):
             if checkpoint.resumable:
                 config.ckpt_path = str(checkpoint.path)
             else:
+                resumable, weights_only = resumable_names()
                 log.warning(
-                    "--ckpt_path %s: the repo has no last-checkpoint/ (it was pushed with hub_strategy every_save or "
-                    "end), so training cannot resume exactly. Starting a NEW run from its root model.safetensors "
-                    "(weights only, like --model.init_from): optimizer, LR schedule, step count and data position "
-                    "start fresh. Push with hub_strategy checkpoint or all_checkpoints to resume exactly.",
+                    "--ckpt_path %s: the repo has no last-checkpoint/ (it was pushed with hub_strategy %s), so "
+                    "training cannot resume exactly. Starting a NEW run from its root model.safetensors (weights "
+                    "only, like --model.init_from): optimizer, LR schedule, step count and data position start fresh. "
+                    "Push with hub_strategy %s to resume exactly.",
                     ckpt_path,
+                    " or ".join(weights_only),
+                    " or ".join(resumable),
                 )
                 config.ckpt_path = None
                 config.model.init_from = str(checkpoint.path)
