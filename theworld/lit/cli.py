@@ -191,6 +191,7 @@ class TheWorldCLI(LightningCLI):
         # written from this config, and W&B records sys.argv.
         config.hf_token = config.hub.hf_token = None
         sys.argv[:] = stops.without_flags(sys.argv, stops.TOKEN_FLAGS)
+        self._loggers_follow_root_dir(config)
         self._check_output_folders(config)
         if self.hub_token is not None and self.hub_token.source in ("--hf_token", "hub.hf_token", _CONFIG_FILE_TOKEN):
             # Every Hub call of the run uses it (gated base-model downloads too), and so do DDP
@@ -265,6 +266,18 @@ class TheWorldCLI(LightningCLI):
                 config.data.batch_size,
                 config.data.batch_size * count * (config.trainer.get("num_nodes") or 1),
             )
+
+    def _loggers_follow_root_dir(self, config) -> None:
+        """``--trainer.default_root_dir`` on the command line, with no logger option beside it, moves the logs
+        there too: a config's loggers write where its own folder was (configs/demo.yaml: runs/demo)."""
+        flags = [arg.partition("=")[0] for arg in self.command_line]
+        if "--trainer.default_root_dir" not in flags or any(flag.startswith("--trainer.logger") for flag in flags):
+            return
+        loggers = config.trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+            if init_args is not None and "save_dir" in init_args:  # CSV, TensorBoard, W&B, MLflow: all name it so
+                init_args.save_dir = config.trainer.default_root_dir
 
     def _check_output_folders(self, config) -> None:
         """The run's folders can be written (checked before any weight loads, not at the first save); ``fit`` holds
