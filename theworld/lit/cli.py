@@ -27,7 +27,6 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from theworld import lightning_private, stops
 from theworld.callbacks.checkpoint import TrainableCheckpoint, check_intact, newest_checkpoint
-from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.callbacks.progress import TrainingProgress
 from theworld.checkpoint import saved_loader_workers
@@ -155,7 +154,7 @@ class TheWorldCLI(LightningCLI):
         # Always on: the `checkpoint:` group configures the trainable-only checkpoint callback.
         parser.add_lightning_class_args(TrainableCheckpoint, "checkpoint")
         parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
-        parser.add_dataclass_arguments(HubConfig, "hub")
+        parser.add_class_arguments(HubConfig, "hub")
         parser.add_argument(
             "--hf_token",
             type=str | None,
@@ -435,6 +434,8 @@ class TheWorldCLI(LightningCLI):
             callbacks.append(TrainingProgress())
         hub = config_init.get("hub")
         if self.subcommand == "fit" and hub.push_to_hub:
+            from theworld.callbacks.hub_sync import HubSyncCallback  # its Hub upload machinery: for pushing runs only
+
             callbacks.append(HubSyncCallback(hub, token=self.hub_token, api=self.hub_api, run_config=self.run_config))
         return super().instantiate_trainer(**kwargs, callbacks=callbacks)
 
