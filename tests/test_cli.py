@@ -1,10 +1,12 @@
 """`theworld` as a user runs it: real subprocesses (each a fresh interpreter), real configs."""
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
-from support.cli_runs import REPO, theworld
+from support.cli_runs import REPO, fit, theworld
+from support.hub_cli import workdir
 
 
 def read_losses(metrics_csv: Path) -> list[float]:
@@ -72,3 +74,28 @@ def test_the_demo_without_its_assets_says_how_to_write_them(tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     assert f"demo_assets/, which is not in {tmp_path}" in result.stderr
     assert "`python -m theworld.testing.demo_assets`" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def fit_elsewhere(demo_dir, tmp_path_factory):
+    """3 steps of configs/demo.yaml (whose logger writes to runs/demo) with only --trainer.default_root_dir given:
+    (the run's folder, its stderr, where it was asked to go)."""
+    cwd = workdir(demo_dir, tmp_path_factory.mktemp("elsewhere"))
+    result = fit(cwd, "--trainer.default_root_dir", "elsewhere", "--trainer.max_steps", "3", "--data.batch_size", "4")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return cwd, result.stderr, cwd / "elsewhere"
+
+
+def test_the_logs_follow_default_root_dir_given_alone(fit_elsewhere):
+    cwd, stderr, asked = fit_elsewhere
+    assert (asked / "logs/version_0/metrics.csv").is_file()
+    assert f"logs in {asked / 'logs/version_0'}" in stderr
+    assert not (cwd / "runs").exists(), "nothing is left in the config's runs/demo"
+
+
+def test_the_first_progress_line_comes_after_the_first_step(fit_elsewhere):
+    """In a log (no terminal): a line at step 1, with the first step's time, before the last step's line."""
+    _, stderr, _ = fit_elsewhere
+    lines = re.findall(r"^step (\d+)/3 \| train/loss [\d.]+ \| (.*)$", stderr, re.MULTILINE)
+    assert [int(step) for step, _ in lines] == [1, 3], stderr[-3000:]
+    assert re.search(r"first step [\d.]+ s$", lines[0][1]) and re.search(r"ETA \d\d:\d\d:\d\d$", lines[1][1])

@@ -11,10 +11,14 @@ from lightning.pytorch.utilities import rank_zero_info
 
 
 class TrainingProgress(TQDMProgressBar):
-    """Lightning's progress bar on a terminal; in a log file (a SLURM job, ``nohup``, CI) one line every
-    ``line_every_n_steps`` steps instead of a bar's carriage-return frames::
+    """Lightning's progress bar on a terminal; in a log file (a SLURM job, ``nohup``, CI) lines instead of a bar's
+    carriage-return frames: one after the first step (so a run shows it is alive at once), then one every
+    ``line_every_n_steps`` steps::
 
-        step 300/900 | train/loss 0.4123 | 212.4 samples/s | ETA 0:00:42
+        step 1/900 | train/loss 2.3117 | first step 4.2 s
+        step 300/900 | train/loss 0.4123 | 212.4 samples/s | ETA 00:00:42
+
+    The ETA is the time per step since the end of the first step (see :class:`StepRate`), so it holds steady.
 
     The bar shows the same loss and samples/s (logged by the module) beside Lightning's own rate and ETA.
 
@@ -37,7 +41,9 @@ class TrainingProgress(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate)
         self.line_every_n_steps = line_every_n_steps
         self.interactive = sys.stdout.isatty() if interactive is None else interactive
-        self._clock: tuple[float, int] | None = None  # (time, step) of the previous line
+        self._started = 0.0  # time.perf_counter() at the start of training
+        self._step = 0  # the optimizer step the previous batch ended at (accumulated batches end without one)
+        self._rate = StepRate()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -46,7 +52,8 @@ class TrainingProgress(TQDMProgressBar):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        self._clock = (time.perf_counter(), trainer.global_step)
+        self._started, self._step = time.perf_counter(), trainer.global_step
+        self._rate = StepRate()
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         # Lightning's bar shows "v_num"; the run's folder is printed at the start instead.
@@ -56,23 +63,25 @@ class TrainingProgress(TQDMProgressBar):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if not self.interactive and (
-            trainer.global_step % self.line_every_n_steps == 0 or trainer.global_step == trainer.max_steps
-        ):
-            rank_zero_info(self._line(trainer))
+        step = trainer.global_step
+        if self.interactive or step == self._step:
+            return
+        self._step = step
+        seconds_per_step = self._rate.update(time.perf_counter(), step)
+        if seconds_per_step is None or step % self.line_every_n_steps == 0 or step == trainer.max_steps:
+            rank_zero_info(self._line(trainer, seconds_per_step))
 
-    def _line(self, trainer: L.Trainer) -> str:
-        now, step = time.perf_counter(), trainer.global_step
-        assert self._clock is not None  # set at the start of training
-        seconds_per_step = (now - self._clock[0]) / max(step - self._clock[1], 1)
-        self._clock = (now, step)
+    def _line(self, trainer: L.Trainer, seconds_per_step: float | None) -> str:
+        step = trainer.global_step
         parts = [f"step {step}" + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")]
         metrics = trainer.callback_metrics
         if "train/loss" in metrics:
             parts.append(f"train/loss {float(metrics['train/loss']):.4f}")
         if "train/samples_per_sec" in metrics:
             parts.append(f"{float(metrics['train/samples_per_sec']):.1f} samples/s")
-        if trainer.max_steps > 0:
+        if seconds_per_step is None:
+            parts.append(f"first step {time.perf_counter() - self._started:.1f} s")
+        elif trainer.max_steps > 0:
             parts.append(f"ETA {time.strftime('%H:%M:%S', time.gmtime(seconds_per_step * (trainer.max_steps - step)))}")
         return " | ".join(parts)
 
@@ -83,3 +92,22 @@ class TrainingProgress(TQDMProgressBar):
             fitting = trainer.state.fn == "fit"
             step = trainer.global_step if fitting else getattr(pl_module, "weights_step", trainer.global_step)
             rank_zero_info(f"validation at step {step} | val/loss {float(trainer.callback_metrics['val/loss']):.4f}")
+
+
+class StepRate:
+    """Seconds per optimizer step, averaged from the end of the first step this process trains to now.
+
+    The first step pays for the warm-up (loader workers starting, the first batches decoded, kernels chosen), often
+    many steps' worth: an ETA from it, or from a short window after it, swings from far too long to about right. The
+    average since then also spreads validation pauses over the steps, as they will recur until the end."""
+
+    def __init__(self) -> None:
+        self._first: tuple[float, int] | None = None  # (time, step) at the end of the first step
+
+    def update(self, now: float, step: int) -> float | None:
+        """Records that ``step`` ended at ``now``; None at the first step (nothing to average yet)."""
+        if self._first is None:
+            self._first = (now, step)
+            return None
+        first_time, first_step = self._first
+        return (now - first_time) / max(step - first_step, 1)

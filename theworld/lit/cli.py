@@ -27,7 +27,6 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from theworld import lightning_private, stops
 from theworld.callbacks.checkpoint import TrainableCheckpoint, check_intact, newest_checkpoint
-from theworld.callbacks.hub_sync import HubSyncCallback
 from theworld.callbacks.predictions import JsonlPredictionWriter
 from theworld.callbacks.progress import TrainingProgress
 from theworld.checkpoint import saved_loader_workers
@@ -157,7 +156,7 @@ class TheWorldCLI(LightningCLI):
         # Always on: the `checkpoint:` group configures the trainable-only checkpoint callback.
         parser.add_lightning_class_args(TrainableCheckpoint, "checkpoint")
         parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
-        parser.add_dataclass_arguments(HubConfig, "hub")
+        parser.add_class_arguments(HubConfig, "hub")
         parser.add_argument(
             "--hf_token",
             type=str | None,
@@ -193,6 +192,7 @@ class TheWorldCLI(LightningCLI):
         # written from this config, and W&B records sys.argv.
         config.hf_token = config.hub.hf_token = None
         sys.argv[:] = stops.without_flags(sys.argv, stops.TOKEN_FLAGS)
+        self._loggers_follow_root_dir(config)
         self._check_output_folders(config)
         if self.hub_token is not None and self.hub_token.source in ("--hf_token", "hub.hf_token", _CONFIG_FILE_TOKEN):
             # Every Hub call of the run uses it (gated base-model downloads too), and so do DDP
@@ -267,6 +267,18 @@ class TheWorldCLI(LightningCLI):
                 config.data.batch_size,
                 config.data.batch_size * count * (config.trainer.get("num_nodes") or 1),
             )
+
+    def _loggers_follow_root_dir(self, config) -> None:
+        """``--trainer.default_root_dir`` on the command line, with no logger option beside it, moves the logs
+        there too: a config's loggers write where its own folder was (configs/demo.yaml: runs/demo)."""
+        flags = [arg.partition("=")[0] for arg in self.command_line]
+        if "--trainer.default_root_dir" not in flags or any(flag.startswith("--trainer.logger") for flag in flags):
+            return
+        loggers = config.trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+            if init_args is not None and "save_dir" in init_args:  # CSV, TensorBoard, W&B, MLflow: all name it so
+                init_args.save_dir = config.trainer.default_root_dir
 
     def _check_output_folders(self, config) -> None:
         """The run's folders can be written (checked before any weight loads, not at the first save); ``fit`` holds
@@ -428,6 +440,8 @@ class TheWorldCLI(LightningCLI):
             callbacks.append(TrainingProgress())
         hub = config_init.get("hub")
         if self.subcommand == "fit" and hub.push_to_hub:
+            from theworld.callbacks.hub_sync import HubSyncCallback  # its Hub upload machinery: for pushing runs only
+
             callbacks.append(HubSyncCallback(hub, token=self.hub_token, api=self.hub_api, run_config=self.run_config))
         return super().instantiate_trainer(**kwargs, callbacks=callbacks)
 
