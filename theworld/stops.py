@@ -21,6 +21,7 @@ The module imports nothing heavy: it runs before torch is imported.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.util
 import os
 import shlex
 import signal
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,9 +278,13 @@ def _forget_arrivals_in_a_forked_child() -> None:
 os.register_at_fork(after_in_child=_forget_arrivals_in_a_forked_child)
 
 
+# Finalizers run from weakref callbacks (a semaphore unregistering from the resource tracker), besides __del__.
+_FINALIZER_CALLS = (multiprocessing.util.Finalize.__call__.__code__, weakref.finalize.__call__.__code__)
+
+
 def _in_a_finalizer(frame: FrameType | None) -> bool:
     while frame is not None:
-        if frame.f_code.co_name == "__del__":
+        if frame.f_code.co_name == "__del__" or frame.f_code in _FINALIZER_CALLS:
             return True
         frame = frame.f_back
     return False

@@ -1,5 +1,6 @@
 """theworld.stops without a run: its SLURM rule is Lightning's, and it is in place before torch is imported."""
 
+import multiprocessing.util
 import os
 import signal
 import subprocess
@@ -111,28 +112,42 @@ def test_a_stop_that_a_library_wraps_or_swallows_still_ends_the_run_as_that_stop
             signal.signal(signum, handler)
 
 
-def test_a_stop_that_lands_in_a_finalizer_comes_again_just_after(monkeypatch):
-    """A signal inside a ``__del__`` (a loader iterator shutting its workers down as it is collected): an exception
-    raised there would be printed as "Exception ignored" and dropped. The stop comes a moment later instead."""
-    import os
-    import signal
-    import sys
-    import time
-
-    dropped = []
-    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
-    monkeypatch.setattr(stops, "_raised", None)
-
+def _signal_in_a_del():
     class ShuttingDown:
         def __del__(self):
             os.kill(os.getpid(), signal.SIGTERM)
             signal.sigtimedwait([], 0)  # a bytecode boundary inside the finalizer: the handler runs here
 
+    ShuttingDown()  # collected at once
+
+
+def _signal_in_a_multiprocessing_finalizer():
+    class Semaphore:  # multiprocessing's own objects unregister from the resource tracker in such a callback
+        pass
+
+    def unregister():
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0)
+
+    semaphore = Semaphore()
+    multiprocessing.util.Finalize(semaphore, unregister)
+    del semaphore  # the weakref callback runs the finalizer now
+
+
+@pytest.mark.parametrize("finalizer", [_signal_in_a_del, _signal_in_a_multiprocessing_finalizer],
+                         ids=["__del__", "multiprocessing Finalize"])
+def test_a_stop_that_lands_in_a_finalizer_comes_again_just_after(monkeypatch, finalizer):
+    """A signal inside a finalizer (a loader iterator shutting its workers down as it is collected, a semaphore
+    unregistering from the resource tracker at the end of training): an exception raised there would be printed as
+    "Exception ignored" with a traceback, and dropped. The stop comes a moment later instead."""
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    monkeypatch.setattr(stops, "_raised", None)
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         stops.install()
         with pytest.raises(stops.RunStopped) as stopped:
-            ShuttingDown()  # collected at once
+            finalizer()
             time.sleep(5)  # the stop comes again here
         assert stopped.value.code == 143 and dropped == []
     finally:
