@@ -113,6 +113,16 @@ def test_a_finished_run_started_again_says_it_is_done(straight_run, demo_dir, tm
     assert snapshot(tmp_path / "checkpoints") == before
 
 
+def test_a_run_too_short_for_its_schedule_ends_with_a_checkpoint_of_its_last_step(demo_dir, tmp_path):
+    """Checkpoints every 100 steps, a run of 3: the end of training saves checkpoint-3 and points `last` at it, as
+    any save does (Lightning's own end-of-training save wrote `last` as a folder of its own and no checkpoint-3)."""
+    root = ["--trainer.default_root_dir", tmp_path, "--trainer.logger.init_args.save_dir", tmp_path]
+    result = fit(demo_dir, *SHORT, "--trainer.max_steps", "3", "--checkpoint.every_n_train_steps", "100", *root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / "last").is_symlink() and (checkpoints / "last").resolve().name == "checkpoint-3"
+
+
 def test_a_run_whose_schedule_missed_its_last_step_is_finished_too(demo_dir, tmp_path):
     """Checkpoints every 4 of 6 steps: the end of training still leaves step 6 resumable, so `--ckpt_path last` says
     the run is done instead of training steps 4 -> 6 again, and validate reports the final weights' step."""

@@ -533,8 +533,9 @@ class TrainableCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_signal_handlers()
-        super().on_train_end(trainer, pl_module)
+        # Before Lightning's own end-of-training save, which writes `last` alone when nothing was saved yet.
         self._save_unsaved_step(trainer)
+        super().on_train_end(trainer, pl_module)
         self._write_final(trainer, pl_module, trainer.global_step)
         if self._signal is not None:  # it came after the last step's end (in the last validation, say)
             raise stops.RunStopped(self._signal, stops.progress(), saved=True)
