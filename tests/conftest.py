@@ -26,15 +26,16 @@ from theworld.testing.http import serve_directory  # noqa: E402
 from theworld.testing.tiny import write_tiny_cosmos, write_tiny_gemma  # noqa: E402
 
 # The test files with the longest end-to-end runs, longest first (seconds on 2 cores, 2026-12-07; test_resume,
-# test_data_fit and test_demo scaled by the CPU their runs forked from a zygote saved, bench/RESULTS.md). The suite
-# runs whole files on two workers (--dist loadfile, --no-loadscope-reorder in pyproject.toml) in collection order:
-# the long ones start first, so no worker is left alone with a long file at the end while the other idles (xdist's
-# own order, by number of tests, ran the 3-minute spatial demo last).
+# test_data_fit and test_demo scaled by the CPU their runs forked from a zygote saved, test_hub_cli and test_resume
+# by what 2026-12-08's forked Hub runs and merged resume runs saved, bench/RESULTS.md). The suite runs whole files on
+# two workers (--dist loadfile, --no-loadscope-reorder in pyproject.toml) in collection order: the long ones start
+# first, so no worker is left alone with a long file at the end while the other idles (xdist's own order, by number
+# of tests, ran the 3-minute spatial demo last).
 LONGEST_FIRST = [
     "test_ddp.py",  # 246 (fresh interpreters: torchrun and Lightning's launcher)
-    "test_hub_cli.py",  # 200 (fresh interpreters)
     "test_demo_spatial.py",  # 175
-    "test_resume.py",  # 158
+    "test_resume.py",  # 147
+    "test_hub_cli.py",  # 145 (the pushed and the Hub-down runs in fresh interpreters)
     "test_checkpoint.py",  # 114
     "reliability/test_signals.py",  # 112 (fresh interpreters)
     "test_demo.py",  # 108

@@ -1,4 +1,9 @@
-"""`theworld fit` with the Hub, as a user runs it: subprocesses against the local Hub (HF_ENDPOINT)."""
+"""`theworld fit` with the Hub, as a user runs it: subprocesses against the local Hub (HF_ENDPOINT).
+
+The pushed run (W&B, TensorBoard, pushes while it trains) and the run whose Hub is down start as a user's command
+does, in a fresh interpreter, and end as one does, with the uploader's thread still there; the resumes, warm starts
+and preflight stops, which test what the run does and not how the process starts or ends, fork from a zygote that
+has imported theworld (support/cli_runs.py)."""
 
 import json
 import platform
@@ -15,8 +20,6 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from safetensors.torch import load_file
 from support.cli_runs import REPO, provenance
 from support.hub_cli import SECRET, assert_secret_nowhere, run, workdir
-
-SPY = REPO / "tests/support/weight_spy.py"
 
 SHORT = ["--trainer.max_steps", "6", "--checkpoint.every_n_train_steps", "4", "--trainer.val_check_interval", "100",
          "--data.batch_size", "8"]
@@ -166,7 +169,8 @@ def test_resume_from_hf_reproduces_the_straight_run(pushed, demo_dir, hub, hf_ho
     resumed = workdir(demo_dir, tmp_path / "resumed")
     # main's last-checkpoint/ is the finished step 6: resume from the commit of step 4.
     step_4 = next(c["oid"] for c in hub.commits("alice/run") if c["message"] == "Training in progress, step 4")
-    result = run(resumed, hub.url, hf_home, *SHORT, "--ckpt_path", f"hf://alice/run@{step_4}", "--hf_token", SECRET)
+    result = run(resumed, hub.url, hf_home, *SHORT, "--ckpt_path", f"hf://alice/run@{step_4}", "--hf_token", SECRET,
+                 fresh_interpreter=False)
     assert result.returncode == 0, result.stderr[-4000:]
     straight = load_file(cwd / "runs/demo/checkpoints/final/model.safetensors")
     again = load_file(resumed / "runs/demo/checkpoints/final/model.safetensors")
@@ -186,7 +190,7 @@ def test_token_from_yaml_stays_out_of_every_file_and_init_from_hf(pushed, demo_d
     # init_from: the pushed private repo's final/ weights, fetched with the YAML's token.
     result = run(cwd, hub.url, hf_home, "--config", user_config, "--trainer.max_steps", "2",
                  "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval", "100",
-                 "--model.init_from", "hf://alice/run/final")
+                 "--model.init_from", "hf://alice/run/final", fresh_interpreter=False)
     assert result.returncode == 0, result.stderr[-4000:]
     files = hub.files("alice/from-yaml")
     # The provenance of the pushed run's final/ (stage 0) went on with the new stage's rows.
@@ -208,7 +212,7 @@ def test_hf_token_env_and_a_warm_start_from_a_repo_without_last_checkpoint(pushe
     result = run(cwd, hub.url, hf_home, "--ckpt_path", "hf://alice/weights-only", "--trainer.max_steps", "2",
                  "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval", "100",
                  "--hub.push_to_hub", "true", "--hub.hub_model_id", "alice/from-env", "--hub.hub_strategy", "end",
-                 env={"HF_TOKEN": SECRET})
+                 env={"HF_TOKEN": SECRET}, fresh_interpreter=False)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "has no last-checkpoint/" in result.stderr and "Starting a NEW run" in result.stderr
     hparams = yaml.safe_load(next(cwd.rglob("hparams.yaml")).read_text())
@@ -252,8 +256,8 @@ def test_preflight_stops_the_run_before_weights_load(demo_dir, hub, hf_home, tmp
     cwd = workdir(demo_dir, tmp_path)
     weight_log = cwd / "weight-loads.log"
     # Under the weight spy, which records every weight read: the error must come before the first one.
-    result = run(cwd, hub.url, hf_home, "fit", "--config", REPO / "configs/demo.yaml", "--hub.push_to_hub", "true",
-                 *args, env={**env, "THEWORLD_WEIGHT_LOG": weight_log}, program=[sys.executable, SPY])
+    result = run(cwd, hub.url, hf_home, "--hub.push_to_hub", "true", *args,
+                 env={**env, "THEWORLD_WEIGHT_LOG": weight_log}, fresh_interpreter=False, spy_weights=True)
     assert result.returncode == 1
     assert "theworld: error: " in result.stderr and expected in result.stderr
     assert "Traceback" not in result.stderr

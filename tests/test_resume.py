@@ -44,16 +44,21 @@ def output(result) -> str:
     return result.stdout + result.stderr
 
 
-def test_ckpt_path_last_resumes_where_the_first_run_stopped(demo_dir, tmp_path):
-    """The README's two commands: a run, then the same command with --ckpt_path last and more steps (its losses
-    differ from a straight 8-step run's: the first run's LR schedule was 4 steps long, and the message says so)."""
+def test_ckpt_path_last_starts_at_step_0_then_resumes_where_the_first_run_stopped(demo_dir, tmp_path):
+    """What a restart script meets: its first launch, with --ckpt_path last and nothing to resume, says so and starts
+    at step 0; the same command with more steps resumes (its losses differ from a straight 8-step run's: the first
+    run's LR schedule was 4 steps long, and the message says how the schedule changes)."""
     root = ["--trainer.default_root_dir", tmp_path, "--trainer.logger.init_args.save_dir", tmp_path]
-    first = fit(demo_dir, *SHORT, *root, "--trainer.max_steps", "4")
+    first = fit(demo_dir, *SHORT, *root, "--trainer.max_steps", "4", "--ckpt_path", "last")
     assert first.returncode == 0, first.stderr[-3000:]
+    text = output(first)
+    assert f"--ckpt_path last: no checkpoint in {tmp_path / 'checkpoints'}; training starts from step 0." in text
+    assert "theworld: training steps 0 -> 4" in text and "no last checkpoint available" not in text
     resumed = fit(demo_dir, *SHORT, *root, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "theworld: training steps 4 -> 8" in output(resumed)
-    assert "scheduled for trainer.max_steps=4; this run goes to 8" in output(resumed)
+    assert ("resuming at step 4 of a run scheduled for trainer.max_steps=4; this run goes to 8, so the cosine LR "
+            "schedule now spans 8 steps") in output(resumed)
     assert sorted(logged_losses(tmp_path)) == [4, 5, 6, 7], "the resumed run trained steps 5 to 8 only"
 
 
@@ -65,16 +70,6 @@ def test_ckpt_path_last_finds_the_checkpoints_whatever_the_logger(straight_run, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "theworld: training steps 4 -> 8" in output(result)
     assert_same_weights(straight_run / "checkpoints/final", tmp_path / "checkpoints/final")
-
-
-def test_ckpt_path_last_with_nothing_to_resume_says_so_and_starts_at_step_0(demo_dir, tmp_path):
-    """What a restart script meets on its first launch."""
-    result = fit(demo_dir, *SHORT, "--trainer.max_steps", "2", "--trainer.default_root_dir", tmp_path,
-                 "--trainer.logger.init_args.save_dir", tmp_path, "--ckpt_path", "last")
-    assert result.returncode == 0, result.stderr[-3000:]
-    text = output(result)
-    assert f"--ckpt_path last: no checkpoint in {tmp_path / 'checkpoints'}; training starts from step 0." in text
-    assert "theworld: training steps 0 -> 2" in text and "no last checkpoint available" not in text
 
 
 def test_a_new_run_refuses_a_folder_with_another_runs_checkpoints(straight_run, demo_dir, tmp_path):
@@ -92,14 +87,6 @@ def test_a_new_run_refuses_a_folder_with_another_runs_checkpoints(straight_run, 
                       "--trainer.logger.init_args.save_dir", tmp_path, "--checkpoint.overwrite", "true")
     assert overwritten.returncode == 0, overwritten.stderr[-3000:]
     assert "theworld: training steps 0 -> 4" in output(overwritten)
-
-
-def test_resuming_with_another_max_steps_says_how_the_schedule_changes(straight_run, demo_dir, tmp_path):
-    result = fit(demo_dir, *SHORT, "--trainer.max_steps", "6", "--trainer.default_root_dir", tmp_path,
-                 "--trainer.logger.init_args.save_dir", tmp_path, "--ckpt_path", straight_run / "checkpoints/checkpoint-4")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert ("resuming at step 4 of a run scheduled for trainer.max_steps=8; this run goes to 6, so the cosine LR "
-            "schedule now spans 6 steps") in output(result)
 
 
 def test_a_finished_run_started_again_says_it_is_done(straight_run, demo_dir, tmp_path):

@@ -20,33 +20,37 @@ SHORT = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "-
 
 
 CLI = [sys.executable, "-m", "theworld"]
-# Set in each forked run, not in its zygote: read when used (huggingface_hub's token, wandb's folder), or by no one.
-PER_RUN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_DIR", "PYTEST_CURRENT_TEST")
+SPY = [sys.executable, REPO / "tests/support/weight_spy.py"]
+# Set in each forked run, not in its zygote: read when used (huggingface_hub's token, wandb's folder, the weight
+# spy's log), or by no one.
+PER_RUN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_DIR", "THEWORLD_WEIGHT_LOG", "PYTEST_CURRENT_TEST")
 # Zygotes by the environment their runs share at import time, newest use last; each holds about 0.5 GB (torch,
 # transformers, Lightning imported), so a test process keeps two at most.
 _zygotes: dict[tuple, Zygote] = {}
 MAX_ZYGOTES = 2
 
 
-def theworld(*args, cwd, env=None, program=None, fresh_interpreter=False, timeout=600, **popen):
+def theworld(*args, cwd, env=None, program=None, fresh_interpreter=False, spy_weights=False, timeout=600, **popen):
     """`theworld <args>` in ``cwd`` as its own process, the one way every test starts the CLI.
 
     ``env`` is laid over this process's environment (a None value removes the variable); theworld is imported from
     this checkout, and tests/support is importable (test callbacks: ``--trainer.callbacks+=module.Class``).
     Returns the finished run with its ``.seconds``, as ``subprocess.run(capture_output=True, text=True)`` does.
+    ``spy_weights``: the run records its weight loads in $THEWORLD_WEIGHT_LOG (support/weight_spy.py).
 
     The run is forked from a zygote that has imported theworld (support/cli_zygote.py), unless it is started by
     exec: with ``fresh_interpreter`` (the tests of start-up, signals and kills), a ``program`` replacing
-    ``python -m theworld`` (torchrun, the weight spy, and Lightning's DDP launcher, which starts its ranks by
-    running the command line again: a forked run has none), or ``popen`` keywords (``stdout=``...: then the running
-    Popen is returned)."""
+    ``python -m theworld`` (torchrun, and Lightning's DDP launcher, which starts its ranks by running the command
+    line again: a forked run has none), or ``popen`` keywords (``stdout=``...: then the running Popen is
+    returned)."""
     # theworld from this checkout (whatever is installed), and the test callbacks
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests/support"), str(REPO)])}
     for name, value in (env or {}).items():
         full_env.pop(name, None) if value is None else full_env.__setitem__(name, str(value))
     if not (fresh_interpreter or program or popen):
-        return _zygote(full_env).run(args, cwd, {name: full_env.get(name) for name in PER_RUN_ENV}, timeout)
-    cmd = [*map(str, program or CLI), *map(str, args)]
+        per_run = {name: full_env.get(name) for name in PER_RUN_ENV}
+        return _zygote(full_env, spy_weights).run(args, cwd, per_run, timeout)
+    cmd = [*map(str, program or (SPY if spy_weights else CLI)), *map(str, args)]
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=full_env, **popen)
     start = time.monotonic()
@@ -55,15 +59,16 @@ def theworld(*args, cwd, env=None, program=None, fresh_interpreter=False, timeou
     return result
 
 
-def _zygote(full_env: dict) -> Zygote:
-    """The zygote whose environment is ``full_env`` but for the per-run variables; started if there is none."""
+def _zygote(full_env: dict, spy_weights: bool) -> Zygote:
+    """The zygote whose environment is ``full_env`` but for the per-run variables, spying on weight loads or not;
+    started if there is none."""
     shared = {name: value for name, value in full_env.items() if name not in PER_RUN_ENV}
-    key = tuple(sorted(shared.items()))
+    key = (spy_weights, *sorted(shared.items()))
     zygote = _zygotes.pop(key, None)
     if zygote is None:
         if len(_zygotes) == MAX_ZYGOTES:
             _zygotes.pop(next(iter(_zygotes))).close()
-        zygote = Zygote({name: shared.get(name) for name in {*os.environ, *shared}})
+        zygote = Zygote({name: shared.get(name) for name in {*os.environ, *shared}}, spy_weights=spy_weights)
     _zygotes[key] = zygote
     return zygote
 

@@ -23,13 +23,15 @@ def hub_env(endpoint: str, hf_home: Path, **extra) -> dict:
             **extra}
 
 
-def run(cwd: Path, endpoint: str, hf_home: Path, *args, env=None, program=None):
-    """`theworld fit --config configs/demo.yaml <args>` against the local Hub in a fresh interpreter (test_hub_cli
-    tests a user's command whole), or ``<program> <args>``."""
+def run(cwd: Path, endpoint: str, hf_home: Path, *args, env=None, program=None, fresh_interpreter=True,
+        spy_weights=False):
+    """`theworld fit --config configs/demo.yaml <args>` against the local Hub, by default in a fresh interpreter (a
+    user's command whole, its start and its exit), or forked from a zygote (support/cli_runs.py); or
+    ``<program> <args>``."""
     env = hub_env(endpoint, hf_home, **(env or {}))
     if program:
         return theworld(*args, cwd=cwd, env=env, program=program, timeout=300)
-    return fit(cwd, *args, env=env, fresh_interpreter=True, timeout=300)
+    return fit(cwd, *args, env=env, fresh_interpreter=fresh_interpreter, spy_weights=spy_weights, timeout=300)
 
 
 def files_containing(root: Path, needle: str) -> list[str]:
