@@ -169,6 +169,7 @@ class TheWorldCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
+        # Every check that can fail before a weight loads, in the order a user would fix them; each a step below.
         config = self.config.get(str(self.subcommand), self.config)
         self._refuse_missing_config(config)
         if self.subcommand == "estimate":  # loads no weight, reads no data, asks no Hub: prints, then stops
@@ -176,15 +177,34 @@ class TheWorldCLI(LightningCLI):
             sys.exit(0)
         self._check_accelerator(config)
         self._check_devices(config)
+        self._refuse_negative_max_steps(config)
+        self._take_the_token(config)
+        self._loggers_follow_root_dir(config)
+        self._check_output_folders(config)
+        parser = lightning_private.subcommand_parser(self, self.subcommand)
+        self.run_config = json.loads(parser.dump(config, format="json", skip_none=False))
+        self._resume_a_requeued_slurm_job(config)
+        self._resolve_hf_refs(config)
+        # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
+        self._check_weight_sources(config)
+        self._pin_bases(config)
+        self.hub_api = self._hub_preflight(config)
+        self._refuse_another_runs_folder(config)
+
+    @staticmethod
+    def _refuse_negative_max_steps(config) -> None:
         max_steps = config.trainer.get("max_steps")
         if max_steps is not None and max_steps < -1:
             raise ConfigError(
                 f"trainer.max_steps={max_steps}: give the number of optimizer steps to train (a positive number; it "
                 f"is also the length of the LR schedule), or -1 for no limit with trainer.max_epochs set instead."
             )
+
+    def _take_the_token(self, config) -> None:
+        """Moves the Hub token out of the config (``--hf_token``, ``hub.hf_token``, or ``hf_token:`` at the top of a
+        config file, as the guide's configs have it) into ``hub_token``, and out of ``sys.argv``."""
         top_level = config.get("hf_token")
         if top_level and not any(arg.partition("=")[0] == "--hf_token" for arg in self.command_line):
-            # `hf_token:` at the top of a config file, as the guide's configs have it
             self.hub_token = resolve_token(config_token=top_level, config_source=_CONFIG_FILE_TOKEN)
         else:
             self.hub_token = resolve_token(cli_token=top_level, config_token=config.hub.hf_token)
@@ -192,26 +212,21 @@ class TheWorldCLI(LightningCLI):
         # written from this config, and W&B records sys.argv.
         config.hf_token = config.hub.hf_token = None
         sys.argv[:] = stops.without_flags(sys.argv, stops.TOKEN_FLAGS)
-        self._loggers_follow_root_dir(config)
-        self._check_output_folders(config)
         if self.hub_token is not None and self.hub_token.source in ("--hf_token", "hub.hf_token", _CONFIG_FILE_TOKEN):
             # Every Hub call of the run uses it (gated base-model downloads too), and so do DDP
             # workers re-launched from the scrubbed sys.argv.
             os.environ["HF_TOKEN"] = self.hub_token.value
-        parser = lightning_private.subcommand_parser(self, self.subcommand)
-        dumped = parser.dump(config, format="json", skip_none=False)
-        self.run_config = json.loads(dumped)
+
+    def _resume_a_requeued_slurm_job(self, config) -> None:
+        """SLURM requeued this job (preemption, auto-requeue): it goes on where it was."""
         if self.subcommand == "fit" and not config.get("ckpt_path") and int(os.environ.get("SLURM_RESTART_COUNT", 0)):
-            config.ckpt_path = "last"  # SLURM requeued this job (preemption, auto-requeue): it goes on where it was
+            config.ckpt_path = "last"
             log.info(
                 "theworld: SLURM restarted this job (SLURM_RESTART_COUNT=%s): resuming with --ckpt_path last.",
                 os.environ["SLURM_RESTART_COUNT"],
             )
-        self._resolve_hf_refs(config)
-        # Before any weight loads: a missing folder or a gated or unknown model id fails here, in a second.
-        self._check_weight_sources(config)
-        self._pin_bases(config)
-        self.hub_api = self._hub_preflight(config)
+
+    def _refuse_another_runs_folder(self, config) -> None:
         if self.subcommand == "fit" and not config.get("ckpt_path") and not config.checkpoint.overwrite:
             TrainableCheckpoint.refuse_used_folder(
                 TrainableCheckpoint.folder_for(config.checkpoint.dirpath, config.trainer.get("default_root_dir"))
