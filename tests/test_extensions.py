@@ -3,6 +3,7 @@
 (support/toy_format.py), each imported before `theworld` parses its config, as a user's own module would be."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -98,3 +99,32 @@ def test_a_benchmark_format_registered_in_one_file_runs_through_the_command(tmp_
         total = next(a for a in result["accuracies"] if a["task"] == "all" and a["condition"] == condition)
         by_hand = hand_total(result["samples"], condition, {"bars": 1 / 2, "colours": 1 / 2})
         assert total["accuracy"] == pytest.approx(by_hand)
+
+
+def installed_package(site, entry_points: str, name: str = "toy-extensions"):
+    """``site`` holding the metadata of an installed package named ``name`` with ``entry_points`` (the text of its
+    entry_points.txt), as pip leaves it in site-packages; the modules it names are in tests/support."""
+    info = site / f"{name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    return {"PYTHONPATH": os.pathsep.join(map(str, [site, REPO / "tests/support", REPO]))}
+
+
+def test_an_installed_package_adds_its_extensions_to_the_theworld_command(demo_dir, tmp_path):
+    """The plain `theworld` command, nothing imported by hand: a package naming its module in the
+    `theworld.extensions` entry-point group has its strategy taken; a module that fails to import is one error
+    paragraph naming the package, not a traceback."""
+    cwd = workdir(demo_dir, tmp_path / "run")
+    env = installed_package(tmp_path / "site", "[theworld.extensions]\nend_with_state = toy_hub_strategy\n")
+    estimate = theworld("estimate", *DEMO, "--hub.hub_strategy", "end_with_state", "--json", cwd=cwd, env=env,
+                        fresh_interpreter=True)
+    assert estimate.returncode == 0, estimate.stderr[-3000:]
+    assert set(json.loads(estimate.stdout)["push_bytes"]) == {"model.safetensors",
+                                                              "last-checkpoint/ (weights + training state)"}
+    broken = installed_package(tmp_path / "broken", "[theworld.extensions]\nmissing = toy_no_such_module\n",
+                               name="broken-extension")
+    failed = theworld("estimate", *DEMO, cwd=cwd, env=broken, fresh_interpreter=True)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    assert "theworld: error: The theworld extension 'missing' of broken-extension (toy_no_such_module) failed to " \
+           "import: ModuleNotFoundError" in failed.stderr, failed.stderr[-3000:]

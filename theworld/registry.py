@@ -2,6 +2,12 @@
 the benchmark formats. Adding one is a file that defines it and one ``register`` call; everything that offers a
 choice or reads a setting asks the registry, never a list of its own.
 
+An installed package makes its extensions part of the ``theworld`` command by naming the module that registers them
+in the ``theworld.extensions`` entry-point group (``pyproject.toml``)::
+
+    [project.entry-points."theworld.extensions"]
+    my_strategy = "my_package.my_strategy"
+
 A config option whose values are the registered names is annotated ``module.Name``, where ``module`` serves ``Name``
 through :meth:`Registry.choices_getattr`: the CLI's parser reads the annotation when it is built, so its choices (and
 ``--help``) hold every name registered by then, and a mistyped one is refused as the parser refuses any value.
@@ -10,9 +16,10 @@ through :meth:`Registry.choices_getattr`: the CLI's parser reads the annotation 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import entry_points
 from typing import Any, Generic, Literal, TypeVar
 
-from theworld.errors import ConfigError
+from theworld.errors import ConfigError, UserError
 
 T = TypeVar("T")
 
@@ -66,3 +73,24 @@ class Registry(Mapping[str, T], Generic[T]):
             raise AttributeError(name)
 
         return module_getattr
+
+
+ENTRY_POINT_GROUP = "theworld.extensions"
+
+
+class ExtensionFailed(UserError):
+    """An installed extension's module could not be imported."""
+
+
+def load_installed_extensions() -> None:
+    """Imports the module of every entry point in the ``theworld.extensions`` group of the installed packages:
+    each registers its extensions. ``theworld`` calls it before it builds its parser."""
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except Exception as err:
+            package = entry_point.dist.name if entry_point.dist else "an installed package"
+            raise ExtensionFailed(
+                f"The theworld extension {entry_point.name!r} of {package} ({entry_point.value}) failed to import: "
+                f"{type(err).__name__}: {err}. Fix or reinstall {package}, or uninstall it to run without it."
+            ) from err

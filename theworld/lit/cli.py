@@ -55,6 +55,7 @@ from theworld.lit.guide_config import translate_arguments
 from theworld.lit.module import TheWorldModule
 from theworld.lit.strategies import default_wrap_layers
 from theworld.lit.trainer import TheWorldTrainer
+from theworld.registry import load_installed_extensions
 from theworld.run_lock import hold_run_folder
 
 log = logging.getLogger(__name__)
@@ -600,6 +601,7 @@ def main(args: list[str] | None = None) -> None:
         else:
             args = argv
     try:
+        load_installed_extensions()  # they register their names before the parser takes its choices
         _check_config_files(argv)
         translated = translate_arguments(argv)
         if translated != argv:
