@@ -21,7 +21,6 @@ The module imports nothing heavy: it runs before torch is imported.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing.util
 import os
 import shlex
 import signal
@@ -278,13 +277,15 @@ def _forget_arrivals_in_a_forked_child() -> None:
 os.register_at_fork(after_in_child=_forget_arrivals_in_a_forked_child)
 
 
-# Finalizers run from weakref callbacks (a semaphore unregistering from the resource tracker), besides __del__.
-_FINALIZER_CALLS = (multiprocessing.util.Finalize.__call__.__code__, weakref.finalize.__call__.__code__)
-
-
 def _in_a_finalizer(frame: FrameType | None) -> bool:
+    # Besides __del__, finalizers run from weakref callbacks (a semaphore unregistering from the resource tracker);
+    # multiprocessing's run only once it is imported, which this module does not do at start-up.
+    multiprocessing_util = sys.modules.get("multiprocessing.util")
+    finalizer_calls = {weakref.finalize.__call__.__code__}
+    if multiprocessing_util is not None:
+        finalizer_calls.add(multiprocessing_util.Finalize.__call__.__code__)
     while frame is not None:
-        if frame.f_code.co_name == "__del__" or frame.f_code in _FINALIZER_CALLS:
+        if frame.f_code.co_name == "__del__" or frame.f_code in finalizer_calls:
             return True
         frame = frame.f_back
     return False

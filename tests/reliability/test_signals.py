@@ -70,6 +70,18 @@ def signal_in_step_3(demo_dir, tmp_path, signum: int, target: str, *args, env=No
     return status, log.read_text()
 
 
+def slurm_batch_job(tmp_path: Path, job_id: str) -> tuple[dict, Path]:
+    """The environment of a one-task SLURM batch job, with a stand-in ``scontrol`` on PATH that records its
+    arguments in the returned file (one line per call)."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = dict(SLURM_JOB_ID=job_id, SLURM_JOB_NAME="theworld", SLURM_NTASKS="1", SLURM_NNODES="1", SLURM_PROCID="0",
+               SLURM_LOCALID="0", SLURM_NODEID="0", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    return env, calls
+
+
 def run_dirs(path: Path) -> list:
     """A run's folders: its checkpoints and logs under ``path``."""
     return ["--trainer.default_root_dir", path, "--trainer.logger.init_args.save_dir", path]
@@ -128,12 +140,7 @@ def test_slurm_requeue_saves_the_step_requeues_and_the_restarted_job_resumes(str
     """``#SBATCH --signal=USR1@90`` with Lightning's SLURM auto-requeue: before the time limit SLURM sends SIGUSR1 to
     every process of the job. The run saves step 3, asks ``scontrol requeue`` for its job and stops; SLURM then runs
     the same command again (SLURM_RESTART_COUNT=1), which resumes at step 3 without being told to."""
-    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    (bin_dir / "scontrol").chmod(0o755)
-    slurm = dict(SLURM_JOB_ID="777", SLURM_JOB_NAME="theworld", SLURM_NTASKS="1", SLURM_NNODES="1",
-                 SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    slurm, calls = slurm_batch_job(tmp_path, job_id="777")
     run = tmp_path / "run"
     run.mkdir()
     status, text = signal_in_step_3(demo_dir, run, signal.SIGUSR1, "group", env=slurm)
@@ -155,12 +162,7 @@ def test_slurm_requeue_saves_the_step_requeues_and_the_restarted_job_resumes(str
 def test_slurm_requeue_signal_during_start_up_requeues_the_job(demo_dir, tmp_path):
     """SLURM's requeue signal can come before the first step (a job requeued near its time limit restarts and is
     signalled again while loading): the job is requeued and ends with 138 and its line, as later in the run."""
-    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    (bin_dir / "scontrol").chmod(0o755)
-    slurm = dict(SLURM_JOB_ID="778", SLURM_JOB_NAME="theworld", SLURM_NTASKS="1", SLURM_NNODES="1",
-                 SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    slurm, calls = slurm_batch_job(tmp_path, job_id="778")
     log = tmp_path / "requeued.log"
     with open(log, "w") as out:
         proc = fit(demo_dir, *SHORT, *run_dirs(tmp_path), env=slurm, stdout=out, stderr=subprocess.STDOUT,
